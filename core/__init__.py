@@ -1,0 +1,1 @@
+"""Transfer Learning Studio's compute package: everything that computes, no UI."""

@@ -1,0 +1,236 @@
+"""Every option of the studio as frozen dataclasses, with bounds and help for the UI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError
+
+HOME_ENV_VAR = "TL_STUDIO_HOME"
+DEFAULT_HOME = Path("~/.tl-studio")
+
+
+def studio_home(override: str | Path | None = None) -> Path:
+    """Returns the folder holding all studio state (runs, caches, uploads).
+
+    Order: an explicit override (the command line's --home), then $TL_STUDIO_HOME, then
+    ~/.tl-studio. The folder is created if missing.
+    """
+    chosen = override or os.environ.get(HOME_ENV_VAR) or DEFAULT_HOME
+    home = Path(chosen).expanduser().resolve()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot create the studio home folder {home}: {exc.strerror}. "
+            f"Set {HOME_ENV_VAR} (or --home) to a folder you can write to."
+        ) from exc
+    return home
+
+
+def option(default: Any, help: str, label: str | None = None, **bounds: Any) -> Any:
+    """A dataclass field whose metadata carries UI help text and validation bounds.
+
+    Bounds understood: min, max, step (numbers), choices (allowed values).
+    """
+    meta = {"help": help, "label": label, **bounds}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use an immutable default (tuple, frozenset)")
+    return field(default=default, metadata=meta)
+
+
+def validate_bounds(obj: Any) -> None:
+    """Raises ConfigError for the first field outside its metadata bounds."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        meta = f.metadata
+        name = meta.get("label") or f.name.replace("_", " ")
+        if "choices" in meta and value not in meta["choices"]:
+            allowed = ", ".join(repr(c) for c in meta["choices"])
+            raise ConfigError(f"{name} must be one of {allowed}; got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if "min" in meta and value < meta["min"]:
+            raise ConfigError(f"{name} must be at least {meta['min']}; got {value}.")
+        if "max" in meta and value > meta["max"]:
+            raise ConfigError(f"{name} must be at most {meta['max']}; got {value}.")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How uploads and folders are turned into a validated dataset.
+
+    Attributes:
+        min_side: Images smaller than this on either side are rejected.
+        max_pixels: Images with more pixels than this are rejected (decompression bombs).
+        max_zip_bytes: Largest total uncompressed size of a zip, checked before extraction.
+        max_zip_entries: Largest number of entries in a zip, checked before extraction.
+        drop_cross_class_duplicates: Leave out images whose exact content appears in two classes.
+        min_images_per_class: A class with fewer usable images makes the dataset unusable.
+        warn_images_per_class: A class with fewer usable images gets a warning.
+        warn_imbalance_ratio: Warn when the largest class is more than this many times the smallest.
+        workers: Processes used to read images; 0 means one per CPU core.
+    """
+
+    min_side: int = option(16, "Smallest accepted width or height, in pixels.", min=1, max=4096)
+    max_pixels: int = option(
+        89_478_485, "Largest accepted image, in pixels (guards against decompression bombs).",
+        min=1_000, max=1_000_000_000,
+    )
+    max_zip_bytes: int = option(
+        8 * 1024**3, "Largest total uncompressed size of an uploaded zip, in bytes.",
+        min=1, max=1024**4,
+    )
+    max_zip_entries: int = option(
+        200_000, "Largest number of files in an uploaded zip.", min=1, max=10_000_000
+    )
+    drop_cross_class_duplicates: bool = option(
+        True, "Leave out identical photos that appear under two different classes."
+    )
+    min_images_per_class: int = option(2, "Fewest usable images a class may have.", min=1)
+    warn_images_per_class: int = option(10, "Warn when a class has fewer images than this.", min=1)
+    warn_imbalance_ratio: float = option(
+        5.0, "Warn when the largest class is this many times the smallest.", min=1.0
+    )
+    workers: int = option(0, "Processes used to read images (0: one per CPU core).", min=0, max=64)
+
+    def __post_init__(self) -> None:
+        validate_bounds(self)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How a dataset is split into train, validation and test sets.
+
+    Attributes:
+        train_fraction: Share of each class used for training.
+        val_fraction: Share of each class used for validation (early stopping, threshold).
+        test_fraction: Share of each class held out for the final evaluation.
+        seed: Seed of the shuffle; the same seed and data give the same split.
+    """
+
+    train_fraction: float = option(0.7, "Share of each class used to train.", "Train share",
+                                   min=0.05, max=0.95, step=0.05)
+    val_fraction: float = option(0.15, "Share of each class used to validate while training.",
+                                 "Validation share", min=0.025, max=0.9, step=0.025)
+    test_fraction: float = option(0.15, "Share of each class held out to measure the model.",
+                                  "Test share", min=0.025, max=0.9, step=0.025)
+    seed: int = option(0, "Seed of the shuffle: same seed, same split.", min=0, max=2**31 - 1)
+
+    def __post_init__(self) -> None:
+        validate_bounds(self)
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(
+                f"Train, validation and test shares must add up to 1; they add up to {total:g}. "
+                "Lower one of them."
+            )
+
+
+HIDDEN_LAYER_PRESETS: dict[str, tuple[int, ...]] = {
+    "none (linear head)": (),
+    "one layer (256)": (256,),
+    "three layers (1024-512-256, a common recipe)": (1024, 512, 256),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is trained.
+
+    Attributes:
+        backbone: Registry name of the pretrained base, or "tfhub" with hub_handle set.
+        weights: "imagenet" (Keras cache, downloading when missing), a weights file path,
+            or None for a randomly initialised base (tests only).
+        hub_handle: TF Hub handle, URL or local SavedModel folder when backbone is "tfhub".
+        hub_input_size: Square input size the TF Hub model expects.
+        epochs: Most epochs of head training (early stopping may end sooner).
+        batch_size: Images (or feature vectors) per training step.
+        learning_rate: Adam learning rate of the head.
+        hidden_units: Sizes of hidden Dense layers before the softmax; empty for a linear head.
+        dropout: Dropout rate before each Dense layer of the head.
+        l2: L2 weight penalty of the head's Dense layers.
+        class_weights: "off", or "balanced" to weigh classes inversely to their size.
+        early_stopping_patience: Epochs without validation improvement before stopping; 0 = off.
+        augment: Train on randomly flipped, rotated, zoomed and contrast-changed copies.
+        augment_views: Augmented copies of each training image cached for the frozen base.
+        fine_tune_layers: Top layers of the base to unfreeze after the head converges; 0 = off.
+        fine_tune_epochs: Epochs of fine-tuning.
+        fine_tune_learning_rate: Learning rate of fine-tuning, 10 to 100 times below the head's.
+        seed: Seed for weights initialisation, shuffling and augmentation.
+    """
+
+    backbone: str = option("mobilenet_v2", "Pretrained base the new head is trained on.", "Base")
+    weights: str | None = option(
+        "imagenet", "'imagenet' for the standard pretrained weights, or a weights file path."
+    )
+    hub_handle: str | None = option(
+        None, "TF Hub feature-vector model: handle, URL or local SavedModel folder."
+    )
+    hub_input_size: int = option(224, "Input size the TF Hub model expects.", min=32, max=1024)
+    epochs: int = option(30, "Most passes over the training images for the head.", "Epochs",
+                         min=1, max=500)
+    batch_size: int = option(32, "Images per training step.", "Batch size", min=1, max=1024)
+    learning_rate: float = option(1e-3, "Adam learning rate of the new head.", "Learning rate",
+                                  min=1e-6, max=1.0)
+    hidden_units: tuple[int, ...] = option(
+        (), "Hidden Dense layers between the base and the softmax.", "Hidden layers"
+    )
+    dropout: float = option(0.2, "Share of features dropped at random while training.",
+                            "Dropout", min=0.0, max=0.9, step=0.05)
+    l2: float = option(1e-4, "L2 penalty on the head's weights (0 for none).", "L2", min=0.0,
+                       max=1.0)
+    class_weights: str = option("off", "'balanced' weighs rare classes up.", "Class weights",
+                                choices=("off", "balanced"))
+    early_stopping_patience: int = option(
+        5, "Stop after this many epochs without validation improvement (0: never).",
+        "Early stopping patience", min=0, max=100,
+    )
+    augment: bool = option(False, "Train on flipped, rotated, zoomed and contrast-changed copies.",
+                           "Augmentation")
+    augment_views: int = option(2, "Augmented copies of each training photo (frozen base).",
+                                "Augmented views", min=1, max=20)
+    fine_tune_layers: int = option(0, "Top layers of the base to unfreeze and retrain (0: off).",
+                                   "Fine-tune layers", min=0, max=1000)
+    fine_tune_epochs: int = option(5, "Epochs of fine-tuning.", "Fine-tune epochs", min=1,
+                                   max=200)
+    fine_tune_learning_rate: float = option(
+        1e-5, "Learning rate while fine-tuning: 10 to 100 times below the head's.",
+        "Fine-tune learning rate", min=1e-8, max=0.1,
+    )
+    seed: int = option(0, "Seed: the same seed and data train the same model.", "Seed", min=0,
+                       max=2**31 - 1)
+
+    def __post_init__(self) -> None:
+        validate_bounds(self)
+        if any((not isinstance(u, int)) or u < 1 or u > 8192 for u in self.hidden_units):
+            raise ConfigError(
+                f"Hidden layer sizes must be whole numbers from 1 to 8192; got {self.hidden_units}."
+            )
+        if self.backbone == "tfhub" and not self.hub_handle:
+            raise ConfigError("A TF Hub base needs a handle, URL or SavedModel folder.")
+        if self.fine_tune_layers and self.fine_tune_learning_rate > self.learning_rate / 10:
+            raise ConfigError(
+                f"Fine-tune learning rate {self.fine_tune_learning_rate:g} is too large: use at "
+                f"most a tenth of the head's ({self.learning_rate / 10:g}) so the pretrained "
+                "weights are not destroyed."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        data = dataclasses.asdict(self)
+        data["hidden_units"] = list(self.hidden_units)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of to_dict; unknown keys are ignored so old runs stay readable."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "hidden_units" in kwargs:
+            kwargs["hidden_units"] = tuple(int(u) for u in kwargs["hidden_units"])
+        return cls(**kwargs)
