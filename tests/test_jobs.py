@@ -85,7 +85,7 @@ def test_jobs_run_one_at_a_time_in_submission_order(manager: JobManager) -> None
     assert active["most"] == 1
     assert [s.state for s in finals] == ["completed"] * 6
     assert [s.result for s in finals] == [0, 10, 20, 30, 40, 50]
-    for earlier, later in zip(finals, finals[1:]):
+    for earlier, later in zip(finals, finals[1:], strict=False):
         assert earlier.finished <= later.started
     assert all(s.started >= s.submitted and s.elapsed >= 0.015 for s in finals)
 
@@ -338,7 +338,7 @@ def test_ended_jobs_are_recorded_on_disk(tmp_path: Path) -> None:
 def test_keep_finished_forgets_only_the_oldest_ended_jobs(tmp_path: Path) -> None:
     jm = JobManager(tmp_path, keep_finished=2)
     try:
-        ids = [jm.submit(lambda **_: n, title=str(n)) for n in range(4)]
+        ids = [jm.submit(lambda n=n, **_: n, title=str(n)) for n in range(4)]
         jm.wait(ids[-1], WAIT)
         wait_for(lambda: len(jm.jobs()) == 2)
         assert [s.job_id for s in jm.jobs()] == ids[2:]

@@ -1,0 +1,84 @@
+"""Dataset page: upload a zip or name a server folder, check the report, split, use it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import SplitConfig
+from ui import dataset as ui_dataset
+from ui import nav, render, state, widgets
+
+st.set_page_config(page_title="Dataset · Transfer Learning Studio",
+                   page_icon=":material/photo_library:", layout="wide")
+nav.sidebar()
+
+st.title("Dataset")
+st.markdown(
+    "Photos sorted into **one folder per class**, for example `flowers/daisy/*.jpg` and "
+    "`flowers/roses/*.jpg`. JPEG, PNG, BMP, GIF, WebP and TIFF are read by content; "
+    "damaged, tiny and duplicate photos are reported, not used."
+)
+
+current = state.current_dataset()
+if current is not None:
+    render.current_dataset_banner(current)
+    nav.page_link(nav.TRAIN, "Continue to training", ":material/arrow_forward:")
+
+kind = st.radio("Where are the photos?", [state.SOURCE_UPLOAD, state.SOURCE_FOLDER],
+                horizontal=True, key=state.SOURCE_KIND, persist_state="session")
+if kind == state.SOURCE_UPLOAD:
+    limit_mb = int(st.get_option("server.maxUploadSize"))
+    upload = st.file_uploader(
+        f"Zip of class folders (up to {limit_mb:,} MB)", type=["zip"], key=state.UPLOAD,
+        help="A single wrapping folder (flowers.zip -> flowers/daisy/...) is fine.",
+    )
+    st.caption(f"Upload limit: {limit_mb:,} MB per zip (server.maxUploadSize in "
+               ".streamlit/config.toml). For larger datasets, copy them to the server and "
+               "choose \"Folder on the server\".")
+    if upload is not None:
+        ui_dataset.load_upload(upload)
+else:
+    folder = st.text_input("Folder on the server", key=state.FOLDER, persist_state="session",
+                           placeholder="/data/flowers",
+                           help="A folder (or a .zip file) readable by the server process.")
+    if st.button("Load this folder", key=state.LOAD_FOLDER, icon=":material/folder_open:"):
+        ui_dataset.load_folder(folder)
+
+loaded = state.loaded_dataset()
+if loaded is None:
+    st.info("No dataset loaded yet. Upload a zip with one folder per class, or choose "
+            "\"Folder on the server\", type its path and press **Load this folder**.",
+            icon=":material/arrow_upward:")
+    st.stop()
+
+report = loaded.dataset.report
+st.header(f"Report: {loaded.name}")
+render.validation_report(report)
+with st.expander("Thumbnails per class", expanded=True):
+    render.thumbnail_grid(loaded.dataset)
+if not report.usable:
+    st.error("This dataset cannot be used yet: fix the errors above, then load it again.",
+             icon=":material/block:")
+    st.stop()
+
+st.header("Split")
+st.caption("Each class is split in the same proportions; identical photos stay in one split. "
+           "The validation set guides early stopping; the test set is only used to measure.")
+config = widgets.config_form(SplitConfig, key_prefix=state.SPLIT_PREFIX, columns=4,
+                             initial=current.split_config if current is not None else None)
+split = ui_dataset.split_dataset(loaded, config) if config is not None else None
+if split is None:
+    st.stop()
+render.split_summary(split)
+
+in_use = (current is not None and current.loaded.source == loaded.source
+          and current.split_config == config)
+if st.button("Use this dataset", type="primary", key=state.USE_DATASET,
+             icon=":material/check:", on_click=state.use_dataset, args=(loaded, split, config),
+             help="Keeps this dataset and split for the Train page."):
+    st.success(f"{loaded.name} and this split will be used for training.",
+               icon=":material/check_circle:")
+elif in_use:
+    st.caption("This dataset and split are the ones in use.")
+if in_use:
+    nav.page_link(nav.TRAIN, "Continue to training", ":material/arrow_forward:")

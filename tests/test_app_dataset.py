@@ -1,0 +1,218 @@
+"""The Dataset page driven by Streamlit's AppTest: upload, folder, report, split, use."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from conftest import make_class_folders, patterned_image, zip_folder
+from ui import state
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = str(REPO / "pages" / "1_Dataset.py")
+TIMEOUT = 120  # seconds per script run; ingestion starts worker processes on 2 shared cores
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    """Three classes with a file that is not an image, a tiny image and a duplicate."""
+    root = make_class_folders(tmp_path / "pets", {"cats": 8, "dogs": 8, "fish": 8})
+    (root / "cats" / "notes.jpg").write_bytes(b"this is a text file, not a photo")
+    patterned_image(0, 99, size=8).save(root / "dogs" / "tiny.png")
+    (root / "fish" / "copy.png").write_bytes((root / "fish" / "img_0000.png").read_bytes())
+    (root / ".DS_Store").write_bytes(b"\0\0")
+    return root
+
+
+def page() -> AppTest:
+    return AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def all_text(at: AppTest) -> str:
+    parts = [*texts(at.markdown), *texts(at.caption), *texts(at.info), *texts(at.success),
+             *texts(at.warning), *texts(at.error), *texts(at.header), *texts(at.subheader)]
+    return "\n".join(parts)
+
+
+def rejected_table(at: AppTest):
+    for frame in at.dataframe:
+        if "reason" in frame.value.columns:
+            return frame.value
+    raise AssertionError("no table of rejected files on the page")
+
+
+def upload(at: AppTest, zip_path: Path) -> AppTest:
+    at.file_uploader(key=state.UPLOAD).upload(zip_path.name, zip_path.read_bytes(),
+                                               "application/zip")
+    return at.run()
+
+
+def test_without_a_dataset_the_page_says_what_to_do(studio_home: Path) -> None:
+    at = page().run()
+    assert not at.exception
+    assert "No dataset loaded yet" in all_text(at)
+    assert "Load this folder" in all_text(at)
+    limit = int(st.get_option("server.maxUploadSize"))
+    uploader = at.file_uploader(key=state.UPLOAD)
+    assert f"{limit:,} MB" in uploader.label
+    assert any(f"Upload limit: {limit:,} MB" in c for c in texts(at.caption))
+    assert uploader.allowed_type == [".zip"]
+    assert not at.button  # nothing to use or load yet on the upload route
+    assert state.CURRENT not in at.session_state
+
+
+def test_config_sets_an_upload_limit_of_at_least_one_gigabyte() -> None:
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] >= 1024
+    assert config["server"]["runOnSave"] is False
+    assert config["browser"]["gatherUsageStats"] is False
+    assert config["client"]["showErrorDetails"] in ("type", "none")
+
+
+def test_uploaded_zip_shows_the_report_and_can_be_used(
+    studio_home: Path, messy_folder: Path, tmp_path: Path
+) -> None:
+    zip_path = zip_folder(messy_folder, tmp_path / "pets.zip", arc_prefix="pets/")
+    at = upload(page().run(), zip_path)
+    assert not at.exception, at.exception
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "3"
+    assert metrics["Usable images"] == "24"
+    assert metrics["Rejected files"] == "2"
+    assert metrics["Duplicate groups"] == "1"
+    assert metrics["Ignored files"] == "1"
+
+    rejected = rejected_table(at)
+    reasons = dict(zip(rejected["file"], rejected["reason"], strict=True))
+    assert "not an image" in reasons["cats/notes.jpg"]
+    assert "too small" in reasons["dogs/tiny.png"]
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("image")) == 18  # six thumbnails per class
+    assert any("only 8 images" in w for w in texts(at.warning))
+    assert not at.error
+
+    split = next(f.value for f in at.dataframe if "Train" in f.value.columns)
+    assert split.loc["all classes", "Total"] == 24
+    assert set(split.index) == {"cats", "dogs", "fish", "all classes"}
+
+    # the extraction lands under the studio home
+    assert any((studio_home / "uploads").iterdir())
+
+    at.button(key=state.USE_DATASET).click().run()
+    assert not at.exception
+    current = at.session_state[state.CURRENT]
+    assert current.name == "pets.zip"
+    assert sorted(current.split["split"].unique()) == ["test", "train", "val"]
+    assert len(current.split) == 24
+    shown = split.loc["all classes"]
+    assert current.split_counts() == {
+        "train": shown["Train"], "val": shown["Validation"], "test": shown["Test"]}
+    assert "In use for training: pets.zip" in all_text(at)
+    assert current.info()["classes"] == ["cats", "dogs", "fish"]
+
+
+def test_same_upload_is_not_ingested_again_on_rerun(
+    studio_home: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    at = upload(page().run(), zip_folder(small_dataset, tmp_path / "small.zip"))
+    first = at.session_state[state.LOADED]
+    at.run()
+    assert at.session_state[state.LOADED] is first
+
+
+def test_folder_on_the_server_route(studio_home: Path, messy_folder: Path) -> None:
+    at = page().run()
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_FOLDER).run()
+    at.text_input(key=state.FOLDER).input(str(messy_folder))
+    at.button(key=state.LOAD_FOLDER).click().run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Usable images"] == "24"
+    assert "not an image" in rejected_table(at).set_index("file").loc["cats/notes.jpg", "reason"]
+    assert at.session_state[state.LOADED].name == "pets"
+
+
+def test_missing_folder_and_empty_path_give_clear_errors(
+    studio_home: Path, tmp_path: Path
+) -> None:
+    at = page().run()
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_FOLDER).run()
+    at.button(key=state.LOAD_FOLDER).click().run()
+    assert not at.exception
+    assert any("Type the path of a folder" in e for e in texts(at.error))
+
+    at.text_input(key=state.FOLDER).input(str(tmp_path / "no-such-folder"))
+    at.button(key=state.LOAD_FOLDER).click().run()
+    assert not at.exception
+    assert any("no-such-folder" in e for e in texts(at.error)), texts(at.error)
+    assert state.LOADED not in at.session_state
+
+
+def test_not_a_zip_upload_is_a_clear_error(studio_home: Path) -> None:
+    at = page().run()
+    at.file_uploader(key=state.UPLOAD).upload("photos.zip", b"not really a zip file",
+                                              "application/zip")
+    at.run()
+    assert not at.exception
+    assert at.error, "an unreadable zip must be reported with st.error"
+    assert state.LOADED not in at.session_state
+
+
+def test_unusable_dataset_shows_errors_and_cannot_be_used(
+    studio_home: Path, tmp_path: Path
+) -> None:
+    one_class = make_class_folders(tmp_path / "one", {"only": 5})
+    at = upload(page().run(), zip_folder(one_class, tmp_path / "one.zip"))
+    assert not at.exception
+    assert any("Only one class folder" in e for e in texts(at.error))
+    assert any("cannot be used yet" in e for e in texts(at.error))
+    assert not [b for b in at.button if b.key == state.USE_DATASET]
+
+
+def test_split_settings_come_from_split_config_and_bad_ones_are_explained(
+    studio_home: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    at = upload(page().run(), zip_folder(small_dataset, tmp_path / "small.zip"))
+    train = at.slider(key=f"{state.SPLIT_PREFIX}.train_fraction")
+    assert train.label == "Train share"
+    assert (train.min, train.max, train.step) == (0.05, 0.95, 0.05)
+    assert "Share of each class used to train" in train.help
+    assert at.number_input(key=f"{state.SPLIT_PREFIX}.seed").value == 0
+
+    train.set_value(0.8).run()
+    assert not at.exception
+    assert any("add up to 1" in e for e in texts(at.error))
+    assert not [b for b in at.button if b.key == state.USE_DATASET]
+
+    at.slider(key=f"{state.SPLIT_PREFIX}.val_fraction").set_value(0.1)
+    at.slider(key=f"{state.SPLIT_PREFIX}.test_fraction").set_value(0.1)
+    at.number_input(key=f"{state.SPLIT_PREFIX}.seed").set_value(7)
+    at.run()
+    assert not at.error
+    at.button(key=state.USE_DATASET).click().run()
+    current = at.session_state[state.CURRENT]
+    assert current.split_config.train_fraction == pytest.approx(0.8)
+    assert current.split_config.seed == 7
+    assert current.split_counts()["train"] > current.split_counts()["val"]
+
+
+def test_coming_back_shows_the_dataset_in_use(
+    studio_home: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    at = upload(page().run(), zip_folder(small_dataset, tmp_path / "small.zip"))
+    at.button(key=state.USE_DATASET).click().run()
+    # As after a page switch: the uploader is empty again, the session remembers.
+    at.file_uploader(key=state.UPLOAD).clear()
+    at.run()
+    assert not at.exception
+    assert "In use for training: small.zip" in all_text(at)
+    assert "Report: small.zip" in all_text(at)
+    assert {m.label: m.value for m in at.metric}["Usable images"] == "36"

@@ -1,0 +1,117 @@
+"""Session-state keys, and the dataset a session has loaded and chosen for the next pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import streamlit as st
+
+from core.config import SplitConfig
+
+if TYPE_CHECKING:
+    from core.datasets import Dataset
+
+# Data kept by the app (not widget values): survive page switches.
+LOADED = "tl_loaded_dataset"          # LoadedDataset just ingested on the Dataset page
+CURRENT = "tl_current_dataset"        # CurrentDataset chosen with "Use this dataset"
+JOB_ID = "tl_train_job_id"            # the training job this session started last
+
+# Widget keys.
+SOURCE_KIND = "tl_dataset_source_kind"
+UPLOAD = "tl_dataset_upload"
+FOLDER = "tl_dataset_folder"
+LOAD_FOLDER = "tl_dataset_load_folder"
+USE_DATASET = "tl_dataset_use"
+SPLIT_PREFIX = "tl_split"
+
+SOURCE_UPLOAD = "Upload a zip"
+SOURCE_FOLDER = "Folder on the server"
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """An ingested dataset and where it came from.
+
+    Attributes:
+        dataset: The result of core.datasets.ingest().
+        name: Short name for people: the zip's file name or the folder's name.
+        source: What was loaded: "upload:<file id>" or the folder path given.
+    """
+
+    dataset: Dataset
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
+class CurrentDataset:
+    """The dataset and split this session uses for training.
+
+    Attributes:
+        loaded: The ingested dataset.
+        split: Its index with a "split" column (train/val/test).
+        split_config: The settings that made the split.
+    """
+
+    loaded: LoadedDataset
+    split: pd.DataFrame
+    split_config: SplitConfig
+
+    @property
+    def name(self) -> str:
+        """The dataset's short name."""
+        return self.loaded.name
+
+    def split_counts(self) -> dict[str, int]:
+        """Images per split, in train/val/test order."""
+        counts = self.split["split"].value_counts()
+        return {name: int(counts.get(name, 0)) for name in ("train", "val", "test")}
+
+    def info(self) -> dict[str, Any]:
+        """Facts stored with a training run (training's dataset_info)."""
+        dataset = self.loaded.dataset
+        return {
+            "name": self.name,
+            "source": self.loaded.source,
+            "root": str(dataset.root),
+            "classes": list(dataset.classes),
+            "images": int(len(self.split)),
+            "split": self.split_counts(),
+            "split_config": {
+                "train_fraction": self.split_config.train_fraction,
+                "val_fraction": self.split_config.val_fraction,
+                "test_fraction": self.split_config.test_fraction,
+                "seed": self.split_config.seed,
+            },
+        }
+
+
+def loaded_dataset() -> LoadedDataset | None:
+    """The dataset last ingested in this session, if any."""
+    return st.session_state.get(LOADED)
+
+
+def set_loaded_dataset(loaded: LoadedDataset) -> None:
+    """Keeps a freshly ingested dataset (not yet chosen for training)."""
+    st.session_state[LOADED] = loaded
+
+
+def current_dataset() -> CurrentDataset | None:
+    """The dataset and split chosen for training in this session, if any."""
+    return st.session_state.get(CURRENT)
+
+
+def use_dataset(loaded: LoadedDataset, split: pd.DataFrame, config: SplitConfig) -> CurrentDataset:
+    """Chooses a dataset and its split for the next pages; returns what was stored."""
+    if "split" not in split.columns:
+        raise ValueError("the split table needs a 'split' column (from core.datasets.split)")
+    current = CurrentDataset(loaded=loaded, split=split.copy(), split_config=config)
+    st.session_state[CURRENT] = current
+    return current
+
+
+def forget_current_dataset() -> None:
+    """Clears the dataset chosen for training."""
+    st.session_state.pop(CURRENT, None)
