@@ -179,16 +179,16 @@ def _zip_signature_error(head: bytes, what: str) -> DatasetError:
     for magic, kind in kinds:
         if head.startswith(magic):
             return DatasetError(
-                f"{what} is {kind}, not a zip. Upload a .zip holding one folder per class "
-                "(or give a folder path)."
+                f"{what} is {kind}, not a zip. Use a .zip holding one folder per class, "
+                "or a folder path."
             )
     if len(head) >= 262 and head[257:262] == b"ustar":
         return DatasetError(
             f"{what} is a tar archive, not a zip. Re-pack it as .zip with one folder per class."
         )
     return DatasetError(
-        f"{what} is not a zip file. Upload a .zip holding one folder per class "
-        "(or give a folder path)."
+        f"{what} is neither a folder nor a zip file. Use a .zip holding one folder per "
+        "class, or a folder path."
     )
 
 

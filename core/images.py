@@ -96,15 +96,27 @@ class _NotAnImage(ImageError):
     """The content is not an image at all (as opposed to a damaged or unsuitable one)."""
 
 
-def _unidentified(head: bytes) -> ImageError:
-    """The error for content Pillow could not identify, judged from its first bytes."""
-    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return ImageError("HEIC/HEIF/AVIF photos are not supported; export it as JPEG or PNG")
+def _format_name(head: bytes) -> str | None:
+    """The image format suggested by the first bytes, when they match a known signature."""
     for offset, magic, what in _KNOWN_SIGNATURES:
         if head[offset:offset + len(magic)] == magic:
             if magic == b"RIFF" and head[8:12] != b"WEBP":
                 continue
-            return ImageError(f"{what} file: its header cannot be read; re-export or remove it")
+            return what
+    return None
+
+
+def _unidentified(head: bytes, detail: str = "") -> ImageError:
+    """The error for content Pillow could not open, judged from its first bytes."""
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return ImageError("HEIC/HEIF/AVIF photos are not supported; export it as JPEG or PNG")
+    what = _format_name(head)
+    if what is not None:
+        detail = f" ({detail})" if detail else ""
+        return ImageError(f"{what} file: its header cannot be read{detail}; re-export or "
+                          "remove it")
+    if detail:
+        return ImageError(f"damaged image ({detail}); re-export or remove it")
     return _NotAnImage(f"not an image: the content is not {_SUPPORTED_TEXT}")
 
 
@@ -150,7 +162,7 @@ def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
                 f"too large: {exc}. Use a smaller image (downscale it) or leave it out"
             ) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageError(f"damaged image: {exc}; re-export or remove it") from exc
+            raise _unidentified(head, str(exc) or type(exc).__name__) from exc
         try:
             yield img, True
         finally:
