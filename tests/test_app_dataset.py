@@ -95,7 +95,7 @@ def test_uploaded_zip_shows_the_report_and_can_be_used(
     reasons = dict(zip(rejected["file"], rejected["reason"], strict=True))
     assert "not an image" in reasons["cats/notes.jpg"]
     assert "too small" in reasons["dogs/tiny.png"]
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # images per class, and per class and split
     assert len(at.get("image")) == 18  # six thumbnails per class
     assert any("only 8 images" in w for w in texts(at.warning))
     assert not at.error

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
 
+from core import charts
 from core.errors import AppError
 from ui import resources
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
-
     from core.datasets import Dataset, ValidationReport
     from ui.state import CurrentDataset
 
@@ -45,25 +43,6 @@ def device_banner() -> None:
 # ----------------------------------------------------------------------------- reports
 
 
-def class_chart(counts: Mapping[str, int], splits: Any = None) -> go.Figure:
-    """Usable images per class as a plotly bar chart (core.charts when it is installed)."""
-    try:
-        charts = importlib.import_module("core.charts")
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.charts":
-            raise
-        charts = None
-    if charts is not None:
-        return charts.class_distribution(dict(counts), splits)
-    import plotly.express as px
-
-    frame = pd.DataFrame({"class": list(counts), "images": list(counts.values())})
-    fig = px.bar(frame, x="class", y="images", text="images",
-                 title="Usable images per class")
-    fig.update_layout(xaxis_title=None, yaxis_title="images", height=360)
-    return fig
-
-
 def _short(file: str, root: str) -> str:
     """A file name relative to the dataset root when it lies inside it."""
     try:
@@ -89,7 +68,7 @@ def validation_report(report: ValidationReport) -> None:
         st.warning(warning, icon=":material/warning:")
 
     if report.classes:
-        st.plotly_chart(class_chart(report.classes), width="stretch")
+        st.plotly_chart(charts.class_distribution(report.classes), width="stretch")
 
     if report.rejected:
         with st.expander(f"Rejected files ({len(report.rejected):,}): not used, with the reason",
@@ -102,7 +81,8 @@ def validation_report(report: ValidationReport) -> None:
                          column_config={"file": "File", "reason": "Why it was rejected"})
     if report.duplicates:
         cross = sum(bool(d.get("cross_class")) for d in report.duplicates)
-        title = f"Duplicates ({len(report.duplicates):,} groups of identical photos"
+        groups = len(report.duplicates)
+        title = f"Duplicates ({groups:,} {'group' if groups == 1 else 'groups'} of identical photos"
         title += f", {cross} across classes)" if cross else ")"
         with st.expander(title, expanded=cross > 0):
             st.caption("Identical photos within a class are kept once. Identical photos under "
@@ -174,8 +154,12 @@ def split_counts(split_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_summary(split_df: pd.DataFrame) -> None:
-    """The split as a table of images per class and split."""
-    st.dataframe(split_counts(split_df), width="stretch")
+    """The split as a table of images per class and split, and as stacked bars."""
+    table, chart = st.columns([2, 3])
+    table.dataframe(split_counts(split_df), width="stretch")
+    counts = split_df["label"].value_counts().sort_index()
+    by_split = pd.crosstab(split_df["label"], split_df["split"])
+    chart.plotly_chart(charts.class_distribution(counts, by_split), width="stretch")
 
 
 def current_dataset_banner(current: CurrentDataset) -> None:
@@ -194,7 +178,8 @@ def current_dataset_banner(current: CurrentDataset) -> None:
 
 
 RUN_COLUMNS = {
-    "run_id": "Run", "created": "Created", "status": "Status", "backbone": "Base",
+    "run_id": "Run", "created": "Created", "status": "Status", "dataset": "Dataset",
+    "backbone": "Base",
     "epochs_run": "Epochs", "best_val_accuracy": "Best val. accuracy",
     "test_accuracy": "Test accuracy",
 }
@@ -208,19 +193,15 @@ def runs_table(summaries: Sequence[Any]) -> pd.DataFrame:
 
 def recent_runs(limit: int = 5) -> list[Any]:
     """Shows the newest runs of the studio home; returns their summaries (maybe empty)."""
-    try:
-        runs = importlib.import_module("core.runs")
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.runs":
-            raise
-        st.caption("No runs yet.")
-        return []
-    summaries = runs.RunStore(resources.home()).list()[:limit]
+    from core.runs import RunStore
+
+    summaries = RunStore(resources.home()).list()[:limit]
     if not summaries:
         st.caption("No runs yet: train a model and it will be listed here.")
         return []
     st.dataframe(runs_table(summaries), hide_index=True, width="stretch",
                  column_config={
+                     "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
                      "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
                      "Test accuracy": st.column_config.NumberColumn(format="percent"),
                  })
