@@ -182,13 +182,19 @@ def _zip_signature_error(head: bytes, what: str) -> DatasetError:
                 f"{what} is {kind}, not a zip. Use a .zip holding one folder per class, "
                 "or a folder path."
             )
+    if head.startswith(b"PK\x03\x04"):
+        return DatasetError(
+            f"{what} is a damaged or incomplete zip (its end is missing, as after an "
+            "interrupted download or upload). Create the zip again and retry."
+        )
     if len(head) >= 262 and head[257:262] == b"ustar":
         return DatasetError(
             f"{what} is a tar archive, not a zip. Re-pack it as .zip with one folder per class."
         )
+    kind = "a zip file" if what == "The upload" else "a folder nor a zip file"
     return DatasetError(
-        f"{what} is neither a folder nor a zip file. Use a .zip holding one folder per "
-        "class, or a folder path."
+        f"{what} is {'not' if what == 'The upload' else 'neither'} {kind}. Use a .zip "
+        "holding one folder per class, or a folder path."
     )
 
 
