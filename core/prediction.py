@@ -1,0 +1,282 @@
+"""Top-k predictions for one photo or many with a trained run's model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core import images
+from core.config import studio_home
+from core.errors import ConfigError, ImageError, RunNotFoundError
+from core.runs import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, RunStore, read_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about one photo.
+
+    Attributes:
+        file: The path as given, an uploaded file's name, or "upload N" / "image N".
+        top_k: (label, probability) pairs, most probable first; empty when error is set.
+        unsure: True when the top probability is below the run's threshold.
+        image: The uint8 (S, S, 3) array the model saw (upright, squashed), None on error.
+        error: Why the photo could not be read (what to do included), else None.
+        threshold: The unsure threshold that was applied.
+    """
+
+    file: str
+    top_k: list[tuple[str, float]]
+    unsure: bool
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    error: str | None = None
+    threshold: float = DEFAULT_THRESHOLD
+
+    @property
+    def ok(self) -> bool:
+        """True when the photo was read and predicted."""
+        return self.error is None
+
+    @property
+    def label(self) -> str | None:
+        """The most probable class, or None on error."""
+        return self.top_k[0][0] if self.top_k else None
+
+    @property
+    def probability(self) -> float | None:
+        """Probability of the most probable class, or None on error."""
+        return self.top_k[0][1] if self.top_k else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The command line's JSON: file, top_k [{label, probability}], unsure, error."""
+        return {
+            "file": self.file,
+            "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
+            "unsure": self.unsure,
+            "error": self.error,
+        }
+
+
+def _is_single(sources: Any) -> bool:
+    return isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or (
+        hasattr(sources, "read"))
+
+
+def _name_and_source(source: Any, number: int) -> tuple[str, Any]:
+    """A display name for a source, and something core.images can decode."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source), source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"upload {number}", source
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or f"image {number}", source
+    if hasattr(source, "read"):  # an open file or Streamlit's UploadedFile
+        name = Path(str(getattr(source, "name", "") or f"upload {number}")).name
+        getvalue = getattr(source, "getvalue", None)
+        data = getvalue() if callable(getvalue) else source.read()
+        return name, data
+    return f"input {number}", source  # core.images explains what it cannot read
+
+
+class Predictor:
+    """A loaded model with its labels and unsure threshold.
+
+    Args:
+        model: Keras model: raw RGB (S, S, 3) float input in 0..255, probabilities out.
+        labels: Class names in the model's output order.
+        threshold: Top probability below which a prediction is flagged unsure.
+        input_size: Image size S, when the model's input shape does not say it.
+        run_dir: The run the model came from, if any.
+        batch_size: Images per model call.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        labels: Sequence[str],
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        input_size: int | None = None,
+        run_dir: Path | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.model = model
+        self.labels = [str(label) for label in labels]
+        self.threshold = float(threshold)
+        self.run_dir = run_dir
+        self.batch_size = max(1, int(batch_size))
+        shape = tuple(model.input_shape)
+        size = shape[1] if len(shape) == 4 and shape[1] and shape[1] == shape[2] else input_size
+        if not size:
+            raise ConfigError(
+                f"The model's input shape {shape} does not give a square image size; pass "
+                "input_size."
+            )
+        self.input_size = int(size)
+        outputs = model.output_shape[-1]
+        if outputs != len(self.labels):
+            raise ConfigError(
+                f"The model predicts {outputs} classes but {len(self.labels)} labels were "
+                "given; use the labels.json saved with this model."
+            )
+        # Streamlit shares one cached Predictor between sessions (threads).
+        self._lock = threading.Lock()
+        self._forward: Any = None
+
+    def _compiled(self) -> Any:
+        """The model as one graph for any batch size: traced once, not once per batch size."""
+        if self._forward is None:
+            import tensorflow as tf
+
+            spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+            model = self.model
+            self._forward = tf.function(lambda x: model(x, training=False),
+                                        input_signature=[spec])
+        return self._forward
+
+    def warm_up(self) -> None:
+        """Traces the model once on a blank photo, so the first real prediction is fast."""
+        self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
+
+    @classmethod
+    def from_run(
+        cls,
+        run: str | Path,
+        *,
+        home: str | Path | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        warm_up: bool = True,
+    ) -> Predictor:
+        """Loads a run's model.keras, labels.json and unsure threshold (0.5 when absent).
+
+        Args:
+            run: A run folder, or a run id in the studio home.
+            home: Studio home for run ids; $TL_STUDIO_HOME or ~/.tl-studio when None.
+            batch_size: Images per model call.
+            warm_up: Trace the model now, so the first prediction is as fast as the rest.
+
+        Raises:
+            RunNotFoundError: when the run does not exist or has no usable model or labels.
+        """
+        path = Path(run).expanduser()
+        run_dir = path if path.is_dir() else RunStore(studio_home(home)).resolve(run)
+        try:
+            labels = read_json(run_dir / LABELS_FILE)["labels"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunNotFoundError(
+                f"Run {run_dir.name} has no readable {LABELS_FILE} ({exc}); it is broken. "
+                "Pick another run (`python -m core runs`) or train again."
+            ) from exc
+        model_path = run_dir / MODEL_FILE
+        if not model_path.is_file():
+            raise RunNotFoundError(
+                f"Run {run_dir.name} has no trained model ({_status_of(run_dir)}). Only "
+                "completed runs can predict: pick one with `python -m core runs` or train again."
+            )
+        import keras
+
+        import core.backbones  # noqa: F401  registers the custom layers saved in models
+
+        try:
+            model = keras.saving.load_model(model_path, compile=False)
+        except Exception as exc:  # damaged zip, unknown layer, version mismatch...
+            raise RunNotFoundError(
+                f"The model of run {run_dir.name} cannot be loaded ({type(exc).__name__}: "
+                f"{exc}). It is damaged or was saved by an incompatible version; train again."
+            ) from exc
+        predictor = cls(model, labels, threshold=_threshold_of(run_dir), run_dir=run_dir,
+                        batch_size=batch_size)
+        if warm_up:
+            predictor.warm_up()
+        return predictor
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities [B, C] of uint8 images [B, S, S, 3]."""
+        with self._lock:
+            out = self._compiled()(np.asarray(batch, dtype=np.float32))
+        return np.asarray(out, dtype=np.float64).reshape(len(batch), len(self.labels))
+
+    def predict(self, sources: Any, top_k: int = 5) -> list[Prediction]:
+        """Predicts one photo or many: file paths, bytes, PIL images, open files, or a mix.
+
+        Every photo is decoded like the training photos (EXIF orientation, colour modes,
+        squashed to the model's size). A photo that cannot be read gets a Prediction with
+        error set; the others are still predicted.
+
+        Args:
+            sources: One source or an iterable of them.
+            top_k: How many (label, probability) pairs per photo, capped at the class count.
+
+        Returns:
+            One Prediction per source, in the same order.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ConfigError(f"top-k must be a whole number of at least 1; got {top_k!r}.")
+        k = min(int(top_k), len(self.labels))
+        items: Iterable[Any] = [sources] if _is_single(sources) else sources
+        results: list[Prediction | None] = []
+        decoded: list[tuple[int, str, np.ndarray]] = []
+        for number, source in enumerate(items, start=1):
+            name = f"input {number}"
+            try:
+                name, readable = _name_and_source(source, number)
+                array = images.load_resized(readable, self.input_size,
+                                            max_pixels=images.DEFAULT_MAX_PIXELS)
+            except (ImageError, OSError) as exc:
+                results.append(Prediction(
+                    file=name, top_k=[], unsure=True, error=_error_text(name, exc),
+                    threshold=self.threshold,
+                ))
+                continue
+            results.append(None)
+            decoded.append((len(results) - 1, name, array))
+        for start in range(0, len(decoded), self.batch_size):
+            chunk = decoded[start:start + self.batch_size]
+            probs = self.probabilities(np.stack([array for _, _, array in chunk]))
+            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+            for (slot, name, array), row, best in zip(chunk, probs, order):
+                pairs = [(self.labels[j], float(row[j])) for j in best]
+                results[slot] = Prediction(
+                    file=name, top_k=pairs, unsure=pairs[0][1] < self.threshold, image=array,
+                    threshold=self.threshold,
+                )
+        return [r for r in results if r is not None]
+
+
+def _error_text(name: str, exc: BaseException) -> str:
+    # core.images' reasons already say what to do (re-export, downscale, use JPEG...).
+    reason = str(exc) or type(exc).__name__
+    return f"Cannot read {name}: {reason}"
+
+
+def _status_of(run_dir: Path) -> str:
+    try:
+        status = read_json(run_dir / STATUS_FILE).get("status", "unknown")
+    except (OSError, ValueError, AttributeError):
+        return "status unknown"
+    return f"status: {status}"
+
+
+def _threshold_of(run_dir: Path) -> float:
+    """The unsure threshold chosen on the validation split, or 0.5 for runs without one."""
+    try:
+        value = read_json(run_dir / METRICS_FILE).get("unsure_threshold")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_THRESHOLD
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_THRESHOLD
+    return number if 0.0 <= number <= 1.0 else DEFAULT_THRESHOLD
