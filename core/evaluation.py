@@ -1,4 +1,4 @@
-"""Classifier metrics from predicted probabilities: accuracy, per-class table, confusion, mistakes."""
+"""Classifier metrics from probabilities: accuracy, per-class table, confusion, mistakes."""
 
 from __future__ import annotations
 

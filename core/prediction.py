@@ -246,7 +246,7 @@ class Predictor:
             chunk = decoded[start:start + self.batch_size]
             probs = self.probabilities(np.stack([array for _, _, array in chunk]))
             order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-            for (slot, name, array), row, best in zip(chunk, probs, order):
+            for (slot, name, array), row, best in zip(chunk, probs, order, strict=True):
                 pairs = [(self.labels[j], float(row[j])) for j in best]
                 results[slot] = Prediction(
                     file=name, top_k=pairs, unsure=pairs[0][1] < self.threshold, image=array,

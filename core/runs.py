@@ -179,7 +179,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _now_iso() -> str:
@@ -191,7 +191,7 @@ def new_run_id(backbone: str, now: dt.datetime | None = None) -> str:
 
     Example: ``20260131-142502-mobilenet_v2-3fa9c1``.
     """
-    stamp = (now or _now()).astimezone(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or _now()).astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^a-z0-9_]+", "-", str(backbone).lower()).strip("-_")[:40] or "model"
     return f"{stamp}-{safe}-{secrets.token_hex(3)}"
 
@@ -204,7 +204,7 @@ def _created_from_id(run_id: str) -> dt.datetime | None:
         stamp = dt.datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
     except ValueError:
         return None
-    return stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp.replace(tzinfo=dt.UTC)
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -214,7 +214,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
         stamp = dt.datetime.fromisoformat(value)
     except ValueError:
         return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
 def _package_version(name: str) -> str | None:
@@ -339,7 +339,7 @@ def _metric(metrics: Mapping[str, Any], key: str) -> float | None:
 
 
 def _history_facts(history: pd.DataFrame) -> dict[str, Any]:
-    facts: dict[str, Any] = {"epochs_run": int(len(history)), "best_epoch": None,
+    facts: dict[str, Any] = {"epochs_run": len(history), "best_epoch": None,
                              "best_val_accuracy": None, "seconds_per_epoch": None}
     if history.empty:
         return facts
@@ -552,13 +552,12 @@ class RunWriter:
             if not self._events_checked:
                 # A writer killed mid-append left a torn line: end it so ours stays whole.
                 self._events_checked = True
-                with contextlib.suppress(FileNotFoundError):
-                    with path.open("rb") as fh:
-                        fh.seek(0, os.SEEK_END)
-                        if fh.tell() > 0:
-                            fh.seek(-1, os.SEEK_END)
-                            if fh.read(1) != b"\n":
-                                data = b"\n" + data
+                with contextlib.suppress(FileNotFoundError), path.open("rb") as fh:
+                    fh.seek(0, os.SEEK_END)
+                    if fh.tell() > 0:
+                        fh.seek(-1, os.SEEK_END)
+                        if fh.read(1) != b"\n":
+                            data = b"\n" + data
             with path.open("ab") as fh:
                 fh.write(data)
                 fh.flush()
@@ -756,7 +755,7 @@ class RunStore:
         return RunWriter(final, status)
 
     def list(self) -> list[RunSummary]:
-        """Every run, newest first; a run that cannot be read is listed as "broken", never raised."""
+        """Every run, newest first; an unreadable run is listed as "broken", never raised."""
         if not self.runs_dir.is_dir():
             return []
         summaries = []
@@ -771,7 +770,7 @@ class RunStore:
                     run_id=entry.name, run_dir=entry, created=_created_from_id(entry.name),
                     status=BROKEN, error=f"The run folder cannot be read ({exc}).",
                 ))
-        oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
         summaries.sort(key=lambda s: (s.created or oldest, s.run_id), reverse=True)
         return summaries
 

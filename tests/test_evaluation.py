@@ -123,7 +123,7 @@ def test_bad_inputs_raise_clearly() -> None:
         evaluate_probabilities(np.zeros((0, 3)), [], LABELS)
     with pytest.raises(ValueError, match="3 labels"):
         evaluate_probabilities(np.ones((2, 2)) / 2, [0, 1], LABELS)
-    with pytest.raises(ValueError, match="label indices in 0..2"):
+    with pytest.raises(ValueError, match=r"label indices in 0\.\.2"):
         evaluate_probabilities(PROBS, [0, 0, 1, 1, 2, 3], LABELS)
     with pytest.raises(ValueError, match="NaN"):
         evaluate_probabilities([[np.nan, 1, 0]], [0], LABELS)

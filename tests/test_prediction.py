@@ -18,7 +18,7 @@ SIZE = 16
 LABELS = ["red", "green", "blue"]
 
 
-def colour_model(crop_top_half: bool = False):  # noqa: ANN201 - keras is imported lazily
+def colour_model(crop_top_half: bool = False):
     """Input (S,S,3) 0..255 -> Rescaling -> [top half] -> mean colour -> softmax(10 * rgb).
 
     The class follows the dominant colour; with crop_top_half only the top half counts, so
@@ -37,7 +37,7 @@ def colour_model(crop_top_half: bool = False):  # noqa: ANN201 - keras is import
     return keras.Model(inputs, outputs)
 
 
-def make_run(folder: Path, model, threshold: float | None = 0.6) -> Path:  # noqa: ANN001
+def make_run(folder: Path, model, threshold: float | None = 0.6) -> Path:
     folder.mkdir(parents=True)
     model.save(folder / "model.keras")
     (folder / "labels.json").write_text(json.dumps({"labels": LABELS, "input_size": SIZE}))
@@ -121,7 +121,7 @@ def test_batches_give_the_same_answers(runs_root: Path) -> None:
               for _ in range(5)]
     one_batch = Predictor.from_run(runs_root / "colour").predict(photos, top_k=3)
     small = Predictor.from_run(runs_root / "colour", batch_size=2).predict(photos, top_k=3)
-    for a, b in zip(one_batch, small):
+    for a, b in zip(one_batch, small, strict=True):
         assert [x for x, _ in a.top_k] == [x for x, _ in b.top_k]
         np.testing.assert_allclose([p for _, p in a.top_k], [p for _, p in b.top_k], atol=1e-6)
 
@@ -209,7 +209,7 @@ def test_runs_without_a_usable_model(runs_root: Path, tmp_path: Path,
     unfinished.mkdir()
     (unfinished / "labels.json").write_text(json.dumps({"labels": LABELS}))
     (unfinished / "status.json").write_text(json.dumps({"status": "cancelled"}))
-    with pytest.raises(RunNotFoundError, match="no trained model.*cancelled"):
+    with pytest.raises(RunNotFoundError, match=r"no trained model.*cancelled"):
         Predictor.from_run(unfinished)
 
     damaged = tmp_path / "damaged"
@@ -225,7 +225,7 @@ def test_runs_without_a_usable_model(runs_root: Path, tmp_path: Path,
         Predictor.from_run(wrong_labels)
 
     (wrong_labels / "labels.json").write_text("{")
-    with pytest.raises(RunNotFoundError, match="labels.json"):
+    with pytest.raises(RunNotFoundError, match=r"labels\.json"):
         Predictor.from_run(wrong_labels)
 
     with pytest.raises(RunNotFoundError, match="python -m core runs"):

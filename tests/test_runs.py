@@ -25,7 +25,6 @@ from core.runs import (
     new_run_id,
     read_events,
     write_json_atomic,
-    write_text_atomic,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,8 +112,8 @@ def test_json_values_are_made_plain(tmp_path: Path) -> None:
 def test_run_ids_sort_by_time_and_are_safe() -> None:
     import datetime as dt
 
-    early = new_run_id("tfhub/../x y", dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
-    late = new_run_id("mobilenet_v2", dt.datetime(2026, 1, 2, 3, 4, 6, tzinfo=dt.timezone.utc))
+    early = new_run_id("tfhub/../x y", dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    late = new_run_id("mobilenet_v2", dt.datetime(2026, 1, 2, 3, 4, 6, tzinfo=dt.UTC))
     assert early.startswith("20260102-030405-tfhub-x-y-")
     assert "/" not in early and ".." not in early
     assert sorted([late, early]) == [early, late]
@@ -208,12 +207,10 @@ def test_writer_context_marks_failures(studio_home: Path) -> None:
     from core.errors import Cancelled
 
     store = RunStore(studio_home)
-    with pytest.raises(RuntimeError):
-        with new_run(store):
-            raise RuntimeError("out of memory")
-    with pytest.raises(Cancelled):
-        with new_run(store):
-            raise Cancelled()
+    with pytest.raises(RuntimeError), new_run(store):
+        raise RuntimeError("out of memory")
+    with pytest.raises(Cancelled), new_run(store):
+        raise Cancelled()
     by_status = {s.status: s for s in store.list()}
     assert set(by_status) == {"failed", "cancelled"}
     assert by_status["failed"].error == "out of memory"
