@@ -17,7 +17,6 @@ import stat
 import tempfile
 import unicodedata
 import uuid
-import warnings
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -476,13 +475,6 @@ def _scan(top: Path) -> _Layout:
 # Probing files in worker processes
 
 
-def _quiet_worker() -> None:
-    """Worker initialiser: too-large images are reported by us, Pillow need not warn."""
-    from PIL import Image
-
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-
-
 def _worker_count(config: IngestConfig) -> int:
     if config.workers:
         return config.workers
@@ -510,7 +502,7 @@ def _probe_all(
         # spawn, not fork: the caller may be a threaded server (Streamlit) or hold TF state.
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_quiet_worker,
+            initializer=images.quiet_worker,
         )
         chunksize = max(1, min(64, total // (workers * 8)))
         results = pool.map(probe, names, chunksize=chunksize)
@@ -519,6 +511,12 @@ def _probe_all(
             if on_progress and (done % step == 0 or done == total):
                 on_progress("checking", done, total)
             yield result
+    except concurrent.futures.BrokenExecutor as exc:
+        raise DatasetError(
+            "A worker process checking the images died (out of memory, or a decoder crashed "
+            "on a malformed file). Lower the number of workers or the pixel limit, or remove "
+            "recently added files, and try again."
+        ) from exc
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

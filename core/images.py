@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -357,6 +358,12 @@ def probe_file(
     except MemoryError:
         return ProbeResult(path, digest, None, "too large to decode in memory", True)
     return ProbeResult(path, digest, ImageInfo(rgb.width, rgb.height, fmt), "", True)
+
+
+def quiet_worker() -> None:
+    """Initialiser of ingestion's worker processes (lives here so workers import only this
+    light module): too-large images are reported as rejections, Pillow need not warn."""
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
 def make_tf_dataset(

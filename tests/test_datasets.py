@@ -525,3 +525,18 @@ def test_index_dataframe_types_are_stable(small_dataset, studio_home):
                               "sha256": str, "width": "int64", "height": "int64",
                               "format": str}.items()})
     pd.testing.assert_frame_equal(idx, expected)
+
+
+def _die_in_worker(path: str, **_limits) -> None:
+    """Stands in for images.probe_file: a decoder crash that kills the worker process."""
+    import os
+
+    os._exit(3)
+
+
+def test_a_crashed_worker_becomes_a_clear_error(tmp_path, studio_home, monkeypatch):
+    files = {f"{c}/{i}.png": b"x" for c in "ab" for i in range(datasets._POOL_MIN_FILES)}
+    root = write_files(tmp_path / "d", files)
+    monkeypatch.setattr(datasets.images, "probe_file", _die_in_worker)
+    with pytest.raises(DatasetError, match="worker process .* died"):
+        ingest(root, config=IngestConfig(workers=2))
