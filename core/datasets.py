@@ -70,7 +70,9 @@ class ValidationReport:
         rejected: Files left out, as {"file": path relative to root, "reason": why}.
         duplicates: Groups of identical files, as {"files": [...], "cross_class": bool,
             "kept": [files kept]}; cross-class groups keep nothing by default.
-        ignored: Number of system and hidden files skipped (__MACOSX, .DS_Store...).
+        ignored: Number of files skipped without a check: system and hidden files
+            (__MACOSX, .DS_Store, Thumbs.db...) and non-image files beside the class
+            folders (README.txt, LICENSE...).
         unassigned: Images lying at the top level, outside any class folder.
         warnings: Problems worth fixing that do not stop training.
         errors: Problems that make the dataset unusable, each saying what to do.
@@ -303,7 +305,12 @@ def _open_zip_source(source: Any) -> tuple[IO[bytes], str, str]:
         return io.BytesIO(data), hashlib.sha256(data).hexdigest(), "The upload"
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        try:
+            fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise DatasetError(
+                f"Cannot read {path}: {exc.strerror}. Check the path and its permissions."
+            ) from exc
         digest = _hash_stream(fh)
         fh.seek(0)
         return fh, digest, f"{path}"
@@ -801,7 +808,14 @@ def split(index: pd.DataFrame, config: SplitConfig = SplitConfig()) -> pd.DataFr
 
 
 def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
-    """Images per class (rows) and split (columns train, val, test, total)."""
+    """Counts images per class and split, for display.
+
+    Args:
+        split_df: The output of split().
+
+    Returns:
+        One row per class, columns "train", "val", "test" and "total".
+    """
     table = pd.crosstab(split_df["label"], split_df[SPLIT_COLUMN])
     table = table.reindex(columns=list(SPLITS), fill_value=0)
     table["total"] = table.sum(axis=1)
@@ -809,7 +823,15 @@ def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_split(df: pd.DataFrame, path: str | Path) -> None:
-    """Writes a split manifest as UTF-8 CSV, atomically (no half-written file on a crash)."""
+    """Writes a split manifest as UTF-8 CSV, atomically (no half-written file on a crash).
+
+    Args:
+        df: The output of split().
+        path: CSV file to write; parent folders are created.
+
+    Raises:
+        DatasetError: When df has no "split" column.
+    """
     if SPLIT_COLUMN not in df.columns:
         raise DatasetError("This table has no split column; make it with datasets.split().")
     target = Path(path)
@@ -825,7 +847,19 @@ def save_split(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def load_split(path: str | Path) -> pd.DataFrame:
-    """Reads a manifest written by save_split back to the identical DataFrame."""
+    """Reads a manifest written by save_split back to the identical DataFrame.
+
+    Class names like "NA", "null" or "001" stay strings; column dtypes are restored.
+
+    Args:
+        path: CSV file written by save_split.
+
+    Returns:
+        The split DataFrame, equal (values and dtypes) to the one saved.
+
+    Raises:
+        DatasetError: When the file is missing, damaged, or lacks the split columns.
+    """
     source = Path(path)
     if not source.is_file():
         raise DatasetError(f"Split manifest {source} not found; make a split first.")

@@ -193,7 +193,9 @@ def _decode(img: Image.Image) -> None:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"too large: {exc}. Use a smaller image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
+    except MemoryError as exc:
+        raise ImageError("too large to decode in the memory available; downscale it") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise ImageError(
             f"truncated or damaged image ({exc}); re-export or remove it"
         ) from exc
@@ -361,8 +363,11 @@ def probe_file(
 
 
 def quiet_worker() -> None:
-    """Initialiser of ingestion's worker processes (lives here so workers import only this
-    light module): too-large images are reported as rejections, Pillow need not warn."""
+    """Initialiser of ingestion's worker processes: silences Pillow's bomb warning.
+
+    Too-large images are reported as rejections already. It lives here, not in datasets,
+    so that worker processes import only this light module.
+    """
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 

@@ -540,3 +540,12 @@ def test_a_crashed_worker_becomes_a_clear_error(tmp_path, studio_home, monkeypat
     monkeypatch.setattr(datasets.images, "probe_file", _die_in_worker)
     with pytest.raises(DatasetError, match="worker process .* died"):
         ingest(root, config=IngestConfig(workers=2))
+
+
+def test_empty_folder_and_empty_zip_say_how_to_lay_out_folders(tmp_path, studio_home):
+    (tmp_path / "empty").mkdir()
+    for source in (tmp_path / "empty", zip_bytes({})):
+        ds = ingest(source)
+        assert not ds.report.usable and ds.index.empty and ds.classes == []
+        assert "one folder per class" in ds.report.errors[0]
+        assert list(ds.index.columns) == INDEX_COLUMNS
