@@ -89,3 +89,33 @@ def keras_home_with_mobilenet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (keras_home / "models" / MOBILENET_V2_NO_TOP).symlink_to(weights)
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     return keras_home
+
+
+def write_informative_weights(spec, path: Path, seed: int = 0) -> Path:  # noqa: ANN001
+    """Writes random no-top weights for a core.backbones spec in Keras' legacy .h5 layout.
+
+    Unlike a fresh random init (whose BatchNorm statistics make features vanish), the
+    BatchNorm/Normalization statistics get non-trivial values, so features have scale ~1 and
+    comparisons between two ways of running a base mean something.
+    """
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(seed)
+    constructor = getattr(keras.applications, spec.constructor)
+    size = spec.input_size
+    app = constructor(include_top=False, weights=None, input_shape=(size, size, 3),
+                      pooling="avg", **dict(spec.constructor_kwargs))
+    rng = np.random.default_rng(seed)
+    for var in app.weights:
+        name = var.path.split("/")[-1]
+        if "int" in str(var.dtype):
+            continue
+        if "variance" in name or name == "gamma":
+            var.assign(rng.uniform(0.5, 1.5, tuple(var.shape)).astype("float32"))
+        elif "mean" in name:
+            var.assign(rng.normal(0.0, 0.1, tuple(var.shape)).astype("float32"))
+    with h5py.File(path, "w") as fh:
+        legacy_h5_format.save_weights_to_hdf5_group(fh, app)
+    return path

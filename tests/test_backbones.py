@@ -7,7 +7,6 @@ import importlib
 import os
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from core import backbones
 from core.backbones import BACKBONES, ResolvedWeights, build_base, get_spec, resolve_weights
 from core.errors import ConfigError, WeightsUnavailableError
+from conftest import write_informative_weights
 
 REQUIRED = [
     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
@@ -32,31 +32,6 @@ def _small(name: str = "mobilenet_v2", size: int = 64) -> backbones.BackboneSpec
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
-
-
-def _randomise(app: keras.Model, seed: int) -> None:
-    """Gives BatchNorm/Normalization statistics non-trivial values, so features are informative."""
-    rng = np.random.default_rng(seed)
-    for var in app.weights:
-        name = var.path.split("/")[-1]
-        shape = tuple(var.shape)
-        if "int" in str(var.dtype):
-            continue
-        if "variance" in name:
-            var.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-        elif "mean" in name:
-            var.assign(rng.normal(0.0, 0.1, shape).astype("float32"))
-        elif name == "gamma":
-            var.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-
-
-def _write_legacy_h5(app: keras.Model, path: Path) -> Path:
-    """Writes weights in the legacy HDF5 layout Keras' downloaded files use."""
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "w") as fh:
-        legacy_h5_format.save_weights_to_hdf5_group(fh, app)
-    return path
 
 
 @pytest.fixture
@@ -135,11 +110,7 @@ def test_record_matches_keras_and_imagenet_build_equals_keras_recipe(
     size = spec.input_size
     kwargs = dict(spec.constructor_kwargs)
 
-    keras.utils.set_random_seed(3)
-    donor = backbones._application(spec)
-    _randomise(donor, seed=4)
-    fake = _write_legacy_h5(donor, tmp_path / spec.weights_file)
-    del donor
+    fake = write_informative_weights(spec, tmp_path / spec.weights_file, seed=3)
 
     # Every keras.applications module downloads through this one function.
     file_utils = importlib.import_module("keras.src.utils.file_utils")
@@ -272,34 +243,30 @@ def test_weights_file_is_validated(tmp_path: Path) -> None:
     with pytest.raises(WeightsUnavailableError, match="does not fit"):
         resolve_weights(spec, tmp_path / "junk.h5")
     # A real weights file of another architecture.
-    other = backbones._application(_small("mobilenet_v3_small"))
-    wrong = _write_legacy_h5(other, tmp_path / "v3.h5")
+    wrong = write_informative_weights(_small("mobilenet_v3_small"), tmp_path / "v3.h5")
     with pytest.raises(WeightsUnavailableError, match="does not fit MobileNetV2"):
         resolve_weights(spec, wrong)
 
 
 def test_weights_file_loads_and_fingerprint_follows_content(tmp_path: Path) -> None:
     spec = _small()
-    keras.utils.set_random_seed(1)
-    donor = backbones._application(spec)
-    _randomise(donor, seed=2)
-    path = _write_legacy_h5(donor, tmp_path / "mine.h5")
+    path = write_informative_weights(spec, tmp_path / "mine.h5", seed=2)
     resolved = resolve_weights(spec, str(path))
     assert resolved.kind == "file"
     model = build_base(spec, resolved)
+    donor = keras.applications.MobileNetV2(weights=str(path), include_top=False,
+                                           input_shape=(64, 64, 3), pooling="avg")
     x = _images(2, spec.input_size)
-    np.testing.assert_allclose(
-        np.asarray(model(x)), np.asarray(donor(x / 127.5 - 1.0, training=False)),
-        rtol=0, atol=1e-4 * float(np.abs(donor(x / 127.5 - 1.0)).max()),
-    )
+    want = np.asarray(donor(keras.applications.mobilenet_v2.preprocess_input(x.copy())))
+    np.testing.assert_allclose(np.asarray(model(x)), want, rtol=0,
+                               atol=1e-4 * float(np.abs(want).max()))
     # Same content elsewhere: same fingerprint. Changed content: a new one, even when cached.
     copy = tmp_path / "copy.h5"
     copy.write_bytes(path.read_bytes())
     first = resolved.fingerprint
     assert resolve_weights(spec, copy).fingerprint == first
     assert resolved.fingerprint == first  # cached, unchanged
-    _randomise(donor, seed=3)
-    _write_legacy_h5(donor, path)
+    write_informative_weights(spec, path, seed=3)
     os.utime(path, ns=(1, 1))
     assert resolved.fingerprint != first
     # Input size is part of the key.

@@ -1,0 +1,299 @@
+"""Feature extraction: TFLite vs Keras, the on-disk cache, views, progress, cancel, streaming."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import make_class_folders, write_informative_weights
+
+from core import backbones, features, images
+from core.errors import Cancelled, ConfigError, ImageError
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def spec() -> backbones.BackboneSpec:
+    return dataclasses.replace(backbones.get_spec("mobilenet_v2"), input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def resolved(spec: backbones.BackboneSpec, tmp_path_factory: pytest.TempPathFactory
+             ) -> backbones.ResolvedWeights:
+    folder = tmp_path_factory.mktemp("weights")
+    return backbones.resolve_weights(
+        spec, write_informative_weights(spec, folder / "informative.h5", seed=1)
+    )
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One studio home per module, so the base is converted to TFLite once."""
+    return tmp_path_factory.mktemp("studio")
+
+
+@pytest.fixture(scope="module")
+def tflite(spec, resolved, shared_home) -> features.FeatureExtractor:  # noqa: ANN001
+    return features.make_extractor(spec, resolved, home=shared_home)
+
+
+@pytest.fixture(scope="module")
+def keras_ex(spec, resolved, shared_home) -> features.FeatureExtractor:  # noqa: ANN001
+    return features.make_extractor(spec, resolved, home=shared_home, prefer_tflite=False)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> tuple[list[Path], list[str]]:
+    root = make_class_folders(tmp_path / "photos", {"a": 6, "b": 5}, size=48)
+    paths = sorted(root.rglob("*.png"))
+    shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    return paths, shas
+
+
+def _decoded(paths: list[Path]) -> np.ndarray:
+    return np.stack([images.load_resized(p, SIZE) for p in paths])
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def test_tflite_features_match_keras(tflite, keras_ex, shared_home, photos) -> None:  # noqa: ANN001
+    assert tflite.backend == "tflite", tflite.reason
+    assert keras_ex.backend == "keras"
+    assert tflite.fingerprint == keras_ex.fingerprint  # one cache for both backends
+    assert (shared_home / "cache" / "tflite" / f"{tflite.fingerprint}.tflite").is_file()
+    batch = _decoded(photos[0])
+    want = keras_ex.extract_batch(batch)
+    got = tflite.extract_batch(batch)
+    assert got.dtype == np.float32 and got.shape == (len(batch), tflite.feature_dim)
+    scale = float(np.abs(want).max())
+    assert scale > 1e-3  # informative weights: a real comparison, not of near-zeros
+    assert float(np.abs(got - want).max()) < 1e-4 * scale
+
+
+def test_converted_model_is_reused(spec, resolved, shared_home, tflite,  # noqa: ANN001
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_conversion(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(features, "_convert_to_tflite", no_conversion)
+    again = features.make_extractor(spec, resolved, home=shared_home)
+    assert again.backend == "tflite"
+
+
+def test_failed_conversion_falls_back_to_keras_with_reason(
+    spec, resolved, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    def broken(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("unsupported op")
+
+    monkeypatch.setattr(features, "_convert_to_tflite", broken)
+    ex = features.make_extractor(spec, resolved, home=tmp_path)
+    assert ex.backend == "keras"
+    assert "conversion failed" in ex.reason and "unsupported op" in ex.reason
+
+
+def test_mismatching_tflite_falls_back_to_keras(
+    spec, resolved, shared_home, tflite, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    original = features.FeatureExtractor._run_tflite
+
+    def off_by_a_bit(self, batch):  # noqa: ANN001, ANN202
+        out = original(self, batch)
+        return out + 1e-3 * np.abs(out).max()
+
+    monkeypatch.setattr(features.FeatureExtractor, "_run_tflite", off_by_a_bit)
+    ex = features.make_extractor(spec, resolved, home=shared_home)
+    assert ex.backend == "keras"
+    assert "differ" in ex.reason
+
+
+def test_extract_batch_checks_the_shape(tflite) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match="load_resized"):
+        tflite.extract_batch(np.zeros((2, 32, 32, 3), np.uint8))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_features_are_cached_and_reused_without_inference(
+    tflite, photos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    paths, shas = photos
+    home = tmp_path / "home"
+    first, stats = features.extract(tflite, paths, shas, home=home, batch_size=4)
+    assert (stats.hits, stats.misses) == (0, len(paths))
+    # Same numbers as running the decoded images directly, in the order given.
+    np.testing.assert_allclose(first, tflite.extract_batch(_decoded(paths)), rtol=0, atol=1e-6)
+    for sha in shas:
+        assert (home / "cache" / "features" / tflite.fingerprint / "0" / sha[:2]
+                / f"{sha}.npy").is_file()
+    assert not list(home.rglob("*.tmp"))
+
+    def forbidden(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("cache hit expected: no decoding, no inference")
+
+    monkeypatch.setattr(tflite, "extract_batch", forbidden)
+    monkeypatch.setattr(images, "load_resized", forbidden)
+    again, stats2 = features.extract(tflite, list(reversed(paths)), list(reversed(shas)),
+                                     home=home)
+    assert (stats2.hits, stats2.misses) == (len(paths), 0)
+    np.testing.assert_array_equal(again, first[::-1])
+
+
+def test_partial_cache_runs_only_the_missing_images(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+    paths, shas = photos
+    home = tmp_path / "home"
+    features.extract(tflite, paths[:4], shas[:4], home=home)
+    calls: list[int] = []
+    original = tflite.extract_batch
+
+    def counting(batch):  # noqa: ANN001, ANN202
+        calls.append(len(batch))
+        return original(batch)
+
+    tflite.extract_batch = counting
+    try:
+        _, stats = features.extract(tflite, paths, shas, home=home, batch_size=32)
+    finally:
+        del tflite.extract_batch
+    assert (stats.hits, stats.misses) == (4, len(paths) - 4)
+    assert sum(calls) == len(paths) - 4
+
+
+def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+    paths, shas = photos
+    home = tmp_path / "home"
+    want, _ = features.extract(tflite, paths, shas, home=home)
+    victim = home / "cache" / "features" / tflite.fingerprint / "0" / shas[0][:2] / f"{shas[0]}.npy"
+    victim.write_bytes(b"garbage")
+    got, stats = features.extract(tflite, paths, shas, home=home)
+    assert (stats.hits, stats.misses) == (len(paths) - 1, 1)
+    np.testing.assert_array_equal(got, want)
+    assert np.load(victim).shape == (tflite.feature_dim,)
+
+
+def test_views_are_cached_apart_and_deterministic(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+    paths, shas = photos
+    home = tmp_path / "home"
+    plain, _ = features.extract(tflite, paths, shas, home=home, view=0)
+    one, s1 = features.extract(tflite, paths, shas, home=home, view=1, batch_size=3)
+    two, _ = features.extract(tflite, paths, shas, home=home, view=2)
+    assert s1.misses == len(paths)  # view 0's cache does not answer for view 1
+    assert not np.allclose(one, plain) and not np.allclose(one, two)
+    folder = home / "cache" / "features" / tflite.fingerprint
+    assert sorted(p.name for p in folder.iterdir()) == ["0", "1", "2"]
+    # Another home, another batch size and order: the same view gives the same features.
+    again, _ = features.extract(tflite, paths[::-1], shas[::-1], home=tmp_path / "other",
+                                view=1, batch_size=5)
+    np.testing.assert_allclose(again[::-1], one, rtol=0, atol=1e-6)
+
+
+def test_augmented_view_depends_only_on_hash_and_view() -> None:
+    aug = features.make_augmenter(0)
+    img = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    a = features.augment_view(aug, img, "ab" * 32, 1)
+    b = features.augment_view(features.make_augmenter(5), img, "ab" * 32, 1)
+    c = features.augment_view(aug, img, "ab" * 32, 2)
+    d = features.augment_view(aug, img, "cd" * 32, 1)
+    assert a.shape == img.shape and a.dtype == np.float32
+    assert 0 <= a.min() and a.max() <= 255
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+
+
+def test_augmenter_layers_and_inference_passthrough() -> None:
+    aug = features.make_augmenter(3)
+    kinds = [type(layer) for layer in aug.layers]
+    assert kinds == [keras.layers.RandomFlip, keras.layers.RandomRotation,
+                     keras.layers.RandomZoom, keras.layers.RandomContrast]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(aug(x, training=False)), x, atol=1e-4)
+    assert not np.allclose(np.asarray(aug(x, training=True)), x)
+
+
+# --------------------------------------------------------------------------- progress/cancel
+
+
+def test_progress_after_every_batch(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+    paths, shas = photos
+    seen: list[tuple[int, int]] = []
+    features.extract(tflite, paths, shas, home=tmp_path, batch_size=4,
+                     on_progress=lambda d, t: seen.append((d, t)))
+    n = len(paths)
+    assert seen == [(0, n), (4, n), (8, n), (n, n)]
+
+
+def test_cancel_takes_effect_within_one_batch(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+    paths, shas = photos
+    checks = {"n": 0}
+    batches: list[int] = []
+
+    def stop_after_first_batch() -> bool:
+        checks["n"] += 1
+        return checks["n"] > 1
+
+    with pytest.raises(Cancelled):
+        features.extract(tflite, paths, shas, home=tmp_path, batch_size=4,
+                         on_progress=lambda d, t: batches.append(d),
+                         should_stop=stop_after_first_batch)
+    assert batches == [0, 4]
+    cached = list((tmp_path / "cache" / "features").rglob("*.npy"))
+    assert len(cached) == 4 and not list(tmp_path.rglob("*.tmp"))
+    _, stats = features.extract(tflite, paths, shas, home=tmp_path)
+    assert (stats.hits, stats.misses) == (4, len(paths) - 4)
+
+
+def test_decoding_streams_a_bounded_window(tflite, tmp_path: Path,  # noqa: ANN001
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    n, batch = 60, 4
+    paths = [tmp_path / f"img{i}.png" for i in range(n)]
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
+    loads: list[int] = []
+    monkeypatch.setattr(images, "load_resized",
+                        lambda p, s: loads.append(1) or np.zeros((s, s, 3), np.uint8))
+    seen_at_batch: list[int] = []
+    original = tflite.extract_batch
+
+    def recording(batch_images):  # noqa: ANN001, ANN202
+        seen_at_batch.append(len(loads))
+        return original(batch_images)
+
+    monkeypatch.setattr(tflite, "extract_batch", recording)
+    features.extract(tflite, paths, shas, home=tmp_path, batch_size=batch)
+    window = max(2 * batch, 2 * (features.os.cpu_count() or 1))
+    for k, loaded in enumerate(seen_at_batch):
+        assert loaded <= (k + 1) * batch + window  # never decodes far ahead of inference
+    assert len(loads) == n
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_arguments_say_what_to_pass(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+    paths, shas = photos
+    with pytest.raises(ConfigError, match="one sha256 per image"):
+        features.extract(tflite, paths, shas[:-1], home=tmp_path)
+    with pytest.raises(ConfigError, match="not a content hash"):
+        features.extract(tflite, paths[:1], ["../../etc/passwd"], home=tmp_path)
+    with pytest.raises(ConfigError, match="view"):
+        features.extract(tflite, paths, shas, home=tmp_path, view=-1)
+    with pytest.raises(ConfigError, match="batch_size"):
+        features.extract(tflite, paths, shas, home=tmp_path, batch_size=0)
+
+
+def test_undecodable_image_names_the_file(tflite, tmp_path: Path) -> None:  # noqa: ANN001
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        features.extract(tflite, [bad], ["ab" * 32], home=tmp_path)
+
+
+def test_empty_input_gives_an_empty_matrix(tflite, tmp_path: Path) -> None:  # noqa: ANN001
+    out, stats = features.extract(tflite, [], [], home=tmp_path)
+    assert out.shape == (0, tflite.feature_dim) and (stats.hits, stats.misses) == (0, 0)
