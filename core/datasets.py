@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import logging
+import lzma
 import math
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ import tempfile
 import unicodedata
 import uuid
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -257,7 +259,7 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> 
         target.unlink(missing_ok=True)
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return f"damaged inside the zip ({detail}); re-create the zip"
-    except Exception as exc:  # zlib.error and friends: one bad entry must not stop the rest
+    except (zlib.error, lzma.LZMAError) as exc:  # one bad entry must not stop the rest
         target.unlink(missing_ok=True)
         return f"damaged inside the zip ({exc}); re-create the zip"
     return None
@@ -599,7 +601,7 @@ def ingest(
     source: str | Path | bytes | IO[bytes],
     *,
     home: Path | None = None,
-    config: IngestConfig = IngestConfig(),
+    config: IngestConfig = IngestConfig(),  # noqa: B008 - frozen, so sharing it is safe
     on_progress: ProgressFn | None = None,
 ) -> Dataset:
     """Turns a folder or a zip of class folders into a validated dataset.
@@ -752,7 +754,9 @@ def _split_sizes(n: int, config: SplitConfig) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
-def split(index: pd.DataFrame, config: SplitConfig = SplitConfig()) -> pd.DataFrame:
+def split(
+    index: pd.DataFrame, config: SplitConfig = SplitConfig()  # noqa: B008 - frozen
+) -> pd.DataFrame:
     """Assigns each image to train, val or test: stratified by class, seeded.
 
     Identical files (same sha256) always land in the same split, even across classes.

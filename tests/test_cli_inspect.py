@@ -19,7 +19,7 @@ def run_cli(*args: str, env_home: Path | None = None) -> subprocess.CompletedPro
     if env_home is not None:
         env["TL_STUDIO_HOME"] = str(env_home)
     return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True,
-                          text=True, cwd=REPO_ROOT, env=env, timeout=120)
+                          text=True, cwd=REPO_ROOT, env=env, timeout=120, check=False)
 
 
 @pytest.fixture

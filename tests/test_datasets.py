@@ -320,8 +320,8 @@ def test_legacy_cp437_names_and_unflagged_utf8_names(tmp_path, studio_home):
     files |= {f"ZZZZZZ/{i}.png": img_bytes(2, i) for i in range(3)}
     data = patch_names(zip_bytes(files, raw=True), {
         b"QQQQQ": "Ärger".encode("cp437"),  # b"\x8erger": not valid UTF-8
-        b"WWWWW": "Café".encode("utf-8"),  # 5 bytes of UTF-8, flag unset
-        b"ZZZZZZ": "日本".encode("utf-8"),
+        b"WWWWW": "Café".encode(),  # 5 bytes of UTF-8, flag unset
+        b"ZZZZZZ": "日本".encode(),
     })
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert not any(info.flag_bits & 0x800 for info in zf.infolist())
@@ -428,10 +428,10 @@ def test_cross_class_duplicates_are_label_conflicts_left_out(tmp_path, studio_ho
 
 def test_one_class_is_an_error_saying_what_to_do(tmp_path, studio_home):
     ds = ingest(make_class_folders(tmp_path / "d", {"only": 12}))
-    assert ds.report.errors == [
+    assert ds.report.errors == [(
         "Only one class folder found ('only'). Add at least one more class folder with "
         "images: a classifier needs 2 or more classes."
-    ]
+    )]
 
 
 def test_too_few_usable_images_in_a_class(tmp_path, studio_home):

@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 
 from core.config import SplitConfig
-from core.datasets import INDEX_COLUMNS, SPLITS, ingest, load_split, save_split, split, \
-    split_summary
+from core.datasets import (
+    INDEX_COLUMNS,
+    SPLITS,
+    ingest,
+    load_split,
+    save_split,
+    split,
+    split_summary,
+)
 from core.errors import ConfigError, DatasetError
 
 
@@ -100,7 +107,7 @@ def test_row_order_and_input_are_preserved():
 
 def test_duplicates_never_straddle_splits_within_and_across_classes():
     dups = {f"/data/a/{i:03d}.jpg": "/data/a/000.jpg" for i in range(1, 6)}
-    dups |= {f"/data/b/{i:03d}.jpg": "/data/a/010.jpg" for i in range(0, 4)}  # cross-class
+    dups |= {f"/data/b/{i:03d}.jpg": "/data/a/010.jpg" for i in range(4)}  # cross-class
     index = fake_index({"a": 30, "b": 30}, dup_of=dups)
     for seed in range(20):
         df = split(index, SplitConfig(seed=seed))
