@@ -145,6 +145,8 @@ def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
             raise ImageError(f"{path} is a folder, not an image file") from exc
         except PermissionError as exc:
             raise ImageError(f"cannot read {path}: permission denied") from exc
+        except OSError as exc:
+            raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
         head = fp.read(16)
         fp.seek(0)
     else:
