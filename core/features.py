@@ -105,7 +105,8 @@ class FeatureExtractor:
             return np.zeros((0, self.feature_dim), np.float32)
         if self.backend == "tflite":
             return self._run_tflite(batch)
-        out = self._model.predict_on_batch(batch)
+        # predict (not predict_on_batch) splits the batch over replicas under MirroredStrategy.
+        out = self._model.predict(batch, batch_size=len(batch), verbose=0)
         return np.asarray(out, dtype=np.float32)
 
     def _run_tflite(self, batch: np.ndarray) -> np.ndarray:
