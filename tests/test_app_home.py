@@ -1,0 +1,73 @@
+"""The Home page and moving between pages, driven by Streamlit's AppTest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from conftest import zip_folder
+from core.config import TrainConfig
+from core.runs import RunStore
+from ui import state
+
+REPO = Path(__file__).resolve().parents[1]
+HOME_PAGE = str(REPO / "streamlit_app.py")
+TIMEOUT = 180  # the first run imports TensorFlow to detect the device
+
+
+def home() -> AppTest:
+    return AppTest.from_file(HOME_PAGE, default_timeout=TIMEOUT).run()
+
+
+def test_home_explains_the_app_shows_the_device_and_where_to_start(studio_home: Path) -> None:
+    at = home()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Transfer Learning Studio"
+    assert "recognise your own pictures" in at.markdown[0].value
+    banner = [*at.info, *at.success]
+    assert any(("CPU only" in b.value or "GPU:" in b.value) and "TensorFlow" in b.value
+               for b in banner), [b.value for b in banner]
+    links = {link.proto.label: link.proto.page for link in at.get("page_link")}
+    start = [label for label in links if label.startswith("1. Dataset")]
+    assert start and links[start[0]] == "Dataset", links
+    assert links["Home"] == ""  # the sidebar menu
+    assert any("No runs yet" in c.value for c in at.caption)
+
+
+def test_home_lists_recent_runs(studio_home: Path) -> None:
+    store = RunStore(studio_home)
+    writer = store.create(TrainConfig(weights=None), ["cats", "dogs"], None,
+                          {"name": "pets.zip"}, device={"kind": "cpu"})
+    writer.set_status("failed", "Out of memory; lower the batch size.")
+    at = home()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table["Run"].tolist() == [writer.run_dir.name]
+    assert table["Status"].tolist() == ["failed"]
+    assert table["Dataset"].tolist() == ["pets.zip"]
+
+
+def test_dataset_choice_survives_switching_pages(
+    studio_home: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    at = home()
+    at.switch_page("pages/1_Dataset.py").run()
+    zip_path = zip_folder(small_dataset, tmp_path / "small.zip")
+    at.file_uploader(key=state.UPLOAD).upload(zip_path.name, zip_path.read_bytes(),
+                                               "application/zip")
+    at.run()
+    at.number_input(key=f"{state.SPLIT_PREFIX}.seed").set_value(11).run()
+    at.button(key=state.USE_DATASET).click().run()
+    assert not at.exception, at.exception
+
+    at.switch_page("streamlit_app.py").run()
+    assert not at.exception
+    at.switch_page("pages/1_Dataset.py").run()
+    assert not at.exception, at.exception
+    texts = [s.value for s in at.success]
+    assert any("In use for training: small.zip" in t for t in texts), texts
+    assert any("Report: small.zip" in h.value for h in at.header)
+    # split settings are remembered for the whole session
+    assert at.number_input(key=f"{state.SPLIT_PREFIX}.seed").value == 11
+    assert at.session_state[state.CURRENT].split_config.seed == 11
