@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from core import datasets
+from core.config import SplitConfig, TrainConfig, studio_home
 from core.errors import AppError
+from core.runs import RunStore
 
 log = logging.getLogger("core")
 
 EXIT_OK = 0
 EXIT_UNUSABLE = 2  # the dataset has errors, or the input/options cannot be used
+EXIT_CANCELLED = 130  # training was interrupted (Ctrl-C): the run is kept, marked cancelled
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -72,7 +79,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     Returns:
         0 when the dataset is usable, 2 when the report has errors.
     """
-    from core import datasets  # lazy: keeps `--help` fast
 
     dataset = datasets.ingest(args.source, home=args.home)
     report = dataset.report.to_dict()
@@ -96,13 +102,193 @@ def _add_inspect(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
 
 # ---------------------------------------------------------------------------------------
-# train / evaluate / predict / runs: added by the training engine (issue 3). Each command is
-# a cmd_<name>(args) -> exit code plus an _add_<name>(sub, common) registering its parser;
-# append the registrar to _REGISTRARS below.
+# train / evaluate / predict / runs
+
+def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("train", parents=[common], help="train a classifier on a dataset (zip or class folders)")
+    p.add_argument("data", help="zip file or folder with one sub-folder per class")
+    p.add_argument("--backbone", default=TrainConfig.backbone,
+                   help="pretrained base (see `python -m core bases`), or tfhub")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (Keras cache), a weights file, or 'none' for random")
+    p.add_argument("--hub-handle", help="TF Hub handle, URL or SavedModel folder (tfhub base)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
+    p.add_argument("--hidden-units", type=int, nargs="*", default=[],
+                   help="sizes of hidden layers of the head, e.g. 1024 512 256")
+    p.add_argument("--dropout", type=float, default=TrainConfig.dropout)
+    p.add_argument("--l2", type=float, default=TrainConfig.l2)
+    p.add_argument("--class-weights", choices=["off", "balanced"], default="off")
+    p.add_argument("--patience", type=int, default=TrainConfig.early_stopping_patience,
+                   help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--augment", action="store_true", help="train on augmented copies too")
+    p.add_argument("--augment-views", type=int, default=TrainConfig.augment_views)
+    p.add_argument("--fine-tune-layers", type=int, default=0)
+    p.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
+    p.add_argument("--fine-tune-learning-rate", type=float,
+                   default=TrainConfig.fine_tune_learning_rate)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                   default=(0.7, 0.15, 0.15), help="split shares (default 0.7 0.15 0.15)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Ingests, splits and trains; progress on stderr, result on stdout."""
+    from core import training
+
+    config = TrainConfig(
+        backbone=args.backbone,
+        weights=None if str(args.weights).lower() == "none" else args.weights,
+        hub_handle=args.hub_handle, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, hidden_units=tuple(args.hidden_units),
+        dropout=args.dropout, l2=args.l2, class_weights=args.class_weights,
+        early_stopping_patience=args.patience, augment=args.augment,
+        augment_views=args.augment_views, fine_tune_layers=args.fine_tune_layers,
+        fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_learning_rate, seed=args.seed,
+    )
+    split_config = SplitConfig(*args.split, seed=args.seed)
+    home = studio_home(args.home)
+    dataset = datasets.ingest(args.data, home=home)
+    if dataset.report.errors:
+        for error in dataset.report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    split_df = datasets.split(dataset.index, split_config)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        result = training.train(
+            split_df, config, home=home, on_event=_print_progress, should_stop=stop.is_set,
+            dataset_info={"name": Path(args.data).name, "source": str(args.data),
+                          "classes": dataset.report.classes},
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"Run {result.run_id}: {result.status}, test accuracy "
+              f"{_pct(result.test_accuracy)}, best validation accuracy "
+              f"{_pct(result.best_val_accuracy)}, {result.epochs_run} epochs, "
+              f"{result.seconds['total']:.1f} s\nSaved in {result.run_dir}")
+    return 0 if result.status == "completed" else EXIT_CANCELLED
+
+
+def _print_progress(event: Any) -> None:
+    eta = f" (about {event.eta_seconds:.0f} s left)" if event.eta_seconds else ""
+    print(f"[{event.phase}] {event.message}{eta}", file=sys.stderr, flush=True)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _add_evaluate(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="measure a run on a folder of labelled photos")
+    p.add_argument("run", help="run id or run folder")
+    p.add_argument("--data", required=True, help="folder (or zip) with one folder per class")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluates a saved run on every usable image of a labelled dataset."""
+    from core.prediction import Predictor, evaluate_dataset
+
+    home = studio_home(args.home)
+    run_dir = RunStore(home).resolve(args.run)
+    dataset = datasets.ingest(args.data, home=home)
+    if dataset.report.errors:
+        for error in dataset.report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    result = evaluate_dataset(Predictor.from_run(run_dir), dataset.index)
+    if args.json:
+        per_class = {
+            row["class"]: {k: row[k] for k in ("precision", "recall", "f1", "support")}
+            for row in result.per_class.to_dict("records")
+        }
+        print(json.dumps({"run_dir": str(run_dir), "images": int(len(result.predictions)),
+                          "accuracy": result.accuracy, "per_class": per_class,
+                          "top_k_accuracy": {str(k): v for k, v in
+                                             result.top_k_accuracy.items()}}))
+    else:
+        print(f"Accuracy {result.accuracy:.1%} on {len(result.predictions)} images")
+        print(result.per_class.to_string(index=False))
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("predict", parents=[common], help="top predictions of a run for photos")
+    p.add_argument("run", help="run id or run folder")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predicts each image; a bad image gets an error entry, the others still run."""
+    from core.prediction import Predictor
+
+    run_dir = RunStore(studio_home(args.home)).resolve(args.run)
+    predictions = Predictor.from_run(run_dir).predict(args.images, top_k=args.top_k)
+    rows = []
+    for path, pred in zip(args.images, predictions):
+        row: dict[str, Any] = {
+            "file": path,
+            "top_k": [{"label": label, "probability": prob} for label, prob in pred.top_k],
+            "unsure": pred.unsure,
+        }
+        if pred.error:
+            row["error"] = pred.error
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['file']}: {row['error']}")
+                continue
+            best = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top_k"])
+            print(f"{row['file']}: {best}" + ("  (unsure)" if row["unsure"] else ""))
+    return 0 if all("error" not in r for r in rows) else EXIT_UNUSABLE
+
+
+def _add_runs(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("runs", parents=[common], help="list the saved runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """Lists runs newest first."""
+    summaries = RunStore(studio_home(args.home)).list()
+    rows = [{"run_id": s.run_id, "backbone": s.backbone, "status": s.status,
+             "test_accuracy": s.test_accuracy, "created": s.created,
+             "run_dir": str(s.run_dir)} for s in summaries]
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("No runs yet. Train one with: python -m core train DATA")
+    else:
+        for r in rows:
+            print(f"{r['run_id']}  {r['status']:<11} {r['backbone']:<18} "
+                  f"test accuracy {_pct(r['test_accuracy'])}")
+    return 0
+
 
 
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
     _add_inspect,
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_runs,
 )
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
-from core import images
+from core import evaluation, images
 from core.config import studio_home
-from core.errors import ConfigError, ImageError, RunNotFoundError
+from core.errors import ConfigError, DatasetError, ImageError, RunNotFoundError
 from core.runs import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, RunStore, read_json
 
 log = logging.getLogger(__name__)
@@ -280,3 +281,29 @@ def _threshold_of(run_dir: Path) -> float:
     except (TypeError, ValueError):
         return DEFAULT_THRESHOLD
     return number if 0.0 <= number <= 1.0 else DEFAULT_THRESHOLD
+
+
+def evaluate_dataset(predictor: Predictor, index: pd.DataFrame) -> evaluation.EvalResult:
+    """Measures a model on every image of an ingested dataset.
+
+    Args:
+        predictor: The loaded model.
+        index: A DatasetIndex (path, label, ...) whose class names are among the model's.
+
+    Raises:
+        DatasetError: when the dataset has classes the model was not trained on, or no images.
+    """
+    unknown = sorted(set(index["label"]) - set(predictor.labels))
+    if unknown:
+        raise DatasetError(
+            f"The model does not know the classes {unknown}; its classes are "
+            f"{predictor.labels}. Rename or remove those folders."
+        )
+    if index.empty:
+        raise DatasetError("The dataset has no usable images to evaluate on.")
+    position = {label: i for i, label in enumerate(predictor.labels)}
+    paths = index["path"].astype(str).tolist()
+    batches = images.make_tf_dataset(paths, None, predictor.input_size, predictor.batch_size)
+    probs = np.concatenate([predictor.probabilities(batch.numpy()) for batch in batches])
+    y_true = index["label"].map(position).to_numpy()
+    return evaluation.evaluate_probabilities(probs, y_true, predictor.labels, paths)

@@ -1,0 +1,238 @@
+"""Training engine end to end on generated data with randomly initialised bases."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import datasets, training
+from core.config import SplitConfig, TrainConfig
+from core.errors import WeightsUnavailableError
+from core.runs import RunStore
+from core.training import ProgressCallback, ProgressEvent
+
+FAST = TrainConfig(backbone="mobilenet_v2", weights=None, epochs=3, batch_size=8,
+                   early_stopping_patience=0)
+
+
+@pytest.fixture
+def split_df(small_dataset: Path) -> pd.DataFrame:
+    dataset = datasets.ingest(small_dataset)
+    assert dataset.report.usable, dataset.report.errors
+    return datasets.split(dataset.index, SplitConfig(seed=1))
+
+
+def test_frozen_base_run_end_to_end(split_df: pd.DataFrame, studio_home: Path) -> None:
+    events: list[ProgressEvent] = []
+    result = training.train(split_df, FAST, home=studio_home, on_event=events.append,
+                            dataset_info={"name": "small"})
+
+    assert result.status == "completed"
+    assert result.epochs_run == 3
+    assert 0.0 <= result.test_accuracy <= 1.0
+    assert set(result.seconds) == {"features", "training", "total"}
+    phases = [e.phase for e in events]
+    for phase in ("preparing", "extracting features", "training head", "evaluating", "saving"):
+        assert phase in phases
+    assert "fine-tuning" not in phases
+    # Phases arrive in pipeline order.
+    order = [training.PHASES.index(p) for p in phases]
+    assert order == sorted(order)
+    epoch_events = [e for e in events if e.phase == "training head" and e.metrics]
+    assert [e.epoch for e in epoch_events] == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epoch_events[-1].metrics)
+
+    run_dir = result.run_dir
+    for name in ("config.json", "labels.json", "split.csv", "history.csv", "events.jsonl",
+                 "metrics.json", "model.keras", "versions.json"):
+        assert (run_dir / name).is_file(), name
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert set(history["phase"]) == {"head"}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(result.test_accuracy)
+    assert 0.0 <= metrics["unsure_threshold"] <= 1.0
+
+    # The exported model takes raw RGB at the base's input size and returns probabilities.
+    model = keras.saving.load_model(run_dir / "model.keras")
+    raw = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3)).astype("float32")
+    probs = model.predict(raw, verbose=0)
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    listed = RunStore(studio_home).list()
+    assert [r.run_id for r in listed] == [result.run_id]
+    assert listed[0].status == "completed"
+
+
+def test_exported_model_matches_head_on_cached_features(split_df: pd.DataFrame,
+                                                        studio_home: Path) -> None:
+    """Test accuracy from cached features equals the exported model's on the test photos."""
+    from core.prediction import Predictor
+
+    result = training.train(split_df, FAST, home=studio_home)
+    test = split_df[split_df["split"] == "test"]
+    predictions = Predictor.from_run(result.run_dir).predict(test["path"].tolist(), top_k=1)
+    predicted = [p.top_k[0][0] for p in predictions]
+    accuracy = float(np.mean(np.array(predicted) == test["label"].to_numpy()))
+    assert accuracy == pytest.approx(result.test_accuracy)
+
+
+def test_second_run_with_other_head_reuses_feature_cache(split_df: pd.DataFrame,
+                                                         studio_home: Path) -> None:
+    first = training.train(split_df, FAST, home=studio_home)
+    second = training.train(
+        split_df, replace(FAST, hidden_units=(16,), dropout=0.1, learning_rate=3e-3),
+        home=studio_home,
+    )
+    first_metrics = json.loads((first.run_dir / "metrics.json").read_text())
+    second_metrics = json.loads((second.run_dir / "metrics.json").read_text())
+    assert first_metrics["feature_cache"]["misses"] == len(split_df)
+    assert second_metrics["feature_cache"] == {"hits": len(split_df), "misses": 0}
+    assert second.run_id != first.run_id
+
+
+def test_same_seed_same_model(split_df: pd.DataFrame, studio_home: Path) -> None:
+    a = training.train(split_df, FAST, home=studio_home)
+    b = training.train(split_df, FAST, home=studio_home)
+    ha = pd.read_csv(a.run_dir / "history.csv")
+    hb = pd.read_csv(b.run_dir / "history.csv")
+    np.testing.assert_allclose(ha["loss"], hb["loss"], rtol=1e-5)
+    assert a.test_accuracy == b.test_accuracy
+
+
+def test_augmented_views_are_cached_per_view(split_df: pd.DataFrame, studio_home: Path) -> None:
+    config = replace(FAST, augment=True, augment_views=2, epochs=1)
+    result = training.train(split_df, config, home=studio_home)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    n_train = int((split_df["split"] == "train").sum())
+    assert metrics["feature_cache"]["misses"] == len(split_df) + 2 * n_train
+    again = training.train(split_df, config, home=studio_home)
+    again_metrics = json.loads((again.run_dir / "metrics.json").read_text())
+    assert again_metrics["feature_cache"]["misses"] == 0
+
+
+def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
+                                                  studio_home: Path) -> None:
+    config = replace(FAST, epochs=2, fine_tune_layers=10, fine_tune_epochs=1,
+                     fine_tune_learning_rate=1e-5, augment=True, augment_views=1)
+    events: list[ProgressEvent] = []
+    result = training.train(split_df, config, home=studio_home, on_event=events.append)
+    assert result.status == "completed"
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert list(history["phase"]) == ["head", "head", "fine-tune"]
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert any(e.phase == "fine-tuning" for e in events)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["fine_tuned"] is True
+
+
+def test_unfreeze_top_keeps_batchnorm_frozen() -> None:
+    from core import backbones
+
+    spec = backbones.get_spec("mobilenet_v2")
+    base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+    training.unfreeze_top(base, 20)
+    inner = training._inner_base(base)
+    trainable = [layer for layer in inner.layers if layer.trainable and layer.weights]
+    assert trainable, "some top layers must be trainable"
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    assert all(layer in inner.layers[-20:] for layer in trainable)
+    assert not any(layer.trainable for layer in inner.layers[:-20] if layer.weights)
+
+
+def test_cancel_during_feature_extraction_leaves_readable_cancelled_run(
+    split_df: pd.DataFrame, studio_home: Path
+) -> None:
+    seen: list[ProgressEvent] = []
+    result = training.train(
+        split_df, FAST, home=studio_home, on_event=seen.append,
+        should_stop=lambda: any(e.phase == "extracting features" for e in seen),
+    )
+    assert result.status == "cancelled"
+    run = RunStore(studio_home).load(result.run_id)
+    assert run.status["status"] == "cancelled"
+    assert [r.status for r in RunStore(studio_home).list()] == ["cancelled"]
+
+
+def test_cancel_during_head_training_stops_within_one_batch(
+    split_df: pd.DataFrame, studio_home: Path
+) -> None:
+    seen: list[ProgressEvent] = []
+    config = replace(FAST, epochs=50, batch_size=2)
+    result = training.train(
+        split_df, config, home=studio_home, on_event=seen.append,
+        should_stop=lambda: any(e.phase == "training head" and e.epoch == 2 for e in seen),
+    )
+    assert result.status == "cancelled"
+    assert result.epochs_run == 2
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert len(history) == 2
+
+
+def test_missing_weights_fail_before_work_and_leave_a_failed_run(
+    split_df: pd.DataFrame, studio_home: Path, tmp_path: Path
+) -> None:
+    config = replace(FAST, weights=str(tmp_path / "nowhere.h5"))
+    events: list[ProgressEvent] = []
+    with pytest.raises(WeightsUnavailableError, match="nowhere.h5"):
+        training.train(split_df, config, home=studio_home, on_event=events.append)
+    assert not any(e.phase == "extracting features" for e in events)
+    (summary,) = RunStore(studio_home).list()
+    assert summary.status == "failed"
+    assert "nowhere.h5" in (summary.error or "")
+
+
+def test_progress_callback_hooks_called_directly() -> None:
+    events: list[ProgressEvent] = []
+    rows: list[dict] = []
+    stop = {"now": False}
+    callback = ProgressCallback(
+        events.append, lambda: stop["now"], phase="fine-tuning", total_epochs=4,
+        steps_per_epoch=10, batch_event_every=5, on_epoch_row=rows.append,
+    )
+    callback.set_model(SimpleNamespace(stop_training=False))
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    for batch in range(10):
+        callback.on_train_batch_end(batch, {"loss": 1.0 - batch / 20, "accuracy": 0.5})
+    callback.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.6, "val_loss": 0.7,
+                              "val_accuracy": 0.55})
+    batch_events = [e for e in events if "batch" in e.message]
+    assert len(batch_events) == 2
+    last = events[-1]
+    assert (last.epoch, last.total_epochs, last.step, last.total_steps) == (1, 4, 1, 4)
+    assert last.metrics["val_accuracy"] == pytest.approx(0.55)
+    assert last.eta_seconds is not None and last.eta_seconds >= 0
+    assert rows[0]["phase_epoch"] == 1 and rows[0]["val_loss"] == pytest.approx(0.7)
+
+    stop["now"] = True
+    callback.on_epoch_begin(1)
+    callback.on_train_batch_end(0, {"loss": 0.4})
+    assert callback.model.stop_training is True
+    assert callback.cancelled
+    n_events = len(events)
+    callback.on_epoch_end(1, {"loss": 0.4})
+    assert len(events) == n_events, "a cancelled epoch is not reported as finished"
+
+
+def test_balanced_class_weights() -> None:
+    y = np.array([0, 0, 0, 1])
+    weights = training.class_weight_for(y, 2, "balanced")
+    assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+    assert training.class_weight_for(y, 2, "off") is None
+
+
+def test_head_recipe_layers() -> None:
+    head = training.build_head(32, 4, replace(FAST, hidden_units=(64, 32, 16), l2=1e-3))
+    dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [64, 32, 16, 4]
+    assert dense[-1].dtype_policy.compute_dtype == "float32"
+    assert head.output_shape == (None, 4)
