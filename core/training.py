@@ -559,6 +559,7 @@ class _Trainer:
         y_train = train["label_index"].to_numpy()
         model.fit(
             train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, verbose=0,
+            shuffle=False,  # make_tf_dataset reshuffles every epoch itself
             class_weight=class_weight_for(y_train, len(self.labels), cfg.class_weights),
             callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
         )

@@ -22,6 +22,19 @@ FAST = TrainConfig(backbone="mobilenet_v2", weights=None, epochs=3, batch_size=8
                    early_stopping_patience=0)
 
 
+@pytest.fixture(scope="module")
+def shared_tflite_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One converted-base cache for the module: conversion is content-keyed and slow."""
+    return tmp_path_factory.mktemp("tflite-cache")
+
+
+@pytest.fixture
+def studio_home(studio_home: Path, shared_tflite_cache: Path) -> Path:
+    (studio_home / "cache").mkdir()
+    (studio_home / "cache" / "tflite").symlink_to(shared_tflite_cache, target_is_directory=True)
+    return studio_home
+
+
 @pytest.fixture
 def split_df(small_dataset: Path) -> pd.DataFrame:
     dataset = datasets.ingest(small_dataset)
