@@ -297,3 +297,15 @@ def test_undecodable_image_names_the_file(tflite, tmp_path: Path) -> None:  # no
 def test_empty_input_gives_an_empty_matrix(tflite, tmp_path: Path) -> None:  # noqa: ANN001
     out, stats = features.extract(tflite, [], [], home=tmp_path)
     assert out.shape == (0, tflite.feature_dim) and (stats.hits, stats.misses) == (0, 0)
+
+
+def test_extract_batch_is_safe_from_several_threads(tflite, photos) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    batch = _decoded(photos[0])
+    batches = [batch, batch[::-1], batch[:3], batch[2:]]
+    want = [tflite.extract_batch(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(tflite.extract_batch, batches * 3))
+    for i, result in enumerate(got):
+        np.testing.assert_array_equal(result, want[i % 4])

@@ -1,0 +1,160 @@
+"""Benchmark: features.extract vs a plain keras.Model.predict on the same images; prints JSON.
+
+Default run (needs ../shared/assets): MobileNetV2 with the real ImageNet weights on
+flower_photos_300, comparing in the same process
+  - plain: image_dataset_from_directory -> the same base's Keras model -> model.predict,
+  - ours: features.extract with a cold feature cache in a fresh studio home (TFLite/XNNPACK
+    on CPU, decoding overlapped with inference), then the same call again (warm cache).
+The extractor's one-off set-up (first-time TFLite conversion, and with a cached conversion)
+is reported separately.
+
+    .venv/bin/python bench/feature_extraction.py [--limit N] [--data DIR]
+    .venv/bin/python bench/feature_extraction.py --relative-speed   # registry speeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ASSETS = Path(os.environ.get("TL_STUDIO_ASSETS", ROOT.parent / "shared" / "assets"))
+WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def _image_files(data: Path, limit: int | None) -> list[Path]:
+    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    return files[:limit] if limit else files
+
+
+def _plain_predict(model, data: Path, files: list[Path], size: int) -> float:  # noqa: ANN001
+    """Seconds for the plain Keras recipe: decode with image_dataset_from_directory, predict."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if len(files) < len(_image_files(data, None)):
+            # --limit: a folder holding exactly the chosen files (symlinks).
+            for f in files:
+                link = Path(tmp) / f.parent.name / f.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(f)
+            data = Path(tmp)
+        started = time.perf_counter()
+        ds = tf.keras.utils.image_dataset_from_directory(
+            data, labels=None, image_size=(size, size), batch_size=32, shuffle=False,
+            verbose=False,
+        )
+        out = model.predict(ds, verbose=0)
+        seconds = time.perf_counter() - started
+    assert len(out) == len(files), (len(out), len(files))
+    return seconds
+
+
+def run_extraction(data: Path, limit: int | None) -> dict:
+    """The main comparison; returns the JSON-ready result."""
+    weights = ASSETS / "weights" / WEIGHTS
+    if not weights.is_file():
+        raise SystemExit(f"missing {weights}: see shared/assets/SOURCES.md")
+    work = Path(tempfile.mkdtemp(prefix="tl-bench-"))
+    (work / "keras" / "models").mkdir(parents=True)
+    (work / "keras" / "models" / WEIGHTS).symlink_to(weights)
+    os.environ["KERAS_HOME"] = str(work / "keras")  # read at call time by core.backbones
+
+    from core import backbones, device, features
+
+    files = _image_files(data, limit)
+    shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    spec = backbones.get_spec("mobilenet_v2")
+    resolved = backbones.resolve_weights(spec, "imagenet")
+    model = backbones.build_base(spec, resolved)
+
+    plain_s = _plain_predict(model, data, files, spec.input_size)
+
+    home = work / "studio-home"
+    t0 = time.perf_counter()
+    extractor = features.make_extractor(spec, resolved, home=home)
+    setup_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    features.make_extractor(spec, resolved, home=home)
+    setup_cached = time.perf_counter() - t0
+
+    _, cold = features.extract(extractor, files, shas, home=home, batch_size=32)
+    _, warm = features.extract(extractor, files, shas, home=home, batch_size=32)
+    n = len(files)
+    return {
+        "benchmark": "feature_extraction",
+        "dataset": str(data),
+        "images": n,
+        "backbone": spec.name,
+        "weights": "imagenet (shared assets)",
+        "plain_keras_predict": {"seconds": round(plain_s, 3),
+                                "images_per_s": round(n / plain_s, 1),
+                                "how": "image_dataset_from_directory + Model.predict"},
+        "extract_cold_cache": {"seconds": round(cold.seconds, 3),
+                               "images_per_s": round(n / cold.seconds, 1),
+                               "backend": extractor.backend, "misses": cold.misses},
+        "speedup_vs_plain": round(plain_s / cold.seconds, 2),
+        "extractor_setup_seconds": {"first_time_with_tflite_conversion": round(setup_first, 2),
+                                    "conversion_cached": round(setup_cached, 2)},
+        "speedup_vs_plain_including_first_conversion": round(
+            plain_s / (cold.seconds + setup_first), 2),
+        "extract_warm_cache": {"seconds": round(warm.seconds, 3), "hits": warm.hits,
+                               "images_per_s": round(n / warm.seconds, 1)},
+        "backend_reason": extractor.reason,
+        "device": device.detect().summary(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def run_relative_speed(batches: int) -> dict:
+    """Keras predict images/s of every registry base (random weights, default input size)."""
+    import numpy as np
+
+    from core import backbones
+
+    speeds = {}
+    for name, spec in backbones.BACKBONES.items():
+        model = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+        x = np.random.default_rng(0).uniform(0, 255, (32, spec.input_size, spec.input_size, 3))
+        model.predict(x, batch_size=32, verbose=0)  # trace once
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            model.predict(x, batch_size=32, verbose=0)
+        speeds[name] = 32 * batches / (time.perf_counter() - t0)
+    ref = speeds["mobilenet_v2"]
+    return {"benchmark": "relative_speed", "images_per_s": {k: round(v, 1)
+                                                           for k, v in speeds.items()},
+            "relative_to_mobilenet_v2": {k: round(v / ref, 2) for k, v in speeds.items()},
+            "cpu_count": os.cpu_count()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path,
+                        default=ASSETS / "datasets" / "flower_photos_300")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--relative-speed", action="store_true",
+                        help="measure every registry base instead")
+    parser.add_argument("--batches", type=int, default=3)
+    args = parser.parse_args()
+    if args.relative_speed:
+        result = run_relative_speed(args.batches)
+    else:
+        if not args.data.is_dir():
+            raise SystemExit(f"missing dataset folder {args.data}")
+        result = run_extraction(args.data, args.limit)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
