@@ -180,7 +180,7 @@ class TrainConfig:
     hidden_units: tuple[int, ...] = option(
         (), "Hidden Dense layers between the base and the softmax.", "Hidden layers"
     )
-    dropout: float = option(0.2, "Share of features dropped at random while training.",
+    dropout: float = option(0.5, "Share of features dropped at random while training.",
                             "Dropout", min=0.0, max=0.9, step=0.05)
     l2: float = option(1e-4, "L2 penalty on the head's weights (0 for none).", "L2", min=0.0,
                        max=1.0)
@@ -190,7 +190,7 @@ class TrainConfig:
         5, "Stop after this many epochs without validation improvement (0: never).",
         "Early stopping patience", min=0, max=100,
     )
-    augment: bool = option(False, "Train on flipped, rotated, zoomed and contrast-changed copies.",
+    augment: bool = option(True, "Train on flipped, rotated, zoomed and contrast-changed copies.",
                            "Augmentation")
     augment_views: int = option(2, "Augmented copies of each training photo (frozen base).",
                                 "Augmented views", min=1, max=20)

@@ -19,7 +19,7 @@ from core.runs import RunStore
 from core.training import ProgressCallback, ProgressEvent
 
 FAST = TrainConfig(backbone="mobilenet_v2", weights=None, epochs=3, batch_size=8,
-                   early_stopping_patience=0)
+                   early_stopping_patience=0, augment=False)
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def test_every_field_gets_a_widget_with_label_help_and_bounds() -> None:
     assert "(from 1 to 500)" in epochs.help
 
     dropout = at.slider(key="t.dropout")  # float with a step: slider
-    assert (dropout.min, dropout.max, dropout.step, dropout.value) == (0.0, 0.9, 0.05, 0.2)
+    assert (dropout.min, dropout.max, dropout.step, dropout.value) == (0.0, 0.9, 0.05, 0.5)
     patience = at.slider(key="t.early_stopping_patience")  # small int range: slider
     assert (patience.min, patience.max, patience.value) == (0, 100, 5)
 
@@ -57,7 +57,7 @@ def test_every_field_gets_a_widget_with_label_help_and_bounds() -> None:
     class_weights = at.selectbox(key="t.class_weights")
     assert class_weights.options == ["off", "balanced"]
     assert class_weights.value == "off"
-    assert at.checkbox(key="t.augment").value is False
+    assert at.checkbox(key="t.augment").value is True
     assert at.text_input(key="t.backbone").value == "mobilenet_v2"
     assert at.text_input(key="t.hidden_units").value == ""
     assert at.text_input(key="t.hub_handle").value == ""
@@ -71,12 +71,12 @@ def test_changed_values_build_the_dataclass() -> None:
     at = form()
     at.number_input(key="t.epochs").set_value(3)
     at.selectbox(key="t.class_weights").set_value("balanced")
-    at.checkbox(key="t.augment").check()
+    at.checkbox(key="t.augment").uncheck()
     at.text_input(key="t.hidden_units").input("512, 256")
     at.text_input(key="t.weights").input("")
     at.run()
     built = at.session_state["built"]
-    assert (built.epochs, built.class_weights, built.augment) == (3, "balanced", True)
+    assert (built.epochs, built.class_weights, built.augment) == (3, "balanced", False)
     assert built.hidden_units == (512, 256)
     assert built.weights is None  # an empty optional text means None
 

@@ -1,0 +1,232 @@
+"""Training benchmarks of issue 3 on the offline flower photos; prints one JSON object.
+
+Parts (run all by default, or name some with --parts):
+  speed     our first frozen-base run (10 epochs, cold caches) vs the plain Keras recipe
+            (image_dataset_from_directory, base inside the model, 10 epochs), same split;
+            then a second run with other head settings on the same data (warm caches)
+  accuracy  test accuracy of the default frozen config and of a fine-tuning config
+  predict   warm single-photo prediction latency (p50, p90) through core.prediction
+  memory    peak RSS of a frozen-base training on a generated 20,000-image dataset
+
+Usage: .venv/bin/python bench/train_benchmark.py [--parts speed accuracy ...] [--data DIR]
+Needs the MobileNetV2 no-top weights from ../shared/assets (linked into a temp KERAS_HOME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def _keras_home(tmp: Path) -> Path:
+    source = ASSETS / "weights" / WEIGHTS
+    if not source.is_file():
+        sys.exit(f"missing {source}: the benchmarks need the offline weights")
+    home = tmp / "keras-home"
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    link = home / "models" / WEIGHTS
+    if not link.exists():
+        link.symlink_to(source)
+    return home
+
+
+def _split(data: Path, home: Path):
+    from core import datasets
+    from core.config import SplitConfig
+
+    dataset = datasets.ingest(data, home=home)
+    return datasets.split(dataset.index, SplitConfig(seed=0))
+
+
+def _train(split_df, config, home: Path) -> dict:
+    from core import training
+
+    started = time.perf_counter()
+    result = training.train(split_df, config, home=home)
+    out = result.to_dict()
+    out["wall_seconds"] = round(time.perf_counter() - started, 2)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    out["feature_backend"] = metrics["feature_backend"]
+    out["feature_cache"] = metrics["feature_cache"]
+    return out
+
+
+def plain_keras_recipe(split_df, epochs: int, keras_home: Path, tmp: Path) -> dict:
+    """The Keras transfer-learning guide's recipe: the frozen base runs inside the model."""
+    import keras
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    # Same split as ours: class folders of links for each part.
+    for row in split_df.itertuples():
+        target = tmp / "plain" / row.split / row.label / Path(row.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(row.path)
+
+    def load(part: str, shuffle: bool):
+        return keras.utils.image_dataset_from_directory(
+            tmp / "plain" / part, image_size=(224, 224), batch_size=32, shuffle=shuffle,
+            seed=0, label_mode="int", verbose=False,
+        ).prefetch(tf.data.AUTOTUNE)
+
+    train_ds, val_ds, test_ds = load("train", True), load("val", False), load("test", False)
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(
+        include_top=False, weights=str(keras_home / "models" / WEIGHTS),
+        input_shape=(224, 224, 3),
+    )
+    base.trainable = False
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal"),
+                                keras.layers.RandomRotation(0.1)])
+    inputs = keras.Input((224, 224, 3))
+    x = augment(inputs)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)  # mobilenet_v2.preprocess_input
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(split_df["label"].nunique(), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
+    train_seconds = time.perf_counter() - started
+    _, test_accuracy = model.evaluate(test_ds, verbose=0)
+    return {
+        "wall_seconds": round(train_seconds, 2),
+        "test_accuracy": float(test_accuracy),
+        "best_val_accuracy": float(max(history.history["val_accuracy"])),
+        "epochs": epochs,
+    }
+
+
+def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
+    from core.config import TrainConfig
+
+    home = tmp / "speed-home"
+    split_df = _split(data, home)
+    ten = TrainConfig(epochs=10, early_stopping_patience=0)
+    first = _train(split_df, ten, home)
+    second = _train(split_df, replace(ten, hidden_units=(256,), dropout=0.3,
+                                      learning_rate=5e-4), home)
+    plain = plain_keras_recipe(split_df, 10, keras_home, tmp)
+    return {
+        "first_run_10_epochs": first,
+        "second_run_other_head": second,
+        "plain_keras_recipe_10_epochs": plain,
+        "speedup_vs_plain": round(plain["wall_seconds"] / first["wall_seconds"], 2),
+        "second_over_first": round(second["wall_seconds"] / first["wall_seconds"], 3),
+    }
+
+
+def part_accuracy(data: Path, tmp: Path) -> dict:
+    from core.config import TrainConfig
+
+    home = tmp / "accuracy-home"
+    split_df = _split(data, home)
+    frozen = _train(split_df, TrainConfig(), home)
+    fine = _train(split_df, TrainConfig(fine_tune_layers=40, fine_tune_epochs=4,
+                                        fine_tune_learning_rate=1e-5), home)
+    return {"frozen_default": frozen, "fine_tuned": fine}
+
+
+def part_predict(data: Path, tmp: Path) -> dict:
+    from core.config import TrainConfig
+    from core.prediction import Predictor
+
+    home = tmp / "predict-home"
+    split_df = _split(data, home)
+    run = _train(split_df, TrainConfig(epochs=5), home)
+    predictor = Predictor.from_run(run["run_dir"])
+    photos = split_df[split_df["split"] == "test"]["path"].tolist()[:60]
+    predictor.predict(photos[0])  # warm
+    latencies = []
+    for photo in photos:
+        started = time.perf_counter()
+        predictor.predict(photo, top_k=3)
+        latencies.append((time.perf_counter() - started) * 1000)
+    latencies.sort()
+    return {
+        "photos": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p90_ms": round(latencies[int(0.9 * (len(latencies) - 1))], 1),
+        "max_ms": round(latencies[-1], 1),
+    }
+
+
+def part_memory(tmp: Path, n_images: int) -> dict:
+    """Trains in a child process so its peak RSS is the training's alone."""
+    data = tmp / "generated"
+    code = f"""
+import json, resource, sys
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+import numpy as np
+from PIL import Image
+data = Path({str(data)!r})
+rng = np.random.default_rng(0)
+for i in range({n_images}):
+    folder = data / f"class_{{i % 10}}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    pixels[:, :, i % 3] = (i % 10) * 25
+    Image.fromarray(pixels).save(folder / f"img_{{i:05d}}.jpg", quality=85)
+from core import datasets, training
+from core.config import SplitConfig, TrainConfig
+home = Path({str(tmp / "memory-home")!r})
+dataset = datasets.ingest(data, home=home)
+split_df = datasets.split(dataset.index, SplitConfig(seed=0))
+result = training.train(split_df, TrainConfig(epochs=3, early_stopping_patience=0), home=home)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"images": len(split_df), "peak_rss_mb": round(peak, 1),
+                  "seconds": result.seconds, "test_accuracy": result.test_accuracy}}))
+"""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=os.environ.copy())
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result["peak_rss_mb_children"] = round(children, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["speed", "accuracy", "predict", "memory"],
+                        choices=["speed", "accuracy", "predict", "memory"])
+    parser.add_argument("--data", type=Path,
+                        default=ASSETS / "datasets" / "flower_photos_300")
+    parser.add_argument("--memory-images", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tl-bench-") as name:
+        tmp = Path(name)
+        keras_home = _keras_home(tmp)
+        os.environ["KERAS_HOME"] = str(keras_home)
+        os.environ["TL_STUDIO_OFFLINE"] = "1"
+        report: dict = {"data": str(args.data), "cpu_count": os.cpu_count()}
+        if "speed" in args.parts:
+            report["speed"] = part_speed(args.data, tmp, keras_home)
+        if "accuracy" in args.parts:
+            report["accuracy"] = part_accuracy(args.data, tmp)
+        if "predict" in args.parts:
+            report["predict"] = part_predict(args.data, tmp)
+        if "memory" in args.parts:
+            report["memory"] = part_memory(tmp, args.memory_images)
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
