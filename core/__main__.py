@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -268,9 +269,7 @@ def _add_runs(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 def cmd_runs(args: argparse.Namespace) -> int:
     """Lists runs newest first."""
     summaries = RunStore(studio_home(args.home)).list()
-    rows = [{"run_id": s.run_id, "backbone": s.backbone, "status": s.status,
-             "test_accuracy": s.test_accuracy, "created": s.created,
-             "run_dir": str(s.run_dir)} for s in summaries]
+    rows = [s.to_dict() for s in summaries]
     if args.json:
         print(json.dumps(rows))
     elif not rows:
@@ -332,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
