@@ -211,6 +211,7 @@ def main() -> None:
                         default=ASSETS / "datasets" / "flower_photos_300")
     parser.add_argument("--memory-images", type=int, default=20_000)
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="tl-bench-") as name:
         tmp = Path(name)
         keras_home = _keras_home(tmp)
