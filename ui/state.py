@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 LOADED = "tl_loaded_dataset"          # LoadedDataset just ingested on the Dataset page
 CURRENT = "tl_current_dataset"        # CurrentDataset chosen with "Use this dataset"
 JOB_ID = "tl_train_job_id"            # the training job this session started last
+LAST_RUN = "tl_last_run_id"           # run id of the last training this session saw finish
 
 # Widget keys.
 SOURCE_KIND = "tl_dataset_source_kind"
@@ -25,6 +26,42 @@ FOLDER = "tl_dataset_folder"
 LOAD_FOLDER = "tl_dataset_load_folder"
 USE_DATASET = "tl_dataset_use"
 SPLIT_PREFIX = "tl_split"
+
+# Train page.
+TRAIN_PREFIX = "tl_train"             # widgets built from TrainConfig metadata: "tl_train.<field>"
+TRAIN_BASE = "tl_train_base"
+TRAIN_WEIGHTS_KIND = "tl_train_weights_kind"
+TRAIN_WEIGHTS_FILE = "tl_train_weights_file"
+TRAIN_HIDDEN_PRESET = "tl_train_hidden_preset"
+TRAIN_START = "tl_train_start"
+TRAIN_WATCH = "tl_train_watch"
+TRAIN_CANCEL = "tl_train_cancel"
+TRAIN_FORGET = "tl_train_forget"
+
+# Evaluate page.
+EVAL_RUN = "tl_eval_run"
+EVAL_CONFUSION = "tl_eval_confusion"
+EVAL_NORMALIZE = "tl_eval_normalize"
+EVAL_TRUE = "tl_eval_true"
+EVAL_PREDICTED = "tl_eval_predicted"
+EVAL_GALLERY_FILTER = "tl_eval_gallery_filter"
+EVAL_GALLERY_PAGE = "tl_eval_gallery_page"
+
+# Predict page.
+PREDICT_RUN = "tl_predict_run"
+PREDICT_UPLOAD = "tl_predict_upload"
+PREDICT_CAMERA_ON = "tl_predict_camera_on"
+PREDICT_CAMERA = "tl_predict_camera"
+PREDICT_TOP_K = "tl_predict_top_k"
+
+# Compare page.
+COMPARE_RUNS = "tl_compare_runs"
+COMPARE_METRIC = "tl_compare_metric"
+COMPARE_DELETE = "tl_compare_delete"
+COMPARE_DELETE_ASK = "tl_compare_delete_ask"
+COMPARE_DELETE_YES = "tl_compare_delete_yes"
+COMPARE_DELETE_NO = "tl_compare_delete_no"
+COMPARE_DELETED = "tl_compare_deleted"
 
 SOURCE_UPLOAD = "Upload a zip"
 SOURCE_FOLDER = "Folder on the server"

@@ -1,0 +1,49 @@
+"""Train page: pick a pretrained base and options, start training, watch it live, cancel."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import TrainConfig
+from ui import nav, render, state, widgets
+from ui import training as ui_training
+
+st.set_page_config(page_title="Train · Transfer Learning Studio",
+                   page_icon=":material/model_training:", layout="wide")
+nav.sidebar()
+
+st.title("Train")
+st.markdown(
+    "A network pretrained on ImageNet turns every photo into features; a small new **head** "
+    "learns your classes from them. Training runs in the background on the server: you can "
+    "switch pages or close the browser and come back."
+)
+
+ui_training.jobs_section()
+
+current = state.current_dataset()
+if current is None:
+    st.info("No dataset chosen yet. Upload a zip of class folders on the Dataset page and "
+            "press **Use this dataset**, then come back here.", icon=":material/arrow_back:")
+    nav.page_link(nav.DATASET, "Go to the Dataset page", ":material/photo_library:")
+    st.stop()
+
+st.header("New training")
+render.current_dataset_banner(current)
+
+st.subheader("1. Pretrained base")
+values = ui_training.base_picker()
+
+st.subheader("2. Options")
+st.caption("Hover over the ? of an option for what it does and its allowed range.")
+values |= ui_training.options_form()
+config = widgets.build_config(TrainConfig, values)
+
+st.subheader("3. Start")
+if config is not None:
+    st.caption(f"Will train: {ui_training.job_title(current, config)}.")
+if st.button("Start training", type="primary", key=state.TRAIN_START,
+             icon=":material/play_arrow:", disabled=config is None,
+             help="Queues the training on this server; one training runs at a time."):
+    if config is not None and ui_training.start(current, config) is not None:
+        st.rerun()

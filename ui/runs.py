@@ -1,0 +1,90 @@
+"""Runs for the pages: the list of runs, a run picker, and cached loading of one run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+
+from core import runs
+from core.runs import Run, RunStore, RunSummary
+from ui import nav, resources, state
+
+# Files whose modification times say whether a cached copy of a run is still current.
+_STAMP_FILES = (runs.STATUS_FILE, runs.METRICS_FILE, runs.HISTORY_FILE, runs.MODEL_FILE)
+
+
+def store() -> RunStore:
+    """The run store of the studio home."""
+    return RunStore(resources.home())
+
+
+def all_runs() -> list[RunSummary]:
+    """Every run of the studio home, newest first (broken ones included, never raised)."""
+    return store().list()
+
+
+def completed_runs() -> list[RunSummary]:
+    """Runs that finished training and have a model, newest first."""
+    return [s for s in all_runs() if s.status == runs.COMPLETED]
+
+
+def run_label(summary: RunSummary) -> str:
+    """One line naming a run for people: date, base, dataset, test accuracy."""
+    parts = []
+    if summary.created is not None:
+        parts.append(summary.created.astimezone().strftime("%Y-%m-%d %H:%M"))
+    parts.append(summary.backbone or "unknown base")
+    if summary.dataset:
+        parts.append(summary.dataset)
+    if summary.test_accuracy is not None:
+        parts.append(f"test accuracy {summary.test_accuracy:.1%}")
+    return " · ".join(parts) + f"  ({summary.run_id})"
+
+
+def run_picker(summaries: Sequence[RunSummary], *, key: str,
+               label: str = "Run") -> RunSummary:
+    """A select box of runs; the run this session trained last, else the newest, is first shown.
+
+    Args:
+        summaries: Runs to choose from, newest first (not empty).
+        key: Widget key.
+        label: Widget label.
+    """
+    ids = [s.run_id for s in summaries]
+    last = st.session_state.get(state.LAST_RUN)
+    index = ids.index(last) if last in ids else 0
+    by_id = {s.run_id: s for s in summaries}
+    chosen = st.selectbox(label, ids, index=index, key=key,
+                          format_func=lambda run_id: run_label(by_id[run_id]),
+                          help="Runs that finished training, newest first.")
+    return by_id[chosen or ids[0]]
+
+
+def no_runs_yet(what: str) -> None:
+    """Says there is no finished run yet and links to where to make one."""
+    st.info(f"No finished training run yet, so there is nothing to {what}. Choose a dataset, "
+            "train a model, and come back.", icon=":material/info:")
+    nav.page_link(nav.TRAIN, "Train a model", ":material/model_training:")
+    nav.page_link(nav.DATASET, "Choose a dataset first", ":material/photo_library:")
+
+
+def _stamp(run_dir: Path) -> tuple[int, ...]:
+    return tuple(resources.file_stamp(run_dir / name) for name in _STAMP_FILES)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _load(run_dir: str, stamp: tuple[int, ...]) -> Run:
+    del stamp  # only part of the cache key
+    return RunStore(Path(run_dir).parent.parent).load(run_dir)
+
+
+def load(summary_or_dir: RunSummary | Path | str) -> Run:
+    """Everything stored for a run, cached until one of its files changes.
+
+    Raises:
+        RunNotFoundError: when the run folder is gone.
+    """
+    run_dir = Path(getattr(summary_or_dir, "run_dir", summary_or_dir))
+    return _load(str(run_dir), _stamp(run_dir))

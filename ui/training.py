@@ -1,0 +1,485 @@
+"""Train page: base picker, options from TrainConfig metadata, background jobs, live progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import streamlit as st
+
+from core import backbones, charts, jobs, training
+from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
+from core.errors import JobError
+from core.jobs import JobStatus
+from ui import nav, resources, state, widgets
+from ui.errors import show_user_errors
+from ui.widgets import InvalidInput
+
+if TYPE_CHECKING:
+    from ui.state import CurrentDataset
+
+POLL_SECONDS = 1.0          # how often the live panel asks the job manager while a job runs
+FINISHED_JOBS_LISTED = 5    # ended jobs kept in the jobs table under the active ones
+
+WEIGHTS_IMAGENET = "ImageNet (pretrained)"
+WEIGHTS_FILE = "A weights file on the server"
+WEIGHTS_RANDOM = "Random weights (for quick tests)"
+WEIGHTS_KINDS = (WEIGHTS_IMAGENET, WEIGHTS_FILE, WEIGHTS_RANDOM)
+CUSTOM_HIDDEN = "custom sizes..."
+
+OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Training", ("epochs", "batch_size", "learning_rate", "early_stopping_patience",
+                  "class_weights", "seed")),
+    ("Head: hidden layers and regularisation", ("dropout", "l2")),
+    ("Augmentation", ("augment", "augment_views")),
+    ("Fine-tuning (optional, slower: retrains the top of the base)",
+     ("fine_tune_layers", "fine_tune_epochs", "fine_tune_learning_rate")),
+)
+PHASE_TEXT = {
+    "preparing": "Preparing", "extracting features": "Extracting features",
+    "training head": "Training the head", "fine-tuning": "Fine-tuning",
+    "evaluating": "Evaluating", "saving": "Saving",
+}
+STATE_TEXT = {
+    jobs.QUEUED: "queued", jobs.RUNNING: "running", jobs.COMPLETED: "finished",
+    jobs.CANCELLED: "cancelled", jobs.FAILED: "failed",
+}
+METRIC_TEXT = (("loss", "Training loss"), ("accuracy", "Training accuracy"),
+               ("val_loss", "Validation loss"), ("val_accuracy", "Validation accuracy"))
+
+
+# ----------------------------------------------------------------------------- base picker
+
+
+@st.cache_data(ttl=300, show_spinner="Checking whether weights can be downloaded...")
+def _download_possible(offline_flag: str) -> bool:
+    del offline_flag  # part of the cache key: TL_STUDIO_OFFLINE changes the answer
+    return backbones.network_available()
+
+
+def download_possible() -> bool:
+    """Whether Keras' weights server is reachable (checked at most every 5 minutes)."""
+    return _download_possible(os.environ.get(backbones.OFFLINE_ENV_VAR, ""))
+
+
+def weights_here(spec: backbones.BackboneSpec) -> bool:
+    """Whether the base's ImageNet weights file is in Keras' cache folder right now."""
+    return backbones.weights_available(spec, allow_download=False)
+
+
+def missing_weights_text(spec: backbones.BackboneSpec) -> str:
+    """Where to put a base's weights file when it is not here and cannot be downloaded."""
+    folder = backbones.keras_models_dir()
+    return (f"The ImageNet weights of {spec.display_name} are not on this machine and cannot "
+            f"be downloaded. Put the file `{spec.weights_file}` (from {spec.weights_url}) into "
+            f"the folder `{folder}`, or set KERAS_HOME to a folder whose `models/` subfolder "
+            "holds it; or choose another base, a weights file, or random weights.")
+
+
+def bases_table() -> pd.DataFrame:
+    """One row per registry base: size, speed and whether its weights are available here."""
+    can_download = None
+    rows = []
+    for spec in backbones.BACKBONES.values():
+        if weights_here(spec):
+            availability = "yes, on this machine"
+        else:
+            if can_download is None:
+                can_download = download_possible()
+            availability = ("downloads on first use" if can_download
+                            else "missing: see below")
+        rows.append({
+            "Base": spec.display_name, "Input size": f"{spec.input_size} px",
+            "Parameters (M)": spec.params / 1e6, "Depth (layers)": spec.depth,
+            "Weights file (MB)": spec.weights_mb, "Relative speed": spec.relative_speed,
+            "Weights available": availability,
+        })
+    return pd.DataFrame(rows)
+
+
+def base_picker() -> dict[str, Any]:
+    """Chooses the base, its weights or a TF Hub model; returns those TrainConfig values.
+
+    Returns:
+        {"backbone", "weights", "hub_handle", "hub_input_size"}; a value may be an
+        InvalidInput that build_config() reports.
+    """
+    with st.expander("Compare the bases", expanded=False):
+        st.dataframe(bases_table(), hide_index=True, width="stretch", column_config={
+            "Parameters (M)": st.column_config.NumberColumn(format="%.1f"),
+            "Weights file (MB)": st.column_config.NumberColumn(format="%.1f"),
+            "Relative speed": st.column_config.NumberColumn(
+                format="%.2f×", help="Images per second on a CPU relative to MobileNetV2; "
+                                     "higher is faster."),
+        })
+    names = [*backbones.BACKBONES, backbones.HUB_BACKBONE]
+
+    def describe(name: str) -> str:
+        if name == backbones.HUB_BACKBONE:
+            return "TF Hub model (handle, URL or SavedModel folder)"
+        spec = backbones.BACKBONES[name]
+        return (f"{spec.display_name} · {spec.input_size} px · {spec.params / 1e6:.1f} M "
+                f"parameters · {spec.weights_mb:.0f} MB · speed {spec.relative_speed:g}×")
+
+    name = st.selectbox("Pretrained base", names, key=state.TRAIN_BASE, format_func=describe,
+                        persist_state="session",
+                        help="The network pretrained on ImageNet whose features the new head "
+                             "learns from. Faster bases train sooner; bigger ones are often "
+                             "more accurate.")
+    values: dict[str, Any] = {"backbone": name, "weights": "imagenet", "hub_handle": None}
+    if name == backbones.HUB_BACKBONE:
+        values.update(widgets.config_inputs(
+            TrainConfig, key_prefix=state.TRAIN_PREFIX, fields=("hub_handle", "hub_input_size"),
+            columns=2))
+        if not values["hub_handle"]:
+            values["hub_handle"] = InvalidInput(
+                "Type a TF Hub image feature-vector handle or URL, or the path of a SavedModel "
+                "folder on the server.")
+        return values
+
+    spec = backbones.BACKBONES[name]
+    kind = st.radio("Weights", WEIGHTS_KINDS, key=state.TRAIN_WEIGHTS_KIND, horizontal=True,
+                    persist_state="session",
+                    help="Random weights learn almost nothing from photos: use them only to "
+                         "check that training works.")
+    if kind == WEIGHTS_IMAGENET:
+        if weights_here(spec):
+            st.caption(f":material/check_circle: Weights file `{spec.weights_file}` is in "
+                       f"`{backbones.keras_models_dir()}`.")
+        elif download_possible():
+            st.caption(f":material/download: `{spec.weights_file}` ({spec.weights_mb:.0f} MB) "
+                       "will be downloaded into Keras' cache when training starts.")
+        else:
+            st.warning(missing_weights_text(spec), icon=":material/warning:")
+    elif kind == WEIGHTS_FILE:
+        path = st.text_input("Weights file on the server", key=state.TRAIN_WEIGHTS_FILE,
+                             persist_state="session",
+                             placeholder=f"/models/{spec.weights_file}",
+                             help=f"No-top weights of {spec.display_name} (.h5, .hdf5 or "
+                                  ".keras), readable by the server.").strip()
+        values["weights"] = path or InvalidInput(
+            "Type the path of the weights file, or choose other weights.")
+    else:
+        values["weights"] = None
+        st.caption(":material/science: Random weights: fast and fine for trying the app, but "
+                   "the model will not be accurate.")
+    return values
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def hidden_layers_input() -> tuple[int, ...] | InvalidInput:
+    """The head's hidden layers: a preset from HIDDEN_LAYER_PRESETS or custom sizes."""
+    presets = [*HIDDEN_LAYER_PRESETS, CUSTOM_HIDDEN]
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "hidden_units")
+    choice = st.selectbox(widgets.field_label(field), presets, key=state.TRAIN_HIDDEN_PRESET,
+                          persist_state="session", help=widgets.field_help(field))
+    if choice != CUSTOM_HIDDEN:
+        return HIDDEN_LAYER_PRESETS[choice]
+    return widgets.field_widget(field, tuple[int, ...], (512, 256),
+                                f"{state.TRAIN_PREFIX}.hidden_units")
+
+
+def options_form() -> dict[str, Any]:
+    """Every training option, grouped, with bounds and help from TrainConfig's metadata."""
+    values: dict[str, Any] = {}
+    for title, names in OPTION_GROUPS:
+        with st.expander(title, expanded=title == "Training"):
+            if title.startswith("Head"):
+                values["hidden_units"] = hidden_layers_input()
+            values.update(widgets.config_inputs(TrainConfig, key_prefix=state.TRAIN_PREFIX,
+                                                fields=names, columns=3))
+    return values
+
+
+def job_title(current: CurrentDataset, config: TrainConfig) -> str:
+    """A short title of a training job for job lists."""
+    base = (f"TF Hub {config.hub_handle}" if config.backbone == backbones.HUB_BACKBONE
+            else backbones.BACKBONES[config.backbone].display_name.replace(" (default)", ""))
+    weights = ("random weights" if config.weights is None and not config.hub_handle
+               else "" if config.weights in ("imagenet", None) else "own weights")
+    epochs = f"{config.epochs} epochs" + (
+        f" + {config.fine_tune_epochs} fine-tune" if config.fine_tune_layers else "")
+    return " · ".join(p for p in (current.name, base, weights, epochs) if p)
+
+
+def check_weights(config: TrainConfig) -> None:
+    """Raises WeightsUnavailableError now when ImageNet weights are missing and offline."""
+    if config.backbone == backbones.HUB_BACKBONE or config.weights != "imagenet":
+        return
+    spec = backbones.get_spec(config.backbone)
+    if not weights_here(spec) and not download_possible():
+        backbones.resolve_weights(spec, "imagenet")  # raises, naming the file and the folder
+
+
+def start(current: CurrentDataset, config: TrainConfig) -> str | None:
+    """Submits training to the server's job manager; returns the job id (None after an error).
+
+    The job belongs to the server process: page switches, reruns and closed tabs do not stop
+    it. Its id is kept in this session, and any session can find it in the jobs list.
+    """
+    with show_user_errors("Cannot start training:") as outcome:
+        check_weights(config)
+        job_id = resources.job_manager().submit(
+            training.train, title=job_title(current, config), kind="train",
+            split_df=current.split, config=config, home=resources.home(),
+            dataset_info=current.info(),
+        )
+    if outcome.failed:
+        return None
+    st.session_state[state.JOB_ID] = job_id
+    st.session_state.pop(state.TRAIN_WATCH, None)
+    return job_id
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def history_from_events(events: Sequence[Any]) -> pd.DataFrame:
+    """Per-epoch rows (epoch, phase, loss, accuracy, val_loss, val_accuracy) from job events.
+
+    Epoch-end events are the training events whose step equals their epoch (batch events of
+    fine-tuning carry the epoch in progress with one step less).
+    """
+    rows = []
+    for event in events:
+        phase = jobs.event_value(event, "phase")
+        if phase not in ("training head", "fine-tuning"):
+            continue
+        epoch, step = jobs.event_value(event, "epoch"), jobs.event_value(event, "step")
+        metrics = jobs.event_value(event, "metrics") or {}
+        if not epoch or step != epoch or not metrics:
+            continue
+        rows.append({"epoch": len(rows) + 1,
+                     "phase": "head" if phase == "training head" else "fine-tune",
+                     **{k: metrics.get(k) for k, _ in METRIC_TEXT}})
+    return pd.DataFrame(rows, columns=["epoch", "phase", *(k for k, _ in METRIC_TEXT)])
+
+
+def duration_text(seconds: float | None) -> str:
+    """12 s, 3 min 05 s, 1 h 02 min."""
+    if seconds is None:
+        return "unknown"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _known(job_id: str | None) -> JobStatus | None:
+    if not job_id:
+        return None
+    try:
+        return resources.job_manager().status(job_id)
+    except JobError:
+        return None
+
+
+def watched_job(all_jobs: Sequence[JobStatus]) -> JobStatus | None:
+    """The job to show: the one chosen, else this session's, else a running or queued one."""
+    for job_id in (st.session_state.get(state.TRAIN_WATCH), st.session_state.get(state.JOB_ID)):
+        status = next((j for j in all_jobs if j.job_id == job_id), None)
+        if status is not None:
+            return status
+    active = [j for j in all_jobs if not j.done]
+    active.sort(key=lambda j: (j.state != jobs.RUNNING, j.submitted))
+    return active[0] if active else None
+
+
+def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
+    """Running and queued jobs, then the last few ended ones."""
+    active = [j for j in all_jobs if not j.done]
+    ended = [j for j in all_jobs if j.done][-FINISHED_JOBS_LISTED:]
+    rows = []
+    for job in [*active, *reversed(ended)]:
+        phase = jobs.event_value(job.latest_event, "phase")
+        rows.append({
+            "Job": job.title, "State": STATE_TEXT.get(job.state, job.state),
+            "Queue position": job.position,
+            "Phase": PHASE_TEXT.get(phase, phase) if job.state == jobs.RUNNING else None,
+            "Running for": duration_text(job.elapsed) if job.started else None,
+            "Submitted": time.strftime("%H:%M:%S", time.localtime(job.submitted)),
+        })
+    return pd.DataFrame(rows)
+
+
+def jobs_section() -> None:
+    """Every training job of this server, and the live progress of the one watched.
+
+    Jobs belong to the server process, so a refreshed browser or another session finds them
+    here. The progress panel reruns on its own every POLL_SECONDS while the job is active.
+    """
+    all_jobs = resources.job_manager().jobs(kind="train")
+    if not all_jobs:
+        return
+    st.header("Training jobs")
+    watched = watched_job(all_jobs)
+    if len(all_jobs) > 1:
+        ids = [j.job_id for j in reversed(all_jobs)]
+        titles = {j.job_id: f"{j.title} ({STATE_TEXT.get(j.state, j.state)})" for j in all_jobs}
+        chosen = st.selectbox("Show job", ids, format_func=titles.get,
+                              index=ids.index(watched.job_id) if watched else 0,
+                              key=state.TRAIN_WATCH)
+        watched = next(j for j in all_jobs if j.job_id == chosen)
+    if watched is None:
+        st.dataframe(jobs_table(all_jobs), hide_index=True, width="stretch")
+        return
+    polling = not watched.done
+    st.fragment(run_every=POLL_SECONDS if polling else None)(_live_panel)(
+        watched.job_id, polling)
+
+
+def _live_panel(job_id: str, polling: bool) -> None:
+    """The fragment: jobs table and one job's progress, result or error."""
+    status = _known(job_id)
+    if status is None:
+        st.warning("This job is no longer known to the server (it restarted). Its run, if "
+                   "any, is on the Compare page.", icon=":material/warning:")
+        return
+    if polling and status.done:
+        st.rerun()  # the whole page: show the result and stop polling
+    all_jobs = resources.job_manager().jobs(kind="train")
+    if len(all_jobs) > 1 or not status.done:
+        st.dataframe(jobs_table(all_jobs), hide_index=True, width="stretch")
+    job_progress(status)
+
+
+def cancel_button(status: JobStatus) -> None:
+    """Cancel works from any session: the job manager is shared by the whole server."""
+    if status.cancel_requested:
+        st.caption(":material/hourglass_top: Stopping after the current batch...")
+        return
+    st.button("Cancel training", key=f"{state.TRAIN_CANCEL}.{status.job_id}",
+              icon=":material/stop_circle:", on_click=resources.job_manager().cancel,
+              args=(status.job_id,),
+              help="Stops the job; what was trained so far is kept as a cancelled run.")
+
+
+def job_progress(status: JobStatus) -> None:
+    """One job: queue position, or phase, progress bar with ETA, metrics and curves; or the end."""
+    st.markdown(f"**{status.title}**")
+    if status.state == jobs.QUEUED:
+        st.info(f"Waiting in the queue: position {status.position}. One training runs at a "
+                "time on this machine; this one starts when those ahead of it end.",
+                icon=":material/schedule:")
+        cancel_button(status)
+        return
+    if status.state == jobs.RUNNING:
+        running_view(status)
+        cancel_button(status)
+        return
+    ended_view(status)
+
+
+def phase_line(current: str | None, seen: set[str]) -> str:
+    """The pipeline of phases: done ones ticked, the current one bold, skipped ones struck."""
+    parts = []
+    index = training.PHASES.index(current) if current in training.PHASES else -1
+    for i, phase in enumerate(training.PHASES):
+        text = PHASE_TEXT[phase]
+        if i == index:
+            parts.append(f"**{text}**")
+        elif i < index:
+            parts.append(f"~~{text}~~" if phase not in seen else f":green[{text}]")
+        else:
+            parts.append(f":gray[{text}]")
+    return " → ".join(parts)
+
+
+def running_view(status: JobStatus) -> None:
+    """Phase, progress bar with ETA, latest metrics and the growing learning curves."""
+    event = status.latest_event
+    phase = jobs.event_value(event, "phase")
+    seen = {jobs.event_value(e, "phase") for e in status.events}
+    st.markdown(phase_line(phase, seen))
+    fraction = float(getattr(event, "fraction", 0.0) or 0.0) if event is not None else 0.0
+    message = jobs.event_value(event, "message") or "Starting..."
+    eta = jobs.event_value(event, "eta_seconds")
+    text = f"{PHASE_TEXT.get(phase, 'Starting')}: {message}"
+    if eta is not None and fraction < 1:
+        text += f" · about {duration_text(eta)} left in this phase"
+    st.progress(min(max(fraction, 0.0), 1.0), text=text)
+    history = history_from_events(status.events)
+    metrics_row(history)
+    st.caption(f"Running for {duration_text(status.elapsed)}. You can switch pages or close "
+               "the browser: training goes on, and this page shows it again.")
+    if not history.empty:
+        st.plotly_chart(charts.learning_curves(history), width="stretch")
+
+
+def metrics_row(history: pd.DataFrame) -> None:
+    """The last epoch's metrics, with the change since the epoch before."""
+    if history.empty:
+        return
+    last = history.iloc[-1]
+    previous = history.iloc[-2] if len(history) > 1 else None
+    cols = st.columns(len(METRIC_TEXT) + 1)
+    cols[0].metric("Epoch", f"{int(last['epoch'])}")
+    for col, (key, label) in zip(cols[1:], METRIC_TEXT, strict=True):
+        value = last.get(key)
+        if value is None or pd.isna(value):
+            continue
+        percent = "accuracy" in key
+        shown = f"{value:.1%}" if percent else f"{value:.3f}"
+        delta = None
+        if previous is not None and pd.notna(previous.get(key)):
+            change = value - previous[key]
+            delta = f"{change:+.1%}" if percent else f"{change:+.3f}"
+        col.metric(label, shown, delta, delta_color="normal" if percent else "inverse")
+
+
+def ended_view(status: JobStatus) -> None:
+    """A finished job's result with links onward, a cancelled job's note, a failed job's error."""
+    result = status.result
+    took = f" in {duration_text(status.elapsed)}" if status.started else ""
+    if status.state == jobs.FAILED:
+        st.error(f"Training failed{took}: {status.error}", icon=":material/error:")
+        if status.error_traceback:
+            st.caption("This looks like a bug: the details are in the server log and in the "
+                       "run's status.json.")
+        forget_button(status)
+        return
+    run_dir = getattr(result, "run_dir", None)
+    if status.state == jobs.CANCELLED:
+        kept = ("What was trained so far is kept as a cancelled run." if run_dir
+                else "It had not started yet." if status.started is None else "")
+        st.warning(f"Training was cancelled{took}. {kept}".strip(),
+                   icon=":material/stop_circle:")
+    else:
+        accuracy = getattr(result, "test_accuracy", None)
+        st.success(f"Finished{took}: test accuracy **{accuracy:.1%}** on photos the model never "
+                   f"saw while training ({getattr(result, 'epochs_run', 0)} epochs).",
+                   icon=":material/check_circle:")
+        st.session_state[state.LAST_RUN] = getattr(result, "run_id", None)
+        nav.page_link(nav.EVALUATE, "See how it does, class by class", ":material/insights:")
+        nav.page_link(nav.PREDICT, "Try it on your own photos", ":material/image_search:")
+    if run_dir is not None:
+        from ui import runs as ui_runs
+
+        with show_user_errors("Cannot read the run:"):
+            run = ui_runs.load(run_dir)
+            if not run.history.empty:
+                st.plotly_chart(charts.learning_curves(run.history, run.fine_tune_start_epoch),
+                                width="stretch")
+    forget_button(status)
+
+
+def forget_button(status: JobStatus) -> None:
+    """Hides an ended job from this session's panel (the run stays on disk)."""
+    if st.session_state.get(state.JOB_ID) != status.job_id:
+        return
+
+    def forget() -> None:
+        st.session_state.pop(state.JOB_ID, None)
+        st.session_state.pop(state.TRAIN_WATCH, None)
+
+    st.button("Hide this result", key=f"{state.TRAIN_FORGET}.{status.job_id}", on_click=forget,
+              icon=":material/visibility_off:")
+
