@@ -83,12 +83,18 @@ def png_bytes(class_number: int, variant: int, size: int = 64) -> bytes:
     return buffer.getvalue()
 
 
-def share_tflite_cache(home: Path, cache: Path) -> None:
-    """Points <home>/cache/tflite at a shared folder: converting a base is slow, content-keyed."""
-    (home / "cache").mkdir(parents=True, exist_ok=True)
-    link = home / "cache" / "tflite"
+def share_caches(home: Path, factory: Any) -> None:
+    """Points <home>/cache at one folder per test session (pytest's tmp_path_factory).
+
+    The converted-base and feature caches are keyed by content, so homes can share them, and
+    converting a base to TFLite is the slowest part of a small training run.
+    """
+    shared = Path(factory.getbasetemp()) / "shared-studio-cache"
+    shared.mkdir(exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "cache"
     if not link.exists():
-        link.symlink_to(cache, target_is_directory=True)
+        link.symlink_to(shared, target_is_directory=True)
 
 
 def current_dataset(root: Path, home: Path, name: str = "small.zip") -> state.CurrentDataset:

@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import (TIMEOUT, all_text, chart_titled, current_dataset, page,
-                         share_tflite_cache, texts, trace_lengths, values)
+                         share_caches, texts, trace_lengths, values)
 from conftest import zip_folder
 from core import backbones, jobs
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
@@ -27,14 +27,9 @@ from ui import training as ui_training
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def shared_tflite_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tflite-cache")
-
-
 @pytest.fixture
-def studio_home(studio_home: Path, shared_tflite_cache: Path) -> Path:
-    share_tflite_cache(studio_home, shared_tflite_cache)
+def studio_home(studio_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    share_caches(studio_home, tmp_path_factory)
     return studio_home
 
 

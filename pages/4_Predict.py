@@ -1,0 +1,56 @@
+"""Predict page: upload photos or take one, and see what a trained model says about each."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import nav, state
+from ui import predict as ui_predict
+from ui import runs as ui_runs
+from ui.errors import show_user_errors
+
+st.set_page_config(page_title="Predict · Transfer Learning Studio",
+                   page_icon=":material/image_search:", layout="wide")
+nav.sidebar()
+
+st.title("Predict")
+st.markdown("Upload photos (or take one) and see what a trained model calls them.")
+
+with show_user_errors("Cannot list the runs:") as listing:
+    finished = ui_runs.completed_runs()
+if listing.failed:
+    st.stop()
+if not finished:
+    ui_runs.no_runs_yet("predict with")
+    st.stop()
+
+left, right = st.columns([3, 1])
+with left:
+    summary = ui_runs.run_picker(finished, key=state.PREDICT_RUN, label="Model (training run)")
+with show_user_errors("Cannot load this model:") as loading:
+    predictor = ui_predict.predictor(summary.run_dir)
+if loading.failed:
+    st.stop()
+with right:
+    top_k = st.slider("Guesses shown", 1, min(5, len(predictor.labels)),
+                      min(3, len(predictor.labels)), key=state.PREDICT_TOP_K,
+                      help="How many of the most probable classes to show per photo.")
+st.caption(f"Classes it knows: {', '.join(predictor.labels)}. It says it is unsure below "
+           f"{predictor.threshold:.0%}.")
+
+sources = ui_predict.photo_inputs()
+if not sources:
+    st.info("Upload one or more photos above, or switch on the camera.",
+            icon=":material/arrow_upward:")
+    st.stop()
+
+with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking at the photos..."):
+    predictions = predictor.predict(sources, top_k=top_k)
+if predicting.failed:
+    st.stop()
+if len(predictions) > 1:
+    st.dataframe(ui_predict.summary_table(predictions), hide_index=True, width="stretch",
+                 column_config={"Probability": st.column_config.NumberColumn(format="percent")})
+for prediction in predictions:
+    ui_predict.prediction_card(prediction, predictor.input_size)
+nav.page_link(nav.EVALUATE, "How good is this model? See its evaluation", ":material/insights:")

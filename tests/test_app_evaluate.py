@@ -1,0 +1,170 @@
+"""The Evaluate page driven by Streamlit's AppTest: numbers, tables, confusion cells, gallery,
+curves, model summary and downloads of a run trained on generated photos."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import (all_text, chart_titled, page, share_caches, texts, train_run,
+                         values)
+from conftest import make_class_folders
+from core.runs import RunStore
+from core.training import TrainResult
+from ui import evaluate, report, state
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """A studio home with one completed run (random-weights base, 2 epochs)."""
+    root = make_class_folders(tmp_path_factory.mktemp("data") / "pets",
+                              {"cats": 12, "dogs": 12, "fish": 12})
+    home = tmp_path_factory.mktemp("home")
+    share_caches(home, tmp_path_factory)
+    return train_run(root, home)
+
+
+@pytest.fixture
+def home(trained: TrainResult, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = trained.run_dir.parent.parent
+    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
+    return home
+
+
+def evaluate_page() -> AppTest:
+    return page("3_Evaluate").run()
+
+
+def test_without_runs_the_page_says_to_train_first(studio_home: Path) -> None:
+    at = evaluate_page()
+    assert not at.exception, at.exception
+    assert "No finished training run yet" in all_text(at)
+    links = {link.proto.label: link.proto.page for link in at.get("page_link")}
+    assert links["Train a model"] == "Train"
+    assert not at.selectbox
+
+
+def test_numbers_tables_and_charts_of_the_newest_run(home: Path, trained: TrainResult) -> None:
+    at = evaluate_page()
+    assert not at.exception, at.exception
+    result = trained.evaluation
+    assert at.selectbox(key=state.EVAL_RUN).value == trained.run_id
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Test accuracy"] == f"{result.accuracy:.1%}"
+    assert metrics["Top-3 accuracy"] == f"{result.top_k_accuracy[3]:.1%}"
+    assert metrics["Test photos"] == str(result.num_samples)
+    stored = json.loads((trained.run_dir / "metrics.json").read_text())["params"]
+    assert metrics["Total parameters"] == f"{stored['total']:,}"
+    assert metrics["Trainable parameters"] == f"{stored['trainable']:,}"
+    assert metrics["Non-trainable parameters"] == f"{stored['non_trainable']:,}"
+
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["class", "precision", "recall", "f1", "support"]
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), result.per_class)
+
+    heatmap = chart_titled(at, "Confusion matrix")
+    assert heatmap["data"][0]["type"] == "heatmap"
+    clickable = heatmap["data"][1]
+    assert clickable["type"] == "scatter"
+    cells = {(c[0], c[1]): c[2] for c in clickable["customdata"]}
+    for i, true in enumerate(result.labels):
+        for j, predicted in enumerate(result.labels):
+            assert cells[(true, predicted)] == int(result.confusion[i, j])
+    assert "select" in heatmap["layout"]["clickmode"]
+    assert chart_titled(at, "Per-class precision")
+
+    curves = chart_titled(at, "Learning curves")
+    assert values(curves["data"][0]["x"]) == [1, 2]
+
+    downloads = [d.label for d in at.get("download_button")]
+    assert downloads == ["Per-class table (CSV)", "Model (.keras) with labels.json (zip)",
+                         "One-page report (HTML)"]
+
+
+def test_choosing_a_cell_shows_its_photos_and_the_gallery_puts_mistakes_first(
+    home: Path, trained: TrainResult
+) -> None:
+    at = evaluate_page()
+    result = trained.evaluation
+    predictions = result.predictions
+    # The first pair shown is the most common mistake (or a diagonal cell when none).
+    true0, predicted0 = evaluate.most_confused(result)
+    assert at.selectbox(key=state.EVAL_TRUE).value == true0
+    assert at.selectbox(key=state.EVAL_PREDICTED).value == predicted0
+
+    true, predicted = predictions.iloc[0]["true"], predictions.iloc[0]["predicted"]
+    at.selectbox(key=state.EVAL_TRUE).set_value(true)
+    at.selectbox(key=state.EVAL_PREDICTED).set_value(predicted).run()
+    assert not at.exception, at.exception
+    expected = int(((predictions["true"] == true) & (predictions["predicted"] == predicted)).sum())
+    assert any(m.startswith(f"**{expected}** test photo") for m in texts(at.markdown))
+    captions = [c for image in at.get("image") for c in image.captions]
+    cell_captions = captions[:expected]
+    assert cell_captions == [f"predicted {predicted} · true {true}"] * expected
+
+    gallery = captions[expected:]
+    assert len(gallery) == len(predictions)
+    pairs = [c.removeprefix("predicted ").split(" · true ") for c in gallery]
+    right = [p == t for p, t in pairs]
+    assert right == sorted(right), "mistakes come first"
+    wrong = right.count(False)
+    assert wrong == int((~predictions["correct"]).sum())
+    badges = [m for m in texts(at.markdown) if "-badge[" in m]
+    assert sum(":red-badge[" in b for b in badges) >= wrong
+    assert any(":green-badge[" in b for b in badges) == bool(predictions["correct"].any())
+
+    at.segmented_control(key=state.EVAL_GALLERY_FILTER).set_value("Only correct").run()
+    assert not at.exception, at.exception
+    gallery = [c for image in at.get("image") for c in image.captions][expected:]
+    assert len(gallery) == int(predictions["correct"].sum())
+
+
+def test_downloads_hold_the_model_labels_table_and_report(home: Path,
+                                                          trained: TrainResult) -> None:
+    run = RunStore(home).load(trained.run_id)
+    result = run.evaluation
+    with zipfile.ZipFile(io.BytesIO(report.model_zip(run))) as zf:
+        assert sorted(zf.namelist()) == ["README.txt", "labels.json", "model.keras"]
+        assert json.loads(zf.read("labels.json"))["labels"] == ["cats", "dogs", "fish"]
+        assert zf.read("model.keras") == (run.run_dir / "model.keras").read_bytes()
+    table = pd.read_csv(io.BytesIO(report.per_class_csv(result)))
+    assert table["class"].tolist() == ["cats", "dogs", "fish"]
+    assert table["support"].sum() == result.num_samples
+    page_html = report.report_html(run, result)
+    assert f"{result.accuracy:.1%} correct" in page_html
+    assert f"Out of <b>{result.num_samples}</b> test photos" in page_html
+    for label in result.labels:
+        assert f"<td>{label}</td>" in page_html
+
+
+def test_missing_photos_and_missing_results_are_explained(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    run_dir = home / "runs" / trained.run_id
+    shutil.copytree(trained.run_dir, run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for row in metrics["test"]["predictions"]:
+        row["path"] = str(tmp_path / "moved" / Path(row["path"]).name)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
+
+    at = evaluate_page()
+    assert not at.exception, at.exception
+    assert any("cannot show" in c for c in texts(at.caption))
+    assert not at.get("image")
+
+    del metrics["test"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    at.run()
+    assert not at.exception, at.exception
+    assert any("has no test results" in e for e in texts(at.error))

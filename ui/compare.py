@@ -1,0 +1,123 @@
+"""Compare page: the table of all runs, overlaid curves, and deleting a run with confirmation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, runs
+from core.errors import AppError
+from core.runs import RunSummary
+from ui import runs as ui_runs
+from ui import state
+
+METRICS = {"val_accuracy": "Validation accuracy", "accuracy": "Training accuracy",
+           "val_loss": "Validation loss", "loss": "Training loss",
+           "seconds": "Seconds per epoch"}
+CURVES_SHOWN_FIRST = 3
+PROBLEM_STATUSES = (runs.BROKEN, runs.INTERRUPTED, runs.FAILED)
+
+
+def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
+    """One row per run with what people compare first."""
+    return pd.DataFrame([{
+        "Run": s.run_id, "Created": s.created, "Status": s.status, "Dataset": s.dataset,
+        "Base": s.backbone, "Parameters": s.total_params, "Depth": s.depth,
+        "Model size (MB)": s.model_size_mb, "Avg s / epoch": s.seconds_per_epoch,
+        "Epochs": s.epochs_run, "Best epoch": s.best_epoch,
+        "Best val. accuracy": s.best_val_accuracy, "Test accuracy": s.test_accuracy,
+        "Problem": s.error,
+    } for s in summaries])
+
+
+COLUMN_CONFIG = {
+    "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+    "Parameters": st.column_config.NumberColumn(format="localized"),
+    "Model size (MB)": st.column_config.NumberColumn(format="%.1f"),
+    "Avg s / epoch": st.column_config.NumberColumn(format="%.2f"),
+    "Best epoch": st.column_config.NumberColumn(
+        help="Epoch with the best validation accuracy."),
+    "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
+    "Test accuracy": st.column_config.NumberColumn(format="percent"),
+    "Problem": st.column_config.TextColumn(width="large"),
+}
+
+
+def runs_table(summaries: Sequence[RunSummary]) -> None:
+    """All runs, and a warning naming each failed, interrupted or broken one with its reason."""
+    st.dataframe(table(summaries), hide_index=True, width="stretch",
+                 column_config=COLUMN_CONFIG)
+    troubled = [s for s in summaries if s.status in PROBLEM_STATUSES]
+    if troubled:
+        lines = "\n".join(f"- **{s.run_id}** ({s.status}): {s.error or 'no reason recorded'}"
+                          for s in troubled)
+        st.warning(f"{len(troubled)} run{'s' if len(troubled) != 1 else ''} did not finish "
+                   f"properly; you can delete them below.\n\n{lines}",
+                   icon=":material/warning:")
+
+
+def curves(summaries: Sequence[RunSummary]) -> None:
+    """Runs chosen to overlay one metric per epoch."""
+    with_history = [s for s in summaries if s.epochs_run > 0]
+    if not with_history:
+        st.caption("No run has a finished epoch yet, so there are no curves to compare.")
+        return
+    labels = {s.run_id: ui_runs.run_label(s) for s in with_history}
+    chosen = st.multiselect("Runs to overlay", list(labels), format_func=labels.get,
+                            default=list(labels)[:CURVES_SHOWN_FIRST], key=state.COMPARE_RUNS)
+    metric = st.segmented_control("Metric", list(METRICS), format_func=METRICS.get,
+                                  default="val_accuracy", key=state.COMPARE_METRIC)
+    histories = {}
+    for run_id in chosen:
+        summary = next(s for s in with_history if s.run_id == run_id)
+        try:
+            histories[run_id] = ui_runs.load(summary).history
+        except AppError as exc:
+            st.warning(f"Cannot read the history of {run_id}: {exc}", icon=":material/warning:")
+    st.plotly_chart(charts.compare_curves(histories, metric or "val_accuracy"), width="stretch")
+
+
+def _delete(run_id: str) -> None:
+    """on_click of the dialog's confirm button: delete, and remember the outcome to show."""
+    try:
+        ui_runs.store().delete(run_id)
+    except AppError as exc:
+        st.session_state[state.COMPARE_DELETED] = ("error", str(exc))
+    else:
+        st.session_state[state.COMPARE_DELETED] = ("done", f"Deleted run {run_id}.")
+
+
+@st.dialog("Delete this run?")
+def _confirm(summary: RunSummary) -> None:
+    if state.COMPARE_DELETED in st.session_state:
+        st.rerun()  # deleted (or refused): close the dialog and redraw the page
+    st.markdown(f"**{ui_runs.run_label(summary)}**  \nStatus: {summary.status}. Its model, "
+                "history and results are removed from the disk. This cannot be undone.")
+    yes, no = st.columns(2)
+    yes.button("Delete it", type="primary", key=state.COMPARE_DELETE_YES, on_click=_delete,
+               args=(summary.run_id,), icon=":material/delete:")
+    if no.button("Keep it", key=state.COMPARE_DELETE_NO):
+        st.rerun()
+
+
+def delete_outcome() -> None:
+    """Says what the last confirmed delete did (once)."""
+    outcome = st.session_state.pop(state.COMPARE_DELETED, None)
+    if outcome is not None:
+        kind, message = outcome
+        (st.success if kind == "done" else st.error)(
+            message, icon=":material/check_circle:" if kind == "done" else ":material/error:")
+
+
+def delete_section(summaries: Sequence[RunSummary]) -> None:
+    """Choose a run and delete it after confirming in a dialog."""
+    labels = {s.run_id: f"{ui_runs.run_label(s)} · {s.status}" for s in summaries}
+    by_id = {s.run_id: s for s in summaries}
+    run_id = st.selectbox("Run to delete", list(labels), format_func=labels.get,
+                          key=state.COMPARE_DELETE, index=None,
+                          placeholder="Choose a run...")
+    if st.button("Delete...", key=state.COMPARE_DELETE_ASK, icon=":material/delete:",
+                 disabled=run_id is None):
+        _confirm(by_id[run_id])

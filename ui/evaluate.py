@@ -1,0 +1,265 @@
+"""Evaluate page: headline numbers, per-class table, clickable confusion matrix, photo gallery,
+learning curves, model summary and downloads of one run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import charts
+from core.errors import AppError
+from ui import report, resources, state
+
+if TYPE_CHECKING:
+    from core.evaluation import EvalResult
+    from core.runs import Run
+
+GALLERY_COLUMNS = 6
+GALLERY_PAGE_SIZE = 24
+CELL_PHOTOS_SHOWN = 12
+CELL_COLUMNS = 3
+GALLERY_FILTERS = ("Mistakes first", "Only mistakes", "Only correct")
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def headline(run: Run, result: EvalResult) -> None:
+    """Test accuracy, top-k accuracy, test photos, best validation accuracy, epochs."""
+    cols = st.columns(5)
+    right = int(result.predictions["correct"].sum())
+    cols[0].metric("Test accuracy", f"{result.accuracy:.1%}",
+                   help=f"{right} of {result.num_samples} test photos named correctly.")
+    ks = sorted(k for k in result.top_k_accuracy if k > 1)
+    for col, k in zip(cols[1:3], ks, strict=False):
+        col.metric(f"Top-{k} accuracy", f"{result.top_k_accuracy[k]:.1%}",
+                   help=f"The true class is among the model's {k} best guesses.")
+    cols[3].metric("Test photos", f"{result.num_samples:,}")
+    best = run.best_val_accuracy
+    cols[4].metric("Best validation accuracy", "–" if best is None else f"{best:.1%}",
+                   help="Best accuracy on the validation photos over the epochs.")
+
+
+def per_class_section(result: EvalResult) -> None:
+    """Precision, recall, F1 and support of every class, as a table and bars; CSV download."""
+    table, chart = st.columns([1, 1])
+    table.dataframe(result.per_class, hide_index=True, width="stretch", column_config={
+        "class": "Class",
+        "precision": st.column_config.ProgressColumn(
+            "Precision", format="percent", min_value=0.0, max_value=1.0,
+            help="When the model says this class, how often it is right."),
+        "recall": st.column_config.ProgressColumn(
+            "Recall", format="percent", min_value=0.0, max_value=1.0,
+            help="Of the test photos of this class, how many the model found."),
+        "f1": st.column_config.NumberColumn("F1", format="%.3f",
+                                            help="Harmonic mean of precision and recall."),
+        "support": st.column_config.NumberColumn("Test photos", help="Support."),
+    })
+    table.download_button("Per-class table (CSV)", report.per_class_csv(result),
+                           file_name="per_class.csv", mime="text/csv",
+                           icon=":material/table:", on_click="ignore")
+    chart.plotly_chart(charts.per_class_bars(result.per_class), width="stretch")
+
+
+# ----------------------------------------------------------------------------- confusion
+
+
+def most_confused(result: EvalResult) -> tuple[str, str]:
+    """The (true, predicted) cell with the most mistakes, else the first diagonal cell."""
+    counts = np.array(result.confusion, dtype=np.int64)
+    np.fill_diagonal(counts, -1)
+    i, j = np.unravel_index(int(np.argmax(counts)), counts.shape)
+    if counts[i, j] <= 0:
+        return result.labels[0], result.labels[0]
+    return result.labels[int(i)], result.labels[int(j)]
+
+
+def clickable_confusion(result: EvalResult, normalize: bool) -> go.Figure:
+    """The confusion heatmap with one invisible marker per cell that can be clicked.
+
+    Plotly heatmaps send no selection to Streamlit (streamlit/streamlit#8760), so a scatter
+    trace of transparent squares on the cell centres carries [true, predicted, count] as
+    customdata and receives the clicks.
+    """
+    fig = charts.confusion_heatmap(result.confusion, result.labels, normalize=normalize)
+    trues, preds, custom = [], [], []
+    for i, true in enumerate(result.labels):
+        for j, predicted in enumerate(result.labels):
+            trues.append(true)
+            preds.append(predicted)
+            custom.append([true, predicted, int(result.confusion[i, j])])
+    size = max(12, min(60, 360 // max(1, len(result.labels))))
+    fig.add_trace(go.Scatter(
+        x=preds, y=trues, customdata=custom, mode="markers", showlegend=False,
+        marker={"symbol": "square", "size": size, "color": "rgba(0,0,0,0)"},
+        hovertemplate="true %{customdata[0]}<br>predicted %{customdata[1]}<br>"
+                      "%{customdata[2]} images<br>click to see them<extra></extra>",
+        selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
+    ))
+    fig.update_layout(clickmode="event+select", dragmode=False,
+                      height=min(900, max(440, 160 + 56 * len(result.labels))))
+    return fig
+
+
+def _cell_clicked() -> None:
+    """on_select of the confusion chart: the clicked cell drives the two select boxes."""
+    event = st.session_state.get(state.EVAL_CONFUSION)
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    for point in points:
+        custom = point.get("customdata")
+        true, predicted = (custom[0], custom[1]) if custom else (point.get("y"), point.get("x"))
+        if true is not None and predicted is not None:
+            st.session_state[state.EVAL_TRUE] = str(true)
+            st.session_state[state.EVAL_PREDICTED] = str(predicted)
+            return
+
+
+def confusion_section(result: EvalResult) -> None:
+    """The heatmap (click a cell), a true/predicted select pair, and the photos of that cell."""
+    chart, photos = st.columns([3, 2])
+    with chart:
+        normalize = st.toggle("Show shares of each true class instead of counts",
+                              key=state.EVAL_NORMALIZE)
+        st.plotly_chart(clickable_confusion(result, normalize), width="stretch",
+                        key=state.EVAL_CONFUSION, on_select=_cell_clicked,
+                        selection_mode="points")
+    labels = list(result.labels)
+    true0, predicted0 = most_confused(result)
+    for key, value in ((state.EVAL_TRUE, true0), (state.EVAL_PREDICTED, predicted0)):
+        if st.session_state.get(key) not in labels:
+            st.session_state[key] = value
+    with photos:
+        st.caption("Click a cell to see its photos, or choose the pair here:")
+        left, right = st.columns(2)
+        true = left.selectbox("True class", labels, key=state.EVAL_TRUE)
+        predicted = right.selectbox("Predicted as", labels, key=state.EVAL_PREDICTED)
+        rows = result.predictions[(result.predictions["true"] == true)
+                                  & (result.predictions["predicted"] == predicted)]
+        rows = rows.sort_values("confidence", ascending=False)
+        what = "correctly named" if true == predicted else f"taken for **{predicted}**"
+        st.markdown(f"**{len(rows)}** test photo{'s' if len(rows) != 1 else ''} of **{true}** "
+                    f"{what}" + (f" (the first {CELL_PHOTOS_SHOWN} shown)"
+                                 if len(rows) > CELL_PHOTOS_SHOWN else "") + ".")
+        photo_grid(rows.head(CELL_PHOTOS_SHOWN), columns=CELL_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- gallery
+
+
+def _escape(label: str) -> str:
+    return str(label).replace("[", "(").replace("]", ")").replace("*", "\\*")
+
+
+def photo_tile(row: Any) -> None:
+    """One test photo captioned with predicted and true class; green when right, red if not."""
+    path = str(row.path)
+    try:
+        pixels = resources.thumbnail(path, resources.THUMBNAIL_SIZE, resources.file_stamp(path))
+    except (AppError, OSError) as exc:
+        st.caption(f"{Path(path).name}: cannot show ({exc})")
+    else:
+        st.image(pixels, caption=f"predicted {row.predicted} · true {row.true}",
+                 width="stretch")
+    confidence = f"{float(row.confidence):.0%}"
+    if bool(row.correct):
+        st.markdown(f":green-badge[:material/check: {_escape(row.predicted)}] {confidence}")
+    else:
+        st.markdown(f":red-badge[:material/close: {_escape(row.predicted)}] {confidence}  \n"
+                    f"true: **{_escape(row.true)}**")
+
+
+def photo_grid(rows: pd.DataFrame, columns: int = GALLERY_COLUMNS) -> None:
+    """Photos in rows of `columns` tiles."""
+    records = list(rows.itertuples(index=False))
+    for start in range(0, len(records), columns):
+        cols = st.columns(columns)
+        for col, row in zip(cols, records[start:start + columns], strict=False):
+            with col:
+                photo_tile(row)
+
+
+def gallery_section(result: EvalResult) -> None:
+    """Every test photo, mistakes first (or only mistakes, or only correct ones), by pages."""
+    predictions = result.predictions
+    wrong = int((~predictions["correct"]).sum())
+    choice = st.segmented_control("Show", GALLERY_FILTERS, default=GALLERY_FILTERS[0],
+                                  key=state.EVAL_GALLERY_FILTER) or GALLERY_FILTERS[0]
+    if choice == "Only mistakes":
+        rows = predictions[~predictions["correct"]]
+    elif choice == "Only correct":
+        rows = predictions[predictions["correct"]]
+    else:
+        rows = predictions
+    rows = rows.assign(_order=rows["correct"].astype(int)).sort_values(
+        ["_order", "confidence"], ascending=[True, False], kind="stable")
+    st.caption(f"{len(predictions):,} test photos, {wrong:,} of them wrong. Green: the model "
+               "was right; red: it was wrong (the true class is written below).")
+    if rows.empty:
+        st.info("No photos to show here.", icon=":material/info:")
+        return
+    pages = math.ceil(len(rows) / GALLERY_PAGE_SIZE)
+    page = 1
+    if pages > 1:
+        page = st.pagination(pages, key=state.EVAL_GALLERY_PAGE)
+    start = (page - 1) * GALLERY_PAGE_SIZE
+    photo_grid(rows.iloc[start:start + GALLERY_PAGE_SIZE])
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def model_section(run: Run) -> None:
+    """Parameters (total, trainable, non-trainable), base facts and training time."""
+    params = run.metrics.get("params") or {}
+    cols = st.columns(4)
+    for col, (key, label, tip) in zip(cols, (
+        ("total", "Total parameters", "Every weight of the exported model."),
+        ("trainable", "Trainable parameters", "Weights that training changed (the head, and "
+                                              "the top of the base when fine-tuned)."),
+        ("non_trainable", "Non-trainable parameters", "Frozen weights of the pretrained base."),
+    ), strict=False):
+        value = params.get(key)
+        col.metric(label, "–" if value is None else f"{int(value):,}", help=tip)
+    size = run.model_path.stat().st_size / 1e6 if run.model_path else None
+    cols[3].metric("Model file", "–" if size is None else f"{size:.1f} MB")
+    seconds = run.metrics.get("seconds") or {}
+    config = run.config
+    facts = {
+        "Base": run.backbone, "Input size": f"{run.input_size} px" if run.input_size else None,
+        "Base depth (layers)": run.metrics.get("depth"),
+        "Hidden layers": (", ".join(map(str, config.hidden_units)) or "none") if config else None,
+        "Fine-tuned": "yes" if run.metrics.get("fine_tuned") else "no",
+        "Epochs": run.metrics.get("epochs_run"),
+        "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,
+        "Feature extraction": run.metrics.get("feature_backend"),
+        "Unsure below": f"{run.unsure_threshold:.0%} top probability",
+        "Dataset": run.dataset.get("name"),
+    }
+    st.dataframe(pd.DataFrame({"": list(facts), "Value": [
+        "–" if v is None else str(v) for v in facts.values()]}), hide_index=True,
+        width="stretch")
+
+
+def downloads(run: Run, result: EvalResult) -> None:
+    """The model with its labels (zip, made when clicked), and the report for other people."""
+    cols = st.columns(2)
+    name = run.run_id
+    if run.model_path is not None:
+        cols[0].download_button(
+            "Model (.keras) with labels.json (zip)", lambda: report.model_zip(run),
+            file_name=f"{name}-model.zip", mime="application/zip", on_click="ignore",
+            icon=":material/download:", type="primary",
+            help="model.keras takes a raw RGB photo and returns one probability per class; "
+                 "labels.json names the classes; README.txt shows how to use them.")
+    cols[1].download_button(
+        "One-page report (HTML)", report.report_html(run, result).encode("utf-8"),
+        file_name=f"{name}-report.html", mime="text/html", on_click="ignore",
+        icon=":material/description:",
+        help="Accuracy, class-by-class results and common mistakes in plain words, for "
+             "colleagues who don't write code.")

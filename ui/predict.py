@@ -1,0 +1,75 @@
+"""Predict page: the cached model of a run, photo inputs, and one card per prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import charts
+from core.prediction import Prediction, Predictor
+from core.runs import MODEL_FILE
+from ui import resources, state
+
+PHOTO_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def _predictor(run_dir: str, model_stamp: int) -> Predictor:
+    del model_stamp  # part of the key: a retrained or replaced model is loaded again
+    return Predictor.from_run(Path(run_dir))
+
+
+def predictor(run_dir: str | Path) -> Predictor:
+    """The run's model, loaded once per server for as long as model.keras is unchanged.
+
+    Raises:
+        RunNotFoundError: when the run has no usable model or labels.
+    """
+    run_dir = Path(run_dir)
+    return _predictor(str(run_dir), resources.file_stamp(run_dir / MODEL_FILE))
+
+
+def photo_inputs() -> list[Any]:
+    """Uploaded photos, and a camera photo when the camera is switched on."""
+    sources: list[Any] = list(st.file_uploader(
+        "Photos", type=PHOTO_TYPES, accept_multiple_files=True, key=state.PREDICT_UPLOAD,
+        help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES) + ".",
+    ) or [])
+    if st.toggle("Take a photo with the camera", key=state.PREDICT_CAMERA_ON,
+                 help="Your browser asks for permission to use the camera."):
+        shot = st.camera_input("Camera", key=state.PREDICT_CAMERA)
+        if shot is not None:
+            sources.append(shot)
+    return sources
+
+
+def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
+    """One row per photo: file, best label, its probability, unsure, error."""
+    return pd.DataFrame([{
+        "Photo": p.file, "Prediction": p.label, "Probability": p.probability,
+        "Unsure": p.unsure if p.ok else None, "Problem": p.error,
+    } for p in predictions])
+
+
+def prediction_card(prediction: Prediction, input_size: int) -> None:
+    """The photo as the model saw it, the top-k bars, and a warning when the model is unsure."""
+    st.subheader(prediction.file)
+    if not prediction.ok:
+        st.error(prediction.error, icon=":material/broken_image:")
+        return
+    left, right = st.columns([1, 2])
+    with left:
+        st.image(prediction.image, width="stretch",
+                 caption=f"As the model saw it: upright, squashed to {input_size}×{input_size}")
+    with right:
+        st.markdown(f"### {prediction.label} · {prediction.probability:.0%}")
+        if prediction.unsure:
+            st.warning(
+                f"**The model is unsure**: its best guess has {prediction.probability:.0%} "
+                f"probability, below the {prediction.threshold:.0%} it needs to be trusted "
+                "(chosen on the validation photos). The photo may show none of the classes, "
+                "or look like several.", icon=":material/help:")
+        st.plotly_chart(charts.top_k_bars(prediction.top_k), width="stretch")
