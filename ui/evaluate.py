@@ -48,7 +48,7 @@ def headline(run: Run, result: EvalResult) -> None:
 
 def per_class_section(result: EvalResult) -> None:
     """Precision, recall, F1 and support of every class, as a table and bars; CSV download."""
-    table, chart = st.columns([1, 1])
+    table, chart = st.columns([3, 2])
     table.dataframe(result.per_class, hide_index=True, width="stretch", column_config={
         "class": "Class",
         "precision": st.column_config.ProgressColumn(

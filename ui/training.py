@@ -302,9 +302,9 @@ def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
         phase = jobs.event_value(job.latest_event, "phase")
         rows.append({
             "Job": job.title, "State": STATE_TEXT.get(job.state, job.state),
-            "Queue position": job.position,
-            "Phase": PHASE_TEXT.get(phase, phase) if job.state == jobs.RUNNING else None,
-            "Running for": duration_text(job.elapsed) if job.started else None,
+            "Queue position": str(job.position) if job.position else "",
+            "Phase": (PHASE_TEXT.get(phase, "starting") if job.state == jobs.RUNNING else ""),
+            "Running for": duration_text(job.elapsed) if job.started else "",
             "Submitted": time.strftime("%H:%M:%S", time.localtime(job.submitted)),
         })
     return pd.DataFrame(rows)

@@ -1,0 +1,298 @@
+"""The real app in headless Chromium: upload a zip, train, evaluate, predict; screenshots saved.
+
+Runs `streamlit run streamlit_app.py` on a free port with its own studio home, and drives
+Debian's chromium through Debian's chromedriver with Selenium. Screenshots of every step land
+in test-artifacts/browser/ (git-ignored). Skipped, saying why, when chromium, chromedriver or
+selenium is missing (on Debian: apt-get install chromium chromium-driver).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import make_class_folders, patterned_image, zip_folder
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+)
+SERVER_START_SECONDS = 90
+TRAINING_SECONDS = 150
+CLASSES = ("cats", "dogs", "fish")
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    if not CHROMEDRIVER.exists():
+        return f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -r requirements-dev.txt)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """`streamlit run` of the app on a free port with an empty studio home; killed after."""
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "TL_STUDIO_HOME": str(tmp_path / "studio-home"),
+           "TL_STUDIO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+             "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited with {process.returncode}:\n{_tail(log)}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer in {SERVER_START_SECONDS} s:\n"
+                            f"{_tail(log)}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copy(log, ARTIFACTS / "streamlit.log")
+
+
+@pytest.fixture
+def browser(server: str) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="tl-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class App:
+    """Small vocabulary for driving a Streamlit page in Selenium."""
+
+    def __init__(self, driver: Any, url: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.d = driver
+        self.url = url
+        self.by = By
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def wait(self, what: str, condition: Callable[[], Any], timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(Exception):
+                value = condition()
+                if value:
+                    return value
+            if time.monotonic() > deadline:
+                self.shot(f"timeout-{re.sub(r'[^a-z0-9]+', '-', what.lower())}")
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(0.25)
+
+    def text(self) -> str:
+        return self.d.find_element(self.by.CSS_SELECTOR, "[data-testid='stMain']").text
+
+    def wait_text(self, words: str, timeout: float = 60) -> None:
+        self.wait(f"'{words}'", lambda: words in self.text(), timeout)
+
+    def running(self) -> bool:
+        """True while a script run is in progress (Streamlit's status widget is shown)."""
+        return bool(self.d.find_elements(self.by.CSS_SELECTOR,
+                                         "[data-testid='stStatusWidget']"))
+
+    def settle(self, timeout: float = 60) -> None:
+        time.sleep(0.4)
+        self.wait("the script run to end", lambda: not self.running(), timeout)
+
+    def go(self, page: str) -> None:
+        """Clicks the sidebar link of a page (keeps the session, unlike loading a URL)."""
+        link = self.wait(f"link to {page}", lambda: self.d.find_element(
+            self.by.CSS_SELECTOR, f"[data-testid='stSidebar'] a[href$='{page}']"))
+        link.click()
+        self.wait(f"the {page} page", lambda: self.d.find_element(
+            self.by.CSS_SELECTOR, "h1").text.startswith(page.split("_")[0]))
+        self.settle()
+
+    def button(self, label: str) -> Any:
+        return self.wait(f"button {label!r}", lambda: next(
+            b for b in self.d.find_elements(self.by.CSS_SELECTOR, "button")
+            if b.text.strip().endswith(label) and b.is_enabled()))
+
+    def click(self, label: str) -> None:
+        self.button(label).click()
+        self.settle()
+
+    def choose_radio(self, option: str) -> None:
+        label = self.wait(f"radio option {option!r}", lambda: next(
+            e for e in self.d.find_elements(self.by.CSS_SELECTOR, "[data-testid='stRadio'] label")
+            if e.text.strip() == option))
+        label.click()
+        self.settle()
+
+    def type_into(self, aria_label: str, text: str) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        field = self.wait(f"input {aria_label!r}", lambda: self.d.find_element(
+            self.by.CSS_SELECTOR, f"input[aria-label='{aria_label}']"))
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(text, Keys.ENTER)
+        self.settle()
+
+    def upload(self, path: Path) -> None:
+        field = self.wait("a file input", lambda: self.d.find_element(
+            self.by.CSS_SELECTOR, "[data-testid='stFileUploader'] input[type='file']"))
+        field.send_keys(str(path))
+
+    def shot(self, name: str) -> Path:
+        """A full-page screenshot into test-artifacts/browser/<name>.png."""
+        height = self.d.execute_script(
+            "const m = document.querySelector('[data-testid=\"stMain\"]');"
+            "return m ? m.scrollHeight : document.body.scrollHeight;")
+        self.d.set_window_size(1400, int(min(max(1000, height + 80), 8000)))
+        time.sleep(0.6)
+        path = ARTIFACTS / f"{name}.png"
+        self.d.save_screenshot(str(path))
+        self.d.set_window_size(1400, 1000)
+        return path
+
+
+def test_upload_train_evaluate_predict_in_a_real_browser(
+    server: str, browser: Any, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    data = make_class_folders(tmp_path / "pets", {name: 12 for name in CLASSES})
+    zip_path = zip_folder(data, tmp_path / "pets.zip", arc_prefix="pets/")
+    photo = tmp_path / "a dog.png"
+    patterned_image(1, 777, 96).save(photo)
+
+    app = App(browser, server)
+    browser.get(server)
+    app.wait_text("Where to start", timeout=120)
+    app.settle(120)
+    app.shot("01-home")
+
+    # Dataset: upload the zip, use it.
+    app.go("Dataset")
+    app.upload(zip_path)
+    app.wait_text("Report: pets.zip", timeout=120)
+    app.settle(120)
+    assert "Usable images\n36" in app.text()
+    app.shot("02-dataset")
+    app.click("Use this dataset")
+    app.wait_text("In use for training: pets.zip")
+
+    # Train: random weights, 2 epochs, small batches; start and watch.
+    app.go("Train")
+    app.wait_text("Pretrained base")
+    app.choose_radio("Random weights (for quick tests)")
+    app.type_into("Epochs", "2")
+    app.type_into("Batch size", "8")
+    app.wait_text("pets.zip · MobileNetV2 · random weights · 2 epochs")
+    app.shot("03-train-settings")
+    app.click("Start training")
+    app.wait("the progress bar", lambda: browser.find_elements(
+        app.by.CSS_SELECTOR, "[data-testid='stProgress']") or "Finished in" in app.text())
+    app.shot("04-train-progress")
+    app.wait_text("Finished in", timeout=TRAINING_SECONDS)
+    app.settle()
+    assert re.search(r"test accuracy \d+\.\d%", app.text()), app.text()
+    assert not browser.find_elements(app.by.CSS_SELECTOR, "[data-testid='stProgress']")
+    app.shot("05-train-finished")
+
+    # Evaluate: click the top-left cell of the confusion matrix.
+    app.go("Evaluate")
+    app.wait_text("Confusion matrix")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    matrix = app.wait("the confusion matrix", lambda: next(
+        c for c in browser.find_elements(app.by.CSS_SELECTOR, "[data-testid='stPlotlyChart']")
+        if "Confusion matrix" in c.text))
+    area = matrix.find_element(app.by.CSS_SELECTOR, ".nsewdrag")
+    box = area.rect
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", area)
+    ActionChains(browser).move_to_element_with_offset(
+        area, int(-box["width"] / 2 + box["width"] / 6),
+        int(-box["height"] / 2 + box["height"] / 6)).click().perform()
+    app.wait("the photos of the clicked cell",
+             lambda: re.search(r"test photos? of cats correctly named", app.text()))
+    app.settle()
+    app.shot("06-evaluate")
+
+    # Predict: upload a photo, read the top prediction.
+    app.go("Predict")
+    app.upload(photo)
+    heading = app.wait("the top prediction", lambda: next(
+        h.text for h in browser.find_elements(app.by.CSS_SELECTOR, "h3")
+        if re.fullmatch(r"(cats|dogs|fish) · \d+%", h.text.strip())), timeout=90)
+    app.settle()
+    assert "Top predictions" in app.text()
+    assert heading.split(" · ")[0] in CLASSES
+    app.shot("07-predict")
+    assert time.monotonic() - started < 240
