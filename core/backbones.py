@@ -121,7 +121,8 @@ def _spec(**kwargs: Any) -> BackboneSpec:
 
 # Facts checked against keras.applications by tests/test_backbones.py (file names, URLs and
 # hashes come from the Keras 3.15 sources; params/depth/feature_dim from building each base).
-# relative_speed: Keras predict, batch 32, this 2-core CPU, see bench/feature_extraction.py.
+# relative_speed: images/s of the CPU feature path (TFLite/XNNPACK) relative to mobilenet_v2 on
+# the 2-core dev machine (560 img/s), from bench/feature_extraction.py --relative-speed.
 BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
     s.name: s for s in (
         _spec(name="mobilenet_v2", display_name="MobileNetV2 (default)", input_size=224,
@@ -137,7 +138,7 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
               weights_url=_KERAS_APPS + "mobilenet_v3/"
               "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
               weights_hash="d3e8ec802a04aa4fc771ee12a9a9b836", weights_mb=4.4,
-              relative_speed=2.3, preprocessing_mode="builtin", constructor="MobileNetV3Small",
+              relative_speed=3.7, preprocessing_mode="builtin", constructor="MobileNetV3Small",
               keras_module="mobilenet_v3",
               constructor_kwargs=(("include_preprocessing", True),)),
         _spec(name="mobilenet_v3_large", display_name="MobileNetV3 Large", input_size=224,
@@ -155,14 +156,14 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
               weights_url="https://storage.googleapis.com/keras-applications/"
               "efficientnetb0_notop.h5",
               weights_hash="50bc09e76180e00e4465e1a485ddc09d", weights_mb=16.7,
-              relative_speed=0.55, preprocessing_mode="builtin", constructor="EfficientNetB0",
+              relative_speed=0.48, preprocessing_mode="builtin", constructor="EfficientNetB0",
               keras_module="efficientnet"),
         _spec(name="efficientnet_v2_b0", display_name="EfficientNetV2-B0", input_size=224,
               feature_dim=1280, params=5_919_312, depth=271,
               weights_file="efficientnetv2-b0_notop.h5",
               weights_url=_KERAS_APPS + "efficientnet_v2/efficientnetv2-b0_notop.h5",
               weights_hash="893217f2bb855e2983157299931e43ff", weights_mb=24.3,
-              relative_speed=0.75, preprocessing_mode="builtin", constructor="EfficientNetV2B0",
+              relative_speed=0.35, preprocessing_mode="builtin", constructor="EfficientNetV2B0",
               keras_module="efficientnet_v2",
               constructor_kwargs=(("include_preprocessing", True),)),
         _spec(name="resnet50_v2", display_name="ResNet50V2", input_size=224, feature_dim=2048,
@@ -171,7 +172,7 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
               weights_url=_KERAS_APPS + "resnet/"
               "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
               weights_hash="fac2f116257151a9d068a22e544a4917", weights_mb=94.7,
-              relative_speed=0.35, preprocessing_mode="tf", constructor="ResNet50V2",
+              relative_speed=0.1, preprocessing_mode="tf", constructor="ResNet50V2",
               keras_module="resnet_v2"),
         _spec(name="inception_v3", display_name="InceptionV3", input_size=299, feature_dim=2048,
               params=21_802_784, depth=312,
@@ -179,7 +180,7 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
               weights_url=_KERAS_APPS + "inception_v3/"
               "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
               weights_hash="bcbd6486424b2319ff4ef7d526e38f63", weights_mb=87.9,
-              relative_speed=0.3, preprocessing_mode="tf", constructor="InceptionV3",
+              relative_speed=0.065, preprocessing_mode="tf", constructor="InceptionV3",
               keras_module="inception_v3"),
         _spec(name="xception", display_name="Xception", input_size=299, feature_dim=2048,
               params=20_861_480, depth=133,
@@ -187,7 +188,7 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
               weights_url=_KERAS_APPS + "xception/"
               "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
               weights_hash="b0042744bf5b25fce3cb969f33bebb97", weights_mb=83.7,
-              relative_speed=0.15, preprocessing_mode="tf", constructor="Xception",
+              relative_speed=0.04, preprocessing_mode="tf", constructor="Xception",
               keras_module="xception"),
         _spec(name="densenet121", display_name="DenseNet121", input_size=224, feature_dim=1024,
               params=7_037_504, depth=428,
@@ -195,21 +196,21 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
               weights_url=_KERAS_APPS + "densenet/"
               "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
               weights_hash="30ee3e1110167f948a6b9946edeeb738", weights_mb=29.1,
-              relative_speed=0.3, preprocessing_mode="torch", constructor="DenseNet121",
+              relative_speed=0.054, preprocessing_mode="torch", constructor="DenseNet121",
               keras_module="densenet"),
         _spec(name="nasnet_mobile", display_name="NASNetMobile", input_size=224,
               feature_dim=1056, params=4_269_716, depth=770,
               weights_file="nasnet_mobile_no_top.h5",
               weights_url=_KERAS_APPS + "nasnet/NASNet-mobile-no-top.h5",
               weights_hash="1ed92395b5b598bdda52abe5c0dbfd63", weights_mb=20.0,
-              relative_speed=0.6, preprocessing_mode="tf", constructor="NASNetMobile",
+              relative_speed=0.19, preprocessing_mode="tf", constructor="NASNetMobile",
               keras_module="nasnet"),
         _spec(name="convnext_tiny", display_name="ConvNeXt Tiny", input_size=224,
               feature_dim=768, params=27_820_128, depth=134,
               weights_file="convnext_tiny_notop.h5",
               weights_url=_KERAS_APPS + "convnext/convnext_tiny_notop.h5",
               weights_hash="d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
-              weights_mb=111.4, relative_speed=0.15, preprocessing_mode="builtin",
+              weights_mb=111.4, relative_speed=0.012, preprocessing_mode="builtin",
               constructor="ConvNeXtTiny", keras_module="convnext",
               constructor_kwargs=(("include_preprocessing", True),)),
     )
@@ -472,7 +473,7 @@ def _imagenet_file(spec: BackboneSpec) -> Path:
             spec.weights_file, spec.weights_url, cache_dir=str(folder.parent),
             cache_subdir=folder.name, file_hash=spec.weights_hash,
         )
-    except Exception as exc:  # noqa: BLE001 - any download failure gets the same advice
+    except Exception as exc:  # any download failure gets the same advice
         raise WeightsUnavailableError(
             _missing_weights_message(spec, folder, f"the download failed: {exc}")
         ) from exc
@@ -501,7 +502,7 @@ def _resolve_file(spec: BackboneSpec, path: Path) -> ResolvedWeights:
 def _load_into(app: keras.Model, spec: BackboneSpec, resolved: ResolvedWeights) -> None:
     try:
         app.load_weights(str(resolved.path))
-    except Exception as exc:  # noqa: BLE001 - Keras raises several types for a bad file
+    except Exception as exc:  # Keras raises several types for a bad file
         advice = ("Delete it so it is downloaded again, or replace it with the right file."
                   if resolved.kind == "imagenet" else
                   f"Pass the no-top weights of {spec.display_name} (Keras names the ImageNet "
@@ -623,7 +624,7 @@ def _load_hub(handle: str) -> Any:
 
             return hub.load(handle)
         return tf.saved_model.load(str(Path(handle).expanduser()))
-    except Exception as exc:  # noqa: BLE001 - resolution, network and format errors alike
+    except Exception as exc:  # resolution, network and format errors alike
         raise WeightsUnavailableError(
             f"Cannot load the TF Hub model {handle}: {type(exc).__name__}: {exc}. Check the "
             "handle, that it is reachable (or cached), and that it is a TF2 SavedModel."

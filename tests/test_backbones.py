@@ -10,11 +10,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import write_informative_weights
 
 from core import backbones
 from core.backbones import BACKBONES, ResolvedWeights, build_base, get_spec, resolve_weights
 from core.errors import ConfigError, WeightsUnavailableError
-from conftest import write_informative_weights
 
 REQUIRED = [
     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
@@ -116,7 +116,7 @@ def test_record_matches_keras_and_imagenet_build_equals_keras_recipe(
     file_utils = importlib.import_module("keras.src.utils.file_utils")
     asked: list[tuple] = []
 
-    def fake_get_file(fname=None, origin=None, **kw):  # noqa: ANN001, ANN003, ANN202
+    def fake_get_file(fname=None, origin=None, **kw):
         asked.append((fname, origin, kw.get("file_hash"), kw.get("cache_subdir")))
         return str(fake)
 
@@ -168,7 +168,7 @@ def test_offline_and_missing_fails_before_any_work_naming_file_and_folder(
 ) -> None:
     monkeypatch.setenv("TL_STUDIO_OFFLINE", "1")
 
-    def no_download(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def no_download(*_a, **_k):
         raise AssertionError("must not try to download when offline")
 
     monkeypatch.setattr(keras.utils, "get_file", no_download)
@@ -200,7 +200,7 @@ def test_missing_weights_download_into_keras_home_when_online(
     monkeypatch.setattr(backbones, "network_available", lambda *a, **k: True)
     seen = {}
 
-    def fake_get_file(fname, origin, *, cache_dir, cache_subdir, file_hash):  # noqa: ANN001, ANN202
+    def fake_get_file(fname, origin, *, cache_dir, cache_subdir, file_hash):
         seen.update(fname=fname, origin=origin, cache_dir=cache_dir, sub=cache_subdir,
                     hash=file_hash)
         target = Path(cache_dir) / cache_subdir / fname
@@ -221,7 +221,7 @@ def test_failed_download_says_where_to_put_the_file(
 ) -> None:
     monkeypatch.setattr(backbones, "network_available", lambda *a, **k: True)
 
-    def broken(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def broken(*_a, **_k):
         raise OSError("connection reset")
 
     monkeypatch.setattr(keras.utils, "get_file", broken)

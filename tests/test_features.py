@@ -38,12 +38,12 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tflite(spec, resolved, shared_home) -> features.FeatureExtractor:  # noqa: ANN001
+def tflite(spec, resolved, shared_home) -> features.FeatureExtractor:
     return features.make_extractor(spec, resolved, home=shared_home)
 
 
 @pytest.fixture(scope="module")
-def keras_ex(spec, resolved, shared_home) -> features.FeatureExtractor:  # noqa: ANN001
+def keras_ex(spec, resolved, shared_home) -> features.FeatureExtractor:
     return features.make_extractor(spec, resolved, home=shared_home, prefer_tflite=False)
 
 
@@ -62,7 +62,7 @@ def _decoded(paths: list[Path]) -> np.ndarray:
 # --------------------------------------------------------------------------- backends
 
 
-def test_tflite_features_match_keras(tflite, keras_ex, shared_home, photos) -> None:  # noqa: ANN001
+def test_tflite_features_match_keras(tflite, keras_ex, shared_home, photos) -> None:
     assert tflite.backend == "tflite", tflite.reason
     assert keras_ex.backend == "keras"
     assert tflite.fingerprint == keras_ex.fingerprint  # one cache for both backends
@@ -76,9 +76,9 @@ def test_tflite_features_match_keras(tflite, keras_ex, shared_home, photos) -> N
     assert float(np.abs(got - want).max()) < 1e-4 * scale
 
 
-def test_converted_model_is_reused(spec, resolved, shared_home, tflite,  # noqa: ANN001
+def test_converted_model_is_reused(spec, resolved, shared_home, tflite,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_conversion(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def no_conversion(*_a, **_k):
         raise AssertionError("converted twice")
 
     monkeypatch.setattr(features, "_convert_to_tflite", no_conversion)
@@ -87,9 +87,9 @@ def test_converted_model_is_reused(spec, resolved, shared_home, tflite,  # noqa:
 
 
 def test_failed_conversion_falls_back_to_keras_with_reason(
-    spec, resolved, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    spec, resolved, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def broken(*_a, **_k):
         raise RuntimeError("unsupported op")
 
     monkeypatch.setattr(features, "_convert_to_tflite", broken)
@@ -99,11 +99,11 @@ def test_failed_conversion_falls_back_to_keras_with_reason(
 
 
 def test_mismatching_tflite_falls_back_to_keras(
-    spec, resolved, shared_home, tflite, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    spec, resolved, shared_home, tflite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = features.FeatureExtractor._run_tflite
 
-    def off_by_a_bit(self, batch):  # noqa: ANN001, ANN202
+    def off_by_a_bit(self, batch):
         out = original(self, batch)
         return out + 1e-3 * np.abs(out).max()
 
@@ -113,7 +113,7 @@ def test_mismatching_tflite_falls_back_to_keras(
     assert "differ" in ex.reason
 
 
-def test_extract_batch_checks_the_shape(tflite) -> None:  # noqa: ANN001
+def test_extract_batch_checks_the_shape(tflite) -> None:
     with pytest.raises(ConfigError, match="load_resized"):
         tflite.extract_batch(np.zeros((2, 32, 32, 3), np.uint8))
 
@@ -122,7 +122,7 @@ def test_extract_batch_checks_the_shape(tflite) -> None:  # noqa: ANN001
 
 
 def test_features_are_cached_and_reused_without_inference(
-    tflite, photos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    tflite, photos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paths, shas = photos
     home = tmp_path / "home"
@@ -135,7 +135,7 @@ def test_features_are_cached_and_reused_without_inference(
                 / f"{sha}.npy").is_file()
     assert not list(home.rglob("*.tmp"))
 
-    def forbidden(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def forbidden(*_a, **_k):
         raise AssertionError("cache hit expected: no decoding, no inference")
 
     monkeypatch.setattr(tflite, "extract_batch", forbidden)
@@ -146,14 +146,14 @@ def test_features_are_cached_and_reused_without_inference(
     np.testing.assert_array_equal(again, first[::-1])
 
 
-def test_partial_cache_runs_only_the_missing_images(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+def test_partial_cache_runs_only_the_missing_images(tflite, photos, tmp_path: Path) -> None:
     paths, shas = photos
     home = tmp_path / "home"
     features.extract(tflite, paths[:4], shas[:4], home=home)
     calls: list[int] = []
     original = tflite.extract_batch
 
-    def counting(batch):  # noqa: ANN001, ANN202
+    def counting(batch):
         calls.append(len(batch))
         return original(batch)
 
@@ -166,7 +166,7 @@ def test_partial_cache_runs_only_the_missing_images(tflite, photos, tmp_path: Pa
     assert sum(calls) == len(paths) - 4
 
 
-def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> None:
     paths, shas = photos
     home = tmp_path / "home"
     want, _ = features.extract(tflite, paths, shas, home=home)
@@ -178,7 +178,7 @@ def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> Non
     assert np.load(victim).shape == (tflite.feature_dim,)
 
 
-def test_views_are_cached_apart_and_deterministic(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+def test_views_are_cached_apart_and_deterministic(tflite, photos, tmp_path: Path) -> None:
     paths, shas = photos
     home = tmp_path / "home"
     plain, _ = features.extract(tflite, paths, shas, home=home, view=0)
@@ -220,7 +220,7 @@ def test_augmenter_layers_and_inference_passthrough() -> None:
 # --------------------------------------------------------------------------- progress/cancel
 
 
-def test_progress_after_every_batch(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+def test_progress_after_every_batch(tflite, photos, tmp_path: Path) -> None:
     paths, shas = photos
     seen: list[tuple[int, int]] = []
     features.extract(tflite, paths, shas, home=tmp_path, batch_size=4,
@@ -229,7 +229,7 @@ def test_progress_after_every_batch(tflite, photos, tmp_path: Path) -> None:  # 
     assert seen == [(0, n), (4, n), (8, n), (n, n)]
 
 
-def test_cancel_takes_effect_within_one_batch(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cancel_takes_effect_within_one_batch(tflite, photos, tmp_path: Path) -> None:
     paths, shas = photos
     checks = {"n": 0}
     batches: list[int] = []
@@ -249,7 +249,7 @@ def test_cancel_takes_effect_within_one_batch(tflite, photos, tmp_path: Path) ->
     assert (stats.hits, stats.misses) == (4, len(paths) - 4)
 
 
-def test_decoding_streams_a_bounded_window(tflite, tmp_path: Path,  # noqa: ANN001
+def test_decoding_streams_a_bounded_window(tflite, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     n, batch = 60, 4
     paths = [tmp_path / f"img{i}.png" for i in range(n)]
@@ -260,7 +260,7 @@ def test_decoding_streams_a_bounded_window(tflite, tmp_path: Path,  # noqa: ANN0
     seen_at_batch: list[int] = []
     original = tflite.extract_batch
 
-    def recording(batch_images):  # noqa: ANN001, ANN202
+    def recording(batch_images):
         seen_at_batch.append(len(loads))
         return original(batch_images)
 
@@ -275,7 +275,7 @@ def test_decoding_streams_a_bounded_window(tflite, tmp_path: Path,  # noqa: ANN0
 # --------------------------------------------------------------------------- bad input
 
 
-def test_bad_arguments_say_what_to_pass(tflite, photos, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bad_arguments_say_what_to_pass(tflite, photos, tmp_path: Path) -> None:
     paths, shas = photos
     with pytest.raises(ConfigError, match="one sha256 per image"):
         features.extract(tflite, paths, shas[:-1], home=tmp_path)
@@ -287,19 +287,19 @@ def test_bad_arguments_say_what_to_pass(tflite, photos, tmp_path: Path) -> None:
         features.extract(tflite, paths, shas, home=tmp_path, batch_size=0)
 
 
-def test_undecodable_image_names_the_file(tflite, tmp_path: Path) -> None:  # noqa: ANN001
+def test_undecodable_image_names_the_file(tflite, tmp_path: Path) -> None:
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(ImageError, match="broken.jpg"):
         features.extract(tflite, [bad], ["ab" * 32], home=tmp_path)
 
 
-def test_empty_input_gives_an_empty_matrix(tflite, tmp_path: Path) -> None:  # noqa: ANN001
+def test_empty_input_gives_an_empty_matrix(tflite, tmp_path: Path) -> None:
     out, stats = features.extract(tflite, [], [], home=tmp_path)
     assert out.shape == (0, tflite.feature_dim) and (stats.hits, stats.misses) == (0, 0)
 
 
-def test_extract_batch_is_safe_from_several_threads(tflite, photos) -> None:  # noqa: ANN001
+def test_extract_batch_is_safe_from_several_threads(tflite, photos) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     batch = _decoded(photos[0])

@@ -27,7 +27,7 @@ SANITY_TOP1 = {
 def _real_photos() -> list[Path]:
     flowers = require_asset("datasets/flower_photos_tiny")
     sanity = require_asset("images/imagenet_sanity")
-    picks = [sorted((flowers / cls).glob("*.jpg"))[0]
+    picks = [min((flowers / cls).glob("*.jpg"))
              for cls in ("daisy", "dandelion", "roses", "sunflowers", "tulips")]
     return picks + [sanity / name for name in ("parrot.jpg", "bird.bmp", "hot_dog.jpg")]
 
@@ -42,7 +42,7 @@ def mobilenet(keras_home_with_mobilenet: Path) -> tuple[backbones.BackboneSpec,
     return spec, resolved
 
 
-def test_real_base_equals_the_keras_recipe(mobilenet) -> None:  # noqa: ANN001
+def test_real_base_equals_the_keras_recipe(mobilenet) -> None:
     spec, resolved = mobilenet
     batch = np.stack([images.load_resized(p, 224) for p in _real_photos()]).astype("float32")
     ours = np.asarray(backbones.build_base(spec, resolved)(batch))
@@ -52,7 +52,7 @@ def test_real_base_equals_the_keras_recipe(mobilenet) -> None:  # noqa: ANN001
     assert float(np.abs(ours - want).max()) < 1e-4 * float(np.abs(want).max())
 
 
-def test_tflite_matches_keras_on_real_weights_and_photos(mobilenet, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tflite_matches_keras_on_real_weights_and_photos(mobilenet, tmp_path: Path) -> None:
     spec, resolved = mobilenet
     tflite = features.make_extractor(spec, resolved, home=tmp_path)
     assert tflite.backend == "tflite", tflite.reason
