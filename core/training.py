@@ -36,6 +36,7 @@ PHASES = (
 _EXTRACT_EVENT_EVERY = 32
 # Fine-tuning batches are slow on a CPU, so report some batches, not only epochs.
 _FINE_TUNE_EVENT_EVERY_BATCHES = 5
+_HEAD_STEPS_PER_EXECUTION = 16
 
 
 @dataclass(frozen=True)
@@ -264,11 +265,12 @@ def build_head(feature_dim: int, n_classes: int, config: TrainConfig) -> Any:
     return keras.Model(inputs, outputs, name="head")
 
 
-def _compile(model: Any, learning_rate: float) -> None:
+def _compile(model: Any, learning_rate: float, steps_per_execution: int = 1) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -510,7 +512,9 @@ class _Trainer:
         y_train = np.tile(self.part("train")["label_index"].to_numpy(), n_views)
         y_val = self.part("val")["label_index"].to_numpy()
         head = build_head(feature_dim, len(self.labels), cfg)
-        _compile(head, cfg.learning_rate)
+        # A head step on cached features takes microseconds; per-step Python overhead would
+        # dominate, so Keras runs several steps per call (cancel is still checked each call).
+        _compile(head, cfg.learning_rate, steps_per_execution=_HEAD_STEPS_PER_EXECUTION)
         callback = ProgressCallback(
             self.emit, self.should_stop, phase="training head", total_epochs=cfg.epochs,
             on_epoch_row=lambda row: self._add_history("head", row),
