@@ -302,6 +302,28 @@ def test_live_progress_queue_and_cancel_from_another_session(
     assert not one.get("progress")
 
 
+def test_a_job_just_started_is_the_one_shown(studio_home: Path, small_dataset: Path) -> None:
+    def quick(on_event, should_stop):  # noqa: ANN001, ANN202
+        return SimpleNamespace(status="completed", run_dir=None, test_accuracy=0.5,
+                               epochs_run=1, run_id=None)
+
+    earlier = [manager().submit(quick, title=f"earlier {n}") for n in (1, 2)]
+    for job_id in earlier:
+        manager().wait(job_id, timeout=10)
+    at = train_page(current_dataset(small_dataset, studio_home))
+    assert at.selectbox(key=state.TRAIN_WATCH).value == earlier[-1]  # newest first
+    choose_quick_settings(at, epochs=1)
+    at.button(key=state.TRAIN_START).click().run()
+    assert not at.exception, at.exception
+    started = at.session_state[state.JOB_ID]
+    assert started not in earlier
+    assert at.selectbox(key=state.TRAIN_WATCH).value == started
+    assert at.selectbox(key=state.TRAIN_WATCH).options[0].startswith("small.zip · MobileNetV2")
+    assert "**small.zip · MobileNetV2 · random weights · 1 epoch**" in texts(at.markdown)
+    manager().cancel(started)
+    assert manager().wait(started, timeout=60).done
+
+
 def test_a_failed_job_shows_its_error_not_a_traceback(
     studio_home: Path, small_dataset: Path, tmp_path: Path
 ) -> None:

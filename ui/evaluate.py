@@ -156,6 +156,14 @@ def _escape(label: str) -> str:
     return str(label).replace("[", "(").replace("]", ")").replace("*", "\\*")
 
 
+def square(pixels: np.ndarray) -> np.ndarray:
+    """The centre square of an image, so gallery tiles line up whatever the photos' shapes."""
+    height, width = pixels.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return pixels[top:top + side, left:left + side]
+
+
 def photo_tile(row: Any) -> None:
     """One test photo captioned with predicted and true class; green when right, red if not."""
     path = str(row.path)
@@ -164,7 +172,7 @@ def photo_tile(row: Any) -> None:
     except (AppError, OSError) as exc:
         st.caption(f"{Path(path).name}: cannot show ({exc})")
     else:
-        st.image(pixels, caption=f"predicted {row.predicted} · true {row.true}",
+        st.image(square(pixels), caption=f"predicted {row.predicted} · true {row.true}",
                  width="stretch")
     confidence = f"{float(row.confidence):.0%}"
     if bool(row.correct):

@@ -35,6 +35,7 @@ TRAIN_WEIGHTS_FILE = "tl_train_weights_file"
 TRAIN_HIDDEN_PRESET = "tl_train_hidden_preset"
 TRAIN_START = "tl_train_start"
 TRAIN_WATCH = "tl_train_watch"
+TRAIN_WATCH_NEXT = "tl_train_watch_next"  # a job just started: show it on the next run
 TRAIN_CANCEL = "tl_train_cancel"
 TRAIN_FORGET = "tl_train_forget"
 

@@ -203,7 +203,7 @@ def job_title(current: CurrentDataset, config: TrainConfig) -> str:
             else backbones.BACKBONES[config.backbone].display_name.replace(" (default)", ""))
     weights = ("random weights" if config.weights is None and not config.hub_handle
                else "" if config.weights in ("imagenet", None) else "own weights")
-    epochs = f"{config.epochs} epochs" + (
+    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}" + (
         f" + {config.fine_tune_epochs} fine-tune" if config.fine_tune_layers else "")
     return " · ".join(p for p in (current.name, base, weights, epochs) if p)
 
@@ -233,7 +233,7 @@ def start(current: CurrentDataset, config: TrainConfig) -> str | None:
     if outcome.failed:
         return None
     st.session_state[state.JOB_ID] = job_id
-    st.session_state.pop(state.TRAIN_WATCH, None)
+    st.session_state[state.TRAIN_WATCH_NEXT] = job_id  # shown first on the next run
     return job_id
 
 
@@ -320,13 +320,18 @@ def jobs_section() -> None:
     if not all_jobs:
         return
     st.header("Training jobs")
+    ids = [j.job_id for j in reversed(all_jobs)]  # newest first
+    started = st.session_state.pop(state.TRAIN_WATCH_NEXT, None)
+    if started in ids:
+        st.session_state[state.TRAIN_WATCH] = started
     watched = watched_job(all_jobs)
     if len(all_jobs) > 1:
-        ids = [j.job_id for j in reversed(all_jobs)]
-        titles = {j.job_id: f"{j.title} ({STATE_TEXT.get(j.state, j.state)})" for j in all_jobs}
-        chosen = st.selectbox("Show job", ids, format_func=titles.get,
-                              index=ids.index(watched.job_id) if watched else 0,
-                              key=state.TRAIN_WATCH)
+        # Set through Session State (never only as a default), so the browser shows it too.
+        if st.session_state.get(state.TRAIN_WATCH) not in ids:
+            st.session_state[state.TRAIN_WATCH] = watched.job_id if watched else ids[0]
+        titles = {j.job_id: f"{j.title} · {time.strftime('%H:%M', time.localtime(j.submitted))}"
+                            f" ({STATE_TEXT.get(j.state, j.state)})" for j in all_jobs}
+        chosen = st.selectbox("Show job", ids, format_func=titles.get, key=state.TRAIN_WATCH)
         watched = next(j for j in all_jobs if j.job_id == chosen)
     if watched is None:
         st.dataframe(jobs_table(all_jobs), hide_index=True, width="stretch")
