@@ -123,7 +123,9 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--class-weights", choices=["off", "balanced"], default="off")
     p.add_argument("--patience", type=int, default=TrainConfig.early_stopping_patience,
                    help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--augment", action="store_true", help="train on augmented copies too")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                   default=TrainConfig.augment,
+                   help="train on augmented copies too (default: on; --no-augment turns it off)")
     p.add_argument("--augment-views", type=int, default=TrainConfig.augment_views)
     p.add_argument("--fine-tune-layers", type=int, default=0)
     p.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
