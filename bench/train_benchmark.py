@@ -139,8 +139,7 @@ def part_accuracy(data: Path, tmp: Path) -> dict:
     home = tmp / "accuracy-home"
     split_df = _split(data, home)
     frozen = _train(split_df, TrainConfig(), home)
-    fine = _train(split_df, TrainConfig(fine_tune_layers=40, fine_tune_epochs=4,
-                                        fine_tune_learning_rate=1e-5), home)
+    fine = _train(split_df, TrainConfig(fine_tune_layers=50, fine_tune_epochs=5), home)
     return {"frozen_default": frozen, "fine_tuned": fine}
 
 

@@ -199,7 +199,7 @@ class TrainConfig:
     fine_tune_epochs: int = option(5, "Epochs of fine-tuning.", "Fine-tune epochs", min=1,
                                    max=200)
     fine_tune_learning_rate: float = option(
-        1e-5, "Learning rate while fine-tuning: 10 to 100 times below the head's.",
+        1e-4, "Learning rate while fine-tuning: 10 to 100 times below the head's.",
         "Fine-tune learning rate", min=1e-8, max=0.1,
     )
     seed: int = option(0, "Seed: the same seed and data train the same model.", "Seed", min=0,
