@@ -139,3 +139,20 @@ def test_the_model_is_loaded_once_until_its_file_changes(home: Path,
     prediction = first.predict(png_bytes(0, 3))[0]
     assert isinstance(prediction, Prediction) and prediction.label in LABELS
     assert prediction.image.shape == (224, 224, 3) and prediction.image.dtype == np.uint8
+
+
+def test_a_damaged_model_is_an_error_message_not_a_traceback(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    run_dir = home / "runs" / trained.run_id
+    shutil.copytree(trained.run_dir, run_dir)
+    (run_dir / "model.keras").write_bytes(b"PK\x03\x04 not a real model")
+    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
+    at = predict_page()
+    assert not at.exception, at.exception
+    error = " ".join(texts(at.error))
+    assert "Cannot load this model" in error and "cannot be loaded" in error
+    assert not at.file_uploader
