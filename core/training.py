@@ -45,13 +45,15 @@ class ProgressEvent:
 
     Attributes:
         phase: One of PHASES.
-        step: Steps done in this phase (images for extraction, epochs for training).
+        step: Steps done in this phase: images for extraction, epochs for head training,
+            batches for fine-tuning (slow enough to show progress within an epoch).
         total_steps: Steps this phase will take at most.
         epoch: Epoch number (1-based) within the phase, when training.
         total_epochs: Most epochs of the phase, when training.
         metrics: Latest metrics (loss, accuracy, val_loss, val_accuracy...).
         eta_seconds: Estimated seconds until the phase ends, when known.
         message: A sentence for people.
+        epoch_end: True on the one event sent when an epoch ends (its metrics are final).
         time: Unix time the event was made.
     """
 
@@ -64,6 +66,7 @@ class ProgressEvent:
     eta_seconds: float | None = None
     message: str = ""
     time: float = field(default_factory=time.time)
+    epoch_end: bool = False
 
     @property
     def fraction(self) -> float:
@@ -170,8 +173,9 @@ class ProgressCallback(keras.callbacks.Callback):
             done = self._epoch + (batch + 1) / self.steps_per_epoch
             elapsed = time.monotonic() - self._phase_start
             eta = elapsed / done * (self.total_epochs - done) if done else None
+            step, total = self._steps(self._epoch, batch + 1)
             self.on_event(ProgressEvent(
-                phase=self.phase, step=self._epoch, total_steps=self.total_epochs,
+                phase=self.phase, step=step, total_steps=total,
                 epoch=self._epoch + 1, total_epochs=self.total_epochs,
                 metrics=_floats(logs), eta_seconds=eta,
                 message=f"Epoch {self._epoch + 1}/{self.total_epochs}, "
@@ -188,11 +192,20 @@ class ProgressCallback(keras.callbacks.Callback):
             self.on_epoch_row({"phase_epoch": epoch + 1, "seconds": seconds, **metrics})
         elapsed = time.monotonic() - self._phase_start
         eta = elapsed / (epoch + 1) * (self.total_epochs - epoch - 1)
+        step, total = self._steps(epoch + 1, 0)
         self.on_event(ProgressEvent(
-            phase=self.phase, step=epoch + 1, total_steps=self.total_epochs,
+            phase=self.phase, step=step, total_steps=total,
             epoch=epoch + 1, total_epochs=self.total_epochs, metrics=metrics,
             eta_seconds=eta, message=_epoch_message(epoch + 1, self.total_epochs, metrics),
+            epoch_end=True,
         ))
+
+    def _steps(self, epochs_done: int, batches_done: int) -> tuple[int, int]:
+        """(step, total_steps): batches when their count per epoch is known, else epochs."""
+        if self.steps_per_epoch:
+            per = self.steps_per_epoch
+            return epochs_done * per + batches_done, self.total_epochs * per
+        return epochs_done, self.total_epochs
 
 
 def _floats(logs: dict | None) -> dict[str, float]:

@@ -233,7 +233,7 @@ def epoch_event(epoch: int, val_accuracy: float, eta: float) -> ProgressEvent:
         phase="training head", step=epoch, total_steps=3, epoch=epoch, total_epochs=3,
         metrics={"loss": 1.0 / epoch, "accuracy": 0.4 * epoch, "val_loss": 1.1 / epoch,
                  "val_accuracy": val_accuracy},
-        eta_seconds=eta, message=f"Epoch {epoch}/3")
+        eta_seconds=eta, message=f"Epoch {epoch}/3", epoch_end=True)
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:  # noqa: ANN001

@@ -58,7 +58,7 @@ def test_frozen_base_run_end_to_end(split_df: pd.DataFrame, studio_home: Path) -
     # Phases arrive in pipeline order.
     order = [training.PHASES.index(p) for p in phases]
     assert order == sorted(order)
-    epoch_events = [e for e in events if e.phase == "training head" and e.metrics]
+    epoch_events = [e for e in events if e.phase == "training head" and e.epoch_end]
     assert [e.epoch for e in epoch_events] == [1, 2, 3]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epoch_events[-1].metrics)
 
@@ -221,7 +221,10 @@ def test_progress_callback_hooks_called_directly() -> None:
     batch_events = [e for e in events if "batch" in e.message]
     assert len(batch_events) == 2
     last = events[-1]
-    assert (last.epoch, last.total_epochs, last.step, last.total_steps) == (1, 4, 1, 4)
+    # Fine-tuning counts batches, so the bar moves within an epoch.
+    assert [e.fraction for e in batch_events] == [pytest.approx(5 / 40), pytest.approx(10 / 40)]
+    assert (last.epoch, last.total_epochs, last.step, last.total_steps) == (1, 4, 10, 40)
+    assert last.epoch_end and not any(e.epoch_end for e in batch_events)
     assert last.metrics["val_accuracy"] == pytest.approx(0.55)
     assert last.eta_seconds is not None and last.eta_seconds >= 0
     assert rows[0]["phase_epoch"] == 1 and rows[0]["val_loss"] == pytest.approx(0.7)

@@ -243,17 +243,15 @@ def start(current: CurrentDataset, config: TrainConfig) -> str | None:
 def history_from_events(events: Sequence[Any]) -> pd.DataFrame:
     """Per-epoch rows (epoch, phase, loss, accuracy, val_loss, val_accuracy) from job events.
 
-    Epoch-end events are the training events whose step equals their epoch (batch events of
-    fine-tuning carry the epoch in progress with one step less).
+    Only epoch-end events count (fine-tuning also reports every few batches).
     """
     rows = []
     for event in events:
         phase = jobs.event_value(event, "phase")
         if phase not in ("training head", "fine-tuning"):
             continue
-        epoch, step = jobs.event_value(event, "epoch"), jobs.event_value(event, "step")
         metrics = jobs.event_value(event, "metrics") or {}
-        if not epoch or step != epoch or not metrics:
+        if not jobs.event_value(event, "epoch_end") or not metrics:
             continue
         rows.append({"epoch": len(rows) + 1,
                      "phase": "head" if phase == "training head" else "fine-tune",
