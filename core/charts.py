@@ -97,7 +97,8 @@ def learning_curves(history_df: pd.DataFrame, fine_tune_start_epoch: int | None 
                            font={"color": "green"})
     fig.update_xaxes(title_text="Epoch", dtick=max(1, int(np.ceil(len(x) / 10))))
     fig.update_yaxes(title_text="Loss", row=1, col=1)
-    fig.update_yaxes(title_text="Accuracy", tickformat=".0%", row=1, col=2)
+    # Accuracy lives in [0, 1]; a fixed range also keeps a flat curve from a silly axis.
+    fig.update_yaxes(title_text="Accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
     fig.update_layout(title=title, hovermode="x unified",
                       legend={"orientation": "h", "y": -0.2})
     return fig
@@ -163,7 +164,7 @@ def per_class_bars(per_class_df: pd.DataFrame) -> go.Figure:
         values = per_class_df[key].astype(float).to_numpy()
         fig.add_trace(go.Bar(
             x=classes, y=values, name=name, marker_color=colour, customdata=support,
-            text=[f"{v:.2f}" for v in values], textposition="outside",
+            text=[f"{v:.2f}" for v in values], textposition="auto",
             hovertemplate="%{x}<br>" + name + " %{y:.3f}<br>%{customdata} test images"
                           "<extra></extra>",
         ))
