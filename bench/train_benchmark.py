@@ -120,16 +120,24 @@ def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
     home = tmp / "speed-home"
     split_df = _split(data, home)
     ten = TrainConfig(epochs=10, early_stopping_patience=0)
+    # Cold: empty feature cache and no converted base, as for a first training on new data.
     first = _train(split_df, ten, home)
     second = _train(split_df, replace(ten, hidden_units=(256,), dropout=0.3,
                                       learning_rate=5e-4), home)
+    no_augment_home = tmp / "speed-home-no-augment"
+    no_augment = _train(_split(data, no_augment_home), replace(ten, augment=False),
+                        no_augment_home)
     plain = plain_keras_recipe(split_df, 10, keras_home, tmp)
     return {
         "first_run_10_epochs": first,
         "second_run_other_head": second,
+        "first_run_10_epochs_no_augmentation": no_augment,
         "plain_keras_recipe_10_epochs": plain,
         "speedup_vs_plain": round(plain["wall_seconds"] / first["wall_seconds"], 2),
+        "speedup_vs_plain_no_augmentation": round(
+            plain["wall_seconds"] / no_augment["wall_seconds"], 2),
         "second_over_first": round(second["wall_seconds"] / first["wall_seconds"], 3),
+        "load_average_after": os.getloadavg(),
     }
 
 
