@@ -81,6 +81,11 @@ class FeatureExtractor:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
+    @property
+    def keras_model(self) -> keras.Model | None:
+        """The frozen Keras base (raw RGB in, pooled features out) the features come from."""
+        return self._model
+
     def __repr__(self) -> str:
         return (f"FeatureExtractor({self.spec.name}, backend={self.backend}, "
                 f"dim={self.feature_dim}, fingerprint={self.fingerprint})")
@@ -263,7 +268,7 @@ def make_extractor(spec: BackboneSpec, resolved: ResolvedWeights, *, home: str |
         if interpreters is not None:
             log.info("Features of %s: %s", spec.name, reason)
             return FeatureExtractor(spec, fingerprint, "tflite", feature_dim, reason,
-                                    interpreters=interpreters)
+                                    keras_model=model, interpreters=interpreters)
         log.warning("Features of %s fall back to Keras: %s", spec.name, reason)
         reason = f"Keras, because {reason}"
     return FeatureExtractor(spec, fingerprint, "keras", feature_dim, reason, keras_model=model)

@@ -354,6 +354,7 @@ class _Trainer:
         self.history_rows: list[dict[str, Any]] = []
         self.seconds = {"features": 0.0, "training": 0.0, "total": 0.0}
         self.writer: RunWriter | None = None
+        self.cache_stats: dict[str, int] = {"hits": 0, "misses": 0}
 
     def emit(self, event: ProgressEvent) -> None:
         if self.writer is not None:
@@ -371,7 +372,11 @@ class _Trainer:
     def run(self) -> TrainResult:
         started = time.monotonic()
         store = RunStore(self.home)
-        self.writer = store.create(self.config, self.labels, self.df, self.dataset_info)
+        self.device_info = device.detect()
+        self.writer = store.create(
+            self.config, self.labels, self.df, self.dataset_info,
+            device={**self.device_info.to_dict(), "summary": self.device_info.summary()},
+        )
         try:
             result = self._run_stages(started)
         except Cancelled:
@@ -400,7 +405,7 @@ class _Trainer:
                                   hub_input_size=cfg.hub_input_size)
         resolved = backbones.resolve_weights(spec, cfg.weights, seed=cfg.seed,
                                              hub_handle=cfg.hub_handle)
-        info = device.detect()
+        info = self.device_info
         keras.utils.set_random_seed(cfg.seed)
 
         # Stage 1: features of every image (train views too when augmenting).
@@ -439,11 +444,10 @@ class _Trainer:
         # Stage 4: one exported model, raw RGB in, probabilities out.
         self.emit(ProgressEvent(phase="saving", message="Saving the model"))
         if base is None:
-            base = backbones.build_base(spec, resolved)
-            export = assemble_model(base, head, spec.input_size)
-        else:
-            base.trainable = False
-            export = assemble_model(base, head, spec.input_size)
+            # The extractor's Keras base computed (or was checked against) every feature.
+            base = extractor.keras_model or backbones.build_base(spec, resolved)
+        base.trainable = False
+        export = assemble_model(base, head, spec.input_size)
         self.writer.save_model(export)
         self._write_history()
         self.seconds["total"] = time.monotonic() - started

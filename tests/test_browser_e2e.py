@@ -243,7 +243,8 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     app.upload(zip_path)
     app.wait_text("Report: pets.zip", timeout=120)
     app.settle(120)
-    assert "Usable images\n36" in app.text()
+    # Explicit waits, not one-off reads: Streamlit may still be replacing elements.
+    app.wait_text("Usable images\n36")
     app.shot("02-dataset")
     app.click("Use this dataset")
     app.wait_text("In use for training: pets.zip")
@@ -262,8 +263,9 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     app.shot("04-train-progress")
     app.wait_text("Finished in", timeout=TRAINING_SECONDS)
     app.settle()
-    assert re.search(r"test accuracy \d+\.\d%", app.text()), app.text()
-    assert not browser.find_elements(app.by.CSS_SELECTOR, "[data-testid='stProgress']")
+    app.wait("the test accuracy", lambda: re.search(r"test accuracy \d+\.\d%", app.text()))
+    app.wait("the progress bar to go", lambda: not browser.find_elements(
+        app.by.CSS_SELECTOR, "[data-testid='stProgress']"))
     app.shot("05-train-finished")
 
     # Evaluate: click the top-left cell of the confusion matrix.
@@ -292,7 +294,7 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
         h.text for h in browser.find_elements(app.by.CSS_SELECTOR, "h3")
         if re.fullmatch(r"(cats|dogs|fish) · \d+%", h.text.strip())), timeout=90)
     app.settle()
-    assert "Top predictions" in app.text()
+    app.wait_text("Top predictions")
     assert heading.split(" · ")[0] in CLASSES
     app.shot("07-predict")
     print(f"browser end-to-end: {time.monotonic() - started:.0f} s")
