@@ -262,6 +262,20 @@ def class_weight_for(y: np.ndarray, n_classes: int, mode: str) -> dict[int, floa
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def batch_sizes(info: Any, input_size: int, config: TrainConfig) -> tuple[int, int]:
+    """(feature-extraction batch, fine-tuning batch) that fit the device.
+
+    On a GPU, inference takes the largest batch its memory allows; fine-tuning keeps the
+    chosen batch size unless it would not fit. On a CPU both are the chosen batch size.
+    """
+    chosen = config.batch_size
+    if info.kind != "gpu":
+        return chosen, chosen
+    extract = device.suggest_batch_size(info, input_size, training=False, default=chosen)
+    fits = device.suggest_batch_size(info, input_size, training=True, default=chosen)
+    return max(extract, chosen), min(chosen, fits)
+
+
 def build_head(feature_dim: int, n_classes: int, config: TrainConfig) -> Any:
     """The new classifier: [Dropout, Dense relu]* -> Dropout -> Dense softmax (float32)."""
     reg = keras.regularizers.L2(config.l2) if config.l2 else None
@@ -355,6 +369,7 @@ class _Trainer:
         self.seconds = {"features": 0.0, "training": 0.0, "total": 0.0}
         self.writer: RunWriter | None = None
         self.cache_stats: dict[str, int] = {"hits": 0, "misses": 0}
+        self.extract_batch = self.fine_tune_batch = config.batch_size
 
     def emit(self, event: ProgressEvent) -> None:
         if self.writer is not None:
@@ -411,6 +426,7 @@ class _Trainer:
         # Stage 1: features of every image (train views too when augmenting).
         t0 = time.monotonic()
         extractor = features.make_extractor(spec, resolved, home=self.home)
+        self.extract_batch, self.fine_tune_batch = batch_sizes(info, spec.input_size, cfg)
         feats = self._extract_all(extractor)
         self.seconds["features"] = time.monotonic() - t0
 
@@ -513,7 +529,7 @@ class _Trainer:
 
             matrix, stats = features.extract(
                 extractor, rows["path"].tolist(), rows["sha256"].tolist(), home=self.home,
-                view=view, batch_size=self.config.batch_size, on_progress=progress,
+                view=view, batch_size=self.extract_batch, on_progress=progress,
                 should_stop=self.should_stop,
             )
             hits += stats.hits
@@ -564,14 +580,20 @@ class _Trainer:
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
         log.info("Fine-tuning %d layers with weights", unfrozen)
+        batch = self.fine_tune_batch
+        if batch < cfg.batch_size:
+            self.emit(ProgressEvent(
+                phase="fine-tuning", message=f"Batch size {cfg.batch_size} does not fit the GPU's "
+                f"memory for fine-tuning; using {batch}",
+            ))
         train_ds = images.make_tf_dataset(
-            train["path"].tolist(), train["label_index"].tolist(), spec.input_size,
-            cfg.batch_size, shuffle=True, seed=cfg.seed,
+            train["path"].tolist(), train["label_index"].tolist(), spec.input_size, batch,
+            shuffle=True, seed=cfg.seed,
         )
         val_ds = images.make_tf_dataset(
-            val["path"].tolist(), val["label_index"].tolist(), spec.input_size, cfg.batch_size,
+            val["path"].tolist(), val["label_index"].tolist(), spec.input_size, batch,
         )
-        steps = math.ceil(len(train) / cfg.batch_size)
+        steps = math.ceil(len(train) / batch)
         callback = ProgressCallback(
             self.emit, self.should_stop, phase="fine-tuning", total_epochs=cfg.fine_tune_epochs,
             steps_per_epoch=steps, batch_event_every=_FINE_TUNE_EVENT_EVERY_BATCHES,
@@ -589,7 +611,7 @@ class _Trainer:
         return base, model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
-        ds = images.make_tf_dataset(rows["path"].tolist(), None, size, self.config.batch_size)
+        ds = images.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)
         return model.predict(ds, verbose=0)
 
     def _add_history(self, phase: str, row: dict[str, Any]) -> None:

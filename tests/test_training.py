@@ -252,3 +252,19 @@ def test_head_recipe_layers() -> None:
     assert [d.units for d in dense] == [64, 32, 16, 4]
     assert dense[-1].dtype_policy.compute_dtype == "float32"
     assert head.output_shape == (None, 4)
+
+
+def test_batch_sizes_fit_the_device() -> None:
+    from core.device import DeviceInfo, GpuInfo
+
+    cpu = DeviceInfo(kind="cpu", reason="test")
+    assert training.batch_sizes(cpu, 224, FAST) == (8, 8)
+    small_gpu = DeviceInfo(kind="gpu", gpus=(GpuInfo(device="/physical_device:GPU:0", name="G",
+                                                     memory_mb=2048),))
+    big = replace(FAST, batch_size=128)
+    extract, fine_tune = training.batch_sizes(small_gpu, 224, big)
+    assert extract >= 128, "inference takes at least the chosen batch"
+    assert fine_tune < 128, "a batch that does not fit is lowered for fine-tuning"
+    huge_gpu = DeviceInfo(kind="gpu", gpus=(GpuInfo(device="/physical_device:GPU:0", name="G",
+                                                    memory_mb=80_000),))
+    assert training.batch_sizes(huge_gpu, 224, big) == (256, 128)
