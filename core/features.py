@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -320,7 +321,25 @@ def _cache_file(folder: Path, sha: str) -> Path:
     return folder / sha[:2] / f"{sha}.npy"
 
 
-def _read_cached(path: Path, dim: int) -> np.ndarray | None:
+def _npy_header(dim: int) -> bytes:
+    """The exact .npy header _write_cached produces for a float32 vector of length dim."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(dim, np.float32), allow_pickle=False)
+    return buffer.getvalue()[: -dim * 4]
+
+
+def _read_cached(path: Path, dim: int, header: bytes | None = None) -> np.ndarray | None:
+    if header is not None:
+        # Fast path: our own files have a known header, and np.load's header parsing costs
+        # 20x more than the read (0.7 s for 3,600 vectors); anything else goes to np.load.
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            data = b""
+        if len(data) == len(header) + 4 * dim and data.startswith(header):
+            return np.frombuffer(data, np.float32, offset=len(header))
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -403,9 +422,10 @@ def extract(
     folder = Path(home) / "cache" / "features" / extractor.fingerprint / str(int(view))
     out = np.empty((total, dim), np.float32)
 
+    header = _npy_header(dim)
     missing: list[int] = []
     for i, sha in enumerate(shas):
-        cached = _read_cached(_cache_file(folder, sha), dim)
+        cached = _read_cached(_cache_file(folder, sha), dim, header)
         if cached is None:
             missing.append(i)
         else:

@@ -309,3 +309,18 @@ def test_extract_batch_is_safe_from_several_threads(tflite, photos) -> None:
         got = list(pool.map(tflite.extract_batch, batches * 3))
     for i, result in enumerate(got):
         np.testing.assert_array_equal(result, want[i % 4])
+
+
+def test_cached_vectors_read_back_exactly_and_foreign_files_are_ignored(tmp_path) -> None:
+    header = features._npy_header(5)
+    vector = np.array([0.5, -1.25, 3.0, 1e-7, 42.0], np.float32)
+    path = tmp_path / "ab" / "v.npy"
+    features._write_cached(path, vector)
+    fast = features._read_cached(path, 5, header)
+    np.testing.assert_array_equal(fast, vector)
+    assert fast.dtype == np.float32
+    np.save(path, vector.astype(np.float64))  # not what the cache writes: recomputed
+    assert features._read_cached(path, 5, header) is None
+    path.write_bytes(header + b"\x00" * 7)  # truncated
+    assert features._read_cached(path, 5, header) is None
+    assert features._read_cached(tmp_path / "missing.npy", 5, header) is None
