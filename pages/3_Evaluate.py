@@ -17,13 +17,7 @@ st.title("Evaluate")
 st.markdown("How the model does on the **test photos**: photos of your dataset it never saw "
             "while training. Click a cell of the confusion matrix to see its photos.")
 
-with show_user_errors("Cannot list the runs:") as listing:
-    finished = ui_runs.completed_runs()
-if listing.failed:
-    st.stop()
-if not finished:
-    ui_runs.no_runs_yet("evaluate")
-    st.stop()
+finished = ui_runs.completed_runs_or_stop("evaluate")
 
 summary = ui_runs.run_picker(finished, key=state.EVAL_RUN)
 with show_user_errors("Cannot read this run:") as reading:

@@ -16,13 +16,7 @@ nav.sidebar()
 st.title("Predict")
 st.markdown("Upload photos (or take one) and see what a trained model calls them.")
 
-with show_user_errors("Cannot list the runs:") as listing:
-    finished = ui_runs.completed_runs()
-if listing.failed:
-    st.stop()
-if not finished:
-    ui_runs.no_runs_yet("predict with")
-    st.stop()
+finished = ui_runs.completed_runs_or_stop("predict with")
 
 left, right = st.columns([3, 1])
 with left:

@@ -107,6 +107,16 @@ def current_dataset(root: Path, home: Path, name: str = "small.zip") -> state.Cu
                                 split_config=config)
 
 
+def train_small_run(factory: Any, labels: Iterable[str]) -> TrainResult:
+    """A fresh studio home with one completed run on 12 generated photos per label."""
+    from conftest import make_class_folders
+
+    root = make_class_folders(factory.mktemp("data") / "pets", {name: 12 for name in labels})
+    home = factory.mktemp("home")
+    share_caches(home, factory)
+    return train_run(root, home)
+
+
 def train_run(root: Path, home: Path, config: TrainConfig = FAST,
               name: str = "small.zip") -> TrainResult:
     """Trains a run into home as the Train page would, without the page."""

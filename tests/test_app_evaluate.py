@@ -13,9 +13,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import (all_text, chart_titled, page, share_caches, texts, train_run,
-                         values)
-from conftest import make_class_folders
+from app_helpers import all_text, chart_titled, page, texts, train_small_run, values
 from core.runs import RunStore
 from core.training import TrainResult
 from ui import evaluate, report, state
@@ -24,11 +22,7 @@ from ui import evaluate, report, state
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     """A studio home with one completed run (random-weights base, 2 epochs)."""
-    root = make_class_folders(tmp_path_factory.mktemp("data") / "pets",
-                              {"cats": 12, "dogs": 12, "fish": 12})
-    home = tmp_path_factory.mktemp("home")
-    share_caches(home, tmp_path_factory)
-    return train_run(root, home)
+    return train_small_run(tmp_path_factory, ["cats", "dogs", "fish"])
 
 
 @pytest.fixture

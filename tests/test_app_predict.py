@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import TIMEOUT, all_text, chart_titled, page, png_bytes, share_caches, texts
-from app_helpers import train_run, values
-from conftest import make_class_folders
+from app_helpers import TIMEOUT, all_text, chart_titled, page, png_bytes, texts
+from app_helpers import train_small_run, values
 from core.prediction import Prediction
 from core.training import TrainResult
 from ui import predict as ui_predict
@@ -24,11 +23,8 @@ LABELS = ["cats", "dogs", "fish"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    root = make_class_folders(tmp_path_factory.mktemp("data") / "pets",
-                              {name: 12 for name in LABELS})
-    home = tmp_path_factory.mktemp("home")
-    share_caches(home, tmp_path_factory)
-    return train_run(root, home)
+    """A studio home with one completed run (random-weights base, 2 epochs)."""
+    return train_small_run(tmp_path_factory, LABELS)
 
 
 @pytest.fixture

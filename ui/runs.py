@@ -10,6 +10,7 @@ import streamlit as st
 from core import runs
 from core.runs import Run, RunStore, RunSummary
 from ui import nav, resources, state
+from ui.errors import show_user_errors
 
 # Files whose modification times say whether a cached copy of a run is still current.
 _STAMP_FILES = (runs.STATUS_FILE, runs.METRICS_FILE, runs.HISTORY_FILE, runs.MODEL_FILE)
@@ -28,6 +29,22 @@ def all_runs() -> list[RunSummary]:
 def completed_runs() -> list[RunSummary]:
     """Runs that finished training and have a model, newest first."""
     return [s for s in all_runs() if s.status == runs.COMPLETED]
+
+
+def completed_runs_or_stop(what: str) -> list[RunSummary]:
+    """The completed runs; when listing fails or there are none, says so and stops the page.
+
+    Args:
+        what: What the page would do with a run, e.g. "evaluate" or "predict with".
+    """
+    with show_user_errors("Cannot list the runs:") as listing:
+        finished = completed_runs()
+    if listing.failed:
+        st.stop()
+    if not finished:
+        no_runs_yet(what)
+        st.stop()
+    return finished
 
 
 def run_label(summary: RunSummary) -> str:
