@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from core import backbones, device, evaluation, features, images
 from core.config import TrainConfig, studio_home
@@ -425,10 +426,14 @@ class _Trainer:
 
         # Stage 1: features of every image (train views too when augmenting).
         t0 = time.monotonic()
-        extractor = features.make_extractor(spec, resolved, home=self.home)
+        # The backend (TFLite conversion and check) is prepared only if a feature is missing.
+        extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True)
         self.extract_batch, self.fine_tune_batch = batch_sizes(info, spec.input_size, cfg)
         feats = self._extract_all(extractor)
         self.seconds["features"] = time.monotonic() - t0
+        # Building a base draws random numbers, and the base may come built from an earlier
+        # run: seed again so the head starts the same either way.
+        keras.utils.set_random_seed(cfg.seed)
 
         # Stage 2: the head on cached features.
         t1 = time.monotonic()
@@ -446,8 +451,9 @@ class _Trainer:
             val_probs = self._predict_images(model, self.part("val"), spec.input_size)
             test_probs = self._predict_images(model, self.part("test"), spec.input_size)
         else:
-            val_probs = head.predict(feats["val"], verbose=0, batch_size=256)
-            test_probs = head.predict(feats["test"], verbose=0, batch_size=256)
+            # One eager call each: predict() would trace a function for two small matrices.
+            val_probs = np.asarray(head(feats["val"], training=False))
+            test_probs = np.asarray(head(feats["test"], training=False))
         test = self.part("test")
         result = evaluation.evaluate_probabilities(
             test_probs, test["label_index"].to_numpy(), self.labels, test["path"].tolist()
@@ -475,7 +481,8 @@ class _Trainer:
             "epochs_run": len(self.history_rows),
             "unsure_threshold": threshold,
             "seconds": self.seconds,
-            "feature_backend": extractor.backend,
+            # "pending": every feature came from the cache, the base never ran.
+            "feature_backend": "cache" if extractor.backend == "pending" else extractor.backend,
             "feature_cache": self.cache_stats,
             "params": params,
             "depth": spec.depth,
@@ -498,19 +505,19 @@ class _Trainer:
     def _extract_all(self, extractor: Any) -> dict[str, np.ndarray]:
         cfg = self.config
         views_for_train = cfg.augment_views if cfg.augment else 0
-        jobs: list[tuple[str, int, pd.DataFrame]] = [
-            ("train", 0, self.part("train")),
-            ("val", 0, self.part("val")),
-            ("test", 0, self.part("test")),
+        jobs: list[tuple[str, list[int], pd.DataFrame]] = [
+            # Every view of a training photo in one pass: each photo is decoded once.
+            ("train", list(range(views_for_train + 1)), self.part("train")),
+            ("val", [0], self.part("val")),
+            ("test", [0], self.part("test")),
         ]
-        jobs += [("train", v, self.part("train")) for v in range(1, views_for_train + 1)]
-        total = sum(len(rows) for _, _, rows in jobs)
+        total = sum(len(views) * len(rows) for _, views, rows in jobs)
         done_before = 0
         started = time.monotonic()
-        out: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+        out: dict[str, np.ndarray] = {}
         hits = misses = 0
 
-        for name, view, rows in jobs:
+        for name, views, rows in jobs:
             offset = done_before
             last = [0]
 
@@ -524,20 +531,22 @@ class _Trainer:
                 self.emit(ProgressEvent(
                     phase="extracting features", step=overall, total_steps=total,
                     eta_seconds=eta, message=f"Features of {overall}/{total} images"
-                    + (f" (augmented view {view})" if view else ""),
+                    + (" (training photos with their augmented views)" if len(views) > 1
+                       else ""),
                 ))
 
-            matrix, stats = features.extract(
+            matrices, stats = features.extract_views(
                 extractor, rows["path"].tolist(), rows["sha256"].tolist(), home=self.home,
-                view=view, batch_size=self.extract_batch, on_progress=progress,
+                views=views, batch_size=self.extract_batch, on_progress=progress,
                 should_stop=self.should_stop,
             )
             hits += stats.hits
             misses += stats.misses
-            out[name].append(matrix)
-            done_before += len(rows)
+            # View-major rows: _train_head tiles the labels once per view.
+            out[name] = matrices.reshape(-1, matrices.shape[-1])
+            done_before += len(views) * len(rows)
         self.cache_stats = {"hits": hits, "misses": misses}
-        return {name: np.concatenate(parts, axis=0) for name, parts in out.items()}
+        return out
 
     def _train_head(self, feats: dict[str, np.ndarray], feature_dim: int) -> Any:
         cfg = self.config
@@ -552,9 +561,17 @@ class _Trainer:
             self.emit, self.should_stop, phase="training head", total_epochs=cfg.epochs,
             on_epoch_row=lambda row: self._add_history("head", row),
         )
+        # Datasets built once: fit() on numpy arrays rebuilds its pipeline every epoch, which
+        # cost more than the epoch's arithmetic (1.3 s vs 0.9 s for 10 epochs of 3,150 vectors).
+        train_ds = (
+            tf.data.Dataset.from_tensor_slices((feats["train"], y_train))
+            .shuffle(len(y_train), seed=cfg.seed, reshuffle_each_iteration=True)
+            .batch(cfg.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        val_ds = tf.data.Dataset.from_tensor_slices((feats["val"], y_val)).batch(256)
         head.fit(
-            feats["train"], y_train, validation_data=(feats["val"], y_val),
-            epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+            train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
             class_weight=class_weight_for(y_train, len(self.labels), cfg.class_weights),
             callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
         )

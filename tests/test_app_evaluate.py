@@ -63,6 +63,12 @@ def test_numbers_tables_and_charts_of_the_newest_run(home: Path, trained: TrainR
     table = at.dataframe[0].value
     assert list(table.columns) == ["class", "precision", "recall", "f1", "support"]
     pd.testing.assert_frame_equal(table.reset_index(drop=True), result.per_class)
+    facts = next(dict(zip(d.value[""], d.value["Value"])) for d in at.dataframe
+                 if "" in d.value.columns)
+    backend = json.loads((trained.run_dir / "metrics.json").read_text())["feature_backend"]
+    assert facts["Feature extraction"] == {
+        "tflite": "TensorFlow Lite (XNNPACK)", "keras": "Keras",
+        "cache": "all from the feature cache"}[backend]
 
     heatmap = chart_titled(at, "Confusion matrix")
     assert heatmap["data"][0]["type"] == "heatmap"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import make_class_folders, write_informative_weights
 
 from core import backbones, features, images
@@ -113,6 +115,28 @@ def test_mismatching_tflite_falls_back_to_keras(
     assert "differ" in ex.reason
 
 
+def test_deferred_backend_is_chosen_only_when_an_image_needs_the_base(
+    spec, resolved, tmp_path: Path, photos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, shas = photos
+    lazy = features.make_extractor(spec, resolved, home=tmp_path, defer_backend=True)
+    assert lazy.backend == "pending"
+    assert not (tmp_path / "cache" / "tflite").exists()  # nothing converted yet
+    first, _ = features.extract(lazy, paths, shas, home=tmp_path)
+    assert lazy.backend == "tflite", lazy.reason
+
+    def no_check(*_a, **_k):
+        raise AssertionError("the backend was prepared although every feature was cached")
+
+    monkeypatch.setattr(features, "_try_tflite", no_check)
+    again = features.make_extractor(spec, resolved, home=tmp_path, defer_backend=True)
+    cached, stats = features.extract(again, paths, shas, home=tmp_path)
+    assert again.backend == "pending" and stats.misses == 0
+    np.testing.assert_array_equal(cached, first)
+    # The frozen base is built once per process and shared.
+    assert again.keras_model is lazy.keras_model
+
+
 def test_extract_batch_checks_the_shape(tflite) -> None:
     with pytest.raises(ConfigError, match="load_resized"):
         tflite.extract_batch(np.zeros((2, 32, 32, 3), np.uint8))
@@ -195,16 +219,48 @@ def test_views_are_cached_apart_and_deterministic(tflite, photos, tmp_path: Path
 
 
 def test_augmented_view_depends_only_on_hash_and_view() -> None:
-    aug = features.make_augmenter(0)
     img = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
-    a = features.augment_view(aug, img, "ab" * 32, 1)
-    b = features.augment_view(features.make_augmenter(5), img, "ab" * 32, 1)
-    c = features.augment_view(aug, img, "ab" * 32, 2)
-    d = features.augment_view(aug, img, "cd" * 32, 1)
+    a = features.augment_view(img, "ab" * 32, 1)
+    c = features.augment_view(img, "ab" * 32, 2)
+    d = features.augment_view(img, "cd" * 32, 1)
     assert a.shape == img.shape and a.dtype == np.float32
     assert 0 <= a.min() and a.max() <= 255
-    np.testing.assert_array_equal(a, b)
+    # From other threads at once (each takes its own compiled maker): the same pixels.
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(lambda _: features.augment_view(img, "ab" * 32, 1), range(8)))
+    for b in again:
+        np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c) and not np.array_equal(a, d)
+
+
+def test_compiled_views_are_the_keras_layers_own_transformations() -> None:
+    """The compiled maker draws and applies exactly what the eager layers do for that seed."""
+    img = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    sha, view = "ef" * 32, 3
+    x = tf.convert_to_tensor(img[None])
+    seed = features._view_seed(sha, view)
+    for i, layer in enumerate(features.make_augmenter(0).layers):
+        transform = layer.get_random_transformation(x, training=True, seed=seed + 7919 * i)
+        x = layer.transform_images(x, transform, training=True)
+    want = np.clip(np.asarray(x[0]), 0, 255)
+    np.testing.assert_allclose(features.augment_view(img, sha, view), want, atol=1e-3)
+    assert not np.allclose(want, img)
+
+
+def test_all_views_of_an_image_in_one_pass_match_one_view_at_a_time(
+        tflite, photos, tmp_path: Path) -> None:
+    paths, shas = photos
+    together, stats = features.extract_views(tflite, paths, shas, home=tmp_path / "a",
+                                             views=(0, 2, 1), batch_size=5)
+    assert together.shape == (3, len(paths), tflite.feature_dim)
+    assert (stats.hits, stats.misses) == (0, 3 * len(paths))
+    for k, view in enumerate((0, 2, 1)):
+        alone, _ = features.extract(tflite, paths, shas, home=tmp_path / "b", view=view)
+        np.testing.assert_allclose(together[k], alone, rtol=0, atol=1e-5)
+    # Half cached: only the missing (image, view) pairs run.
+    _, partly = features.extract_views(tflite, paths, shas, home=tmp_path / "b",
+                                       views=(1, 4))
+    assert (partly.hits, partly.misses) == (len(paths), len(paths))
 
 
 def test_augmenter_layers_and_inference_passthrough() -> None:
@@ -285,6 +341,10 @@ def test_bad_arguments_say_what_to_pass(tflite, photos, tmp_path: Path) -> None:
         features.extract(tflite, paths, shas, home=tmp_path, view=-1)
     with pytest.raises(ConfigError, match="batch_size"):
         features.extract(tflite, paths, shas, home=tmp_path, batch_size=0)
+    with pytest.raises(ConfigError, match="distinct"):
+        features.extract_views(tflite, paths, shas, home=tmp_path, views=(0, 1, 1))
+    with pytest.raises(ConfigError, match="views"):
+        features.extract_views(tflite, paths, shas, home=tmp_path, views=())
 
 
 def test_undecodable_image_names_the_file(tflite, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import datasets, training
+from core import datasets, features, training
 from core.config import SplitConfig, TrainConfig
 from core.errors import WeightsUnavailableError
 from core.runs import RunStore
@@ -109,10 +109,15 @@ def test_second_run_with_other_head_reuses_feature_cache(split_df: pd.DataFrame,
     second_metrics = json.loads((second.run_dir / "metrics.json").read_text())
     assert first_metrics["feature_cache"]["misses"] == len(split_df)
     assert second_metrics["feature_cache"] == {"hits": len(split_df), "misses": 0}
+    # Nothing to extract: the base never ran and no TFLite model was loaded or checked.
+    assert first_metrics["feature_backend"] == "tflite"
+    assert second_metrics["feature_backend"] == "cache"
     assert second.run_id != first.run_id
 
 
 def test_same_seed_same_model(split_df: pd.DataFrame, studio_home: Path) -> None:
+    # a builds its base; b reuses the one this process kept: the same model either way.
+    features.forget_built_bases()
     a = training.train(split_df, FAST, home=studio_home)
     b = training.train(split_df, FAST, home=studio_home)
     ha = pd.read_csv(a.run_dir / "history.csv")

@@ -245,13 +245,21 @@ def model_section(run: Run) -> None:
         "Fine-tuned": "yes" if run.metrics.get("fine_tuned") else "no",
         "Epochs": run.metrics.get("epochs_run"),
         "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,
-        "Feature extraction": run.metrics.get("feature_backend"),
+        "Feature extraction": _BACKEND_NAMES.get(run.metrics.get("feature_backend"),
+                                                 run.metrics.get("feature_backend")),
         "Unsure below": f"{run.unsure_threshold:.0%} top probability",
         "Dataset": run.dataset.get("name"),
     }
     st.dataframe(pd.DataFrame({"": list(facts), "Value": [
         "–" if v is None else str(v) for v in facts.values()]}), hide_index=True,
         width="stretch")
+
+
+_BACKEND_NAMES = {
+    "tflite": "TensorFlow Lite (XNNPACK)",
+    "keras": "Keras",
+    "cache": "all from the feature cache",
+}
 
 
 def downloads(run: Run, result: EvalResult) -> None:
