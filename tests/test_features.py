@@ -100,6 +100,26 @@ def test_failed_conversion_falls_back_to_keras_with_reason(
     assert "conversion failed" in ex.reason and "unsupported op" in ex.reason
 
 
+def test_conversion_falls_back_to_the_standard_export(
+    spec, resolved, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def direct_path_broken(*_a, **_k):
+        raise RuntimeError("no direct conversion")
+
+    exports: list[str] = []
+    original_export = keras.Model.export
+
+    def recording_export(self, filepath, *args, **kwargs):
+        exports.append(kwargs.get("format"))
+        return original_export(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", direct_path_broken)
+    monkeypatch.setattr(keras.Model, "export", recording_export)
+    ex = features.make_extractor(spec, resolved, home=tmp_path)
+    assert ex.backend == "tflite", ex.reason
+    assert exports == ["litert"]
+
+
 def test_mismatching_tflite_falls_back_to_keras(
     spec, resolved, shared_home, tflite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
