@@ -561,8 +561,8 @@ class _Trainer:
             self.emit, self.should_stop, phase="training head", total_epochs=cfg.epochs,
             on_epoch_row=lambda row: self._add_history("head", row),
         )
-        # Datasets built once: fit() on numpy arrays rebuilds its pipeline every epoch, which
-        # cost more than the epoch's arithmetic (1.3 s vs 0.9 s for 10 epochs of 3,150 vectors).
+        # Datasets built once: fit() on numpy arrays rebuilds its pipeline every epoch (10
+        # epochs of 3,150 vectors: 1.3 s that way, 0.9 s this way).
         train_ds = (
             tf.data.Dataset.from_tensor_slices((feats["train"], y_train))
             .shuffle(len(y_train), seed=cfg.seed, reshuffle_each_iteration=True)
@@ -572,6 +572,7 @@ class _Trainer:
         val_ds = tf.data.Dataset.from_tensor_slices((feats["val"], y_val)).batch(256)
         head.fit(
             train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
+            shuffle=False,  # train_ds reshuffles every epoch itself
             class_weight=class_weight_for(y_train, len(self.labels), cfg.class_weights),
             callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
         )

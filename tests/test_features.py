@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -190,24 +191,18 @@ def test_features_are_cached_and_reused_without_inference(
     np.testing.assert_array_equal(again, first[::-1])
 
 
-def test_partial_cache_runs_only_the_missing_images(tflite, photos, tmp_path: Path) -> None:
+def test_partial_cache_runs_only_the_missing_images(tflite, photos, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     paths, shas = photos
     home = tmp_path / "home"
     features.extract(tflite, paths[:4], shas[:4], home=home)
-    calls: list[int] = []
-    original = tflite.extract_batch
-
-    def counting(batch):
-        calls.append(len(batch))
-        return original(batch)
-
-    tflite.extract_batch = counting
-    try:
-        _, stats = features.extract(tflite, paths, shas, home=home, batch_size=32)
-    finally:
-        del tflite.extract_batch
+    decoded: list[Path] = []
+    original = images.load_resized
+    monkeypatch.setattr(images, "load_resized",
+                        lambda p, s: decoded.append(Path(p)) or original(p, s))
+    _, stats = features.extract(tflite, paths, shas, home=home, batch_size=32)
     assert (stats.hits, stats.misses) == (4, len(paths) - 4)
-    assert sum(calls) == len(paths) - 4
+    assert sorted(decoded) == sorted(paths[4:])
 
 
 def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> None:
@@ -325,26 +320,26 @@ def test_cancel_takes_effect_within_one_batch(tflite, photos, tmp_path: Path) ->
     assert (stats.hits, stats.misses) == (4, len(paths) - 4)
 
 
-def test_decoding_streams_a_bounded_window(tflite, tmp_path: Path,
+@pytest.mark.parametrize("backend", ["tflite", "keras"])
+def test_decoding_streams_a_bounded_window(backend, tflite, keras_ex, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    extractor = tflite if backend == "tflite" else keras_ex
     n, batch = 60, 4
     paths = [tmp_path / f"img{i}.png" for i in range(n)]
     shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
     loads: list[int] = []
     monkeypatch.setattr(images, "load_resized",
                         lambda p, s: loads.append(1) or np.zeros((s, s, 3), np.uint8))
-    seen_at_batch: list[int] = []
-    original = tflite.extract_batch
-
-    def recording(batch_images):
-        seen_at_batch.append(len(loads))
-        return original(batch_images)
-
-    monkeypatch.setattr(tflite, "extract_batch", recording)
-    features.extract(tflite, paths, shas, home=tmp_path, batch_size=batch)
-    window = max(2 * batch, 2 * (features.os.cpu_count() or 1))
-    for k, loaded in enumerate(seen_at_batch):
-        assert loaded <= (k + 1) * batch + window  # never decodes far ahead of inference
+    ahead: list[int] = []
+    features.extract(extractor, paths, shas, home=tmp_path, batch_size=batch,
+                     on_progress=lambda done, _total: ahead.append(len(loads) - done))
+    if backend == "tflite":
+        # The result queue (4 per interpreter) plus one image in each interpreter's hands.
+        bound = 5 * len(extractor._slots) + 1
+    else:
+        bound = max(2 * batch, 2 * (features.os.cpu_count() or 1)) + batch
+    assert len(ahead) >= n // batch  # progress came every batch, not only at the end
+    assert max(ahead) <= bound  # never decodes far ahead of inference, whatever n is
     assert len(loads) == n
 
 
@@ -399,6 +394,13 @@ def test_cached_vectors_read_back_exactly_and_foreign_files_are_ignored(tmp_path
     fast = features._read_cached(path, 5, header)
     np.testing.assert_array_equal(fast, vector)
     assert fast.dtype == np.float32
+    # Written with the known header: byte for byte what np.save writes.
+    features._write_cached(path, vector, header, made=set())
+    saved = io.BytesIO()
+    np.save(saved, vector, allow_pickle=False)
+    assert path.read_bytes() == saved.getvalue()
+    np.testing.assert_array_equal(np.load(path), vector)
+    assert [p.name for p in path.parent.iterdir()] == ["v.npy"]  # no temp files left
     np.save(path, vector.astype(np.float64))  # not what the cache writes: recomputed
     assert features._read_cached(path, 5, header) is None
     path.write_bytes(header + b"\x00" * 7)  # truncated
