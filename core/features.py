@@ -380,8 +380,8 @@ class _ViewMaker:
         # Layers take an int or a SeedGenerator as seed, not a tensor. A generator whose state
         # is set to [seed, 0] draws what the int seed would, without retracing per seed.
         self._seeds = [keras.random.SeedGenerator(0) for _ in self._layers]
-        # No autograph: the loop is over Python layers, and converting Keras internals failed
-        # in some processes.
+        # No autograph: the loop is over Python layers, and autograph's rewrite of the layers'
+        # code failed in the app tests (a TypeError in its generated code).
         self._augment = tf.function(self._augment_one, autograph=False, input_signature=[
             tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([], tf.int64)])
 
