@@ -422,7 +422,6 @@ class _Trainer:
         resolved = backbones.resolve_weights(spec, cfg.weights, seed=cfg.seed,
                                              hub_handle=cfg.hub_handle)
         info = self.device_info
-        keras.utils.set_random_seed(cfg.seed)
 
         # Stage 1: features of every image (train views too when augmenting).
         t0 = time.monotonic()
@@ -431,8 +430,8 @@ class _Trainer:
         self.extract_batch, self.fine_tune_batch = batch_sizes(info, spec.input_size, cfg)
         feats = self._extract_all(extractor)
         self.seconds["features"] = time.monotonic() - t0
-        # Building a base draws random numbers, and the base may come built from an earlier
-        # run: seed again so the head starts the same either way.
+        # Seeded here, after the base: building one draws random numbers, and the base may
+        # come built from an earlier run; the head must start the same either way.
         keras.utils.set_random_seed(cfg.seed)
 
         # Stage 2: the head on cached features.
@@ -570,14 +569,7 @@ class _Trainer:
             .prefetch(tf.data.AUTOTUNE)
         )
         val_ds = tf.data.Dataset.from_tensor_slices((feats["val"], y_val)).batch(256)
-        head.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
-            shuffle=False,  # train_ds reshuffles every epoch itself
-            class_weight=class_weight_for(y_train, len(self.labels), cfg.class_weights),
-            callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
-        )
-        if callback.cancelled:
-            raise Cancelled()
+        self._fit(head, train_ds, val_ds, cfg.epochs, y_train, callback)
         return head
 
     def _fine_tune(self, spec: Any, resolved: Any, head: Any, info: Any) -> tuple[Any, Any]:
@@ -617,16 +609,21 @@ class _Trainer:
             steps_per_epoch=steps, batch_event_every=_FINE_TUNE_EVENT_EVERY_BATCHES,
             on_epoch_row=lambda row: self._add_history("fine-tune", row),
         )
-        y_train = train["label_index"].to_numpy()
+        self._fit(model, train_ds, val_ds, cfg.fine_tune_epochs,
+                  train["label_index"].to_numpy(), callback)
+        return base, model
+
+    def _fit(self, model: Any, train_ds: Any, val_ds: Any, epochs: int, y_train: np.ndarray,
+             callback: ProgressCallback) -> None:
+        """Both phases' fit: class weights, early stopping, progress, and cancel as Cancelled."""
         model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, verbose=0,
-            shuffle=False,  # make_tf_dataset reshuffles every epoch itself
-            class_weight=class_weight_for(y_train, len(self.labels), cfg.class_weights),
-            callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
+            train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+            shuffle=False,  # both datasets reshuffle every epoch themselves
+            class_weight=class_weight_for(y_train, len(self.labels), self.config.class_weights),
+            callbacks=[callback, *_early_stopping(self.config.early_stopping_patience)],
         )
         if callback.cancelled:
             raise Cancelled()
-        return base, model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
         ds = images.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)
