@@ -123,9 +123,9 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--class-weights", choices=["off", "balanced"], default="off")
     p.add_argument("--patience", type=int, default=TrainConfig.early_stopping_patience,
                    help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   default=TrainConfig.augment,
-                   help="train on augmented copies too (default: on; --no-augment turns it off)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on augmented copies too (default: only when fine-tuning; "
+                        "--no-augment: never)")
     p.add_argument("--augment-views", type=int, default=TrainConfig.augment_views)
     p.add_argument("--fine-tune-layers", type=int, default=0)
     p.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
@@ -148,7 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         hub_handle=args.hub_handle, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, hidden_units=tuple(args.hidden_units),
         dropout=args.dropout, l2=args.l2, class_weights=args.class_weights,
-        early_stopping_patience=args.patience, augment=args.augment,
+        early_stopping_patience=args.patience,
+        augment="auto" if args.augment is None else args.augment,
         augment_views=args.augment_views, fine_tune_layers=args.fine_tune_layers,
         fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate, seed=args.seed,

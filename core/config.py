@@ -35,7 +35,8 @@ def studio_home(override: str | Path | None = None) -> Path:
 def option(default: Any, help: str, label: str | None = None, **bounds: Any) -> Any:
     """A dataclass field whose metadata carries UI help text and validation bounds.
 
-    Bounds understood: min, max, step (numbers), choices (allowed values).
+    Bounds understood: min, max, step (numbers), choices (allowed values), and choice_labels
+    (value -> text shown for it).
     """
     meta = {"help": help, "label": label, **bounds}
     if isinstance(default, (list, dict, set)):
@@ -131,6 +132,9 @@ class SplitConfig:
             )
 
 
+# TrainConfig.augment: "auto" augments only when fine-tuning.
+AUGMENT_CHOICES = ("auto", "on", "off")
+
 HIDDEN_LAYER_PRESETS: dict[str, tuple[int, ...]] = {
     "none (linear head)": (),
     "one layer (256)": (256,),
@@ -156,7 +160,9 @@ class TrainConfig:
         l2: L2 weight penalty of the head's Dense layers.
         class_weights: "off", or "balanced" to weigh classes inversely to their size.
         early_stopping_patience: Epochs without validation improvement before stopping; 0 = off.
-        augment: Train on randomly flipped, rotated, zoomed and contrast-changed copies.
+        augment: "on", "off", or "auto" (the default): on only when fine-tuning. Random flips,
+            rotations, zooms and contrast changes of the training photos; True and False
+            (older runs) mean "on" and "off". `augments` says what a config does.
         augment_views: Augmented copies of each training image cached for the frozen base.
         fine_tune_layers: Top layers of the base to unfreeze after the head converges; 0 = off.
         fine_tune_epochs: Epochs of fine-tuning.
@@ -190,10 +196,15 @@ class TrainConfig:
         5, "Stop after this many epochs without validation improvement (0: never).",
         "Early stopping patience", min=0, max=100,
     )
-    augment: bool = option(True, "Train on flipped, rotated, zoomed and contrast-changed copies.",
-                           "Augmentation")
-    augment_views: int = option(2, "Augmented copies of each training photo (frozen base).",
-                                "Augmented views", min=1, max=20)
+    augment: str = option(
+        "auto", "Train on randomly flipped, rotated, zoomed and contrast-changed copies too. "
+        "Automatic: only when fine-tuning, where it pays; a frozen base computes each copy once "
+        "more, which on the benchmark photos cost 2.4 times the time for no clear gain.",
+        "Augmentation", choices=AUGMENT_CHOICES,
+        choice_labels={"auto": "automatic (when fine-tuning)", "on": "on", "off": "off"},
+    )
+    augment_views: int = option(2, "Augmented copies of each training photo, when augmenting "
+                                "a frozen base.", "Augmented views", min=1, max=20)
     fine_tune_layers: int = option(0, "Top layers of the base to unfreeze and retrain (0: off).",
                                    "Fine-tune layers", min=0, max=1000)
     fine_tune_epochs: int = option(5, "Epochs of fine-tuning.", "Fine-tune epochs", min=1,
@@ -206,6 +217,8 @@ class TrainConfig:
                        max=2**31 - 1)
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # runs saved before "auto" stored a bool
+            object.__setattr__(self, "augment", "on" if self.augment else "off")
         validate_bounds(self)
         if any((not isinstance(u, int)) or u < 1 or u > 8192 for u in self.hidden_units):
             raise ConfigError(
@@ -219,6 +232,11 @@ class TrainConfig:
                 f"most a tenth of the head's ({self.learning_rate / 10:g}) so the pretrained "
                 "weights are not destroyed."
             )
+
+    @property
+    def augments(self) -> bool:
+        """Whether training augments: "on", or "auto" with fine-tuning."""
+        return self.augment == "on" or (self.augment == "auto" and self.fine_tune_layers > 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""

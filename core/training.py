@@ -503,7 +503,7 @@ class _Trainer:
 
     def _extract_all(self, extractor: Any) -> dict[str, np.ndarray]:
         cfg = self.config
-        views_for_train = cfg.augment_views if cfg.augment else 0
+        views_for_train = cfg.augment_views if cfg.augments else 0
         jobs: list[tuple[str, list[int], pd.DataFrame]] = [
             # Every view of a training photo in one pass: each photo is decoded once.
             ("train", list(range(views_for_train + 1)), self.part("train")),
@@ -584,7 +584,7 @@ class _Trainer:
             with strategy.scope():
                 base = backbones.build_base(spec, resolved)
                 unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
-                augmenter = features.make_augmenter(cfg.seed) if cfg.augment else None
+                augmenter = features.make_augmenter(cfg.seed) if cfg.augments else None
                 model = assemble_model(base, head, spec.input_size, augmenter)
                 _compile(model, cfg.fine_tune_learning_rate)
         finally:

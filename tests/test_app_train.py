@@ -128,7 +128,7 @@ def test_every_option_comes_from_train_config_with_bounds_and_help(
                  "fine_tune_epochs", "fine_tune_learning_rate"):
         assert at.number_input(key=key + name).help, name
     assert at.selectbox(key=key + "class_weights").options == ["off", "balanced"]
-    assert at.checkbox(key=key + "augment").label == "Augmentation"
+    assert at.selectbox(key=key + "augment").label == "Augmentation"
     assert at.slider(key=key + "augment_views").max == 20
     assert at.slider(key=key + "early_stopping_patience").max == 100
     hidden = at.selectbox(key=state.TRAIN_HIDDEN_PRESET)

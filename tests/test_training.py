@@ -14,7 +14,7 @@ import pytest
 
 from core import datasets, features, training
 from core.config import SplitConfig, TrainConfig
-from core.errors import WeightsUnavailableError
+from core.errors import ConfigError, WeightsUnavailableError
 from core.runs import RunStore
 from core.training import ProgressCallback, ProgressEvent
 
@@ -137,10 +137,31 @@ def test_augmented_views_are_cached_per_view(split_df: pd.DataFrame, studio_home
     assert again_metrics["feature_cache"]["misses"] == 0
 
 
+def test_augmentation_is_automatic_only_when_fine_tuning() -> None:
+    assert TrainConfig().augment == "auto"
+    assert not TrainConfig().augments
+    assert TrainConfig(fine_tune_layers=10).augments
+    assert TrainConfig(augment="on").augments
+    assert not TrainConfig(augment="off", fine_tune_layers=10).augments
+    # Runs saved before "auto" existed stored a bool; they read back as what they did.
+    assert TrainConfig.from_dict({"augment": True}).augment == "on"
+    assert TrainConfig.from_dict({"augment": False}).augment == "off"
+    with pytest.raises(ConfigError, match="Augmentation must be one of 'auto', 'on', 'off'"):
+        TrainConfig(augment="sometimes")
+
+
+def test_default_frozen_run_computes_no_augmented_views(split_df: pd.DataFrame,
+                                                        studio_home: Path) -> None:
+    result = training.train(split_df, replace(FAST, augment="auto", epochs=1),
+                            home=studio_home)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["feature_cache"]["misses"] == len(split_df)
+
+
 def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
                                                   studio_home: Path) -> None:
     config = replace(FAST, epochs=2, fine_tune_layers=10, fine_tune_epochs=1,
-                     fine_tune_learning_rate=1e-5, augment=True, augment_views=1)
+                     fine_tune_learning_rate=1e-5, augment="auto", augment_views=1)
     events: list[ProgressEvent] = []
     result = training.train(split_df, config, home=studio_home, on_event=events.append)
     assert result.status == "completed"
@@ -150,6 +171,9 @@ def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
     assert any(e.phase == "fine-tuning" for e in events)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["fine_tuned"] is True
+    # "auto" augments when fine-tuning: the head trained on one cached view per photo too.
+    n_train = int((split_df["split"] == "train").sum())
+    assert metrics["feature_cache"]["misses"] == len(split_df) + n_train
 
 
 def test_unfreeze_top_keeps_batchnorm_frozen() -> None:

@@ -57,7 +57,9 @@ def test_every_field_gets_a_widget_with_label_help_and_bounds() -> None:
     class_weights = at.selectbox(key="t.class_weights")
     assert class_weights.options == ["off", "balanced"]
     assert class_weights.value == "off"
-    assert at.checkbox(key="t.augment").value is True
+    augment = at.selectbox(key="t.augment")
+    assert augment.options == ["automatic (when fine-tuning)", "on", "off"]
+    assert augment.value == "auto"
     assert at.text_input(key="t.backbone").value == "mobilenet_v2"
     assert at.text_input(key="t.hidden_units").value == ""
     assert at.text_input(key="t.hub_handle").value == ""
@@ -71,12 +73,12 @@ def test_changed_values_build_the_dataclass() -> None:
     at = form()
     at.number_input(key="t.epochs").set_value(3)
     at.selectbox(key="t.class_weights").set_value("balanced")
-    at.checkbox(key="t.augment").uncheck()
+    at.selectbox(key="t.augment").set_value("off")
     at.text_input(key="t.hidden_units").input("512, 256")
     at.text_input(key="t.weights").input("")
     at.run()
     built = at.session_state["built"]
-    assert (built.epochs, built.class_weights, built.augment) == (3, "balanced", False)
+    assert (built.epochs, built.class_weights, built.augment) == (3, "balanced", "off")
     assert built.hidden_units == (512, 256)
     assert built.weights is None  # an empty optional text means None
 

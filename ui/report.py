@@ -128,7 +128,7 @@ def _settings(run: Run) -> pd.DataFrame:
         ("Learning rate", config.get("learning_rate")),
         ("Hidden layers", ", ".join(map(str, config.get("hidden_units") or [])) or "none"),
         ("Fine-tuned layers", config.get("fine_tune_layers")),
-        ("Augmentation", "yes" if config.get("augment") else "no"),
+        ("Augmentation", "yes" if run.config is not None and run.config.augments else "no"),
         ("Parameters", f"{params['total']:,}" if params.get("total") else None),
         ("Training time", f"{seconds['total']:.0f} s" if seconds.get("total") else None),
     ]

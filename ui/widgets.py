@@ -100,7 +100,9 @@ def field_widget(
     if "choices" in meta:
         options = list(meta["choices"])
         index = options.index(value) if value in options else 0
-        return st.selectbox(label, options, index=index, **common)
+        texts = meta.get("choice_labels") or {}
+        return st.selectbox(label, options, index=index,
+                            format_func=lambda option: texts.get(option, str(option)), **common)
     if inner is bool:
         return st.checkbox(label, value=bool(value), **common)
     if inner is int:
