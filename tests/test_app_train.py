@@ -174,6 +174,8 @@ def test_training_from_upload_to_result_with_live_progress(
     choose_quick_settings(at, epochs=2)
     assert any("small.zip · MobileNetV2 · random weights · 2 epochs" in c
                for c in texts(at.caption))
+    # Augmented views make the job last long enough to watch its phases go by.
+    at.selectbox(key=f"{state.TRAIN_PREFIX}.augment").set_value("on").run()
     at.button(key=state.TRAIN_START).click().run()
     assert not at.exception, at.exception
     job_id = at.session_state[state.JOB_ID]
@@ -210,7 +212,7 @@ def test_training_from_upload_to_result_with_live_progress(
     assert run.state == "completed"
     assert run.dataset["name"] == "small.zip"
     assert run.config == TrainConfig(weights=None, epochs=2, batch_size=8,
-                                     early_stopping_patience=0)
+                                     early_stopping_patience=0, augment="on")
 
 
 def scripted_job(on_event, should_stop, steps: queue.Queue):  # noqa: ANN001, ANN201
