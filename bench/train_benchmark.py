@@ -181,7 +181,7 @@ def part_accuracy(data: Path, tmp: Path) -> dict:
     augmented = _train(split_df, TrainConfig(augment="on"), home)
     # "auto" augments when fine-tuning.
     fine = _train(split_df, TrainConfig(fine_tune_layers=50, fine_tune_epochs=5), home)
-    # The test split holds 450 photos: one photo is 0.2 points. Other splits show the spread.
+    # The test split holds 225 photos: one photo is 0.44 points. Other splits show the spread.
     index = datasets.ingest(data, home=home).index
     other_splits = {}
     for split_seed in (1, 2):

@@ -15,7 +15,6 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from core import backbones, device, evaluation, features, head_training, images
 from core.config import TrainConfig, studio_home
@@ -520,8 +519,10 @@ class _Trainer:
         for name, views, rows in jobs:
             offset = done_before
             last = [0]
+            note = " (training photos with their augmented views)" if len(views) > 1 else ""
 
-            def progress(done: int, _total: int, offset: int = offset, last: list = last) -> None:
+            def progress(done: int, _total: int, offset: int = offset, last: list = last,
+                         note: str = note) -> None:
                 overall = offset + done
                 if overall - last[0] < _EXTRACT_EVENT_EVERY and done != _total:
                     return
@@ -530,9 +531,7 @@ class _Trainer:
                 eta = elapsed / overall * (total - overall) if overall else None
                 self.emit(ProgressEvent(
                     phase="extracting features", step=overall, total_steps=total,
-                    eta_seconds=eta, message=f"Features of {overall}/{total} images"
-                    + (" (training photos with their augmented views)" if len(views) > 1
-                       else ""),
+                    eta_seconds=eta, message=f"Features of {overall}/{total} images{note}",
                 ))
 
             matrices, stats = features.extract_views(
