@@ -256,6 +256,15 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     app.type_into("Epochs", "2")
     app.type_into("Batch size", "8")
     app.wait_text("pets.zip · MobileNetV2 · random weights · 2 epochs")
+    # Augmentation is automatic unless chosen: open its group and read the choice shown.
+    group = app.wait("the Augmentation group", lambda: next(
+        (e for e in browser.find_elements(app.by.CSS_SELECTOR, "summary")
+         if "Augmentation" in e.text), None))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); "
+                           "arguments[0].click();", group)
+    app.wait("the automatic augmentation choice", lambda: "automatic (when fine-tuning)" in [
+        e.get_attribute("value") for e in browser.find_elements(app.by.CSS_SELECTOR, "input")])
+    app.settle()
     app.shot("03-train-settings")
     app.click("Start training")
     app.wait("the progress bar", lambda: browser.find_elements(
