@@ -24,8 +24,10 @@ import tensorflow as tf
 
 # Keras' Adam defaults, as keras.optimizers.Adam(learning_rate) uses them.
 _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
-# Batches per call of the compiled steps: cancel is checked between calls.
-STEPS_PER_CALL = 32
+# Batches per call of the compiled steps: cancel is checked between calls, so it lands within
+# a few milliseconds. Fewer per call costs more: 10 epochs of 33 batches took 0.15 s with 8,
+# 0.35 s with 1.
+STEPS_PER_CALL = 8
 
 
 def dense_layers(head: keras.Model) -> list[keras.layers.Dense]:
