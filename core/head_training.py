@@ -40,8 +40,10 @@ def _forward(params: Sequence[tf.Tensor], x: tf.Tensor, rate: tf.Tensor, seed: t
     """Logits of build_head's model while training: dropout before every Dense layer."""
     keep = 1.0 - rate
     n_dense = len(params) // 2
+    step_seed = tf.stack([seed, step])
     for i in range(n_dense):
-        noise = tf.random.stateless_uniform(tf.shape(x), seed=tf.stack([seed, step * 8 + i]))
+        layer_seed = tf.random.experimental.stateless_fold_in(step_seed, i)
+        noise = tf.random.stateless_uniform(tf.shape(x), seed=layer_seed)
         x = tf.where(noise >= rate, x / keep, tf.zeros_like(x))
         x = tf.matmul(x, params[2 * i]) + params[2 * i + 1]
         if i < n_dense - 1:
