@@ -205,7 +205,8 @@ def job_title(current: CurrentDataset, config: TrainConfig) -> str:
                else "" if config.weights in ("imagenet", None) else "own weights")
     epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}" + (
         f" + {config.fine_tune_epochs} fine-tune" if config.fine_tune_layers else "")
-    return " · ".join(p for p in (current.name, base, weights, epochs) if p)
+    augmented = "augmented" if config.augments else ""  # says what "automatic" chose
+    return " · ".join(p for p in (current.name, base, weights, epochs, augmented) if p)
 
 
 def check_weights(config: TrainConfig) -> None:
