@@ -78,7 +78,6 @@ class FeatureExtractor:
         self.input_size = spec.input_size
         self.reason = reason
         self._model = keras_model
-        self._slots: list[tuple[Any, threading.Lock, int, int]] = []
         self._use_interpreters(interpreters)
         self._choose_backend = choose_backend
         self._choose_lock = threading.Lock()
@@ -87,8 +86,9 @@ class FeatureExtractor:
 
     def _use_interpreters(self, interpreters: Sequence[Any]) -> None:
         # Each interpreter serves one thread at a time (they are not thread-safe).
-        self._slots = [(it, threading.Lock(), it.get_input_details()[0]["index"],
-                        it.get_output_details()[0]["index"]) for it in interpreters]
+        self._slots: list[tuple[Any, threading.Lock, int, int]] = [
+            (it, threading.Lock(), it.get_input_details()[0]["index"],
+             it.get_output_details()[0]["index"]) for it in interpreters]
 
     def ensure_backend(self) -> None:
         """Makes a deferred backend choice now (TFLite conversion, loading and check)."""

@@ -139,8 +139,10 @@ def fit_head(
     if class_weight:
         weights = np.asarray([class_weight[int(label)] for label in y_train], np.float32)
     weights_t = tf.constant(weights)
-    settings = {name: tf.constant(value, tf.float32) for name, value in
-                (("learning_rate", learning_rate), ("rate", dropout), ("l2", l2))}
+    # Tensors, not Python numbers: a new value would otherwise trace the function again.
+    learning_rate_t = tf.constant(learning_rate, tf.float32)
+    rate_t = tf.constant(dropout, tf.float32)
+    l2_t = tf.constant(l2, tf.float32)
     size_t, seed_t = tf.constant(int(batch_size)), tf.constant(int(seed), tf.int32)
     step = tf.constant(0)
     n_batches = math.ceil(len(y_train) / batch_size)
@@ -164,8 +166,8 @@ def fit_head(
             count = min(STEPS_PER_CALL, n_batches - first)
             params, moments, velocities, step, *sums = _train_steps(
                 params, moments, velocities, step, x, y, weights_t, order,
-                tf.constant(first), tf.constant(count), size_t, settings["learning_rate"],
-                settings["rate"], settings["l2"], seed_t,
+                tf.constant(first), tf.constant(count), size_t, learning_rate_t, rate_t, l2_t,
+                seed_t,
             )
             totals += [float(s) for s in sums]
             callback_list.on_train_batch_end(first + count - 1)

@@ -604,21 +604,16 @@ class _Trainer:
             steps_per_epoch=steps, batch_event_every=_FINE_TUNE_EVENT_EVERY_BATCHES,
             on_epoch_row=lambda row: self._add_history("fine-tune", row),
         )
-        self._fit(model, train_ds, val_ds, cfg.fine_tune_epochs,
-                  train["label_index"].to_numpy(), callback)
-        return base, model
-
-    def _fit(self, model: Any, train_ds: Any, val_ds: Any, epochs: int, y_train: np.ndarray,
-             callback: ProgressCallback) -> None:
-        """Both phases' fit: class weights, early stopping, progress, and cancel as Cancelled."""
         model.fit(
-            train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
-            shuffle=False,  # both datasets reshuffle every epoch themselves
-            class_weight=class_weight_for(y_train, len(self.labels), self.config.class_weights),
-            callbacks=[callback, *_early_stopping(self.config.early_stopping_patience)],
+            train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, verbose=0,
+            shuffle=False,  # make_tf_dataset reshuffles every epoch itself
+            class_weight=class_weight_for(train["label_index"].to_numpy(), len(self.labels),
+                                          cfg.class_weights),
+            callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
         )
         if callback.cancelled:
             raise Cancelled()
+        return base, model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
         ds = images.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)
