@@ -516,6 +516,18 @@ def extract(
     return matrices[0], stats
 
 
+def feature_cache_root(home: Path, extractor: FeatureExtractor) -> Path:
+    """<home>/cache/features/<fingerprint>-d<decoder version>: the extractor's cached features.
+
+    The decoder's version is in the name because the same photo decoded another way gives
+    other pixels, so features cached before a decoding change must not be reused.
+    """
+    from core import images  # lazy, as in extract_views
+
+    return (Path(home) / "cache" / "features"
+            / f"{extractor.fingerprint}-d{images.DECODER_VERSION}")
+
+
 def extract_views(
     extractor: FeatureExtractor,
     paths: Sequence[str | Path],
@@ -529,7 +541,7 @@ def extract_views(
 ) -> tuple[np.ndarray, ExtractStats]:
     """Features of every image in every view, from the cache or by running the base.
 
-    Cache: <home>/cache/features/<fingerprint>/<view>/<sha[:2]>/<sha>.npy, one float32 vector
+    Cache: feature_cache_root(home, extractor)/<view>/<sha[:2]>/<sha>.npy, one float32 vector
     per image and view, written atomically. Each image is decoded once for all its missing
     views. Decoding (core.images.load_resized) and augmentation run in a thread pool a bounded
     window ahead of inference, so memory holds the output plus a few batches of images,
@@ -576,7 +588,7 @@ def extract_views(
         raise ConfigError(f"batch_size must be at least 1; got {batch_size}.")
     should_stop = should_stop or (lambda: False)
     total, dim = len(paths) * len(views), extractor.feature_dim
-    root = Path(home) / "cache" / "features" / extractor.fingerprint
+    root = feature_cache_root(home, extractor)
     folders = [root / str(v) for v in views]
     out = np.empty((len(views), len(paths), dim), np.float32)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from core.config import IngestConfig
 from core.errors import ConfigError, ImageError
@@ -38,7 +39,12 @@ _SUPPORTED_TEXT = "JPEG, PNG, BMP, GIF, WebP or TIFF"
 _DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _HIGH_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Modes whose pixels an RGB colour profile describes (a palette holds RGB colours).
+_RGB_FAMILY_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 _WHITE = (255, 255, 255)
+# Bumped whenever decoding changes the pixels a photo gives, so features cached from the old
+# pixels are not reused (core.features names its cache folders with it). 2: colour profiles.
+DECODER_VERSION = 2
 
 # Leading bytes of formats people upload by mistake, with what to tell them.
 _KNOWN_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
@@ -234,17 +240,64 @@ def _high_bit_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB; transparency is composited on white."""
+_SRGB_PROFILE = ImageCms.createProfile("sRGB")
+
+
+@functools.lru_cache(maxsize=8)
+def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """A transform from an embedded profile to sRGB, or None when none is needed or possible.
+
+    Phones tag photos Display P3, cameras Adobe RGB, print JPEGs a CMYK profile: without the
+    conversion their colours come out dull or shifted. Kept for a few profiles, since a
+    dataset's photos mostly share one and building a transform costs milliseconds.
+    """
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = profile.profile.xcolor_space.strip()
+        if (mode, space) not in (("RGB", "RGB"), ("CMYK", "CMYK")):
+            return None  # a profile that does not describe these pixels is ignored
+        if space == "RGB" and "srgb" in profile.profile.profile_description.lower():
+            return None  # already sRGB: spare the transform
+        return ImageCms.buildTransform(profile, _SRGB_PROFILE, mode, "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log.debug("Colour profile ignored: %s", exc)
+        return None
+
+
+def _icc_of(img: Image.Image) -> bytes | None:
+    icc = img.info.get("icc_profile")
+    return bytes(icc) if icc else None
+
+
+def _to_srgb(pixels: Image.Image, icc: bytes | None) -> Image.Image:
+    """RGB (or CMYK) pixels described by `icc` as sRGB RGB; unchanged without a usable profile."""
+    transform = _srgb_transform(icc, pixels.mode) if icc else None
+    if transform is None:
+        return pixels if pixels.mode == "RGB" else pixels.convert("RGB")
+    return ImageCms.applyTransform(pixels, transform)
+
+
+def _to_rgb(img: Image.Image, icc: bytes | None = None) -> Image.Image:
+    """Any Pillow mode -> sRGB RGB; transparency is composited on white.
+
+    An embedded colour profile of the image's own kind (RGB, or CMYK) is converted to sRGB,
+    the space ImageNet photos, and so the pretrained bases, are in.
+    """
     mode = img.mode
+    if mode not in _RGB_FAMILY_MODES and mode != "CMYK":
+        icc = None  # a grey image's profile (or a mismatched one) changes no colour here
     if mode in _HIGH_BIT_MODES:
         return _high_bit_to_l(img).convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, _WHITE)
         background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img.convert("RGB")
+        return _to_srgb(background, icc)
+    if mode == "CMYK":
+        if icc and _srgb_transform(icc, "CMYK") is not None:
+            return _to_srgb(img, icc)  # straight from ink to screen, not via a naive RGB
+        return img.convert("RGB")
+    return _to_srgb(img.convert("RGB"), icc)
 
 
 def _check_limits(max_pixels: int | None, min_side: int) -> None:
@@ -255,23 +308,27 @@ def _check_limits(max_pixels: int | None, min_side: int) -> None:
 
 
 def _decode_rgb(
-    source: ImageSource, max_pixels: int | None, min_side: int
+    source: ImageSource, max_pixels: int | None, min_side: int, *, colour_profile: bool = True,
 ) -> tuple[Image.Image, str]:
-    """open_rgb's work, also returning the format found in the content."""
+    """open_rgb's work, also returning the format found in the content.
+
+    colour_profile=False skips the conversion to sRGB, for callers that need only the size.
+    """
     _check_limits(max_pixels, min_side)
     with _opened(source) as (img, owned):
         fmt = img.format or "UNKNOWN"
         _check_size(img, max_pixels, min_side)
         _decode(img)
+        icc = _icc_of(img) if colour_profile else None
         # _to_rgb always returns a new image, so the result never shares the file's.
-        return _to_rgb(_upright(img, owned)), fmt
+        return _to_rgb(_upright(img, owned), icc), fmt
 
 
 def open_rgb(
     source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
 ) -> Image.Image:
-    """Decodes an image the one way the whole studio does: upright, RGB, alpha on white.
+    """Decodes an image the one way the whole studio does: upright, sRGB, alpha on white.
 
     The format is judged by content, not by the file name. Sizes are checked from the header
     before any pixel is decoded, so decompression bombs cost nothing.
@@ -323,7 +380,13 @@ def load_resized(
             # sides >= size whatever the orientation, so the squash below is unaffected.
             img.draft("RGB", (size, size))
         _decode(img)
-        rgb = _to_rgb(_upright(img, owned))
+        icc = _icc_of(img)
+        upright = _upright(img, owned)
+        if upright.mode == "RGB" and icc:
+            # A colour transform works pixel by pixel: on the resized image it costs far less.
+            resized = upright.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(_to_srgb(resized, icc), dtype=np.uint8)
+        rgb = _to_rgb(upright, icc)
         resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.uint8)
 
@@ -354,7 +417,8 @@ def probe_file(
         return ProbeResult(path, digest, None, "empty file (0 bytes); re-export or remove it",
                            False)
     try:
-        rgb, fmt = _decode_rgb(data, max_pixels, min_side)
+        # Checking needs the upright size, not the colours.
+        rgb, fmt = _decode_rgb(data, max_pixels, min_side, colour_profile=False)
     except _NotAnImage as exc:
         return ProbeResult(path, digest, None, str(exc), False)
     except ImageError as exc:

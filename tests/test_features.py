@@ -176,7 +176,7 @@ def test_features_are_cached_and_reused_without_inference(
     # Same numbers as running the decoded images directly, in the order given.
     np.testing.assert_allclose(first, tflite.extract_batch(_decoded(paths)), rtol=0, atol=1e-6)
     for sha in shas:
-        assert (home / "cache" / "features" / tflite.fingerprint / "0" / sha[:2]
+        assert (features.feature_cache_root(home, tflite) / "0" / sha[:2]
                 / f"{sha}.npy").is_file()
     assert not list(home.rglob("*.tmp"))
 
@@ -209,7 +209,7 @@ def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> Non
     paths, shas = photos
     home = tmp_path / "home"
     want, _ = features.extract(tflite, paths, shas, home=home)
-    victim = home / "cache" / "features" / tflite.fingerprint / "0" / shas[0][:2] / f"{shas[0]}.npy"
+    victim = features.feature_cache_root(home, tflite) / "0" / shas[0][:2] / f"{shas[0]}.npy"
     victim.write_bytes(b"garbage")
     got, stats = features.extract(tflite, paths, shas, home=home)
     assert (stats.hits, stats.misses) == (len(paths) - 1, 1)
@@ -225,7 +225,7 @@ def test_views_are_cached_apart_and_deterministic(tflite, photos, tmp_path: Path
     two, _ = features.extract(tflite, paths, shas, home=home, view=2)
     assert s1.misses == len(paths)  # view 0's cache does not answer for view 1
     assert not np.allclose(one, plain) and not np.allclose(one, two)
-    folder = home / "cache" / "features" / tflite.fingerprint
+    folder = features.feature_cache_root(home, tflite)
     assert sorted(p.name for p in folder.iterdir()) == ["0", "1", "2"]
     # Another home, another batch size and order: the same view gives the same features.
     again, _ = features.extract(tflite, paths[::-1], shas[::-1], home=tmp_path / "other",

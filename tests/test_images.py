@@ -360,3 +360,85 @@ def test_importing_core_images_does_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- colour profiles
+
+# sRGB's primaries adapted to D50, as an ICC matrix/TRC profile stores them.
+_SRGB_RED, _SRGB_GREEN, _SRGB_BLUE = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), \
+    (0.1431, 0.0606, 0.7141)
+
+
+def rgb_profile(red, green, blue, description: str = "test primaries") -> bytes:
+    """A minimal ICC v2 RGB display profile: these primaries, gamma 2.2, D50 white."""
+
+    def fixed(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(values) -> bytes:
+        return b"XYZ " + b"\0" * 4 + b"".join(fixed(v) for v in values)
+
+    text = description.encode("ascii") + b"\0"
+    desc = (b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text
+            + b"\0" * 8 + b"\0" * 3 + b"\0" * 67)
+    curve = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, 0x0233) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(red)),
+            (b"gXYZ", xyz(green)), (b"bXYZ", xyz(blue)), (b"rTRC", curve), (b"gTRC", curve),
+            (b"bTRC", curve), (b"cprt", b"text" + b"\0" * 4 + b"none\0\0\0\0")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntr"
+              + b"RGB " + b"XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 24
+              + struct.pack(">I", 0) + fixed(0.9642) + fixed(1.0) + fixed(0.8249)
+              + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+# Red and green swapped: a pixel stored as pure red means sRGB's pure green.
+SWAPPED = rgb_profile(_SRGB_GREEN, _SRGB_RED, _SRGB_BLUE)
+GREEN = (0, 255, 0)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_embedded_colour_profile_is_converted_to_srgb(fmt):
+    data = encode(Image.new("RGB", (40, 30), RED), fmt, icc_profile=SWAPPED)
+    assert Image.open(io.BytesIO(data)).info.get("icc_profile")
+    assert close(images.open_rgb(data).getpixel((5, 5)), GREEN, tol=12)
+    assert close(images.load_resized(data, 16)[4, 4], GREEN, tol=12)
+
+
+def test_colour_profile_survives_exif_rotation_and_alpha():
+    img = Image.new("RGBA", (40, 20), RED + (255,))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to be upright
+    data = encode(img, "PNG", icc_profile=SWAPPED, exif=exif)
+    out = images.open_rgb(data)
+    assert out.size == (20, 40)
+    assert close(out.getpixel((5, 5)), GREEN, tol=12)
+
+
+def test_srgb_profile_and_unusable_profiles_leave_pixels_alone():
+    srgb = rgb_profile(_SRGB_RED, _SRGB_GREEN, _SRGB_BLUE, "sRGB IEC61966-2.1")
+    colour = (200, 120, 40)
+    for icc in (srgb, b"not a colour profile", SWAPPED[:60]):
+        data = encode(Image.new("RGB", (30, 30), colour), "PNG", icc_profile=icc)
+        assert close(images.open_rgb(data).getpixel((3, 3)), colour, tol=0), icc[:20]
+        assert close(images.load_resized(data, 8)[2, 2], colour, tol=0), icc[:20]
+
+
+def test_rgb_profile_on_a_grey_or_cmyk_image_is_ignored():
+    grey = encode(Image.new("L", (30, 30), 90), "PNG", icc_profile=SWAPPED)
+    assert close(images.open_rgb(grey).getpixel((3, 3)), (90, 90, 90), tol=0)
+    cmyk = encode(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG", icc_profile=SWAPPED)
+    assert close(images.open_rgb(cmyk).getpixel((5, 5)), RED)
+
+
+def test_pixels_that_a_decoder_change_alters_are_not_taken_from_old_caches():
+    """The feature cache's folder names the decoder version (core.features reads it)."""
+    assert images.DECODER_VERSION >= 2
