@@ -14,8 +14,10 @@ import math
 import multiprocessing
 import os
 import shutil
+import socket
 import stat
 import tempfile
+import time
 import unicodedata
 import uuid
 import zipfile
@@ -331,6 +333,44 @@ def _open_zip_source(source: Any) -> tuple[IO[bytes], str, str]:
     )
 
 
+# A half-extracted upload whose owner cannot be asked is abandoned after this long.
+_ABANDONED_AFTER_SECONDS = 24 * 3600
+
+
+def _host_tag() -> str:
+    return "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+
+
+def _partial_prefix(digest: str) -> str:
+    """Names the extracting process, so another can tell when it died mid-extraction."""
+    return f".partial-{digest[:16]}-{_host_tag()}-{os.getpid()}-"
+
+
+def _extraction_abandoned(folder: Path) -> bool:
+    """Whether a .partial-* folder's extracting process is gone (killed, crashed)."""
+    parts = folder.name.split("-")  # .partial, digest, host, pid, random
+    if len(parts) >= 5 and parts[2] == _host_tag() and parts[3].isdigit():
+        try:
+            os.kill(int(parts[3]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # alive, though not ours to signal
+        return False
+    try:  # another machine sharing the home, or an older name: judged by age
+        return time.time() - folder.stat().st_mtime > _ABANDONED_AFTER_SECONDS
+    except OSError:
+        return False
+
+
+def _remove_abandoned_extractions(uploads: Path) -> None:
+    """Deletes half-extracted uploads left by processes that died while extracting."""
+    for folder in uploads.glob(".partial-*"):
+        if folder.is_dir() and _extraction_abandoned(folder):
+            log.info("Removing abandoned extraction %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _unpack_upload(
     source: Any, home: Path, config: IngestConfig, on_progress: ProgressFn | None
 ) -> tuple[Path, list[dict[str, str]]]:
@@ -366,7 +406,8 @@ def _unpack_upload(
             _check_zip_limits(zf, config, uploads)
             # Extract into a private folder, mark it complete, then publish it with one
             # atomic rename, so a half-written folder is never taken for a finished one.
-            tmp = Path(tempfile.mkdtemp(prefix=f".partial-{digest[:16]}-", dir=uploads))
+            _remove_abandoned_extractions(uploads)
+            tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(digest), dir=uploads))
             try:
                 skipped = _extract_zip(zf, tmp, on_progress)
                 _write_json_atomic(tmp / UPLOAD_MARKER, {

@@ -210,6 +210,33 @@ def test_incomplete_extraction_is_redone(small_dataset, tmp_path, studio_home):
     assert not (stale / "cats" / "half_written.png").exists() and ds.report.rejected == []
 
 
+def test_extraction_left_by_a_killed_process_is_removed(small_dataset, tmp_path, studio_home):
+    """A process killed mid-extraction leaves a .partial-* folder; the next upload clears it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    uploads = studio_home / "uploads"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    digest = "0" * 16
+    host = datasets._host_tag()
+    killed = uploads / f".partial-{digest}-{host}-{dead_pid}-abc123"
+    running = uploads / f".partial-{digest}-{host}-{os.getpid()}-def456"  # a live extraction
+    elsewhere_old = uploads / f".partial-{digest}-otherhost-1-ghi789"
+    elsewhere_new = uploads / f".partial-{digest}-otherhost-2-jkl012"
+    for folder in (killed, running, elsewhere_old, elsewhere_new):
+        write_files(folder, {"cats/a.png": b"\x89PNG"})
+    day_ago = time.time() - 25 * 3600
+    os.utime(elsewhere_old, (day_ago, day_ago))
+
+    ingest(zip_folder(small_dataset, tmp_path / "s.zip").read_bytes())
+    left = {p.name for p in uploads.iterdir() if p.name.startswith(".partial-")}
+    assert left == {running.name, elsewhere_new.name}
+
+
 @pytest.mark.parametrize("with_macosx", [False, True])
 def test_single_wrapping_folder_is_unwrapped(tmp_path, studio_home, with_macosx):
     files = two_classes(3, prefix="flowers/")
