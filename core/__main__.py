@@ -1,4 +1,4 @@
-"""Command line: python -m core inspect|train|evaluate|predict|runs."""
+"""Command line: python -m core inspect|train|evaluate|predict|runs|export."""
 
 from __future__ import annotations
 
@@ -284,6 +284,29 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("export", parents=[common],
+                       help="write a run's report (HTML), per-class table (CSV) and model (zip)")
+    p.add_argument("run", help="run id or run folder")
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help="folder to write the files to (default: the current folder)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Writes the files to share with people who don't write code, as the Evaluate page does."""
+    from core import report
+
+    store = RunStore(studio_home(args.home))
+    written = report.export(store.load(args.run), args.out)
+    if args.json:
+        print(json.dumps({kind: str(path) for kind, path in written.items()}))
+    else:
+        for path in written.values():
+            print(path)
+    return 0
+
 
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
     _add_inspect,
@@ -291,6 +314,7 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
     _add_evaluate,
     _add_predict,
     _add_runs,
+    _add_export,
 )
 
 

@@ -14,9 +14,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import all_text, chart_titled, page, texts, train_small_run, values
+from core import report
 from core.runs import RunStore
 from core.training import TrainResult
-from ui import evaluate, report, state
+from ui import evaluate, state
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import charts
+from core import charts, report
 from core.errors import AppError
-from ui import report, resources, state
+from ui import resources, state
 
 if TYPE_CHECKING:
     from core.evaluation import EvalResult

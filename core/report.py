@@ -1,6 +1,7 @@
 """Downloadable files of a run for people who don't write code: an HTML report, a model zip.
 
-Plain Python (no Streamlit), so the command line could offer the same files later.
+Plain Python (no Streamlit): the Evaluate page offers them as downloads, `python -m core export`
+writes them to a folder.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import html
 import io
 import json
 import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from core import runs
+from core.errors import AppError
 
 if TYPE_CHECKING:
     from core.evaluation import EvalResult
@@ -171,3 +174,38 @@ def report_html(run: Run, result: EvalResult) -> str:
 Versions: {html.escape(json.dumps({k: v for k, v in (run.versions or {}).items() if k != "device"}))}</p>
 </body></html>
 """
+
+
+def export(run: Run, folder: str | Path) -> dict[str, Path]:
+    """Writes the run's shareable files into a folder, each atomically.
+
+    Files: <run id>-report.html, <run id>-per-class.csv and, when the run has a model,
+    <run id>-model.zip (the Evaluate page's downloads, under the same names).
+
+    Returns:
+        {"report", "per_class", "model"} -> the file written ("model" only with a model).
+
+    Raises:
+        AppError: when the run has no test evaluation to report (not completed), or the
+            folder cannot be written.
+    """
+    result = run.evaluation
+    if result is None:
+        raise AppError(
+            f"Run {run.run_id} has no test results to report (status: {run.status}). "
+            "Export a completed run; `python -m core runs` lists them."
+        )
+    out = Path(folder).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"report": out / f"{run.run_id}-report.html",
+                   "per_class": out / f"{run.run_id}-per-class.csv"}
+        runs.write_text_atomic(written["report"], report_html(run, result))
+        runs.write_bytes_atomic(written["per_class"], per_class_csv(result))
+        if run.model_path is not None:
+            written["model"] = out / f"{run.run_id}-model.zip"
+            runs.write_bytes_atomic(written["model"], model_zip(run))
+    except OSError as exc:
+        raise AppError(f"Cannot write the exported files to {out}: {exc.strerror or exc}. "
+                       "Choose a folder you can write to with --out.") from exc
+    return written
