@@ -131,6 +131,10 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
     p.add_argument("--fine-tune-learning-rate", type=float,
                    default=TrainConfig.fine_tune_learning_rate)
+    p.add_argument("--fine-tune-averaging", action=argparse.BooleanOptionalAction,
+                   default=TrainConfig.fine_tune_averaging,
+                   help="end fine-tuning with the mean of its epochs' weights from the second "
+                        "on (default), or --no-fine-tune-averaging: the best epoch's")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                    default=(0.7, 0.15, 0.15), help="split shares (default 0.7 0.15 0.15)")
@@ -152,7 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment="auto" if args.augment is None else args.augment,
         augment_views=args.augment_views, fine_tune_layers=args.fine_tune_layers,
         fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_learning_rate, seed=args.seed,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        fine_tune_averaging=args.fine_tune_averaging, seed=args.seed,
     )
     split_config = SplitConfig(*args.split, seed=args.seed)
     home = studio_home(args.home)

@@ -167,6 +167,8 @@ class TrainConfig:
         fine_tune_layers: Top layers of the base to unfreeze after the head converges; 0 = off.
         fine_tune_epochs: Epochs of fine-tuning.
         fine_tune_learning_rate: Learning rate of fine-tuning, 10 to 100 times below the head's.
+        fine_tune_averaging: Whether fine-tuning ends with the mean of its epoch-end weights
+            from the second epoch on (stochastic weight averaging) rather than the best epoch's.
         seed: Seed for weights initialisation, shuffling and augmentation.
     """
 
@@ -213,6 +215,12 @@ class TrainConfig:
         1e-4, "Learning rate while fine-tuning: 10 to 100 times below the head's.",
         "Fine-tune learning rate", min=1e-8, max=0.1,
     )
+    fine_tune_averaging: bool = option(
+        True, "Keep the average of the weights at the end of each fine-tuning epoch after the "
+        "first (stochastic weight averaging) instead of one epoch's: steadier and usually more "
+        "accurate, since a single epoch's weights depend much on chance.",
+        "Average the fine-tuning epochs",
+    )
     seed: int = option(0, "Seed: the same seed and data train the same model.", "Seed", min=0,
                        max=2**31 - 1)
 
@@ -249,6 +257,7 @@ class TrainConfig:
         """Inverse of to_dict; unknown keys are ignored so old runs stay readable."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs.setdefault("fine_tune_averaging", False)  # runs from before it did not average
         if "hidden_units" in kwargs:
             kwargs["hidden_units"] = tuple(int(u) for u in kwargs["hidden_units"])
         return cls(**kwargs)

@@ -123,6 +123,7 @@ def _settings(run: Run) -> pd.DataFrame:
     config = run.config.to_dict() if run.config is not None else {}
     params = run.metrics.get("params") or {}
     seconds = run.metrics.get("seconds") or {}
+    averaged = run.metrics.get("fine_tune_averaged_epochs") or 0
     rows: list[tuple[str, Any]] = [
         ("Pretrained base", run.backbone),
         ("Weights", config.get("weights") or ("TF Hub" if config.get("hub_handle") else "random")),
@@ -131,6 +132,7 @@ def _settings(run: Run) -> pd.DataFrame:
         ("Learning rate", config.get("learning_rate")),
         ("Hidden layers", ", ".join(map(str, config.get("hidden_units") or [])) or "none"),
         ("Fine-tuned layers", config.get("fine_tune_layers")),
+        ("Fine-tuned weights", f"average of {averaged} epochs" if averaged > 1 else None),
         ("Augmentation", "yes" if run.config is not None and run.config.augments else "no"),
         ("Parameters", f"{params['total']:,}" if params.get("total") else None),
         ("Training time", f"{seconds['total']:.0f} s" if seconds.get("total") else None),

@@ -301,12 +301,49 @@ def _compile(model: Any, learning_rate: float) -> None:
     )
 
 
-def _early_stopping(patience: int) -> list[Any]:
+def _early_stopping(patience: int, *, restore_best: bool = True) -> list[Any]:
     if patience <= 0:
         return []
     return [keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0,
+        monitor="val_loss", patience=patience, restore_best_weights=restore_best, verbose=0,
     )]
+
+
+class WeightAveraging(keras.callbacks.Callback):
+    """Stochastic weight averaging: training ends with the mean of the epoch-end weights.
+
+    Averages the trainable weights at the end of every epoch from `first_epoch` (0-based) on
+    and writes the mean into the model when training ends. With BatchNorm frozen there are no
+    batch statistics to recompute, so the averaged model is ready as it is. Fine-tuning on a
+    thousand photos lands on weights that differ by a few points of test accuracy from seed to
+    seed; their average is steadier and usually better than any one of them.
+    """
+
+    def __init__(self, first_epoch: int = 1) -> None:
+        super().__init__()
+        self.first_epoch = first_epoch
+        self.averaged = 0
+        self._mean: list[np.ndarray] | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.averaged, self._mean = 0, None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch < self.first_epoch:
+            return
+        current = [np.array(w, dtype=np.float32) for w in self.model.trainable_weights]
+        self.averaged += 1
+        if self._mean is None:
+            self._mean = current
+        else:
+            for mean, value in zip(self._mean, current):
+                mean += (value - mean) / self.averaged
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._mean is None:
+            return  # too few epochs to average: the last weights stay
+        for weight, mean in zip(self.model.trainable_weights, self._mean):
+            weight.assign(mean.astype(weight.dtype))
 
 
 def _inner_base(base: Any) -> Any:
@@ -370,6 +407,7 @@ class _Trainer:
         self.writer: RunWriter | None = None
         self.cache_stats: dict[str, int] = {"hits": 0, "misses": 0}
         self.extract_batch = self.fine_tune_batch = config.batch_size
+        self.weight_averaging: WeightAveraging | None = None
         self._history_written = 0.0
 
     def emit(self, event: ProgressEvent) -> None:
@@ -457,9 +495,8 @@ class _Trainer:
         result = evaluation.evaluate_probabilities(
             test_probs, test["label_index"].to_numpy(), self.labels, test["path"].tolist()
         )
-        threshold = evaluation.choose_unsure_threshold(
-            val_probs, self.part("val")["label_index"].to_numpy()
-        )
+        y_val = self.part("val")["label_index"].to_numpy()
+        threshold = evaluation.choose_unsure_threshold(val_probs, y_val)
         self.check_stop()
 
         # Stage 4: one exported model, raw RGB in, probabilities out.
@@ -487,6 +524,11 @@ class _Trainer:
             "depth": spec.depth,
             "input_size": spec.input_size,
             "fine_tuned": fine_tuned,
+            # Epochs whose weights the fine-tuned model averages (0: one epoch's weights).
+            "fine_tune_averaged_epochs": (self.weight_averaging.averaged
+                                          if self.weight_averaging else 0),
+            # The saved model's own: with averaging, no single epoch's history row shows it.
+            "final_val_accuracy": float((val_probs.argmax(axis=1) == y_val).mean()),
             "device": info.to_dict(),
         }
         self.writer.write_metrics(metrics)
@@ -609,11 +651,21 @@ class _Trainer:
             shuffle=False,  # make_tf_dataset reshuffles every epoch itself
             class_weight=class_weight_for(train["label_index"].to_numpy(), len(self.labels),
                                           cfg.class_weights),
-            callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
+            callbacks=[callback, *self._fine_tune_ending()],
         )
         if callback.cancelled:
             raise Cancelled()
         return base, model
+
+    def _fine_tune_ending(self) -> list[Any]:
+        """Early stopping, and either the averaged weights or the best epoch's at the end."""
+        cfg = self.config
+        if not cfg.fine_tune_averaging:
+            return _early_stopping(cfg.early_stopping_patience)
+        # The average replaces restoring one epoch; stopping early still ends the phase.
+        self.weight_averaging = WeightAveraging(first_epoch=1)
+        return [*_early_stopping(cfg.early_stopping_patience, restore_best=False),
+                self.weight_averaging]
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
         ds = images.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)

@@ -171,9 +171,55 @@ def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
     assert any(e.phase == "fine-tuning" for e in events)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["fine_tuned"] is True
+    assert metrics["fine_tune_averaged_epochs"] == 0  # one epoch: nothing to average
+    assert 0.0 <= metrics["final_val_accuracy"] <= 1.0
     # "auto" augments when fine-tuning: the head trained on one cached view per photo too.
     n_train = int((split_df["split"] == "train").sum())
     assert metrics["feature_cache"]["misses"] == len(split_df) + n_train
+
+
+def test_fine_tuning_ends_with_the_average_of_its_epochs(split_df: pd.DataFrame,
+                                                          studio_home: Path) -> None:
+    config = replace(FAST, epochs=1, fine_tune_layers=5, fine_tune_epochs=3,
+                     fine_tune_learning_rate=1e-5, augment="off")
+    result = training.train(split_df, config, home=studio_home)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["fine_tune_averaged_epochs"] == 2  # epochs 2 and 3
+    assert json.loads((result.run_dir / "config.json").read_text())["fine_tune_averaging"]
+
+
+def test_weight_averaging_hooks_called_directly() -> None:
+    inputs = keras.Input((3,))
+    frozen = keras.layers.Dense(2, name="frozen", trainable=False)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="tuned")(frozen(inputs)))
+    frozen_before = [np.array(w) for w in frozen.weights]
+    tuned = model.get_layer("tuned")
+    averaging = training.WeightAveraging(first_epoch=1)
+    averaging.set_model(model)
+    averaging.on_train_begin()
+    for epoch, value in enumerate([5.0, 1.0, 2.0, 6.0]):
+        tuned.kernel.assign(np.full((2, 1), value, np.float32))
+        averaging.on_epoch_end(epoch, {})
+    averaging.on_train_end()
+    np.testing.assert_allclose(np.array(tuned.kernel), np.full((2, 1), 3.0))  # mean of 1, 2, 6
+    assert averaging.averaged == 3
+    for before, after in zip(frozen_before, frozen.weights):
+        np.testing.assert_array_equal(before, np.array(after))
+
+    single = training.WeightAveraging(first_epoch=1)
+    single.set_model(model)
+    single.on_train_begin()
+    tuned.kernel.assign(np.full((2, 1), 7.0, np.float32))
+    single.on_epoch_end(0, {})
+    single.on_train_end()
+    np.testing.assert_allclose(np.array(tuned.kernel), 7.0)  # one epoch: left as trained
+
+
+def test_runs_saved_before_weight_averaging_read_back_without_it() -> None:
+    old = TrainConfig().to_dict()
+    del old["fine_tune_averaging"]
+    assert TrainConfig.from_dict(old).fine_tune_averaging is False
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).fine_tune_averaging is True
 
 
 def test_unfreeze_top_keeps_batchnorm_frozen() -> None:

@@ -222,6 +222,15 @@ def gallery_section(result: EvalResult) -> None:
 # ----------------------------------------------------------------------------- model
 
 
+def _fine_tuned_text(metrics: dict[str, Any]) -> str:
+    if not metrics.get("fine_tuned"):
+        return "no"
+    averaged = metrics.get("fine_tune_averaged_epochs") or 0
+    if averaged > 1:
+        return f"yes, the average of the weights of {averaged} epochs"
+    return "yes"
+
+
 def model_section(run: Run) -> None:
     """Parameters (total, trainable, non-trainable), base facts and training time."""
     params = run.metrics.get("params") or {}
@@ -242,7 +251,7 @@ def model_section(run: Run) -> None:
         "Base": run.backbone, "Input size": f"{run.input_size} px" if run.input_size else None,
         "Base depth (layers)": run.metrics.get("depth"),
         "Hidden layers": (", ".join(map(str, config.hidden_units)) or "none") if config else None,
-        "Fine-tuned": "yes" if run.metrics.get("fine_tuned") else "no",
+        "Fine-tuned": _fine_tuned_text(run.metrics),
         "Epochs": run.metrics.get("epochs_run"),
         "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,
         "Feature extraction": _BACKEND_NAMES.get(run.metrics.get("feature_backend"),

@@ -37,7 +37,7 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Head: hidden layers and regularisation", ("dropout", "l2")),
     ("Augmentation", ("augment", "augment_views")),
     ("Fine-tuning (optional, slower: retrains the top of the base)",
-     ("fine_tune_layers", "fine_tune_epochs", "fine_tune_learning_rate")),
+     ("fine_tune_layers", "fine_tune_epochs", "fine_tune_learning_rate", "fine_tune_averaging")),
 )
 PHASE_TEXT = {
     "preparing": "Preparing", "extracting features": "Extracting features",
