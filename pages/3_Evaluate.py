@@ -48,6 +48,7 @@ st.plotly_chart(charts.learning_curves(run.history, run.fine_tune_start_epoch), 
 st.caption("Loss should fall and accuracy rise. When validation accuracy stalls while training "
            "accuracy keeps rising, the head starts to memorise: more photos, augmentation or "
            "dropout help. A shaded part is the fine-tuning phase.")
+evaluate.averaging_note(run)
 
 st.header("Model")
 evaluate.model_section(run)

@@ -169,3 +169,31 @@ def test_missing_photos_and_missing_results_are_explained(
     at.run()
     assert not at.exception, at.exception
     assert any("has no test results" in e for e in texts(at.error))
+
+
+def test_a_fine_tuned_run_says_its_model_averages_epochs(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    run_dir = home / "runs" / trained.run_id
+    shutil.copytree(trained.run_dir, run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.update(fine_tuned=True, fine_tune_averaged_epochs=4, final_val_accuracy=0.9125)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
+
+    at = evaluate_page()
+    assert not at.exception, at.exception
+    assert any("average of the weights at the end of the last 4 fine-tuning epochs" in c
+               and "91.2% on the validation photos" in c for c in texts(at.caption))
+    facts = next(dict(zip(d.value[""], d.value["Value"])) for d in at.dataframe
+                 if "" in d.value.columns)
+    assert facts["Fine-tuned"] == "yes, the average of the weights of 4 epochs"
+    run = RunStore(home).load(trained.run_id)
+    assert "average of 4 epochs" in report.report_html(run, run.evaluation)
+
+
+def test_a_frozen_run_has_no_averaging_note(home: Path) -> None:
+    at = evaluate_page()
+    assert not any("fine-tuning epochs" in c for c in texts(at.caption))

@@ -222,6 +222,18 @@ def gallery_section(result: EvalResult) -> None:
 # ----------------------------------------------------------------------------- model
 
 
+def averaging_note(run: Run) -> None:
+    """Says that a fine-tuned model averages epochs, so no point of the curves is the model."""
+    averaged = run.metrics.get("fine_tune_averaged_epochs") or 0
+    if averaged < 2:
+        return
+    final = run.metrics.get("final_val_accuracy")
+    measured = f": {final:.1%} on the validation photos" if final is not None else ""
+    st.caption(f"The saved model is the average of the weights at the end of the last "
+               f"{averaged} fine-tuning epochs, which is steadier than any one of them, so no "
+               f"single point above is the model itself{measured}.")
+
+
 def _fine_tuned_text(metrics: dict[str, Any]) -> str:
     if not metrics.get("fine_tuned"):
         return "no"
