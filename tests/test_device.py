@@ -148,9 +148,24 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     with strategy.scope():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
         model.compile("adam", "sparse_categorical_crossentropy")
+    from core.training import WeightAveraging
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen.append([np.array(w) for w in self.model.trainable_weights])
+
+    record = Record()
     rng = np.random.default_rng(1)
     history = model.fit(rng.normal(size=(32, 4)), rng.integers(0, 3, 32), batch_size=8,
-                        epochs=1, verbose=0)
+                        epochs=3, verbose=0, callbacks=[record, WeightAveraging(first_epoch=1)])
+    # Fine-tuning's weight averaging writes the mean into the mirrored variables.
+    expected = [np.mean([epoch[i] for epoch in record.seen[1:]], axis=0)
+                for i in range(len(record.seen[0]))]
+    averaging_diff = max(float(np.abs(np.array(w) - e).max())
+                         for w, e in zip(model.trainable_weights, expected))
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "devices": list(strategy.extended.worker_devices),
@@ -158,6 +173,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         "max_diff": float(np.abs(a - b).max()),
         "scale": float(np.abs(b).max()),
         "loss": float(history.history["loss"][-1]),
+        "averaging_diff": averaging_diff,
+        "last_epoch_diff": max(float(np.abs(a - e).max())
+                               for a, e in zip(record.seen[-1], expected)),
     }))
 """)
 
@@ -177,3 +195,4 @@ def test_mirrored_strategy_on_cpu_split_into_two_devices(tmp_path: Path) -> None
     assert result["scale"] > 1e-3
     assert result["max_diff"] <= 1e-4 * result["scale"]
     assert result["loss"] == result["loss"]  # finite, not NaN
+    assert result["averaging_diff"] <= 1e-6 < result["last_epoch_diff"]
