@@ -148,7 +148,7 @@ def test_every_option_comes_from_train_config_with_bounds_and_help(
     assert not at.button(key=state.TRAIN_START).disabled
     assert any("64, 32" in str(v) for v in [at.text_input(key=key + "hidden_units").value])
     # Automatic augmentation turns on with fine-tuning, and the summary says so.
-    assert any("+ 5 fine-tune · augmented" in c for c in texts(at.caption))
+    assert any("+ 8 fine-tune · augmented" in c for c in texts(at.caption))
 
     at.selectbox(key=state.TRAIN_BASE).set_value(backbones.HUB_BACKBONE).run()
     assert not at.radio  # TF Hub models bring their own weights
