@@ -264,6 +264,16 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
                            "arguments[0].click();", group)
     app.wait("the automatic augmentation choice", lambda: "automatic (when fine-tuning)" in [
         e.get_attribute("value") for e in browser.find_elements(app.by.CSS_SELECTOR, "input")])
+    # Fine-tuning's group offers the averaging of its epochs, on by default.
+    group = app.wait("the Fine-tuning group", lambda: next(
+        (e for e in browser.find_elements(app.by.CSS_SELECTOR, "summary")
+         if "Fine-tuning" in e.text), None))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); "
+                           "arguments[0].click();", group)
+    app.wait("the averaging checkbox, ticked", lambda: any(
+        "Average the fine-tuning epochs" in box.text
+        and box.find_element(app.by.CSS_SELECTOR, "input").is_selected()
+        for box in browser.find_elements(app.by.CSS_SELECTOR, "[data-testid='stCheckbox']")))
     app.settle()
     app.shot("03-train-settings")
     app.click("Start training")
