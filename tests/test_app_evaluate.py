@@ -185,8 +185,8 @@ def test_a_fine_tuned_run_says_its_model_averages_epochs(
 
     at = evaluate_page()
     assert not at.exception, at.exception
-    assert any("average of the weights at the end of the last 4 fine-tuning epochs" in c
-               and "91.2% on the validation photos" in c for c in texts(at.caption))
+    assert any("averages the weights at the end of the last 4 fine-tuning epochs" in c
+               and "on the validation photos it scores 91.2%" in c for c in texts(at.caption))
     facts = next(dict(zip(d.value[""], d.value["Value"])) for d in at.dataframe
                  if "" in d.value.columns)
     assert facts["Fine-tuned"] == "yes, the average of the weights of 4 epochs"

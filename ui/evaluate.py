@@ -228,10 +228,10 @@ def averaging_note(run: Run) -> None:
     if averaged < 2:
         return
     final = run.metrics.get("final_val_accuracy")
-    measured = f": {final:.1%} on the validation photos" if final is not None else ""
-    st.caption(f"The saved model is the average of the weights at the end of the last "
-               f"{averaged} fine-tuning epochs, which is steadier than any one of them, so no "
-               f"single point above is the model itself{measured}.")
+    measured = f"; on the validation photos it scores {final:.1%}" if final is not None else ""
+    st.caption(f"The saved model averages the weights at the end of the last {averaged} "
+               "fine-tuning epochs, which is steadier than any one of them, so no single point "
+               f"above is that model{measured}.")
 
 
 def _fine_tuned_text(metrics: dict[str, Any]) -> str:
