@@ -146,18 +146,27 @@ def test_downloads_hold_the_model_labels_table_and_report(home: Path,
         assert f"<td>{label}</td>" in page_html
 
 
-def test_missing_photos_and_missing_results_are_explained(
-    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def copy_of_run(trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                ) -> tuple[Path, Path, dict]:
+    """The trained run copied into a new studio home, which the app then uses.
+
+    Returns (home, run folder, its metrics.json as a dict: change it, then write it back).
+    """
     home = tmp_path / "home"
     (home / "runs").mkdir(parents=True)
     run_dir = home / "runs" / trained.run_id
     shutil.copytree(trained.run_dir, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
+    return home, run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_missing_photos_and_missing_results_are_explained(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, run_dir, metrics = copy_of_run(trained, tmp_path, monkeypatch)
     for row in metrics["test"]["predictions"]:
         row["path"] = str(tmp_path / "moved" / Path(row["path"]).name)
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
 
     at = evaluate_page()
     assert not at.exception, at.exception
@@ -174,14 +183,9 @@ def test_missing_photos_and_missing_results_are_explained(
 def test_a_fine_tuned_run_says_its_model_averages_epochs(
     trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home = tmp_path / "home"
-    (home / "runs").mkdir(parents=True)
-    run_dir = home / "runs" / trained.run_id
-    shutil.copytree(trained.run_dir, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    home, run_dir, metrics = copy_of_run(trained, tmp_path, monkeypatch)
     metrics.update(fine_tuned=True, fine_tune_averaged_epochs=4, final_val_accuracy=0.9125)
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
 
     at = evaluate_page()
     assert not at.exception, at.exception
