@@ -67,6 +67,7 @@ def _train(split_df, config, home: Path) -> dict:
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     out["feature_backend"] = metrics["feature_backend"]
     out["feature_cache"] = metrics["feature_cache"]
+    out["final_val_accuracy"] = metrics.get("final_val_accuracy")
     return out
 
 
@@ -219,11 +220,8 @@ def part_fine_tune_seeds(data: Path, tmp: Path, epochs: list[int], seeds: list[i
                 config = TrainConfig(fine_tune_layers=50, fine_tune_epochs=n_epochs, seed=seed,
                                      fine_tune_averaging=ending == "averaged")
                 run = _train(split_df, config, home)
-                metrics = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
-                out[f"{name}_seed_{seed}"] = {
-                    **{k: run[k] for k in ("test_accuracy", "best_val_accuracy",
-                                           "wall_seconds")},
-                    "final_val_accuracy": metrics["final_val_accuracy"]}
+                out[f"{name}_seed_{seed}"] = {k: run[k] for k in (
+                    "test_accuracy", "best_val_accuracy", "final_val_accuracy", "wall_seconds")}
                 accuracies.append(run["test_accuracy"])
                 print(json.dumps({f"{name}_seed_{seed}": out[f"{name}_seed_{seed}"]}),
                       file=sys.stderr, flush=True)

@@ -293,11 +293,8 @@ def _to_rgb(img: Image.Image, icc: bytes | None = None) -> Image.Image:
         background = Image.new("RGB", rgba.size, _WHITE)
         background.paste(rgba, mask=rgba.getchannel("A"))
         return _to_srgb(background, icc)
-    if mode == "CMYK":
-        if icc and _srgb_transform(icc, "CMYK") is not None:
-            return _to_srgb(img, icc)  # straight from ink to screen, not via a naive RGB
-        return img.convert("RGB")
-    return _to_srgb(img.convert("RGB"), icc)
+    # CMYK goes straight from ink to screen through its profile, not via a naive RGB.
+    return _to_srgb(img if mode == "CMYK" else img.convert("RGB"), icc)
 
 
 def _check_limits(max_pixels: int | None, min_side: int) -> None:

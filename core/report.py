@@ -123,7 +123,7 @@ def _settings(run: Run) -> pd.DataFrame:
     config = run.config.to_dict() if run.config is not None else {}
     params = run.metrics.get("params") or {}
     seconds = run.metrics.get("seconds") or {}
-    averaged = run.metrics.get("fine_tune_averaged_epochs") or 0
+    averaged = run.averaged_epochs
     rows: list[tuple[str, Any]] = [
         ("Pretrained base", run.backbone),
         ("Weights", config.get("weights") or ("TF Hub" if config.get("hub_handle") else "random")),

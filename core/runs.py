@@ -485,6 +485,12 @@ class Run:
         return 0.5 if value is None else value
 
     @property
+    def averaged_epochs(self) -> int:
+        """Fine-tuning epochs whose weights the saved model averages; 0 or 1: no average."""
+        value = _metric(self.metrics, "fine_tune_averaged_epochs")
+        return int(value) if value is not None else 0
+
+    @property
     def fine_tune_start_epoch(self) -> int | None:
         """First epoch of the fine-tune phase, or None when the run did not fine-tune."""
         rows = self.history[self.history["phase"] == "fine-tune"]

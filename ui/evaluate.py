@@ -224,7 +224,7 @@ def gallery_section(result: EvalResult) -> None:
 
 def averaging_note(run: Run) -> None:
     """Says that a fine-tuned model averages epochs, so no point of the curves is the model."""
-    averaged = run.metrics.get("fine_tune_averaged_epochs") or 0
+    averaged = run.averaged_epochs
     if averaged < 2:
         return
     final = run.metrics.get("final_val_accuracy")
@@ -234,12 +234,11 @@ def averaging_note(run: Run) -> None:
                f"above is that model{measured}.")
 
 
-def _fine_tuned_text(metrics: dict[str, Any]) -> str:
-    if not metrics.get("fine_tuned"):
+def _fine_tuned_text(run: Run) -> str:
+    if not run.metrics.get("fine_tuned"):
         return "no"
-    averaged = metrics.get("fine_tune_averaged_epochs") or 0
-    if averaged > 1:
-        return f"yes, the average of the weights of {averaged} epochs"
+    if run.averaged_epochs > 1:
+        return f"yes, the average of the weights of {run.averaged_epochs} epochs"
     return "yes"
 
 
@@ -263,7 +262,7 @@ def model_section(run: Run) -> None:
         "Base": run.backbone, "Input size": f"{run.input_size} px" if run.input_size else None,
         "Base depth (layers)": run.metrics.get("depth"),
         "Hidden layers": (", ".join(map(str, config.hidden_units)) or "none") if config else None,
-        "Fine-tuned": _fine_tuned_text(run.metrics),
+        "Fine-tuned": _fine_tuned_text(run),
         "Epochs": run.metrics.get("epochs_run"),
         "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,
         "Feature extraction": _BACKEND_NAMES.get(run.metrics.get("feature_backend"),
