@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import core.keras_fixes  # noqa: F401  applied before any model is saved or loaded
 from core.errors import ConfigError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
