@@ -4,16 +4,17 @@ The head is a few Dense layers on a few thousand feature vectors, so its arithme
 milliseconds. Through `keras.Model.fit` a run cost 0.7-1.6 s on the dev CPU, mostly spent
 tracing a new training function for every new model. Here one TensorFlow function holds the
 training steps, with the weights, Adam's moments and every setting (learning rate, dropout,
-L2) passed in as tensors: it is traced once per process for each number of layers, and later
-runs reuse it. The arithmetic is Keras' own (the Dense layers, inverted dropout, sparse
-cross-entropy averaged over the batch, L2 on the kernels, Adam with Keras' defaults); a test
-checks the trained weights against `fit` on the same batches.
+L2) passed in as tensors: it is traced once per process for each number of layers, whatever
+their sizes, and later runs reuse it. The arithmetic is Keras' own (the Dense layers, inverted
+dropout, sparse cross-entropy averaged over the batch, L2 on the kernels, Adam with Keras'
+defaults); a test checks the trained weights against `fit` on the same batches.
 
 Progress, cancel and early stopping go through Keras callbacks, called as `fit` calls them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -51,7 +52,6 @@ def _forward(params: Sequence[tf.Tensor], x: tf.Tensor, rate: tf.Tensor, seed: t
     return x
 
 
-@tf.function(reduce_retracing=True)
 def _train_steps(params: list[tf.Tensor], moments: list[tf.Tensor], velocities: list[tf.Tensor],
                  step: tf.Tensor, x: tf.Tensor, y: tf.Tensor, weights: tf.Tensor,
                  order: tf.Tensor, first: tf.Tensor, count: tf.Tensor, batch_size: tf.Tensor,
@@ -90,6 +90,24 @@ def _train_steps(params: list[tf.Tensor], moments: list[tf.Tensor], velocities: 
         correct += tf.reduce_sum(hits)  # unweighted, like fit's accuracy with class weights
         seen += size
     return params, moments, velocities, step, loss_sum, correct, seen
+
+
+@functools.cache
+def _compiled_steps(n_dense: int) -> Any:
+    """_train_steps compiled for heads of n_dense Dense layers, of any sizes.
+
+    Traced with unknown sizes from the start, so a new width, class count or feature size
+    reuses it; left to `reduce_retracing`, each of those traced again (0.3-0.5 s) first.
+    """
+    float_scalar, int_scalar = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
+    weights = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)]
+    weights *= n_dense
+    indices = tf.TensorSpec([None], tf.int32)
+    return tf.function(_train_steps, input_signature=[
+        weights, weights, weights, int_scalar, tf.TensorSpec([None, None], tf.float32),
+        indices, tf.TensorSpec([None], tf.float32), indices, int_scalar, int_scalar, int_scalar,
+        float_scalar, float_scalar, float_scalar, int_scalar,
+    ])
 
 
 def _validation_logs(head: keras.Model, x_val: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
@@ -131,6 +149,7 @@ def fit_head(
     layers = dense_layers(head)
     params = [tf.convert_to_tensor(np.asarray(w)) for layer in layers
               for w in (layer.kernel, layer.bias)]
+    train_steps = _compiled_steps(len(layers))
     moments = [tf.zeros_like(p) for p in params]
     velocities = [tf.zeros_like(p) for p in params]
     x = tf.constant(x_train, tf.float32)
@@ -164,7 +183,7 @@ def fit_head(
         totals = np.zeros(3)
         for first in range(0, n_batches, STEPS_PER_CALL):
             count = min(STEPS_PER_CALL, n_batches - first)
-            params, moments, velocities, step, *sums = _train_steps(
+            params, moments, velocities, step, *sums = train_steps(
                 params, moments, velocities, step, x, y, weights_t, order,
                 tf.constant(first), tf.constant(count), size_t, learning_rate_t, rate_t, l2_t,
                 seed_t,

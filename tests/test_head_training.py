@@ -52,7 +52,7 @@ class _Record(keras.callbacks.Callback):
         self.calls.append("train_end")
 
 
-@pytest.mark.parametrize("hidden", [(), (16,)])
+@pytest.mark.parametrize("hidden", [(), (16,), (16, 8, 4)])
 def test_same_weights_and_losses_as_keras_fit_on_the_same_batches(hidden) -> None:
     x, y = _data(90)
     x_val, y_val = _data(30, seed=1)
@@ -83,6 +83,16 @@ def test_same_weights_and_losses_as_keras_fit_on_the_same_batches(hidden) -> Non
     for mine, theirs in zip(record.logs, keras_logs):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-5), key
+
+
+def test_one_trace_per_depth_whatever_the_sizes() -> None:
+    # Widths, class counts, feature sizes and row counts all differ; the depth does not.
+    for dim, classes, units, n in [(24, 3, (16,), 60), (10, 5, (7,), 45), (33, 2, (64,), 50)]:
+        x, y = _data(n, dim=dim, classes=classes)
+        head = _head(TrainConfig(hidden_units=units), dim=dim, classes=classes)
+        head_training.fit_head(head, x, y, x, y, epochs=1, batch_size=8, learning_rate=1e-3,
+                               dropout=0.2, l2=1e-4, seed=0)
+    assert head_training._compiled_steps(2).experimental_get_tracing_count() == 1
 
 
 def test_dropout_and_order_follow_the_seed() -> None:

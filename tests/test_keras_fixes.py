@@ -17,7 +17,12 @@ def test_skipset_is_built_once_per_type_until_the_session_is_cleared() -> None:
     assert saving_lib.get_attr_skipset("Functional") is not first
     keras.backend.clear_session()
     rebuilt = saving_lib.get_attr_skipset("Layer")
-    assert rebuilt is not first and rebuilt == first
+    assert rebuilt is not first
+
+    def named(skipset: set[str]) -> set[str]:  # dunders are skipped anyway, and dir() varies
+        return {name for name in skipset if not name.startswith("__")}
+
+    assert named(rebuilt) == named(first)
 
 
 def test_applying_twice_changes_nothing() -> None:
