@@ -191,6 +191,24 @@ def test_features_are_cached_and_reused_without_inference(
     np.testing.assert_array_equal(again, first[::-1])
 
 
+def test_caches_of_earlier_decoders_are_removed_and_others_kept(
+    tflite, photos, tmp_path: Path
+) -> None:
+    paths, shas = photos
+    home = tmp_path / "home"
+    root = features.feature_cache_root(home, tflite)
+    fingerprint = tflite.fingerprint
+    stale = [root.parent / fingerprint, root.parent / f"{fingerprint}-d1"]
+    kept = [root.parent / f"{fingerprint}x-d1", root.parent / "other-base-d1"]
+    for folder in stale + kept:
+        (folder / "0" / "ab").mkdir(parents=True)
+        (folder / "0" / "ab" / f"{'ab' * 32}.npy").write_bytes(b"old")
+    features.extract(tflite, paths, shas, home=home, batch_size=4)
+    assert not any(folder.exists() for folder in stale)
+    assert all(folder.exists() for folder in kept)
+    assert root.is_dir()
+
+
 def test_partial_cache_runs_only_the_missing_images(tflite, photos, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     paths, shas = photos
