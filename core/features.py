@@ -530,8 +530,8 @@ def feature_cache_root(home: Path, extractor: FeatureExtractor) -> Path:
             / f"{extractor.fingerprint}-d{images.DECODER_VERSION}")
 
 
-def remove_stale_caches(root: Path) -> list[Path]:
-    """Deletes the same extractor's caches from earlier decoder versions beside `root`.
+def remove_stale_caches(home: Path, extractor: FeatureExtractor) -> list[Path]:
+    """Deletes the extractor's feature caches from earlier decoder versions.
 
     No version of the code reads them again (feature_cache_root names the current one), so
     they would only fill the disk: about 5 KB per photo and view for a 1,280-wide base.
@@ -539,8 +539,8 @@ def remove_stale_caches(root: Path) -> list[Path]:
     Returns:
         The folders removed.
     """
-    fingerprint, _, _ = root.name.rpartition("-d")
-    stale = re.compile(rf"{re.escape(fingerprint)}(-d\d+)?")
+    root = feature_cache_root(home, extractor)
+    stale = re.compile(rf"{re.escape(extractor.fingerprint)}(-d\d+)?")
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for folder in root.parent.iterdir():
@@ -613,7 +613,7 @@ def extract_views(
     total, dim = len(paths) * len(views), extractor.feature_dim
     root = feature_cache_root(home, extractor)
     if not root.exists():
-        remove_stale_caches(root)
+        remove_stale_caches(home, extractor)
     folders = [root / str(v) for v in views]
     out = np.empty((len(views), len(paths), dim), np.float32)
 
