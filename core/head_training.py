@@ -3,18 +3,19 @@
 The head is a few Dense layers on a few thousand feature vectors, so its arithmetic takes
 milliseconds. Through `keras.Model.fit` a run cost 0.7-1.6 s on the dev CPU, mostly spent
 tracing a new training function for every new model. Here one TensorFlow function holds the
-training steps, with the weights, Adam's moments and every setting (learning rate, dropout,
-L2) passed in as tensors: it is traced once per process for each number of layers, whatever
-their sizes, and later runs reuse it. The arithmetic is Keras' own (the Dense layers, inverted
-dropout, sparse cross-entropy averaged over the batch, L2 on the kernels, Adam with Keras'
-defaults); a test checks the trained weights against `fit` on the same batches.
+training steps for every head: the layers' weights and Adam's moments come in as TensorLists
+of any length and shapes, the settings (learning rate, dropout, L2) as tensors, and loops over
+the layers run inside the graph. So it is traced once per process, whatever the number and
+sizes of the layers, and later runs reuse it. The arithmetic is Keras' own (the Dense layers,
+inverted dropout, sparse cross-entropy averaged over the batch, L2 on the kernels, Adam with
+Keras' defaults), with the gradients written out; a test checks the trained weights against
+`fit` on the same batches.
 
 Progress, cancel and early stopping go through Keras callbacks, called as `fit` calls them.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,7 @@ _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
 # a few milliseconds. Fewer per call costs more: 10 epochs of 33 batches took 0.15 s with 8,
 # 0.35 s with 1.
 STEPS_PER_CALL = 8
+_SCALAR, _MATRIX = tf.TensorShape([]), tf.TensorShape([None, None])
 
 
 def dense_layers(head: keras.Model) -> list[keras.layers.Dense]:
@@ -36,81 +38,122 @@ def dense_layers(head: keras.Model) -> list[keras.layers.Dense]:
     return [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
 
 
-def _forward(params: Sequence[tf.Tensor], x: tf.Tensor, rate: tf.Tensor, seed: tf.Tensor,
-             step: tf.Tensor) -> tf.Tensor:
-    """Logits of build_head's model while training: dropout before every Dense layer."""
-    keep = 1.0 - rate
-    n_dense = len(params) // 2
-    step_seed = tf.stack([seed, step])
-    for i in range(n_dense):
-        layer_seed = tf.random.experimental.stateless_fold_in(step_seed, i)
-        noise = tf.random.stateless_uniform(tf.shape(x), seed=layer_seed)
-        x = tf.where(noise >= rate, x / keep, tf.zeros_like(x))
-        x = tf.matmul(x, params[2 * i]) + params[2 * i + 1]
-        if i < n_dense - 1:
-            x = tf.nn.relu(x)
-    return x
+def _as_list(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+    """A TensorList (one variant tensor) of float32 tensors of any shapes."""
+    handle = tf.raw_ops.EmptyTensorList(element_shape=tf.constant(-1), max_num_elements=-1,
+                                        element_dtype=tf.float32)
+    for tensor in tensors:
+        handle = tf.raw_ops.TensorListPushBack(input_handle=handle, tensor=tensor)
+    return handle
 
 
-def _train_steps(params: list[tf.Tensor], moments: list[tf.Tensor], velocities: list[tf.Tensor],
-                 step: tf.Tensor, x: tf.Tensor, y: tf.Tensor, weights: tf.Tensor,
-                 order: tf.Tensor, first: tf.Tensor, count: tf.Tensor, batch_size: tf.Tensor,
+def _item(handle: tf.Tensor, index: Any, rank: int = -1) -> tf.Tensor:
+    shape = -1 if rank < 0 else [-1] * rank
+    return tf.raw_ops.TensorListGetItem(input_handle=handle, index=index, element_shape=shape,
+                                        element_dtype=tf.float32)
+
+
+def _with_item(handle: tf.Tensor, index: Any, value: tf.Tensor) -> tf.Tensor:
+    return tf.raw_ops.TensorListSetItem(input_handle=handle, index=index, item=value)
+
+
+def _train_steps(params: tf.Tensor, moments: tf.Tensor, velocities: tf.Tensor, step: tf.Tensor,
+                 x: tf.Tensor, y: tf.Tensor, weights: tf.Tensor, order: tf.Tensor,
+                 first: tf.Tensor, count: tf.Tensor, batch_size: tf.Tensor,
                  learning_rate: tf.Tensor, rate: tf.Tensor, l2: tf.Tensor, seed: tf.Tensor,
                  ) -> tuple[Any, ...]:
     """Batches first..first+count-1 of `order`: forward, backward, Adam. Pure: returns state.
 
-    Returns (params, moments, velocities, step, sum of batch losses times batch sizes,
-    correct answers, examples seen).
+    params, moments and velocities are TensorLists [kernel 0, bias 0, kernel 1, ...]. Returns
+    (params, moments, velocities, step, sum of batch losses times batch sizes, correct
+    answers, examples seen).
     """
     n = tf.shape(order)[0]
-    loss_sum = tf.constant(0.0)
-    correct = tf.constant(0.0)
-    seen = tf.constant(0)
-    for b in tf.range(first, first + count):
+    n_layers = tf.raw_ops.TensorListLength(input_handle=params) // 2
+    keep = 1.0 - rate
+
+    def one_batch(b, params, moments, velocities, step, loss_sum, correct, seen):
         idx = order[b * batch_size:tf.minimum((b + 1) * batch_size, n)]
         xb, yb, wb = tf.gather(x, idx), tf.gather(y, idx), tf.gather(weights, idx)
-        size = tf.shape(idx)[0]
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            logits = _forward(params, xb, rate, seed, step)
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits)
-            # Keras' "sum over batch size": weighted losses summed, divided by the count.
-            loss = tf.reduce_sum(per_example * wb) / tf.cast(size, tf.float32)
-            # Keras' L2 penalty, l2 * sum(k^2), through TensorFlow's fused L2Loss kernel (half
-            # of it): one pass forward and one back instead of square, sum and their gradients;
-            # the three-layer head's 10 epochs took 4.7-4.8 s instead of 5.8-5.9 s.
-            loss += l2 * tf.add_n([2.0 * tf.nn.l2_loss(k) for k in params[::2]])
-        grads = tape.gradient(loss, params)
+        size = tf.cast(tf.shape(idx)[0], tf.float32)
+        step_seed = tf.stack([seed, step])
+
+        def forward(i, h, logits, inputs, penalty):
+            # Dropout before every Dense layer; relu after every one but the last (the relu
+            # of the last layer's output is computed and not used).
+            kernel, bias = _item(params, 2 * i, 2), _item(params, 2 * i + 1, 1)
+            noise = tf.random.stateless_uniform(
+                tf.shape(h), seed=tf.random.experimental.stateless_fold_in(step_seed, i))
+            h = tf.where(noise >= rate, h / keep, tf.zeros_like(h))
+            logits = tf.matmul(h, kernel) + bias
+            # Keras' L2 penalty, l2 * sum(k^2), through TensorFlow's fused L2Loss kernel
+            # (half of it): the three-layer head's 10 epochs took 4.7-4.8 s, not 5.8-5.9 s.
+            penalty += 2.0 * tf.nn.l2_loss(kernel)
+            return i + 1, tf.nn.relu(logits), logits, inputs.write(i, h), penalty
+
+        inputs = tf.TensorArray(tf.float32, size=n_layers, infer_shape=False,
+                                element_shape=_MATRIX)
+        _, _, logits, inputs, penalty = tf.while_loop(
+            lambda i, *_: i < n_layers, forward,
+            [tf.constant(0), xb, tf.zeros([0, 0]), inputs, tf.constant(0.0)],
+            shape_invariants=[_SCALAR, _MATRIX, _MATRIX, None, _SCALAR])
+        # The op behind sparse cross-entropy also returns its gradient (softmax - one-hot).
+        per_example, d_logits = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=logits, labels=yb)
+        # Keras' "sum over batch size": weighted losses summed, divided by the count.
+        loss = tf.reduce_sum(per_example * wb) / size + l2 * penalty
         t = tf.cast(step + 1, tf.float32)
         alpha = learning_rate * tf.sqrt(1.0 - _BETA_2 ** t) / (1.0 - _BETA_1 ** t)
-        moments = [m + (g - m) * (1.0 - _BETA_1) for m, g in zip(moments, grads)]
-        velocities = [v + (tf.square(g) - v) * (1.0 - _BETA_2) for v, g in zip(velocities, grads)]
-        params = [p - alpha * m / (tf.sqrt(v) + _EPSILON)
-                  for p, m, v in zip(params, moments, velocities)]
-        step += 1
+
+        def adam(i, grad, params, moments, velocities):
+            """Layer i's Adam update from the gradient at its output."""
+            layer_in, kernel = inputs.read(i), _item(params, 2 * i, 2)
+            d_kernel = tf.matmul(layer_in, grad, transpose_a=True) + (2.0 * l2) * kernel
+            for k, g, rank in ((2 * i, d_kernel, 2), (2 * i + 1, tf.reduce_sum(grad, 0), 1)):
+                m, v = _item(moments, k, rank), _item(velocities, k, rank)
+                m = m + (g - m) * (1.0 - _BETA_1)
+                v = v + (tf.square(g) - v) * (1.0 - _BETA_2)
+                params = _with_item(params, k, _item(params, k, rank)
+                                    - alpha * m / (tf.sqrt(v) + _EPSILON))
+                moments, velocities = _with_item(moments, k, m), _with_item(velocities, k, v)
+            return layer_in, kernel, params, moments, velocities
+
+        def backward(i, grad, params, moments, velocities):
+            layer_in, kernel, params, moments, velocities = adam(
+                i, grad, params, moments, velocities)
+            # Through dropout and the previous relu: layer_in is above 0 exactly where a unit
+            # was both kept and active.
+            grad = tf.where(layer_in > 0, tf.matmul(grad, kernel, transpose_b=True) / keep,
+                            tf.zeros_like(layer_in))
+            return i - 1, grad, params, moments, velocities
+
+        grad = d_logits * tf.expand_dims(wb / size, 1)
+        _, grad, params, moments, velocities = tf.while_loop(
+            lambda i, *_: i > 0, backward, [n_layers - 1, grad, params, moments, velocities],
+            shape_invariants=[_SCALAR, _MATRIX, _SCALAR, _SCALAR, _SCALAR])
+        # The first layer's input is the features: no gradient to carry further.
+        *_, params, moments, velocities = adam(0, grad, params, moments, velocities)
         hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=yb.dtype), yb), tf.float32)
-        loss_sum += loss * tf.cast(size, tf.float32)
-        correct += tf.reduce_sum(hits)  # unweighted, like fit's accuracy with class weights
-        seen += size
-    return params, moments, velocities, step, loss_sum, correct, seen
+        # Accuracy unweighted, like fit's with class weights.
+        return (b + 1, params, moments, velocities, step + 1, loss_sum + loss * size,
+                correct + tf.reduce_sum(hits), seen + tf.shape(idx)[0])
+
+    _, *state = tf.while_loop(
+        lambda b, *_: b < first + count, one_batch,
+        [first, params, moments, velocities, step, tf.constant(0.0), tf.constant(0.0),
+         tf.constant(0)])
+    return tuple(state)
 
 
-@functools.cache
-def _compiled_steps(n_dense: int) -> Any:
-    """_train_steps compiled for heads of n_dense Dense layers, of any sizes.
-
-    Traced with unknown sizes from the start, so a new width, class count or feature size
-    reuses it; left to `reduce_retracing`, each of those traced again (0.3-0.5 s) first.
-    """
-    float_scalar, int_scalar = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
-    weights = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)]
-    weights *= n_dense
-    indices = tf.TensorSpec([None], tf.int32)
-    return tf.function(_train_steps, input_signature=[
-        weights, weights, weights, int_scalar, tf.TensorSpec([None, None], tf.float32),
-        indices, tf.TensorSpec([None], tf.float32), indices, int_scalar, int_scalar, int_scalar,
-        float_scalar, float_scalar, float_scalar, int_scalar,
-    ])
+_float, _int, _list = (tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+                       tf.TensorSpec([], tf.variant))
+_rows = tf.TensorSpec([None], tf.int32)
+# Loops written as tf.while_loop, without autograph: autograph's conversion of the source
+# dominated the trace (1.1-1.4 s with it, 0.2-0.3 s without).
+_compiled_steps = tf.function(_train_steps, autograph=False, input_signature=[
+    _list, _list, _list, _int, tf.TensorSpec([None, None], tf.float32), _rows,
+    tf.TensorSpec([None], tf.float32), _rows, _int, _int, _int, _float, _float, _float, _int,
+])
 
 
 def _validation_logs(head: keras.Model, x_val: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
@@ -150,11 +193,11 @@ def fit_head(
     early stopping act.
     """
     layers = dense_layers(head)
-    params = [tf.convert_to_tensor(np.asarray(w)) for layer in layers
-              for w in (layer.kernel, layer.bias)]
-    train_steps = _compiled_steps(len(layers))
-    moments = [tf.zeros_like(p) for p in params]
-    velocities = [tf.zeros_like(p) for p in params]
+    initial = [tf.convert_to_tensor(np.asarray(w), tf.float32) for layer in layers
+               for w in (layer.kernel, layer.bias)]
+    params = _as_list(initial)
+    moments = _as_list([tf.zeros_like(p) for p in initial])
+    velocities = _as_list([tf.zeros_like(p) for p in initial])
     x = tf.constant(x_train, tf.float32)
     y = tf.constant(y_train, tf.int32)
     weights = np.ones(len(y_train), np.float32)
@@ -171,10 +214,10 @@ def fit_head(
     rng = np.random.default_rng(seed)
     y_val = np.asarray(y_val)
 
-    def publish(values: list[tf.Tensor]) -> None:
+    def publish(values: tf.Tensor) -> None:
         for i, layer in enumerate(layers):
-            layer.kernel.assign(values[2 * i])
-            layer.bias.assign(values[2 * i + 1])
+            layer.kernel.assign(_item(values, 2 * i))
+            layer.bias.assign(_item(values, 2 * i + 1))
 
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=head, epochs=epochs,
                                                  steps=n_batches, verbose=0)
@@ -186,7 +229,7 @@ def fit_head(
         totals = np.zeros(3)
         for first in range(0, n_batches, STEPS_PER_CALL):
             count = min(STEPS_PER_CALL, n_batches - first)
-            params, moments, velocities, step, *sums = train_steps(
+            params, moments, velocities, step, *sums = _compiled_steps(
                 params, moments, velocities, step, x, y, weights_t, order,
                 tf.constant(first), tf.constant(count), size_t, learning_rate_t, rate_t, l2_t,
                 seed_t,

@@ -7,6 +7,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from core import head_training
 from core.config import TrainConfig
@@ -85,14 +86,57 @@ def test_same_weights_and_losses_as_keras_fit_on_the_same_batches(hidden) -> Non
             assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-5), key
 
 
-def test_one_trace_per_depth_whatever_the_sizes() -> None:
-    # Widths, class counts, feature sizes and row counts all differ; the depth does not.
-    for dim, classes, units, n in [(24, 3, (16,), 60), (10, 5, (7,), 45), (33, 2, (64,), 50)]:
+@pytest.mark.parametrize("hidden", [(), (16,), (16, 8)])
+def test_gradients_through_dropout_match_automatic_differentiation(hidden) -> None:
+    # fit cannot share dropout masks with fit_head, so the reference is a GradientTape on the
+    # same masks: fit_head's documented draws, uniform noise from (seed, step) folded with
+    # the layer's index, a unit kept where the noise is at least the rate.
+    x, y = _data(50)
+    rate, l2, seed, batch = 0.4, 1e-3, 7, 16
+    config = TrainConfig(hidden_units=hidden, dropout=rate, l2=l2, seed=seed)
+    ours = _head(config)
+    variables = [tf.Variable(w) for w in ours.get_weights()]
+    weights = class_weight_for(y, 3, "balanced")
+    head_training.fit_head(ours, x, y, x, y, epochs=2, batch_size=batch, learning_rate=1e-2,
+                           dropout=rate, l2=l2, seed=seed, class_weight=weights)
+
+    optimizer = keras.optimizers.Adam(1e-2)
+    rng, step = np.random.default_rng(seed), 0
+    for _ in range(2):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), batch):
+            idx = order[start:start + batch]
+            h = tf.constant(x[idx])
+            with tf.GradientTape() as tape:
+                for i in range(len(variables) // 2):
+                    draw_seed = tf.random.experimental.stateless_fold_in([seed, step], i)
+                    noise = tf.random.stateless_uniform(tf.shape(h), seed=draw_seed)
+                    h = tf.where(noise >= rate, h / (1 - rate), 0.0)
+                    h = h @ variables[2 * i] + variables[2 * i + 1]
+                    if i < len(variables) // 2 - 1:
+                        h = tf.nn.relu(h)
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(y[idx], h)
+                example_weights = [weights[int(label)] for label in y[idx]]
+                loss = tf.reduce_mean(per_example * example_weights)
+                loss += l2 * tf.add_n([tf.reduce_sum(k ** 2) for k in variables[::2]])
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            step += 1
+    for mine, theirs in zip(_weights(ours), variables):
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_one_trace_for_every_head() -> None:
+    # Depths, widths, class counts, feature sizes and row counts all differ.
+    for dim, classes, units, n in [(24, 3, (16,), 60), (10, 5, (), 45), (33, 2, (64, 9, 5), 50),
+                                   (12, 4, (7, 3), 40)]:
         x, y = _data(n, dim=dim, classes=classes)
         head = _head(TrainConfig(hidden_units=units), dim=dim, classes=classes)
+        before = _weights(head)
         head_training.fit_head(head, x, y, x, y, epochs=1, batch_size=8, learning_rate=1e-3,
                                dropout=0.2, l2=1e-4, seed=0)
-    assert head_training._compiled_steps(2).experimental_get_tracing_count() == 1
+        assert all(np.isfinite(w).all() for w in _weights(head))
+        assert all(not np.array_equal(a, b) for a, b in zip(before, _weights(head)))
+    assert head_training._compiled_steps.experimental_get_tracing_count() == 1
 
 
 def test_dropout_and_order_follow_the_seed() -> None:
