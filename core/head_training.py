@@ -8,8 +8,8 @@ of any length and shapes, the settings (learning rate, dropout, L2) as tensors, 
 the layers run inside the graph. So it is traced once per process, whatever the number and
 sizes of the layers, and later runs reuse it. The arithmetic is Keras' own (the Dense layers,
 inverted dropout, sparse cross-entropy averaged over the batch, L2 on the kernels, Adam with
-Keras' defaults), with the gradients written out; a test checks the trained weights against
-`fit` on the same batches.
+Keras' defaults), with the gradients written out; tests check the trained weights against
+`fit` on the same batches and, with dropout, against GradientTape on the same masks.
 
 Progress, cancel and early stopping go through Keras callbacks, called as `fit` calls them.
 """
