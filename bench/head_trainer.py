@@ -1,8 +1,8 @@
 """The head trainer alone (core.head_training.fit_head) on random features; prints JSON.
 
 For each head, in the order a user might try them in one process: the wall and CPU time of
-its first training (which traces the compiled steps when its number of layers is new) and
-the median of later ones. 1,050 training rows of 1,280 features (MobileNetV2's), 5 classes,
+its first training (the process's first also traces the compiled steps, which every later
+head reuses) and the median of later ones. 1,050 training rows of 1,280 features (MobileNetV2's), 5 classes,
 10 epochs of batch 32, as in the speed part of train_benchmark.py. No weights or data needed.
 
 Usage: .venv/bin/python bench/head_trainer.py [--repeat N]
