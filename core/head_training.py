@@ -6,10 +6,11 @@ tracing a new training function for every new model. Here one TensorFlow functio
 training steps for every head: the layers' weights and Adam's moments come in as TensorLists
 of any length and shapes, the settings (learning rate, dropout, L2) as tensors, and loops over
 the layers run inside the graph. So it is traced once per process, whatever the number and
-sizes of the layers, and later runs reuse it. The arithmetic is Keras' own (the Dense layers,
-inverted dropout, sparse cross-entropy averaged over the batch, L2 on the kernels, Adam with
-Keras' defaults), with the gradients written out; tests check the trained weights against
-`fit` on the same batches and, with dropout, against GradientTape on the same masks.
+sizes of the layers, and later runs reuse it; so is the validation pass. The arithmetic is
+Keras' own (the Dense layers, inverted dropout, sparse cross-entropy averaged over the batch,
+L2 on the kernels, Adam with Keras' defaults), with the gradients written out; tests check the
+trained weights and the logged metrics against `fit` on the same batches and, with dropout,
+the weights against GradientTape on the same masks.
 
 Progress, cancel and early stopping go through Keras callbacks, called as `fit` calls them.
 """

@@ -199,3 +199,14 @@ def test_stopping_mid_epoch_reports_no_partial_epoch(monkeypatch) -> None:
     assert record.calls.count("epoch_end") == 0
     assert record.calls.count("batch_end") == 3
     assert record.calls[-1] == "train_end"
+
+
+def test_no_validation_rows_is_refused_before_training() -> None:
+    x, y = _data(16)
+    head = _head(TrainConfig())
+    before = _weights(head)
+    with pytest.raises(ValueError, match="validation rows"):
+        head_training.fit_head(head, x, y, x[:0], y[:0], epochs=1, batch_size=8,
+                               learning_rate=1e-3, dropout=0.0, l2=0.0, seed=0)
+    for a, b in zip(before, _weights(head)):
+        np.testing.assert_array_equal(a, b)
