@@ -2,8 +2,9 @@
 
 For each head, in the order a user might try them in one process: the wall and CPU time of
 its first training (the process's first also traces the compiled steps, which every later
-head reuses) and the median of later ones. 1,050 training rows of 1,280 features (MobileNetV2's), 5 classes,
-10 epochs of batch 32, as in the speed part of train_benchmark.py. No weights or data needed.
+head reuses) and the median of later ones. 1,050 training rows of 1,280 features
+(MobileNetV2's), 5 classes, 10 epochs of batch 32, as in the speed part of
+train_benchmark.py. No weights or data needed.
 
 Usage: .venv/bin/python bench/head_trainer.py [--repeat N]
 """
