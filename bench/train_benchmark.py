@@ -146,12 +146,14 @@ def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
     first = _train(split_df, ten, home)
     # A second run takes 1-2 s, and on this shared 2-core host one sample can come out a third
     # slower than the next: several of each, alternating, and their median is the result.
-    hidden = replace(ten, hidden_units=(256,), dropout=0.3, learning_rate=5e-4)
-    linear = replace(ten, dropout=0.3, learning_rate=5e-4, l2=1e-3)
-    second_runs: dict[str, list[dict]] = {"hidden": [], "linear": []}
+    second_configs = {
+        "hidden_256": replace(ten, hidden_units=(256,), dropout=0.3, learning_rate=5e-4),
+        "linear_head": replace(ten, dropout=0.3, learning_rate=5e-4, l2=1e-3),
+    }
+    second_runs: dict[str, list[dict]] = {name: [] for name in second_configs}
     for _ in range(SECOND_RUNS):
-        second_runs["hidden"].append(_train(split_df, hidden, home))
-        second_runs["linear"].append(_train(split_df, linear, home))
+        for name, config in second_configs.items():
+            second_runs[name].append(_train(split_df, config, home))
     # New data for an installed base: the one-time TFLite conversion is already done.
     prepared = _home_with_converted_base(home, tmp / "speed-home-prepared")
     first_prepared = _train(_split(data, prepared), ten, prepared)
@@ -165,9 +167,11 @@ def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
     def speedup(ours: dict) -> float:
         return round(plain["wall_seconds"] / ours["wall_seconds"], 2)
 
-    def share_of_first(name: str, runs: list[dict]) -> dict:
+    def second_run_results(name: str) -> dict:
+        runs = second_runs[name]
         walls = [run["wall_seconds"] for run in runs]
         return {
+            f"second_run_{name}": runs[0],
             f"second_run_{name}_wall_seconds": walls,
             f"second_over_first_{name}": round(statistics.median(walls)
                                                / first["wall_seconds"], 3),
@@ -175,16 +179,14 @@ def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
 
     return {
         "first_run_10_epochs": first,
-        "second_run_hidden_256": second_runs["hidden"][0],
-        "second_run_linear_head": second_runs["linear"][0],
         "first_run_10_epochs_base_converted": first_prepared,
         "first_run_10_epochs_augmented": augmented,
         "plain_keras_recipe_10_epochs": plain,
         "speedup_vs_plain": speedup(first),
         "speedup_vs_plain_base_converted": speedup(first_prepared),
         "speedup_vs_plain_augmented": speedup(augmented),
-        **share_of_first("hidden_256", second_runs["hidden"]),
-        **share_of_first("linear_head", second_runs["linear"]),
+        **second_run_results("hidden_256"),
+        **second_run_results("linear_head"),
         "load_average_after": os.getloadavg(),
     }
 
