@@ -593,11 +593,16 @@ class RunWriter:
         """
         write_json_atomic(self.run_dir / METRICS_FILE, metrics)
 
-    def save_model(self, model: Any) -> Path:
+    def save_model(self, model: Any, frozen_base: Any | None = None) -> Path:
         """Saves a Keras model as model.keras atomically and records its input size.
 
         The model is written to a temporary .keras file in the run folder, synced, then renamed
         over model.keras, so a reader never sees half a model.
+
+        Args:
+            model: The Keras model.
+            frozen_base: A layer of the model whose weights never change in this process;
+                its saved weights are reused from an earlier save (core.model_archive).
 
         Returns:
             Path of model.keras.
@@ -605,7 +610,12 @@ class RunWriter:
         final = self.run_dir / MODEL_FILE
         tmp = self.run_dir / f".model-{secrets.token_hex(4)}.tmp.keras"  # Keras wants .keras
         try:
-            model.save(tmp)
+            if frozen_base is None:
+                model.save(tmp)
+            else:
+                from core import model_archive  # Keras and h5py: only for real models
+
+                model_archive.save_model(model, tmp, frozen_base)
             with tmp.open("rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)

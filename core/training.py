@@ -517,12 +517,16 @@ class _Trainer:
 
         # Stage 4: one exported model, raw RGB in, probabilities out.
         self.emit(ProgressEvent(phase="saving", message="Saving the model"))
+        frozen_base = None
         if base is None:
             # The extractor's Keras base computed (or was checked against) every feature.
-            base = extractor.keras_model or backbones.build_base(spec, resolved)
+            # It is the process's shared frozen base, so its saved weights can be reused.
+            base = frozen_base = extractor.keras_model
+            if base is None:
+                base = backbones.build_base(spec, resolved)
         base.trainable = False
         export = assemble_model(base, head, spec.input_size)
-        self.writer.save_model(export)
+        self.writer.save_model(export, frozen_base=frozen_base)
         self._write_history()
         self.seconds["total"] = time.monotonic() - started
         params = _count_params(export)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from core import datasets, features, training
+from core import datasets, features, model_archive, training
 from core.config import SplitConfig, TrainConfig
 from core.errors import ConfigError, WeightsUnavailableError
 from core.runs import RunStore
@@ -100,13 +100,25 @@ def test_exported_model_matches_head_on_cached_features(split_df: pd.DataFrame,
     assert accuracy == pytest.approx(result.test_accuracy)
 
 
-def test_second_run_with_other_head_reuses_feature_cache(split_df: pd.DataFrame,
-                                                         studio_home: Path) -> None:
+def test_second_run_with_other_head_reuses_feature_cache(
+        split_df: pd.DataFrame, studio_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.prediction import Predictor
+
+    reused: list[bool] = []
+    save_model = model_archive.save_model
+    monkeypatch.setattr(model_archive, "save_model",
+                        lambda *args: reused.append(save_model(*args)) or reused[-1])
     first = training.train(split_df, FAST, home=studio_home)
     second = training.train(
         split_df, replace(FAST, hidden_units=(16,), dropout=0.1, learning_rate=3e-3),
         home=studio_home,
     )
+    # The second model.keras reuses the base's saved weights, and is the model trained.
+    assert len(reused) == 2 and reused[1] is True
+    test = split_df[split_df["split"] == "test"]
+    predictions = Predictor.from_run(second.run_dir).predict(test["path"].tolist(), top_k=1)
+    accuracy = np.mean([p.top_k[0][0] for p in predictions] == test["label"].to_numpy())
+    assert accuracy == pytest.approx(second.test_accuracy)
     first_metrics = json.loads((first.run_dir / "metrics.json").read_text())
     second_metrics = json.loads((second.run_dir / "metrics.json").read_text())
     assert first_metrics["feature_cache"]["misses"] == len(split_df)
