@@ -281,6 +281,11 @@ def _frozen_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
     return model
 
 
+def forget_recent_features() -> None:
+    """Drops the feature vectors kept in memory: the next read goes to the disk cache."""
+    _recent_vectors.clear()
+
+
 def forget_built_bases() -> None:
     """Drops the frozen bases kept in this process (their memory returns on next collection)."""
     with _bases_lock:
@@ -428,6 +433,51 @@ def augment_view(image: np.ndarray, sha: str, view: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- extraction
+
+
+class _RecentVectors:
+    """The cached vectors this process read or wrote last, kept in memory up to a byte budget.
+
+    A second run on the same photos then opens no files: reading 1,500 took 0.06-0.1 s of a
+    1.5 s second run on the dev machine. A cache file never changes once written (its path
+    names the base, the decoder, the view and the photo's content), so a kept vector is always
+    what the file holds.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, folder: str, sha: str) -> np.ndarray | None:
+        key = (folder, sha.lower())
+        with self._lock:
+            vector = self._vectors.get(key)
+            if vector is not None:
+                self._vectors.move_to_end(key)
+            return vector
+
+    def put(self, folder: str, sha: str, vector: np.ndarray) -> None:
+        vector = np.array(vector, np.float32)  # a copy the caller cannot change
+        vector.flags.writeable = False
+        key = (folder, sha.lower())
+        with self._lock:
+            old = self._vectors.pop(key, None)
+            self._bytes += vector.nbytes - (old.nbytes if old is not None else 0)
+            self._vectors[key] = vector
+            while self._bytes > self.budget_bytes and self._vectors:
+                _, dropped = self._vectors.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+            self._bytes = 0
+
+
+# 128 MB: the features of 25,000 photos for a 1,280-wide base.
+_recent_vectors = _RecentVectors(128 * 2**20)
 
 
 def _cache_file(folder: Path, sha: str) -> Path:
@@ -619,9 +669,14 @@ def extract_views(
 
     header = _npy_header(dim)
     wanted: dict[int, list[int]] = {}  # image -> positions in views still to compute
+    folder_keys = [str(folder) for folder in folders]
     for i, sha in enumerate(shas):
         for k, folder in enumerate(folders):
-            cached = _read_cached(_cache_file(folder, sha), dim, header)
+            cached = _recent_vectors.get(folder_keys[k], sha)
+            if cached is None:
+                cached = _read_cached(_cache_file(folder, sha), dim, header)
+                if cached is not None:
+                    _recent_vectors.put(folder_keys[k], sha, cached)
             if cached is None:
                 wanted.setdefault(i, []).append(k)
             else:
@@ -670,6 +725,7 @@ def extract_views(
             for row, (k, i, _) in enumerate(batch):
                 out[k, i] = feats[row]
                 _write_cached(_cache_file(folders[k], shas[i]), feats[row], header, made)
+                _recent_vectors.put(folder_keys[k], shas[i], feats[row])
             done += len(batch)
             if on_progress:
                 on_progress(done, total)

@@ -229,10 +229,33 @@ def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> Non
     want, _ = features.extract(tflite, paths, shas, home=home)
     victim = features.feature_cache_root(home, tflite) / "0" / shas[0][:2] / f"{shas[0]}.npy"
     victim.write_bytes(b"garbage")
+    features.forget_recent_features()  # as a new process finds the cache
     got, stats = features.extract(tflite, paths, shas, home=home)
     assert (stats.hits, stats.misses) == (len(paths) - 1, 1)
     np.testing.assert_array_equal(got, want)
     assert np.load(victim).shape == (tflite.feature_dim,)
+
+
+def test_features_read_or_written_before_come_from_memory(tflite, photos, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, shas = photos
+    home = tmp_path / "home"
+    features.extract(tflite, paths[6:], shas[6:], home=home)
+    features.forget_recent_features()
+    features.extract(tflite, paths[6:], shas[6:], home=home)  # read from disk: kept
+    want, _ = features.extract(tflite, paths[:6], shas[:6], home=home)  # computed: kept
+    opened: list[Path] = []
+    read_cached = features._read_cached
+    monkeypatch.setattr(features, "_read_cached",
+                        lambda path, *args: opened.append(path) or read_cached(path, *args))
+    got, stats = features.extract(tflite, paths, shas, home=home)
+    assert (stats.hits, stats.misses, opened) == (len(paths), 0, [])
+    np.testing.assert_array_equal(got[:6], want)
+    # Within the byte budget only: the oldest vectors go first.
+    monkeypatch.setattr(features._recent_vectors, "budget_bytes", 4 * 4 * tflite.feature_dim)
+    features._recent_vectors.put("elsewhere", "ab" * 32, np.zeros(tflite.feature_dim))
+    features.extract(tflite, paths, shas, home=home)
+    assert len(opened) == len(paths)
 
 
 def test_views_are_cached_apart_and_deterministic(tflite, photos, tmp_path: Path) -> None:
