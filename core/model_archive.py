@@ -93,18 +93,18 @@ def save_model(model: keras.Model, path: str | Path, frozen_base: keras.Model | 
         try:
             _write_with_kept_base(model, frozen_base, kept, path)
             return True
-        except _LayoutChanged as exc:
-            log.warning("Saving %s with model.save: %s", path.name, exc)
+        except Exception:  # only a shortcut: model.save below still writes the file
+            log.warning("Saving %s with model.save instead", path.name, exc_info=True)
     model.save(path)
-    kept = _keep_base_weights(path, frozen_base, classes)
+    try:
+        kept = _keep_base_weights(path, frozen_base, classes)
+    except Exception:  # the file is saved; only later saves lose the shortcut
+        log.warning("Could not keep the base's weights from %s", path.name, exc_info=True)
+        kept = None
     if kept is not None:
         with _lock:
             _kept[frozen_base] = kept
     return False
-
-
-class _LayoutChanged(Exception):
-    """The file Keras writes no longer has the layout this module relies on."""
 
 
 def _base_index(model: keras.Model, base: keras.Model | None) -> int | None:
@@ -150,7 +150,7 @@ def _write_with_kept_base(model: keras.Model, base: keras.Model, kept: _BaseWeig
         with h5py.File(rest, "a") as weights:
             layers = weights.require_group("layers")
             if kept.group_name in layers:
-                raise _LayoutChanged(f"Keras wrote layers/{kept.group_name} for a skipped base")
+                raise RuntimeError(f"Keras wrote layers/{kept.group_name} for a skipped base")
             with _lock:
                 kept.store.copy(kept.store["base"], layers, name=kept.group_name)
         image = rest.read_bytes()

@@ -124,3 +124,16 @@ def test_a_changed_keras_layout_falls_back_to_model_save(
     assert model_archive.save_model(model, path, base) is False
     model.save(tmp_path / "keras.keras")
     assert_same_file(path, tmp_path / "keras.keras")
+
+
+def test_a_failure_to_keep_the_base_leaves_the_saved_file(
+        base: keras.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise OSError("no memory for the copy")
+
+    monkeypatch.setattr(model_archive, "_keep_base_weights", broken)
+    model = classifier(base)
+    assert model_archive.save_model(model, tmp_path / "a.keras", base) is False
+    model.save(tmp_path / "keras.keras")
+    assert_same_file(tmp_path / "a.keras", tmp_path / "keras.keras")
+    assert model_archive.save_model(model, tmp_path / "b.keras", base) is False
