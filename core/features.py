@@ -281,11 +281,6 @@ def _frozen_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
     return model
 
 
-def forget_recent_features() -> None:
-    """Drops the feature vectors kept in memory: the next read goes to the disk cache."""
-    _recent_vectors.clear()
-
-
 def forget_built_bases() -> None:
     """Drops the frozen bases kept in this process (their memory returns on next collection)."""
     with _bases_lock:
@@ -480,6 +475,11 @@ class _RecentVectors:
 _recent_vectors = _RecentVectors(128 * 2**20)
 
 
+def forget_recent_features() -> None:
+    """Drops the feature vectors kept in memory: the next read goes to the disk cache."""
+    _recent_vectors.clear()
+
+
 def _cache_file(folder: Path, sha: str) -> Path:
     sha = sha.lower()
     return folder / sha[:2] / f"{sha}.npy"
@@ -615,10 +615,11 @@ def extract_views(
     """Features of every image in every view, from the cache or by running the base.
 
     Cache: feature_cache_root(home, extractor)/<view>/<sha[:2]>/<sha>.npy, one float32 vector
-    per image and view, written atomically. Each image is decoded once for all its missing
-    views. Decoding (core.images.load_resized) and augmentation run in a thread pool a bounded
-    window ahead of inference, so memory holds the output plus a few batches of images,
-    however many images there are.
+    per image and view, written atomically; the vectors read or computed last are also kept in
+    memory (up to 128 MB), so a repeated call opens no files. Each image is decoded once for
+    all its missing views. Decoding (core.images.load_resized) and augmentation run in a thread
+    pool a bounded window ahead of inference, so memory holds the output plus a few batches of
+    images, however many images there are.
 
     Args:
         extractor: From make_extractor.
