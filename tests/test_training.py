@@ -117,8 +117,8 @@ def test_second_run_with_other_head_reuses_feature_cache(
     assert len(reused) == 2 and reused[1] is True
     test = split_df[split_df["split"] == "test"]
     predictions = Predictor.from_run(second.run_dir).predict(test["path"].tolist(), top_k=1)
-    accuracy = np.mean([p.top_k[0][0] for p in predictions] == test["label"].to_numpy())
-    assert accuracy == pytest.approx(second.test_accuracy)
+    predicted = np.array([p.top_k[0][0] for p in predictions])
+    assert np.mean(predicted == test["label"].to_numpy()) == pytest.approx(second.test_accuracy)
     first_metrics = json.loads((first.run_dir / "metrics.json").read_text())
     second_metrics = json.loads((second.run_dir / "metrics.json").read_text())
     assert first_metrics["feature_cache"]["misses"] == len(split_df)
