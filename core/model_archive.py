@@ -153,8 +153,7 @@ def _write_with_kept_base(model: keras.Model, base: keras.Model, kept: _BaseWeig
                 raise RuntimeError(f"Keras wrote layers/{kept.group_name} for a skipped base")
             with _lock:
                 kept.store.copy(kept.store["base"], layers, name=kept.group_name)
-        image = rest.read_bytes()
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(_METADATA, metadata_json)
-        archive.writestr(_CONFIG, config_json)
-        archive.writestr(_WEIGHTS, image)
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(_METADATA, metadata_json)
+            archive.writestr(_CONFIG, config_json)
+            archive.write(rest, _WEIGHTS)  # streamed from the file, not held in memory
