@@ -18,16 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import AppError, Cancelled, JobError
+from core.status import ACTIVE, CANCELLED, COMPLETED, FAILED, FINAL, QUEUED, RUNNING
 
 logger = logging.getLogger(__name__)
 
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-CANCELLED = "cancelled"
-FAILED = "failed"
-ACTIVE_STATES = (QUEUED, RUNNING)
-FINAL_STATES = (COMPLETED, CANCELLED, FAILED)
+ACTIVE_STATES = ACTIVE
+FINAL_STATES = FINAL
 
 DEFAULT_DEVICE = "default"
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core import runs
+from core import files, runs
 from core.errors import AppError
 
 if TYPE_CHECKING:
@@ -202,11 +202,11 @@ def export(run: Run, folder: str | Path) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
         written = {"report": out / f"{run.run_id}-report.html",
                    "per_class": out / f"{run.run_id}-per-class.csv"}
-        runs.write_text_atomic(written["report"], report_html(run, result))
-        runs.write_bytes_atomic(written["per_class"], per_class_csv(result))
+        files.write_text_atomic(written["report"], report_html(run, result))
+        files.write_bytes_atomic(written["per_class"], per_class_csv(result))
         if run.model_path is not None:
             written["model"] = out / f"{run.run_id}-model.zip"
-            runs.write_bytes_atomic(written["model"], model_zip(run))
+            files.write_bytes_atomic(written["model"], model_zip(run))
     except OSError as exc:
         raise AppError(f"Cannot write the exported files to {out}: {exc.strerror or exc}. "
                        "Choose a folder you can write to with --out.") from exc

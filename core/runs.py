@@ -13,8 +13,6 @@ import platform
 import re
 import secrets
 import shutil
-import socket
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,26 @@ import pandas as pd
 
 from core.config import TrainConfig
 from core.errors import AppError, Cancelled, JobError, RunNotFoundError
+from core.files import (
+    fsync_dir,
+    own_process_facts,
+    process_alive,
+    read_events,
+    read_json,
+    to_jsonable,
+    write_json_atomic,
+    write_text_atomic,
+)
+from core.status import (
+    BROKEN,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINAL,
+    INTERRUPTED,
+    RUN_RECORDED,
+    RUNNING,
+)
 
 if TYPE_CHECKING:
     from core.evaluation import EvalResult
@@ -46,11 +64,8 @@ MODEL_FILE = "model.keras"
 VERSIONS_FILE = "versions.json"
 STATUS_FILE = "status.json"
 
-# Statuses a writer records; "interrupted" and "broken" are only ever derived when reading.
-RUNNING, COMPLETED, CANCELLED, FAILED = "running", "completed", "cancelled", "failed"
-INTERRUPTED, BROKEN = "interrupted", "broken"
-STATUSES = (RUNNING, COMPLETED, CANCELLED, FAILED)
-FINAL_STATUSES = (COMPLETED, CANCELLED, FAILED)
+STATUSES = RUN_RECORDED
+FINAL_STATUSES = FINAL
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 
@@ -58,121 +73,6 @@ _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _STAGING_PREFIX = ".creating-"
 _TRASH_PREFIX = ".deleting-"
 _HOW_TO_LIST = "See the runs with `python -m core runs` or on the Compare page"
-
-
-# --- atomic writes -------------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Makes a rename durable; some file systems cannot fsync a folder, which is harmless."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Writes data to path so readers see either the old file or the new one, never a part.
-
-    Args:
-        path: Destination file; its folder must exist.
-        data: The complete new content.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide runs from other users
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Writes UTF-8 text atomically (see write_bytes_atomic)."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Converts numpy scalars/arrays, paths, dates, tuples and dataclasses to plain JSON values.
-
-    Non-finite floats become None, so the files stay valid JSON for any reader.
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
-        return [to_jsonable(v) for v in items]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (dt.datetime, dt.date)):
-        return obj.isoformat()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_jsonable(to_dict())
-    raise TypeError(f"cannot store a {type(obj).__name__} as JSON: {obj!r}")
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Writes obj as indented JSON atomically (see write_bytes_atomic and to_jsonable)."""
-    text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
-    write_text_atomic(path, text + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    """Reads a JSON file; raises OSError or ValueError when it is missing or corrupt."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """Reads an append-only JSON-lines file, skipping torn or corrupt lines.
-
-    A process killed in the middle of an append leaves a partial last line; that line (and
-    any other line that is not a JSON object) is skipped, not raised.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    events: list[dict[str, Any]] = []
-    skipped = 0
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            skipped += 1
-            continue
-        if isinstance(value, dict):
-            events.append(value)
-        else:
-            skipped += 1
-    if skipped:
-        log.warning("Skipped %d torn or corrupt line(s) in %s", skipped, path)
-    return events
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -222,50 +122,6 @@ def _package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks) of a Linux process, or None where /proc is absent."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses; the fields after the last ")" do not.
-    fields = text[text.rfind(")") + 2:].split()
-    if len(fields) < 20:
-        return None
-    return fields[0], fields[19]
-
-
-def _own_process_facts() -> dict[str, Any]:
-    pid = os.getpid()
-    stat = _proc_stat(pid)
-    return {"pid": pid, "hostname": socket.gethostname(), "pid_started": stat[1] if stat else None}
-
-
-def process_alive(status: Mapping[str, Any]) -> bool:
-    """Whether the process that wrote a status.json may still be running.
-
-    Only a process on this host can be checked; on another host the answer is True (unknown).
-    A recorded process start time guards against the pid having been reused.
-    """
-    pid = status.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or status.get("hostname") != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    state, started = stat
-    if state in ("Z", "X"):  # killed but not yet reaped by its parent
-        return False
-    recorded = status.get("pid_started")
-    return recorded is None or str(recorded) == started
 
 
 def effective_status(status: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -623,7 +479,7 @@ class RunWriter:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        _fsync_dir(self.run_dir)
+        fsync_dir(self.run_dir)
         self._record_input_size(model)
         return final
 
@@ -650,7 +506,7 @@ class RunWriter:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
         with self._lock:
             self._status.update(status=status, error=error, traceback=traceback,
-                                updated=_now_iso(), **_own_process_facts())
+                                updated=_now_iso(), **own_process_facts())
             if status in FINAL_STATUSES:
                 self._status["finished"] = self._status["updated"]
             write_json_atomic(self.run_dir / STATUS_FILE, self._status)
@@ -747,7 +603,7 @@ class RunStore:
         staging = self.runs_dir / f"{_STAGING_PREFIX}{run_id}"
         staging.mkdir()
         status = {"status": RUNNING, "error": None, "traceback": None, "started": _now_iso(),
-                  "updated": None, "finished": None, **_own_process_facts()}
+                  "updated": None, "finished": None, **own_process_facts()}
         status["updated"] = status["started"]
         try:
             write_json_atomic(staging / CONFIG_FILE, config.to_dict())
@@ -766,7 +622,7 @@ class RunStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync_dir(self.runs_dir)
+        fsync_dir(self.runs_dir)
         log.info("Created run %s", final)
         return RunWriter(final, status)
 

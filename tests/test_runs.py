@@ -23,9 +23,9 @@ from core.runs import (
     RunStore,
     RunWriter,
     new_run_id,
-    read_events,
-    write_json_atomic,
+
 )
+from core.files import proc_stat, read_events, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = {"kind": "cpu", "summary": "CPU only (test)"}
@@ -318,7 +318,7 @@ def test_running_run_whose_process_died_is_interrupted(studio_home: Path) -> Non
     assert store.list()[0].status == "running"
     # Same pid but another process start time: the pid was reused, the writer is gone.
     write_json_atomic(path, {**status, "pid_started": "1"})
-    expected = "running" if runs._proc_stat(os.getpid()) is None else "interrupted"
+    expected = "running" if proc_stat(os.getpid()) is None else "interrupted"
     assert store.list()[0].status == expected
 
 

@@ -1,0 +1,180 @@
+"""Files of the studio's state: atomic writes, JSON and JSON-lines reading, process liveness.
+
+Every module that writes state writes it through here, so a reader never sees half a file and
+a crash leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Makes a rename durable; some file systems cannot fsync a folder, which is harmless."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Writes data to path so readers see either the old file or the new one, never a part.
+
+    Args:
+        path: Destination file; its folder must exist.
+        data: The complete new content.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide runs from other users
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Writes UTF-8 text atomically (see write_bytes_atomic)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Converts numpy scalars/arrays, paths, dates, tuples and dataclasses to plain JSON values.
+
+    Non-finite floats become None, so the files stay valid JSON for any reader.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
+        return [to_jsonable(v) for v in items]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (dt.datetime, dt.date)):
+        return obj.isoformat()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_jsonable(to_dict())
+    raise TypeError(f"cannot store a {type(obj).__name__} as JSON: {obj!r}")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Writes obj as indented JSON atomically (see write_bytes_atomic and to_jsonable)."""
+    text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
+    write_text_atomic(path, text + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Reads a JSON file; raises OSError or ValueError when it is missing or corrupt."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Reads an append-only JSON-lines file, skipping torn or corrupt lines.
+
+    A process killed in the middle of an append leaves a partial last line; that line (and
+    any other line that is not a JSON object) is skipped, not raised.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    events: list[dict[str, Any]] = []
+    skipped = 0
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if isinstance(value, dict):
+            events.append(value)
+        else:
+            skipped += 1
+    if skipped:
+        log.warning("Skipped %d torn or corrupt line(s) in %s", skipped, path)
+    return events
+
+
+def proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks) of a Linux process, or None where /proc is absent."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses; the fields after the last ")" do not.
+    fields = text[text.rfind(")") + 2:].split()
+    if len(fields) < 20:
+        return None
+    return fields[0], fields[19]
+
+
+def own_process_facts() -> dict[str, Any]:
+    pid = os.getpid()
+    stat = proc_stat(pid)
+    return {"pid": pid, "hostname": socket.gethostname(), "pid_started": stat[1] if stat else None}
+
+
+def process_alive(status: Mapping[str, Any]) -> bool:
+    """Whether the process that wrote a status record (own_process_facts) may still run.
+
+    Only a process on this host can be checked; on another host the answer is True (unknown).
+    A recorded process start time guards against the pid having been reused.
+    """
+    pid = status.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or status.get("hostname") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    stat = proc_stat(pid)
+    if stat is None:
+        return True
+    state, started = stat
+    if state in ("Z", "X"):  # killed but not yet reaped by its parent
+        return False
+    recorded = status.get("pid_started")
+    return recorded is None or str(recorded) == started
