@@ -17,6 +17,7 @@ from core import datasets
 from core.config import SplitConfig, TrainConfig, studio_home
 from core.errors import AppError
 from core.runs import RunStore
+from core.status import COMPLETED
 
 log = logging.getLogger("core")
 
@@ -184,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{_pct(result.test_accuracy)}, best validation accuracy "
               f"{_pct(result.best_val_accuracy)}, {result.epochs_run} epochs, "
               f"{result.seconds['total']:.1f} s\nSaved in {result.run_dir}")
-    return 0 if result.status == "completed" else EXIT_CANCELLED
+    return 0 if result.status == COMPLETED else EXIT_CANCELLED
 
 
 def _print_progress(event: Any) -> None:

@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.history import FINE_TUNE
+
 TRAIN_COLOUR = "#1f77b4"
 VAL_COLOUR = "#ff7f0e"
 FINE_TUNE_FILL = "rgba(44, 160, 44, 0.10)"
@@ -46,7 +48,7 @@ def fine_tune_start(history: pd.DataFrame) -> float | None:
     """First epoch (x value) whose phase is "fine-tune", or None."""
     if history.empty or "phase" not in history.columns:
         return None
-    mask = (history["phase"].astype(str) == "fine-tune").to_numpy()
+    mask = (history["phase"].astype(str) == FINE_TUNE).to_numpy()
     return float(_epochs(history)[mask].min()) if mask.any() else None
 
 
@@ -55,7 +57,7 @@ def learning_curves(history_df: pd.DataFrame, fine_tune_start_epoch: int | None 
     """Loss and accuracy per epoch, training against validation, fine-tune phase shaded.
 
     Args:
-        history_df: One row per epoch (runs.HISTORY_COLUMNS): epoch, phase, loss, accuracy,
+        history_df: One row per epoch (core.history.HISTORY_COLUMNS): epoch, phase, loss, accuracy,
             val_loss, val_accuracy; missing metric columns are left out.
         fine_tune_start_epoch: First fine-tune epoch; read from the phase column when None.
 

@@ -36,3 +36,7 @@ class Cancelled(Exception):
 
     Not an AppError: it is control flow, caught by training, which marks the run cancelled.
     """
+
+
+class RunNotUsableError(RunNotFoundError):
+    """The run exists but cannot be used as asked: not completed, or broken (damaged files)."""

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import threading
 import time
 import traceback
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import AppError, Cancelled, JobError
+from core.files import write_text_atomic
 from core.status import ACTIVE, CANCELLED, COMPLETED, FAILED, FINAL, QUEUED, RUNNING
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ ACTIVE_STATES = ACTIVE
 FINAL_STATES = FINAL
 
 DEFAULT_DEVICE = "default"
+JOBS_DIRNAME = "jobs"
 
 
 def event_value(event: Any, name: str, default: Any = None) -> Any:
@@ -409,12 +410,11 @@ class JobManager:
     def _record_locked(self, job: _Job) -> None:
         """Writes <home>/jobs/<job id>.json atomically; a failure to write is only logged."""
         record = self._snapshot(job).to_dict()
-        folder = self.home / "jobs"
+        folder = self.home / JOBS_DIRNAME
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{job.job_id}.json.tmp"
-            tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-            os.replace(tmp, folder / f"{job.job_id}.json")
+            write_text_atomic(folder / f"{job.job_id}.json",
+                              json.dumps(record, indent=2, default=str) + "\n")
         except OSError:
             logger.warning("could not record job %s under %s", job.job_id, folder,
                            exc_info=True)

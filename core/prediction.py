@@ -16,8 +16,8 @@ from PIL import Image
 
 from core import evaluation, images
 from core.config import studio_home
-from core.errors import ConfigError, DatasetError, ImageError, RunNotFoundError
-from core.runs import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, RunStore, read_json
+from core.errors import ConfigError, DatasetError, ImageError, RunNotUsableError
+from core.runs import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Predictor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         warm_up: bool = True,
     ) -> Predictor:
-        """Loads a run's model.keras, labels.json and unsure threshold (0.5 when absent).
+        """Loads a usable run's model, class names and unsure threshold (0.5 when absent).
 
         Args:
             run: A run folder, or a run id in the studio home.
@@ -169,35 +169,28 @@ class Predictor:
             warm_up: Trace the model now, so the first prediction is as fast as the rest.
 
         Raises:
-            RunNotFoundError: when the run does not exist or has no usable model or labels.
+            RunNotFoundError: when the run does not exist.
+            RunNotUsableError: when it is not completed or is broken (its files damaged),
+                saying why; also when its model cannot be loaded.
         """
         path = Path(run).expanduser()
-        run_dir = path if path.is_dir() else RunStore(studio_home(home)).resolve(run)
-        try:
-            labels = read_json(run_dir / LABELS_FILE)["labels"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunNotFoundError(
-                f"Run {run_dir.name} has no readable {LABELS_FILE} ({exc}); it is broken. "
-                "Pick another run (`python -m core runs`) or train again."
-            ) from exc
-        model_path = run_dir / MODEL_FILE
-        if not model_path.is_file():
-            raise RunNotFoundError(
-                f"Run {run_dir.name} has no trained model ({_status_of(run_dir)}). Only "
-                "completed runs can predict: pick one with `python -m core runs` or train again."
-            )
+        # A run folder is found without the studio home (which may not even be writable).
+        store = RunStore(path.parent.parent if path.is_dir() else studio_home(home))
+        stored = store.load_usable(run, "predict")
+        assert stored.model_path is not None  # a usable run has a model
         import keras
 
         import core.backbones  # noqa: F401  registers the custom layers saved in models
 
         try:
-            model = keras.saving.load_model(model_path, compile=False)
-        except Exception as exc:  # damaged zip, unknown layer, version mismatch...
-            raise RunNotFoundError(
-                f"The model of run {run_dir.name} cannot be loaded ({type(exc).__name__}: "
+            model = keras.saving.load_model(stored.model_path, compile=False)
+        except Exception as exc:  # unknown layer, version mismatch, damage the check missed
+            raise RunNotUsableError(
+                f"The model of run {stored.run_id} cannot be loaded ({type(exc).__name__}: "
                 f"{exc}). It is damaged or was saved by an incompatible version; train again."
             ) from exc
-        predictor = cls(model, labels, threshold=_threshold_of(run_dir), run_dir=run_dir,
+        predictor = cls(model, stored.labels, threshold=stored.unsure_threshold,
+                        input_size=stored.input_size, run_dir=stored.run_dir,
                         batch_size=batch_size)
         if warm_up:
             predictor.warm_up()
@@ -260,27 +253,6 @@ def _error_text(name: str, exc: BaseException) -> str:
     # core.images' reasons already say what to do (re-export, downscale, use JPEG...).
     reason = str(exc) or type(exc).__name__
     return f"Cannot read {name}: {reason}"
-
-
-def _status_of(run_dir: Path) -> str:
-    try:
-        status = read_json(run_dir / STATUS_FILE).get("status", "unknown")
-    except (OSError, ValueError, AttributeError):
-        return "status unknown"
-    return f"status: {status}"
-
-
-def _threshold_of(run_dir: Path) -> float:
-    """The unsure threshold chosen on the validation split, or 0.5 for runs without one."""
-    try:
-        value = read_json(run_dir / METRICS_FILE).get("unsure_threshold")
-    except (OSError, ValueError, AttributeError):
-        return DEFAULT_THRESHOLD
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return DEFAULT_THRESHOLD
-    return number if 0.0 <= number <= 1.0 else DEFAULT_THRESHOLD
 
 
 def evaluate_dataset(predictor: Predictor, index: pd.DataFrame) -> evaluation.EvalResult:

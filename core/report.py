@@ -15,12 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core import files, runs
+from core import files
 from core.errors import AppError
 
 if TYPE_CHECKING:
     from core.evaluation import EvalResult
     from core.runs import Run
+
+# Names of the files inside the model zip (the export's own layout, which its README explains).
+MODEL_NAME = "model.keras"
+LABELS_NAME = "labels.json"
+# Versions worth telling a reader; the server's platform string and paths are left out.
+REPORTED_VERSIONS = ("python", "tensorflow", "keras", "numpy")
 
 MODEL_README = """\
 Trained with Transfer Learning Studio.
@@ -55,20 +61,20 @@ text-align:right}th{background:#f1f5f1}td:first-child,th:first-child{text-align:
 
 
 def model_zip(run: Run) -> bytes:
-    """A zip of the run's model.keras, labels.json and a README saying how to use them.
+    """A zip of the run's model, its class names and a README saying how to use them.
 
     Raises:
-        FileNotFoundError: when the run has no model.
+        RunNotUsableError: when the run is not completed or is broken.
     """
-    if run.model_path is None:
-        raise FileNotFoundError(f"run {run.run_id} has no {runs.MODEL_FILE}")
+    run.require_usable("be exported")
+    assert run.model_path is not None  # a usable run has a model
     buffer = io.BytesIO()
     versions = run.versions or {}
     readme = MODEL_README.format(size=run.input_size or "S", tf=versions.get("tensorflow", "?"),
                                  keras=versions.get("keras", "?"))
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(run.model_path, runs.MODEL_FILE)
-        zf.write(run.run_dir / runs.LABELS_FILE, runs.LABELS_FILE)
+        zf.write(run.model_path, MODEL_NAME)
+        zf.writestr(LABELS_NAME, json.dumps(run.labels_record(), indent=2, ensure_ascii=False))
         zf.writestr("README.txt", readme)
     return buffer.getvalue()
 
@@ -141,6 +147,12 @@ def _settings(run: Run) -> pd.DataFrame:
                         columns=["Setting", "Value"])
 
 
+def _versions_text(run: Run) -> str:
+    versions = run.versions or {}
+    return ", ".join(f"{name} {versions[name]}" for name in REPORTED_VERSIONS
+                     if versions.get(name)) or "not recorded"
+
+
 def report_html(run: Run, result: EvalResult) -> str:
     """A one-page, self-contained HTML report of a run, readable without knowing ML."""
     dataset = run.dataset.get("name") or "the dataset"
@@ -172,8 +184,8 @@ def report_html(run: Run, result: EvalResult) -> str:
 {_table(confusion)}
 <h2>How it was trained</h2>
 {_table(_settings(run))}
-<p class="note">Made with Transfer Learning Studio. Files of this run: {html.escape(str(run.run_dir))}.
-Versions: {html.escape(json.dumps({k: v for k, v in (run.versions or {}).items() if k != "device"}))}</p>
+<p class="note">Made with Transfer Learning Studio, run {html.escape(run.run_id)}.
+Versions: {html.escape(_versions_text(run))}.</p>
 </body></html>
 """
 
@@ -181,20 +193,22 @@ Versions: {html.escape(json.dumps({k: v for k, v in (run.versions or {}).items()
 def export(run: Run, folder: str | Path) -> dict[str, Path]:
     """Writes the run's shareable files into a folder, each atomically.
 
-    Files: <run id>-report.html, <run id>-per-class.csv and, when the run has a model,
-    <run id>-model.zip (the Evaluate page's downloads, under the same names).
+    Files: <run id>-report.html, <run id>-per-class.csv and <run id>-model.zip (the Evaluate
+    page's downloads, under the same names).
 
     Returns:
-        {"report", "per_class", "model"} -> the file written ("model" only with a model).
+        {"report", "per_class", "model"} -> the file written.
 
     Raises:
-        AppError: when the run has no test evaluation to report (not completed), or the
-            folder cannot be written.
+        RunNotUsableError: when the run is not completed or is broken (the reason included).
+        AppError: when the run has no test evaluation to report, or the folder cannot be
+            written.
     """
+    run.require_usable("be exported")
     result = run.evaluation
     if result is None:
         raise AppError(
-            f"Run {run.run_id} has no test results to report (status: {run.status}). "
+            f"Run {run.run_id} has no test results to report (status: {run.state}). "
             "Export a completed run; `python -m core runs` lists them."
         )
     out = Path(folder).expanduser()
@@ -204,9 +218,8 @@ def export(run: Run, folder: str | Path) -> dict[str, Path]:
                    "per_class": out / f"{run.run_id}-per-class.csv"}
         files.write_text_atomic(written["report"], report_html(run, result))
         files.write_bytes_atomic(written["per_class"], per_class_csv(result))
-        if run.model_path is not None:
-            written["model"] = out / f"{run.run_id}-model.zip"
-            files.write_bytes_atomic(written["model"], model_zip(run))
+        written["model"] = out / f"{run.run_id}-model.zip"
+        files.write_bytes_atomic(written["model"], model_zip(run))
     except OSError as exc:
         raise AppError(f"Cannot write the exported files to {out}: {exc.strerror or exc}. "
                        "Choose a folder you can write to with --out.") from exc

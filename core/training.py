@@ -20,7 +20,9 @@ import pandas as pd
 from core import backbones, device, evaluation, features, head_training, images
 from core.config import TrainConfig, studio_home
 from core.errors import Cancelled, ConfigError, DatasetError
+from core.history import FINE_TUNE, HEAD, history_frame
 from core.runs import RunStore, RunWriter
+from core.status import CANCELLED, COMPLETED, FAILED
 
 log = logging.getLogger(__name__)
 
@@ -452,17 +454,17 @@ class _Trainer:
         except Cancelled:
             self.seconds["total"] = time.monotonic() - started
             self._write_history()
-            self.writer.set_status("cancelled")
+            self.writer.set_status(CANCELLED)
             self.emit(ProgressEvent(phase="saving", message="Cancelled: the run is kept as is."))
             return TrainResult(
-                run_id=self.writer.run_id, run_dir=self.writer.run_dir, status="cancelled",
+                run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=CANCELLED,
                 test_accuracy=None, best_val_accuracy=self._best_val(),
                 epochs_run=len(self.history_rows), seconds=self.seconds,
             )
         except BaseException as exc:
             self._write_history()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.writer.set_status("failed", error=str(exc) or detail,
+            self.writer.set_status(FAILED, error=str(exc) or detail,
                                    traceback=traceback.format_exc())
             raise
         return result
@@ -552,13 +554,13 @@ class _Trainer:
             "device": info.to_dict(),
         }
         self.writer.write_metrics(metrics)
-        self.writer.set_status("completed")
+        self.writer.set_status(COMPLETED)
         self.emit(ProgressEvent(
             phase="saving", step=1, total_steps=1, metrics={"test_accuracy": result.accuracy},
             message=f"Done: test accuracy {result.accuracy:.3f}",
         ))
         return TrainResult(
-            run_id=self.writer.run_id, run_dir=self.writer.run_dir, status="completed",
+            run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=COMPLETED,
             test_accuracy=result.accuracy, best_val_accuracy=self._best_val(),
             epochs_run=len(self.history_rows), seconds=self.seconds, evaluation=result,
         )
@@ -616,7 +618,7 @@ class _Trainer:
         head = build_head(feature_dim, len(self.labels), cfg)
         callback = ProgressCallback(
             self.emit, self.should_stop, phase="training head", total_epochs=cfg.epochs,
-            on_epoch_row=lambda row: self._add_history("head", row),
+            on_epoch_row=lambda row: self._add_history(HEAD, row),
         )
         head_training.fit_head(
             head, feats["train"], y_train, feats["val"], self.part("val")["label_index"].to_numpy(),
@@ -664,7 +666,7 @@ class _Trainer:
         callback = ProgressCallback(
             self.emit, self.should_stop, phase="fine-tuning", total_epochs=cfg.fine_tune_epochs,
             steps_per_epoch=steps, batch_event_every=_FINE_TUNE_EVENT_EVERY_BATCHES,
-            on_epoch_row=lambda row: self._add_history("fine-tune", row),
+            on_epoch_row=lambda row: self._add_history(FINE_TUNE, row),
         )
         model.fit(
             train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, verbose=0,
@@ -702,14 +704,7 @@ class _Trainer:
         if self.writer is None:
             return
         self._history_written = time.monotonic()
-        columns = ["epoch", "phase", "phase_epoch", "loss", "accuracy", "val_loss",
-                   "val_accuracy", "seconds"]
-        frame = pd.DataFrame(self.history_rows)
-        for col in columns:
-            if col not in frame.columns:
-                frame[col] = pd.Series(dtype="float64")
-        self.writer.write_history(frame[columns + [c for c in frame.columns
-                                                   if c not in columns]])
+        self.writer.write_history(history_frame(self.history_rows))
 
     def _best_val(self) -> float | None:
         values = [r["val_accuracy"] for r in self.history_rows if "val_accuracy" in r]

@@ -1,4 +1,4 @@
-"""Run store: atomic writes, listing, loading, deleting, and surviving kills mid-write."""
+"""Run store: creating, listing, loading, validating, deleting, and surviving kills mid-write."""
 
 from __future__ import annotations
 
@@ -10,22 +10,17 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from core import runs
 from core.config import TrainConfig
 from core.errors import JobError, RunNotFoundError
-from core.runs import (
-    HISTORY_COLUMNS,
-    RunStore,
-    RunWriter,
-    new_run_id,
-
-)
 from core.files import proc_stat, read_events, write_json_atomic
+from core.history import HISTORY_COLUMNS
+from core.runs import RunStore, RunWriter, new_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = {"kind": "cpu", "summary": "CPU only (test)"}
@@ -58,15 +53,25 @@ def history(n_head: int, n_fine: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def finish(writer: RunWriter, test_accuracy: float = 0.9, model_bytes: bytes = b"x" * 2000
-           ) -> None:
-    """Completes a run without TensorFlow: a stand-in model whose save() writes bytes."""
+def write_fake_keras_archive(path: Path, weights: bytes = b"w" * 2000) -> None:
+    """A zip laid out as Keras 3 saves a model (config and weights), without TensorFlow."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", "{}")
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", weights)
 
-    class FakeModel:
-        input_shape = (None, 32, 32, 3)
 
-        def save(self, path: Path) -> None:
-            Path(path).write_bytes(model_bytes)
+class FakeModel:
+    """A stand-in model whose save() writes a Keras-shaped archive."""
+
+    input_shape = (None, 32, 32, 3)
+
+    def save(self, path: Path) -> None:
+        write_fake_keras_archive(Path(path))
+
+
+def finish(writer: RunWriter, test_accuracy: float = 0.9) -> None:
+    """Completes a run without TensorFlow."""
 
     writer.append_event({"phase": "training head", "step": 1})
     writer.write_history(history(3, 2))
@@ -75,38 +80,6 @@ def finish(writer: RunWriter, test_accuracy: float = 0.9, model_bytes: bytes = b
                           "params": {"total": 1000, "trainable": 30, "non_trainable": 970},
                           "depth": 105, "seconds": {"total": 12.5}})
     writer.set_status("completed")
-
-
-# --- atomic writes ------------------------------------------------------------------------
-
-
-def test_atomic_write_keeps_old_file_when_replace_fails(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "status.json"
-    write_json_atomic(target, {"status": "running"})
-
-    def failing_replace(src: str, dst: str) -> None:
-        raise OSError("disk vanished")
-
-    monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk vanished"):
-        write_json_atomic(target, {"status": "completed"})
-    monkeypatch.undo()
-    assert json.loads(target.read_text()) == {"status": "running"}
-    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # temp file cleaned up
-
-
-def test_json_values_are_made_plain(tmp_path: Path) -> None:
-    import numpy as np
-
-    target = tmp_path / "m.json"
-    write_json_atomic(target, {"a": np.float32(0.5), "b": np.int64(3), "c": float("nan"),
-                               "d": (1, 2), "e": tmp_path, "f": np.array([1, 2])})
-    assert json.loads(target.read_text()) == {"a": 0.5, "b": 3, "c": None, "d": [1, 2],
-                                              "e": str(tmp_path), "f": [1, 2]}
-    with pytest.raises(TypeError, match="cannot store"):
-        write_json_atomic(target, {"x": object()})
-    assert json.loads(target.read_text())["b"] == 3
 
 
 def test_run_ids_sort_by_time_and_are_safe() -> None:
@@ -152,7 +125,7 @@ def test_full_run_loads_back(studio_home: Path) -> None:
     assert run.labels == LABELS and run.input_size == 32 and run.backbone == "mobilenet_v2"
     assert run.split["label"].tolist()[:3] == LABELS
     pd.testing.assert_frame_equal(run.split, split_table(), check_dtype=False)
-    assert list(run.history.columns[:7]) == HISTORY_COLUMNS and len(run.history) == 5
+    assert tuple(run.history.columns[:8]) == HISTORY_COLUMNS and len(run.history) == 5
     assert run.events == [{"phase": "training head", "step": 1}]
     assert run.metrics["depth"] == 105
     assert run.versions["device"] == DEVICE
@@ -169,7 +142,7 @@ def test_full_run_loads_back(studio_home: Path) -> None:
     assert summary.backbone == "mobilenet_v2" and summary.dataset == "pets"
     assert summary.num_classes == 3 and summary.train_images == 12
     assert (summary.total_params, summary.trainable_params, summary.depth) == (1000, 30, 105)
-    assert summary.model_size_mb == pytest.approx(0.002)
+    assert summary.model_size_mb == pytest.approx(run.model_path.stat().st_size / 1e6)
     assert summary.seconds_per_epoch == pytest.approx(3.0)  # 1..5 seconds
     assert (summary.best_epoch, summary.best_val_accuracy) == (2, 0.8)
     assert summary.test_accuracy == 0.9 and summary.epochs_run == 5
@@ -203,19 +176,17 @@ def test_list_is_newest_first_and_empty_home(studio_home: Path) -> None:
     assert all(s.status == "running" for s in store.list())
 
 
-def test_writer_context_marks_failures(studio_home: Path) -> None:
-    from core.errors import Cancelled
-
+def test_failures_are_recorded_with_their_traceback(studio_home: Path) -> None:
     store = RunStore(studio_home)
-    with pytest.raises(RuntimeError), new_run(store):
-        raise RuntimeError("out of memory")
-    with pytest.raises(Cancelled), new_run(store):
-        raise Cancelled()
+    failed, cancelled = new_run(store), new_run(store)
+    failed.set_status("failed", "out of memory", traceback="Traceback: RuntimeError")
+    cancelled.set_status("cancelled")
     by_status = {s.status: s for s in store.list()}
     assert set(by_status) == {"failed", "cancelled"}
     assert by_status["failed"].error == "out of memory"
-    failed = store.load(by_status["failed"].run_id)
-    assert "RuntimeError" in failed.status["traceback"]
+    loaded = store.load(by_status["failed"].run_id)
+    assert "RuntimeError" in loaded.status["traceback"] and loaded.finished is not None
+    assert not loaded.usable and not by_status["cancelled"].usable
 
 
 def test_history_needs_epochs(studio_home: Path) -> None:
@@ -289,7 +260,7 @@ def test_failed_status_write_keeps_previous_status(studio_home: Path,
     writer = new_run(store)
     other = new_run(store)
     finish(other)
-    monkeypatch.setattr(runs.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("full")))
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("full")))
     with pytest.raises(OSError):
         writer.set_status("completed")
     with pytest.raises(OSError):
@@ -323,7 +294,7 @@ def test_running_run_whose_process_died_is_interrupted(studio_home: Path) -> Non
 
 
 WRITER_SCRIPT = textwrap.dedent("""
-    import sys, time
+    import sys, time, zipfile
     from pathlib import Path
     import pandas as pd
     from core.config import TrainConfig
@@ -332,10 +303,12 @@ WRITER_SCRIPT = textwrap.dedent("""
     class SlowModel:
         input_shape = (None, 32, 32, 3)
         def save(self, path):
-            with open(path, "wb") as fh:
-                for _ in range(40):
-                    fh.write(b"w" * 50_000)
-                    fh.flush()
+            with zipfile.ZipFile(path, "w") as archive:
+                archive.writestr("config.json", "{}")
+                with archive.open("model.weights.h5", "w") as fh:
+                    for _ in range(40):
+                        fh.write(b"w" * 50_000)
+                        fh.flush()
 
     store = RunStore(Path(sys.argv[1]))
     split = pd.DataFrame({"path": ["a.png", "b.png"], "label": ["x", "y"],
@@ -384,7 +357,7 @@ def test_store_survives_sigkill_mid_write(studio_home: Path, tmp_path: Path, del
         run = store.load(summary.run_id)
         assert run.labels == ["x", "y"]
         if summary.status == "completed":
-            assert run.model_path.stat().st_size == 2_000_000
+            assert run.usable and run.model_path.stat().st_size > 2_000_000
             assert len(run.history) == 3 and len(run.events) == 3
     # A new run in the same home still works after the kill.
     writer = store.create(TrainConfig(weights=None), ["x", "y"], None, None, device={})
@@ -394,11 +367,12 @@ def test_store_survives_sigkill_mid_write(studio_home: Path, tmp_path: Path, del
 PAUSING_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
+    import core.run_writer as run_writer
     import core.runs as runs
     from core.config import TrainConfig
 
     where = sys.argv[2]
-    real_write_json = runs.write_json_atomic
+    real_write_json = run_writer.write_json_atomic
 
     def pause(tag):
         print(tag, flush=True)
@@ -415,7 +389,7 @@ PAUSING_SCRIPT = textwrap.dedent("""
             Path(path).write_bytes(b"half a model")
             pause("paused")
 
-    runs.write_json_atomic = write_json
+    run_writer.write_json_atomic = write_json
     store = runs.RunStore(Path(sys.argv[1]))
     w = store.create(TrainConfig(weights=None), ["x", "y"], None, {"name": "kill"}, device={})
     w.append_event({"epoch": 1})
@@ -477,7 +451,8 @@ def test_delete_removes_only_that_run(studio_home: Path, tmp_path: Path) -> None
     store.delete(gone.run_id)
     assert not gone.run_dir.exists()
     assert [s.run_id for s in store.list()] == [keep.run_id]
-    assert sorted(p.name for p in (studio_home / "runs").iterdir()) == [keep.run_id]
+    left = sorted(p.name for p in (studio_home / "runs").iterdir() if p.name != ".index.json")
+    assert left == [keep.run_id]
     with pytest.raises(RunNotFoundError):
         store.delete(gone.run_id)
 

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from core import charts, runs
+from core import charts
 from core.errors import AppError
 from core.runs import RunSummary
+from core.status import BROKEN, FAILED, INTERRUPTED
 from ui import runs as ui_runs
 from ui import state
 
@@ -17,7 +18,7 @@ METRICS = {"val_accuracy": "Validation accuracy", "accuracy": "Training accuracy
            "val_loss": "Validation loss", "loss": "Training loss",
            "seconds": "Seconds per epoch"}
 CURVES_SHOWN_FIRST = 3
-PROBLEM_STATUSES = (runs.BROKEN, runs.INTERRUPTED, runs.FAILED)
+PROBLEM_STATUSES = (BROKEN, INTERRUPTED, FAILED)
 
 
 def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:

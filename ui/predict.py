@@ -10,26 +10,26 @@ import streamlit as st
 
 from core import charts
 from core.prediction import Prediction, Predictor
-from core.runs import MODEL_FILE
-from ui import resources, state
+from ui import runs as ui_runs
+from ui import state
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _predictor(run_dir: str, model_stamp: int) -> Predictor:
-    del model_stamp  # part of the key: a retrained or replaced model is loaded again
+def _predictor(run_dir: str, stamp: tuple[int, ...]) -> Predictor:
+    del stamp  # part of the key: a retrained or replaced model is loaded again
     return Predictor.from_run(Path(run_dir))
 
 
 def predictor(run_dir: str | Path) -> Predictor:
-    """The run's model, loaded once per server for as long as model.keras is unchanged.
+    """The run's model, loaded once per server for as long as the run's files are unchanged.
 
     Raises:
         RunNotFoundError: when the run has no usable model or labels.
     """
     run_dir = Path(run_dir)
-    return _predictor(str(run_dir), resources.file_stamp(run_dir / MODEL_FILE))
+    return _predictor(str(run_dir), ui_runs.fingerprint(run_dir))
 
 
 def photo_inputs() -> list[Any]:

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import runs
 from core.runs import Run, RunStore, RunSummary
 from ui import nav, resources, state
 from ui.errors import show_user_errors
-
-# Files whose modification times say whether a cached copy of a run is still current.
-_STAMP_FILES = (runs.STATUS_FILE, runs.METRICS_FILE, runs.HISTORY_FILE, runs.MODEL_FILE)
-
 
 def store() -> RunStore:
     """The run store of the studio home."""
@@ -27,8 +22,8 @@ def all_runs() -> list[RunSummary]:
 
 
 def completed_runs() -> list[RunSummary]:
-    """Runs that finished training and have a model, newest first."""
-    return [s for s in all_runs() if s.status == runs.COMPLETED]
+    """Runs that finished training with a whole model (usable), newest first."""
+    return [s for s in all_runs() if s.usable]
 
 
 def completed_runs_or_stop(what: str) -> list[RunSummary]:
@@ -87,14 +82,19 @@ def no_runs_yet(what: str) -> None:
     nav.page_link(nav.DATASET, "Choose a dataset first", ":material/photo_library:")
 
 
-def _stamp(run_dir: Path) -> tuple[int, ...]:
-    return tuple(resources.file_stamp(run_dir / name) for name in _STAMP_FILES)
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
 def _load(run_dir: str, stamp: tuple[int, ...]) -> Run:
     del stamp  # only part of the cache key
-    return RunStore(Path(run_dir).parent.parent).load(run_dir)
+    return _store_of(Path(run_dir)).load(run_dir)
+
+
+def _store_of(run_dir: Path) -> RunStore:
+    return RunStore(run_dir.parent.parent)
+
+
+def fingerprint(run_dir: str | Path) -> tuple[int, ...]:
+    """A value that changes whenever one of the run's files changes (a cache key)."""
+    return _store_of(Path(run_dir)).fingerprint(run_dir)
 
 
 def load(summary_or_dir: RunSummary | Path | str) -> Run:
@@ -104,4 +104,4 @@ def load(summary_or_dir: RunSummary | Path | str) -> Run:
         RunNotFoundError: when the run folder is gone.
     """
     run_dir = Path(getattr(summary_or_dir, "run_dir", summary_or_dir))
-    return _load(str(run_dir), _stamp(run_dir))
+    return _load(str(run_dir), fingerprint(run_dir))

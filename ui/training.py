@@ -12,6 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from core import backbones, charts, jobs, training
+from core import history as history_table
+from core.status import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from core.errors import JobError
 from core.jobs import JobStatus
@@ -45,8 +47,8 @@ PHASE_TEXT = {
     "evaluating": "Evaluating", "saving": "Saving",
 }
 STATE_TEXT = {
-    jobs.QUEUED: "queued", jobs.RUNNING: "running", jobs.COMPLETED: "finished",
-    jobs.CANCELLED: "cancelled", jobs.FAILED: "failed",
+    QUEUED: "queued", RUNNING: "running", COMPLETED: "finished",
+    CANCELLED: "cancelled", FAILED: "failed",
 }
 METRIC_TEXT = (("loss", "Training loss"), ("accuracy", "Training accuracy"),
                ("val_loss", "Validation loss"), ("val_accuracy", "Validation accuracy"))
@@ -242,22 +244,8 @@ def start(current: CurrentDataset, config: TrainConfig) -> str | None:
 
 
 def history_from_events(events: Sequence[Any]) -> pd.DataFrame:
-    """Per-epoch rows (epoch, phase, loss, accuracy, val_loss, val_accuracy) from job events.
-
-    Only epoch-end events count (fine-tuning also reports every few batches).
-    """
-    rows = []
-    for event in events:
-        phase = jobs.event_value(event, "phase")
-        if phase not in ("training head", "fine-tuning"):
-            continue
-        metrics = jobs.event_value(event, "metrics") or {}
-        if not jobs.event_value(event, "epoch_end") or not metrics:
-            continue
-        rows.append({"epoch": len(rows) + 1,
-                     "phase": "head" if phase == "training head" else "fine-tune",
-                     **{k: metrics.get(k) for k, _ in METRIC_TEXT}})
-    return pd.DataFrame(rows, columns=["epoch", "phase", *(k for k, _ in METRIC_TEXT)])
+    """The live epoch history of a training job, in core.history's shape."""
+    return history_table.from_events(events)
 
 
 def duration_text(seconds: float | None) -> str:
@@ -288,7 +276,7 @@ def watched_job(all_jobs: Sequence[JobStatus]) -> JobStatus | None:
         if status is not None:
             return status
     active = [j for j in all_jobs if not j.done]
-    active.sort(key=lambda j: (j.state != jobs.RUNNING, j.submitted))
+    active.sort(key=lambda j: (j.state != RUNNING, j.submitted))
     return active[0] if active else None
 
 
@@ -302,7 +290,7 @@ def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
         rows.append({
             "Job": job.title, "State": STATE_TEXT.get(job.state, job.state),
             "Queue position": str(job.position) if job.position else "",
-            "Phase": (PHASE_TEXT.get(phase, "starting") if job.state == jobs.RUNNING else ""),
+            "Phase": (PHASE_TEXT.get(phase, "starting") if job.state == RUNNING else ""),
             "Running for": duration_text(job.elapsed) if job.started else "",
             "Submitted": time.strftime("%H:%M:%S", time.localtime(job.submitted)),
         })
@@ -369,13 +357,13 @@ def cancel_button(status: JobStatus) -> None:
 def job_progress(status: JobStatus) -> None:
     """One job: queue position, or phase, progress bar with ETA, metrics and curves; or the end."""
     st.markdown(f"**{status.title}**")
-    if status.state == jobs.QUEUED:
+    if status.state == QUEUED:
         st.info(f"Waiting in the queue: position {status.position}. One training runs at a "
                 "time on this machine; this one starts when those ahead of it end.",
                 icon=":material/schedule:")
         cancel_button(status)
         return
-    if status.state == jobs.RUNNING:
+    if status.state == RUNNING:
         running_view(status)
         cancel_button(status)
         return
@@ -443,7 +431,7 @@ def ended_view(status: JobStatus) -> None:
     """A finished job's result with links onward, a cancelled job's note, a failed job's error."""
     result = status.result
     took = f" in {duration_text(status.elapsed)}" if status.started else ""
-    if status.state == jobs.FAILED:
+    if status.state == FAILED:
         st.error(f"Training failed{took}: {status.error}", icon=":material/error:")
         if status.error_traceback:
             st.caption("This looks like a bug: the details are in the server log and in the "
@@ -451,7 +439,7 @@ def ended_view(status: JobStatus) -> None:
         forget_button(status)
         return
     run_dir = getattr(result, "run_dir", None)
-    if status.state == jobs.CANCELLED:
+    if status.state == CANCELLED:
         kept = ("What was trained so far is kept as a cancelled run." if run_dir
                 else "It had not started yet." if status.started is None else "")
         st.warning(f"Training was cancelled{took}. {kept}".strip(),
