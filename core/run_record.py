@@ -66,7 +66,7 @@ def unusable_message(run_id: str, status: str, error: str | None, action: str) -
         return (f"Run {run_id} is broken and cannot {action}: {error or 'its files are damaged'} "
                 f"{HOW_TO_LIST}, and pick a completed run or train again.")
     return (f"Run {run_id} has no trained model (status: {status}). Only completed runs can "
-            f"{action}: {HOW_TO_LIST.lower()}, and pick one, or train again.")
+            f"{action}. {HOW_TO_LIST}, and pick one or train again.")
 
 
 @dataclass

@@ -132,8 +132,69 @@ def test_export_of_a_run_without_results_says_what_to_do(trained: dict, tmp_path
     done = run_cli("export", writer.run_id, "--out", str(tmp_path / "x"), home=trained["home"],
                    check=False)
     assert done.returncode == 2
-    assert "no test results" in done.stderr and "Traceback" not in done.stderr
+    assert "no trained model (status: failed)" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x").exists()
     missing = run_cli("export", "no-such-run", home=trained["home"], check=False)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     RunStore(trained["home"]).delete(writer.run_id)  # the other tests see one run
+
+
+def _copy_run(trained: dict, home: Path, run_id: str) -> Path:
+    import shutil
+
+    run_dir = home / "runs" / run_id
+    shutil.copytree(trained["result"]["run_dir"], run_dir)
+    return run_dir
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_damaged_runs_are_refused_by_every_command(trained: dict, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    bad_labels = _copy_run(trained, home, "20260101-000000-mobilenet_v2-aaaaaa")
+    (bad_labels / "labels.json").write_text(json.dumps({"labels": "cats"}))
+    truncated = _copy_run(trained, home, "20260101-000001-mobilenet_v2-bbbbbb")
+    model = truncated / "model.keras"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    photo = next((trained["data"] / "cats").iterdir())
+
+    listed = {r["run_id"]: r for r in json.loads(run_cli("runs", "--json", home=home).stdout)}
+    assert listed[bad_labels.name]["status"] == "broken"
+    assert listed[truncated.name]["status"] == "broken"
+    assert "model.keras" in listed[truncated.name]["error"]
+    for args, needle in [
+        (("export", bad_labels.name, "--out", str(tmp_path / "out")), "labels.json"),
+        (("predict", bad_labels.name, str(photo)), "labels.json"),
+        (("evaluate", bad_labels.name, "--data", str(trained["data"])), "labels.json"),
+        (("export", truncated.name, "--out", str(tmp_path / "out")), "model.keras"),
+        (("predict", truncated.name, str(photo)), "model.keras"),
+    ]:
+        done = run_cli(*args, home=home, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "broken" in done.stderr and needle in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr and "not found" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_killed_while_saving_is_interrupted_and_tidied(trained: dict,
+                                                             tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run_dir = _copy_run(trained, home, "20260101-000002-mobilenet_v2-cccccc")
+    (run_dir / "model.keras").rename(run_dir / ".model-1a2b3c4d.tmp.keras")
+    (run_dir / ".metrics.json.x1y2.tmp").write_text('{"test_acc')
+    status = json.loads((run_dir / "status.json").read_text())
+    status.update(status="running", finished=None, pid=_dead_pid(), pid_started=None)
+    (run_dir / "status.json").write_text(json.dumps(status))
+    photo = next((trained["data"] / "cats").iterdir())
+
+    done = run_cli("predict", run_dir.name, str(photo), home=home, check=False)
+    assert done.returncode == 2 and "(status: interrupted)" in done.stderr, done.stderr
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+    done = run_cli("export", run_dir.name, "--out", str(tmp_path / "out"), home=home,
+                   check=False)
+    assert done.returncode == 2 and "(status: interrupted)" in done.stderr, done.stderr
+    assert "{" not in done.stderr and "Traceback" not in done.stderr

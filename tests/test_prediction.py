@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import ConfigError, RunNotFoundError
+from core.config import TrainConfig
+from core.errors import ConfigError, RunNotFoundError, RunNotUsableError
 from core.prediction import Prediction, Predictor
 
 SIZE = 16
@@ -38,12 +39,14 @@ def colour_model(crop_top_half: bool = False):
 
 
 def make_run(folder: Path, model, threshold: float | None = 0.6) -> Path:
+    """A completed run folder as the run store keeps it, with only the files prediction reads."""
     folder.mkdir(parents=True)
     model.save(folder / "model.keras")
+    (folder / "config.json").write_text(json.dumps(TrainConfig(weights=None).to_dict()))
     (folder / "labels.json").write_text(json.dumps({"labels": LABELS, "input_size": SIZE}))
     (folder / "status.json").write_text(json.dumps({"status": "completed"}))
-    if threshold is not None:
-        (folder / "metrics.json").write_text(json.dumps({"unsure_threshold": threshold}))
+    metrics = {} if threshold is None else {"unsure_threshold": threshold}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
 
@@ -206,10 +209,10 @@ def test_bad_inputs_get_an_error_not_a_crash(predictor: Predictor, tmp_path: Pat
 def test_runs_without_a_usable_model(runs_root: Path, tmp_path: Path,
                                      studio_home: Path) -> None:
     unfinished = tmp_path / "unfinished"
-    unfinished.mkdir()
-    (unfinished / "labels.json").write_text(json.dumps({"labels": LABELS}))
+    shutil.copytree(runs_root / "colour", unfinished)
+    (unfinished / "model.keras").unlink()
     (unfinished / "status.json").write_text(json.dumps({"status": "cancelled"}))
-    with pytest.raises(RunNotFoundError, match=r"no trained model.*cancelled"):
+    with pytest.raises(RunNotUsableError, match=r"no trained model \(status: cancelled\)"):
         Predictor.from_run(unfinished)
 
     damaged = tmp_path / "damaged"
@@ -227,6 +230,11 @@ def test_runs_without_a_usable_model(runs_root: Path, tmp_path: Path,
     (wrong_labels / "labels.json").write_text("{")
     with pytest.raises(RunNotFoundError, match=r"labels\.json"):
         Predictor.from_run(wrong_labels)
+    for shape in ({"labels": "abc"}, {"labels": [1, 2, 3]}, ["red", "green", "blue"],
+                  {"labels": ["red", "red", "blue"]}):
+        (wrong_labels / "labels.json").write_text(json.dumps(shape))
+        with pytest.raises(RunNotUsableError, match=r"broken.*labels\.json"):
+            Predictor.from_run(wrong_labels)
 
     with pytest.raises(RunNotFoundError, match="python -m core runs"):
         Predictor.from_run("20990101-000000-nothing-000000", home=studio_home)
