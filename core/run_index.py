@@ -9,6 +9,7 @@ damaged or of another version. It is only a cache: deleting it loses nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -16,16 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.files import read_json, write_json_atomic
-from core.run_folder import (
-    CONFIG_FILE,
-    DATASET_FILE,
-    HISTORY_FILE,
-    LABELS_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
-    STATUS_FILE,
-)
+from core.files import read_json, write_text_atomic
+from core.run_folder import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE
 from core.run_record import RunSummary
 from core.status import RUNNING
 
@@ -33,9 +26,11 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = ".index.json"
 INDEX_VERSION = 1
-# Files a summary is read from: a change to any of them makes the summary stale.
-_STAMPED_FILES = (STATUS_FILE, CONFIG_FILE, LABELS_FILE, DATASET_FILE, METRICS_FILE,
-                  HISTORY_FILE, MODEL_FILE)
+# The folder's own time stamp changes with every write of the run store (each is a rename
+# into the folder). These files are stamped too, so that a file changed in place by something
+# else (an editor, a disk filling up mid-copy) is seen: the ones that decide whether a run is
+# usable and what its summary says.
+_STAMPED_FILES = (STATUS_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE)
 # A file changed this recently may change again within the same clock tick of the file
 # system, unseen by its time stamp: such a summary is not trusted on the next listing.
 _RACY_NANOSECONDS = 2_000_000_000
@@ -43,19 +38,20 @@ _RACY_NANOSECONDS = 2_000_000_000
 Stamp = list[int]
 
 
-def folder_stamp(run_dir: Path) -> Stamp:
+def folder_stamp(run_dir: str | Path) -> Stamp:
     """Modification times and sizes of a run folder and of the files its summary comes from.
 
     Missing files count as 0, so a file appearing or vanishing changes the stamp too.
     """
+    folder = os.fspath(run_dir)
     stamp: Stamp = []
-    for path in (run_dir, *(run_dir / name for name in _STAMPED_FILES)):
+    for index, path in enumerate((folder, *(os.path.join(folder, n) for n in _STAMPED_FILES))):
         try:
-            info = path.stat()
+            info = os.stat(path)
         except OSError:
             stamp += [0, 0]
             continue
-        stamp += [info.st_mtime_ns, info.st_size if path is not run_dir else 0]
+        stamp += [info.st_mtime_ns, info.st_size if index else 0]
     return stamp
 
 
@@ -82,20 +78,22 @@ class RunIndex:
         summaries = []
         changed = False
         racy_after = time.time_ns() - _RACY_NANOSECONDS
-        for run_dir in self._run_folders():
-            stamp = folder_stamp(run_dir)
-            entry = known.get(run_dir.name)
+        for name, folder in self._run_folders():
+            stamp = folder_stamp(folder)
+            entry = known.get(name)
             if entry is not None and entry.get("stamp") == stamp \
                     and entry.get("summary", {}).get("status") != RUNNING:
-                summary = RunSummary.from_dict({**entry["summary"], "run_dir": run_dir})
-            else:
-                summary = read_summary(run_dir)
-                stamp = folder_stamp(run_dir)  # reading may tidy the folder
-                changed = True
+                summaries.append(RunSummary.from_dict({**entry["summary"], "run_dir": folder}))
+                entries[name] = entry
+                continue
+            run_dir = Path(folder)
+            summary = read_summary(run_dir)
+            stamp = folder_stamp(run_dir)  # reading may tidy the folder
             trusted = max(stamp[0::2]) < racy_after
-            entries[run_dir.name] = {"stamp": stamp if trusted else None,
+            entries[name] = {"stamp": stamp if trusted else None,
                                      "summary": summary.to_dict()}
             summaries.append(summary)
+            changed = True
         if changed or entries.keys() != known.keys():
             self._write(entries)
         return summaries
@@ -106,14 +104,15 @@ class RunIndex:
         if known.pop(run_id, None) is not None:
             self._write(known)
 
-    def _run_folders(self) -> list[Path]:
+    def _run_folders(self) -> list[tuple[str, str]]:
+        """(name, path) of every run folder."""
         folders = []
         try:
             with os.scandir(self.runs_dir) as scan:
                 for entry in scan:
                     # Hidden names: staging, trash, the index and temporary files.
                     if not entry.name.startswith(".") and entry.is_dir():
-                        folders.append(Path(entry.path))
+                        folders.append((entry.name, entry.path))
         except FileNotFoundError:
             return []
         return folders
@@ -132,7 +131,9 @@ class RunIndex:
         return {k: v for k, v in data["runs"].items() if isinstance(v, dict)}
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
-        try:
-            write_json_atomic(self.path, {"version": INDEX_VERSION, "runs": entries})
+        try:  # compact: read on every listing
+            write_text_atomic(self.path, json.dumps(
+                {"version": INDEX_VERSION, "runs": entries}, separators=(",", ":"),
+                ensure_ascii=False, allow_nan=False))
         except OSError:  # a read-only home still lists its runs, only slower
             log.warning("Cannot write the run index %s", self.path, exc_info=True)

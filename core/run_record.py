@@ -128,7 +128,7 @@ class RunSummary:
         """The summary of to_dict() (as kept in the run index)."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        values["run_dir"] = Path(values["run_dir"])
+        values["run_dir"] = Path(values["run_dir"])  # a str from JSON
         values["created"] = parse_time(values.get("created"))
         return cls(**values)
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from core.config import TrainConfig
-from core.errors import JobError, RunNotFoundError
+from core.errors import JobError, RunNotFoundError, RunNotUsableError
 from core.files import proc_stat, read_events, write_json_atomic
 from core.history import HISTORY_COLUMNS
 from core.runs import RunStore, RunWriter, new_run_id
@@ -482,3 +482,120 @@ def test_delete_refuses_a_run_still_training(studio_home: Path) -> None:
         store.delete(writer.run_id)
     store.delete(writer.run_id, force=True)
     assert store.list() == []
+
+
+# --- usable or not ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("labels", [{"labels": "abc"}, {"labels": [1, 2, 3]}, ["NA", "dogs"],
+                                    {"labels": []}, {"labels": ["NA", "NA", "fish"]}])
+def test_labels_of_the_wrong_shape_break_the_run(studio_home: Path, labels: object) -> None:
+    store = RunStore(studio_home)
+    writer = new_run(store)
+    finish(writer)
+    (writer.run_dir / "labels.json").write_text(json.dumps(labels))
+    run = store.load(writer.run_id)
+    assert run.state == "broken" and not run.usable and "labels.json" in run.error
+    assert store.list()[0].status == "broken" and not store.list()[0].usable
+    with pytest.raises(RunNotUsableError, match=r"broken and cannot predict.*labels\.json"):
+        store.load_usable(writer.run_id, "predict")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a zip", "zip without a model"])
+def test_a_damaged_model_breaks_a_completed_run(studio_home: Path, damage: str) -> None:
+    store = RunStore(studio_home)
+    writer = new_run(store)
+    finish(writer)
+    model = writer.run_dir / "model.keras"
+    if damage == "truncated":
+        model.write_bytes(model.read_bytes()[:-40])
+    elif damage == "not a zip":
+        model.write_bytes(b"x" * 2000)
+    else:
+        with zipfile.ZipFile(model, "w") as archive:
+            archive.writestr("notes.txt", "no model here")
+    run = store.load(writer.run_id)
+    assert run.state == "broken" and "model.keras cannot be loaded" in run.error
+    assert [s.status for s in store.list()] == ["broken"]
+    with pytest.raises(RunNotUsableError, match="model.keras"):
+        run.require_usable("be exported")
+
+
+def test_a_whole_completed_run_is_usable(studio_home: Path) -> None:
+    store = RunStore(studio_home)
+    writer = new_run(store)
+    with pytest.raises(RunNotUsableError, match=r"no trained model \(status: running\)"):
+        store.load_usable(writer.run_id, "predict")
+    finish(writer)
+    run = store.load_usable(writer.run_id, "predict")
+    assert run.usable and store.list()[0].usable
+    assert run.labels_record() == {"labels": LABELS, "input_size": 32,
+                                   "backbone": "mobilenet_v2", "hub_handle": None}
+
+
+def test_temp_files_of_a_dead_writer_go_when_the_run_is_read(studio_home: Path) -> None:
+    store = RunStore(studio_home)
+    writer = new_run(store)
+    leftovers = [".model-1a2b3c4d.tmp.keras", ".metrics.json.abc123.tmp",
+                 ".history.csv.x9.tmp"]
+    for name in leftovers:
+        (writer.run_dir / name).write_bytes(b"half")
+    (writer.run_dir / ".keep-me").write_text("not a temporary file")
+    store.load(writer.run_id)  # its writer (this process) is alive: nothing is touched
+    assert all((writer.run_dir / name).exists() for name in leftovers)
+
+    path = writer.run_dir / "status.json"
+    write_json_atomic(path, {**json.loads(path.read_text()), "pid": _dead_pid(),
+                             "pid_started": None})
+    run = store.load(writer.run_id)
+    assert run.state == "interrupted"
+    assert not any((writer.run_dir / name).exists() for name in leftovers)
+    assert (writer.run_dir / ".keep-me").exists()
+
+
+# --- the run index ------------------------------------------------------------------------
+
+
+def test_the_index_follows_every_change(studio_home: Path) -> None:
+    store = RunStore(studio_home)
+    first, second = new_run(store), new_run(store)
+    finish(first)
+    assert {s.run_id: s.status for s in store.list()} == {first.run_id: "completed",
+                                                          second.run_id: "running"}
+    assert (studio_home / "runs" / ".index.json").is_file()
+
+    second.set_status("cancelled")
+    (first.run_dir / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))  # in place
+    summaries = {s.run_id: s for s in store.list()}
+    assert summaries[second.run_id].status == "cancelled"
+    assert summaries[first.run_id].test_accuracy == 0.5
+
+    third = new_run(store)
+    store.delete(second.run_id)
+    assert [s.run_id for s in store.list()] == [third.run_id, first.run_id]
+
+    (studio_home / "runs" / ".index.json").write_text("{torn")  # damaged: rebuilt
+    assert [s.run_id for s in store.list()] == [third.run_id, first.run_id]
+    (studio_home / "runs" / ".index.json").unlink()  # missing: rebuilt
+    assert [s.status for s in store.list()] == ["running", "completed"]
+
+
+def test_the_index_is_trusted_for_runs_that_did_not_change(studio_home: Path) -> None:
+    store = RunStore(studio_home)
+    done = new_run(store)
+    finish(done)
+    writing = new_run(store)
+    # Files changed in the last seconds are not trusted (the same clock tick may hide a second
+    # change): make both runs an hour old.
+    for path in [*done.run_dir.iterdir(), done.run_dir, *writing.run_dir.iterdir(),
+                 writing.run_dir]:
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    store.list()
+    read: list[str] = []
+    store.index.summaries(lambda run_dir: read.append(run_dir.name) or RunStore(
+        studio_home).load(run_dir.name).summary())
+    assert read == [writing.run_id]  # running runs are always read again: their process may die
+    path = writing.run_dir / "status.json"
+    write_json_atomic(path, {**json.loads(path.read_text()), "pid": _dead_pid(),
+                             "pid_started": None})
+    assert {s.run_id: s.status for s in store.list()}[writing.run_id] == "interrupted"
