@@ -1,4 +1,5 @@
-"""Background jobs owned by the server process: one FIFO worker per device, status, cancel."""
+"""Background jobs owned by the server process: one FIFO worker per device, status, cancel,
+and resuming after a restart the jobs a dead server left queued."""
 
 from __future__ import annotations
 
@@ -17,13 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import AppError, Cancelled, JobError
-from core.files import write_text_atomic
-from core.status import ACTIVE, CANCELLED, COMPLETED, FAILED, FINAL, QUEUED, RUNNING
+from core.files import own_process_facts, process_alive, read_json, write_text_atomic
+from core.job_kinds import JobKind
+from core.status import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINAL,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+)
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_STATES = ACTIVE
-FINAL_STATES = FINAL
+# A job is interrupted when the server process running it died (found after a restart).
+FINAL_STATES = (*FINAL, INTERRUPTED)
 
 DEFAULT_DEVICE = "default"
 JOBS_DIRNAME = "jobs"
@@ -67,7 +79,8 @@ class JobStatus:
         title: Human-readable title given at submit time.
         kind: Kind of work ("train" by default).
         device: Device queue the job runs on; one job at a time per device.
-        state: queued, running, completed, cancelled or failed.
+        state: queued, running, completed, cancelled, failed or interrupted (the server
+            stopped while it ran, or before it started and it could not be re-created).
         position: For a queued job, 1 for the next job to start on its device; else None.
         cancel_requested: True once cancel() was called on a running job.
         latest_event: The last object on_event received, or None.
@@ -100,7 +113,7 @@ class JobStatus:
 
     @property
     def done(self) -> bool:
-        """True once the job completed, was cancelled or failed."""
+        """True once the job completed, was cancelled, failed or was interrupted."""
         return self.state in FINAL_STATES
 
     @property
@@ -144,6 +157,7 @@ class _Job:
     kwargs: dict[str, Any]
     events: collections.deque[Any]
     submitted: float
+    stored_kwargs: dict[str, Any] | None = None  # encoded by its JobKind: resumable
     state: str = QUEUED
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     events_dropped: int = 0
@@ -161,16 +175,20 @@ class JobManager:
     The manager belongs to the server process (the UI keeps one in st.cache_resource), so a
     job outlives the script run, page or browser session that submitted it. Workers start on
     the first submit; nothing runs at construction. Ended jobs stay queryable (the newest
-    `keep_finished` of them) and a JSON record of each is written to `<home>/jobs/`.
+    `keep_finished` of them). A JSON record of each job is kept in `<home>/jobs/` from its
+    submission on; for a job of a resumable kind it holds the encoded arguments, so that
+    resume() in a restarted server runs the jobs a dead one left queued.
     """
 
-    def __init__(self, home: str | Path, *, max_events: int = 5000, keep_finished: int = 200):
+    def __init__(self, home: str | Path, *, max_events: int = 5000, keep_finished: int = 200,
+                 kinds: Mapping[str, JobKind] | None = None):
         """Creates an idle manager.
 
         Args:
-            home: The studio home; ended jobs are recorded under <home>/jobs/.
+            home: The studio home; jobs are recorded under <home>/jobs/.
             max_events: Most events kept per job; older ones are dropped and counted.
             keep_finished: Most ended jobs kept in memory; the oldest are forgotten.
+            kinds: Job kinds that survive a restart (core.job_kinds.resumable_kinds()).
         """
         if max_events < 1 or keep_finished < 1:
             raise ValueError("max_events and keep_finished must be at least 1")
@@ -184,6 +202,7 @@ class JobManager:
         self._workers: dict[str, threading.Thread] = {}
         self._shutting_down = False
         self._counter = itertools.count(1)
+        self._kinds = dict(kinds or {})
 
     # ----------------------------------------------------------------- public API
 
@@ -214,6 +233,7 @@ class JobManager:
         clash = {"on_event", "should_stop"} & set(kwargs)
         if clash:
             raise JobError(f"Do not pass {', '.join(sorted(clash))}: the job manager supplies it.")
+        stored = self._stored_kwargs(kind, fn, kwargs)
         with self._lock:
             if self._shutting_down:
                 raise JobError("The job manager is shutting down; start the job again later.")
@@ -222,12 +242,9 @@ class JobManager:
             job = _Job(
                 job_id=job_id, title=str(title), kind=str(kind), device=str(device), fn=fn,
                 kwargs=dict(kwargs), events=collections.deque(maxlen=self._max_events),
-                submitted=time.time(),
+                submitted=time.time(), stored_kwargs=stored,
             )
-            self._jobs[job_id] = job
-            self._queues.setdefault(job.device, collections.deque()).append(job_id)
-            self._ensure_worker(job.device)
-            self._changed.notify_all()
+            self._enqueue_locked(job)
         logger.info("job %s queued on %s: %s", job_id, device, title)
         return job_id
 
@@ -266,7 +283,7 @@ class JobManager:
                 job.stop.set()
                 job.state = CANCELLED
                 job.finished = time.time()
-                job.fn, job.kwargs = None, {}
+                job.fn, job.kwargs, job.stored_kwargs = None, {}, None
                 self._record_locked(job)
                 self._forget_old_locked()
                 self._changed.notify_all()
@@ -300,7 +317,7 @@ class JobManager:
                     job = self._jobs[queue.popleft()]
                     job.state, job.finished = CANCELLED, time.time()
                     job.stop.set()
-                    job.fn, job.kwargs = None, {}
+                    job.fn, job.kwargs, job.stored_kwargs = None, {}, None
                     self._record_locked(job)
             if cancel_running:
                 for job in self._jobs.values():
@@ -356,6 +373,7 @@ class JobManager:
                 job = self._jobs[queue.popleft()]
                 job.state, job.started = RUNNING, time.time()
                 fn, kwargs = job.fn, job.kwargs
+                self._record_locked(job)  # a restarted server sees it was running
                 self._changed.notify_all()
             self._run(job, fn, kwargs)
 
@@ -396,7 +414,7 @@ class JobManager:
             with self._lock:
                 job.state, job.result, job.error, job.error_traceback = state, result, error, trace
                 job.finished = time.time()
-                job.fn, job.kwargs = None, {}
+                job.fn, job.kwargs, job.stored_kwargs = None, {}, None
                 self._record_locked(job)
                 self._forget_old_locked()
                 self._changed.notify_all()
@@ -408,8 +426,14 @@ class JobManager:
             del self._jobs[job.job_id]
 
     def _record_locked(self, job: _Job) -> None:
-        """Writes <home>/jobs/<job id>.json atomically; a failure to write is only logged."""
-        record = self._snapshot(job).to_dict()
+        """Writes <home>/jobs/<job id>.json atomically; a failure to write is only logged.
+
+        The record names this process (pid, host), so a restarted server can tell the jobs of
+        a dead server from those of one still running on the same home.
+        """
+        record = {**self._snapshot(job).to_dict(), **own_process_facts()}
+        if job.state == QUEUED and job.stored_kwargs is not None:
+            record["stored_kwargs"] = job.stored_kwargs
         folder = self.home / JOBS_DIRNAME
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -418,3 +442,95 @@ class JobManager:
         except OSError:
             logger.warning("could not record job %s under %s", job.job_id, folder,
                            exc_info=True)
+
+    # ----------------------------------------------------------------- restart
+
+    def resume(self) -> list[str]:
+        """Takes over the jobs a server process that died left on this home.
+
+        Its queued jobs of a resumable kind are queued again, in their first order, under
+        their ids; a job it was running is marked interrupted (its run, whose process died,
+        reads as interrupted too); a queued job that cannot be re-created is marked
+        interrupted, saying to start it again. Jobs of a server still running are left alone.
+
+        Returns:
+            The ids of the jobs queued again.
+        """
+        resumed = []
+        for record in self._orphaned_records():
+            with self._lock:
+                if self._shutting_down or record["job_id"] in self._jobs:
+                    continue
+                job = self._restored_job(record)
+                if job.state == QUEUED:
+                    self._enqueue_locked(job)
+                    resumed.append(job.job_id)
+                else:
+                    self._jobs[job.job_id] = job
+                    self._record_locked(job)
+                    self._forget_old_locked()
+        if resumed:
+            logger.info("resumed %d queued job(s) of a previous server: %s", len(resumed),
+                        ", ".join(resumed))
+        return resumed
+
+    def _orphaned_records(self) -> list[dict[str, Any]]:
+        """Records of queued or running jobs whose server process is gone, oldest first."""
+        records = []
+        for path in (self.home / JOBS_DIRNAME).glob("*.json"):
+            try:
+                record = read_json(path)
+            except (OSError, ValueError):
+                logger.warning("skipping the unreadable job record %s", path)
+                continue
+            if isinstance(record, dict) and record.get("state") in ACTIVE_STATES \
+                    and isinstance(record.get("job_id"), str) and not process_alive(record):
+                records.append(record)
+        return sorted(records, key=lambda r: (float(r.get("submitted") or 0), r["job_id"]))
+
+    def _restored_job(self, record: Mapping[str, Any]) -> _Job:
+        job = _Job(
+            job_id=record["job_id"], title=str(record.get("title", "")),
+            kind=str(record.get("kind", "")), device=str(record.get("device", DEFAULT_DEVICE)),
+            fn=None, kwargs={}, events=collections.deque(maxlen=self._max_events),
+            submitted=float(record.get("submitted") or time.time()),
+            started=record.get("started"),
+        )
+        kind = self._kinds.get(job.kind)
+        stored = record.get("stored_kwargs")
+        if record.get("state") == RUNNING:
+            job.error = ("The server stopped while this job was running; what it had done is "
+                         "kept as an interrupted run. Start it again.")
+        elif kind is None or not isinstance(stored, dict):
+            job.error = ("The server restarted before this job started, and it cannot be "
+                         "re-created. Start it again.")
+        else:
+            try:
+                job.fn, job.kwargs = kind.resolve(), kind.decode(stored)
+                job.stored_kwargs = dict(stored)
+                return job
+            except Exception as exc:  # noqa: BLE001 - a stored job this version cannot read
+                job.error = (f"The server restarted before this job started, and its stored "
+                             f"settings cannot be used any more ({exc}). Start it again.")
+        job.state, job.finished = INTERRUPTED, time.time()
+        return job
+
+    def _enqueue_locked(self, job: _Job) -> None:
+        self._jobs[job.job_id] = job
+        self._queues.setdefault(job.device, collections.deque()).append(job.job_id)
+        self._record_locked(job)
+        self._ensure_worker(job.device)
+        self._changed.notify_all()
+
+    def _stored_kwargs(self, kind: str, fn: Callable[..., Any],
+                       kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+        """kwargs encoded by the job's kind, or None when the job cannot outlive the server."""
+        job_kind = self._kinds.get(kind)
+        if job_kind is None or not job_kind.made_by(fn):
+            return None
+        try:
+            return job_kind.encode(kwargs)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            logger.warning("job of kind %s cannot be stored; it will not survive a restart",
+                           kind, exc_info=True)
+            return None

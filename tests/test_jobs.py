@@ -366,3 +366,124 @@ def test_constructing_a_manager_starts_no_threads(tmp_path: Path) -> None:
     JobManager(tmp_path)
     after = {t.name for t in threading.enumerate()}
     assert not {n for n in after - before if n.startswith("tl-studio-jobs")}
+
+
+# --- surviving a server restart -------------------------------------------------------------
+
+KINDS_MODULE = '''
+import time
+from pathlib import Path
+
+
+def hold(*, on_event, should_stop, seconds):
+    time.sleep(seconds)
+    return "held"
+
+
+def write(*, on_event, should_stop, path, text):
+    Path(path).write_text(text)
+    return "written"
+'''
+
+SERVER_SCRIPT = '''
+import sys
+from pathlib import Path
+
+from core.job_kinds import JobKind
+from core.jobs import JobManager
+import kinds_for_test as k
+
+kinds = {"hold": JobKind("hold", "kinds_for_test:hold"),
+         "write": JobKind("write", "kinds_for_test:write")}
+jm = JobManager(Path(sys.argv[1]), kinds=kinds)
+running = jm.submit(k.hold, title="long", kind="hold", seconds=600)
+while jm.status(running).state != "running":
+    pass
+first = jm.submit(k.write, title="first", kind="write", path=sys.argv[2] + "/a.txt", text="A")
+jm.submit(k.write, title="second", kind="write", path=sys.argv[2] + "/b.txt", text="B")
+jm.submit(lambda **_: 1, title="not resumable", kind="write")
+print(running, flush=True)
+sys.stdin.read()
+'''
+
+
+def test_queued_jobs_survive_a_server_restart(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from core.job_kinds import JobKind
+
+    (tmp_path / "kinds_for_test.py").write_text(KINDS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    home, out = tmp_path / "home", tmp_path / "out"
+    out.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(tmp_path)])}
+    server = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(home), str(out)],
+                              cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        running = server.stdout.readline().decode().strip()
+        assert running
+    finally:
+        os.kill(server.pid, signal.SIGKILL)  # the server dies with one job running, 3 queued
+        server.wait()
+    assert not list(out.iterdir())
+
+    kinds = {"hold": JobKind("hold", "kinds_for_test:hold"),
+             "write": JobKind("write", "kinds_for_test:write")}
+    jm = JobManager(home, kinds=kinds)
+    try:
+        resumed = jm.resume()
+        assert [jm.status(j).title for j in resumed] == ["first", "second"]  # order kept
+        for job in resumed:
+            assert jm.wait(job, WAIT).state == "completed"
+        assert (out / "a.txt").read_text() == "A" and (out / "b.txt").read_text() == "B"
+        by_title = {s.title: s for s in jm.jobs()}
+        assert by_title["long"].job_id == running
+        assert by_title["long"].state == "interrupted" and by_title["long"].done
+        assert "stopped while this job was running" in by_title["long"].error
+        assert by_title["not resumable"].state == "interrupted"
+        assert "Start it again" in by_title["not resumable"].error
+        assert jm.resume() == []  # taken over once
+    finally:
+        jm.shutdown(timeout=WAIT)
+    record = json.loads((home / "jobs" / f"{running}.json").read_text())
+    assert record["state"] == "interrupted"
+
+
+def test_jobs_of_a_live_server_are_left_alone(tmp_path: Path) -> None:
+    gate = threading.Event()
+    first, second = JobManager(tmp_path), JobManager(tmp_path)  # two servers on one home
+    try:
+        job = first.submit(blocker(gate), title="busy")
+        first.submit(blocker(gate), title="waiting")
+        wait_for(lambda: first.status(job).state == "running")
+        assert second.resume() == [] and second.jobs() == []
+    finally:
+        gate.set()
+        first.shutdown(timeout=WAIT)
+        second.shutdown(timeout=WAIT)
+
+
+def test_a_training_job_is_stored_and_recreated() -> None:
+    import pandas as pd
+
+    from core import job_kinds, training
+    from core.config import TrainConfig
+
+    split = pd.DataFrame({"path": ["/d/NA/1.png", "/d/b/2.png"], "label": ["NA", "b"],
+                          "label_index": [0, 1], "sha256": ["0" * 64, "1" * 64],
+                          "width": [48, 64], "height": [48, 64], "split": ["train", "test"]})
+    kwargs = {"split_df": split, "config": TrainConfig(weights=None, epochs=3),
+              "home": Path("/tmp/h"), "dataset_info": {"name": "pets"}}
+    kind = job_kinds.resumable_kinds()["train"]
+    assert kind.made_by(training.train) and kind.resolve() is training.train
+    stored = json.loads(json.dumps(kind.encode(kwargs)))
+    again = kind.decode(stored)
+    pd.testing.assert_frame_equal(again["split_df"], split)
+    assert again["config"] == kwargs["config"] and again["home"] == kwargs["home"]
+    assert again["dataset_info"] == {"name": "pets"}

@@ -24,7 +24,11 @@ def home() -> Path:
 
 @st.cache_resource(show_spinner=False)
 def _job_manager_for(home_path: str) -> JobManager:
-    return JobManager(Path(home_path))
+    from core import job_kinds
+
+    manager = JobManager(Path(home_path), kinds=job_kinds.resumable_kinds())
+    manager.resume()  # the queued jobs of a server that stopped run now; running ones: interrupted
+    return manager
 
 
 def job_manager() -> JobManager:

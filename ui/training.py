@@ -13,7 +13,7 @@ import streamlit as st
 
 from core import backbones, charts, jobs, training
 from core import history as history_table
-from core.status import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
+from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from core.errors import JobError
 from core.jobs import JobStatus
@@ -48,7 +48,7 @@ PHASE_TEXT = {
 }
 STATE_TEXT = {
     QUEUED: "queued", RUNNING: "running", COMPLETED: "finished",
-    CANCELLED: "cancelled", FAILED: "failed",
+    CANCELLED: "cancelled", FAILED: "failed", INTERRUPTED: "interrupted",
 }
 METRIC_TEXT = (("loss", "Training loss"), ("accuracy", "Training accuracy"),
                ("val_loss", "Validation loss"), ("val_accuracy", "Validation accuracy"))
@@ -431,8 +431,9 @@ def ended_view(status: JobStatus) -> None:
     """A finished job's result with links onward, a cancelled job's note, a failed job's error."""
     result = status.result
     took = f" in {duration_text(status.elapsed)}" if status.started else ""
-    if status.state == FAILED:
-        st.error(f"Training failed{took}: {status.error}", icon=":material/error:")
+    if status.state in (FAILED, INTERRUPTED):
+        what = "failed" if status.state == FAILED else "was interrupted"
+        st.error(f"Training {what}{took}: {status.error}", icon=":material/error:")
         if status.error_traceback:
             st.caption("This looks like a bug: the details are in the server log and in the "
                        "run's status.json.")
