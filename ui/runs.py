@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.runs import Run, RunStore, RunSummary
+from core.status import BROKEN
 from ui import nav, resources, state
 from ui.errors import show_user_errors
 
@@ -26,6 +27,16 @@ def completed_runs() -> list[RunSummary]:
     return [s for s in all_runs() if s.usable]
 
 
+def warn_about_broken(summaries: Sequence[RunSummary]) -> None:
+    """Names the broken runs (damaged files) and why, so they are not silently missing."""
+    broken = [s for s in summaries if s.status == BROKEN]
+    if broken:
+        lines = "\n".join(f"- **{s.run_id}**: {s.error}" for s in broken)
+        st.warning(f"{len(broken)} run{'s' if len(broken) != 1 else ''} cannot be used because "
+                   f"files are damaged; delete them on the Compare page.\n\n{lines}",
+                   icon=":material/warning:")
+
+
 def completed_runs_or_stop(what: str) -> list[RunSummary]:
     """The completed runs; when listing fails or there are none, says so and stops the page.
 
@@ -33,9 +44,11 @@ def completed_runs_or_stop(what: str) -> list[RunSummary]:
         what: What the page would do with a run, e.g. "evaluate" or "predict with".
     """
     with show_user_errors("Cannot list the runs:") as listing:
-        finished = completed_runs()
+        summaries = all_runs()
     if listing.failed:
         st.stop()
+    warn_about_broken(summaries)
+    finished = [s for s in summaries if s.usable]
     if not finished:
         no_runs_yet(what)
         st.stop()
