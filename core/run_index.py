@@ -90,10 +90,11 @@ class RunIndex:
             summary = read_summary(run_dir)
             stamp = folder_stamp(run_dir)  # reading may tidy the folder
             trusted = max(stamp[0::2]) < racy_after
-            entries[name] = {"stamp": stamp if trusted else None,
-                                     "summary": summary.to_dict()}
+            entries[name] = {"stamp": stamp if trusted else None, "summary": summary.to_dict()}
             summaries.append(summary)
-            changed = True
+            # A running run is read on every listing anyway: its changes alone (a new epoch
+            # every second) are not worth rewriting the index for.
+            changed = changed or (summary.status != RUNNING and entries[name] != entry)
         if changed or entries.keys() != known.keys():
             self._write(entries)
         return summaries

@@ -113,6 +113,11 @@ def test_export_writes_the_files_to_share(trained: dict, tmp_path: Path) -> None
     assert all(path.parent == out and path.is_file() for path in written.values())
     page = written["report"].read_text(encoding="utf-8")
     assert "Class by class" in page and "fish" in page
+    # Only what a reader needs: the run id and versions, not the server's paths or platform.
+    import platform
+
+    assert trained["result"]["run_id"] in page and "tensorflow" in page
+    assert str(trained["home"]) not in page and platform.platform() not in page
     assert written["per_class"].read_text().splitlines()[0] == "class,precision,recall,f1,support"
     with zipfile.ZipFile(written["model"]) as zf:
         assert {"model.keras", "labels.json", "README.txt"} <= set(zf.namelist())

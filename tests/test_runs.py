@@ -595,6 +595,11 @@ def test_the_index_is_trusted_for_runs_that_did_not_change(studio_home: Path) ->
     store.index.summaries(lambda run_dir: read.append(run_dir.name) or RunStore(
         studio_home).load(run_dir.name).summary())
     assert read == [writing.run_id]  # running runs are always read again: their process may die
+    index = studio_home / "runs" / ".index.json"
+    before = index.read_bytes()
+    writing.write_history(history(2))  # a new epoch every second while training...
+    assert {s.run_id: s.epochs_run for s in store.list()}[writing.run_id] == 2
+    assert index.read_bytes() == before  # ...does not rewrite the index each time
     path = writing.run_dir / "status.json"
     write_json_atomic(path, {**json.loads(path.read_text()), "pid": _dead_pid(),
                              "pid_started": None})

@@ -286,7 +286,7 @@ def downloads(run: Run, result: EvalResult) -> None:
     """The model with its labels (zip, made when clicked), and the report for other people."""
     cols = st.columns(2)
     name = run.run_id
-    if run.model_path is not None:
+    if run.usable:  # completed, with a whole model and labels
         cols[0].download_button(
             "Model (.keras) with labels.json (zip)", lambda: report.model_zip(run),
             file_name=f"{name}-model.zip", mime="application/zip", on_click="ignore",
