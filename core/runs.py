@@ -143,9 +143,12 @@ class RunStore:
         loaded.require_usable(action)
         return loaded
 
-    def fingerprint(self, run: str | Path) -> tuple[int, ...]:
-        """A value that changes whenever a file a Run is read from changes (for caches)."""
-        return tuple(folder_stamp(Path(run)))
+    def fingerprint(self, run_dir: str | Path) -> tuple[int, ...]:
+        """A value that changes whenever a run folder's usability or summary may have changed.
+
+        Cheap (a few stat calls), for caches of loaded runs and models.
+        """
+        return tuple(folder_stamp(Path(run_dir)))
 
     def delete(self, run_id: str, *, force: bool = False) -> None:
         """Deletes one run folder, and nothing outside the runs folder.
