@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,14 +131,14 @@ class _Reading:
             (self.broken if required else self.problems).append(f"{name} is corrupt ({exc})")
         return None
 
-    def table(self, name: str, read: Any, empty: Any) -> Any:
+    def table(self, name: str, read: Callable[[Path], Any], empty: Callable[[], Any]) -> Any:
         try:
             return read(self.run_dir / name)
         except FileNotFoundError:
             self.problems.append(f"{name} is missing")
         except (OSError, ValueError) as exc:
             self.problems.append(f"{name} is corrupt ({exc})")
-        return empty
+        return empty()
 
 
 def _config(reading: _Reading) -> tuple[TrainConfig | None, dict[str, Any]]:
@@ -226,11 +226,11 @@ def load_run(run_dir: Path, *, light: bool = False) -> Run:
     dataset = reading.json_file(DATASET_FILE, required=False)
     versions = reading.json_file(VERSIONS_FILE, required=False)
     history = reading.table(HISTORY_FILE, history_table.read_history,
-                            history_table.history_frame())
+                            history_table.history_frame)
     split, events = None, []
     if not light:
         events = read_events(run_dir / EVENTS_FILE)
-        split = reading.table(SPLIT_FILE, read_split, None)
+        split = reading.table(SPLIT_FILE, read_split, lambda: None)
     if reading.broken:
         state = BROKEN
         message = ("Broken run: " + "; ".join(reading.broken)

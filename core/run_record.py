@@ -267,6 +267,7 @@ class Run:
             depth=int(depth) if isinstance(depth, (int, float)) else None,
             model_size_mb=size, seconds_per_epoch=facts["seconds_per_epoch"],
             best_epoch=facts["best_epoch"],
-            best_val_accuracy=self.best_val_accuracy,
+            best_val_accuracy=(facts["best_val_accuracy"] if facts["best_val_accuracy"]
+                               is not None else _metric(self.metrics, "best_val_accuracy")),
             test_accuracy=self.test_accuracy, epochs_run=facts["epochs_run"], error=self.error,
         )
