@@ -79,8 +79,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed listings per case")
     args = parser.parse_args()
 
-    from core import run_index
-    from core.runs import RunStore
+    from core.runs import RunStore, RunWriter
+    from core.status import COMPLETED, FAILED
 
     with tempfile.TemporaryDirectory(prefix="run-index-bench-") as tmp:
         home = Path(tmp)
@@ -97,11 +97,10 @@ def main() -> None:
         warm = [_timed(store.list)[0] for _ in range(args.repeat)]
         one_changed = []
         for i in range(args.repeat):
-            status = home / "runs" / ids[i] / "status.json"
-            status.write_text(status.read_text().replace('"completed"', '"failed"', 1))
+            RunWriter(store.runs_dir / ids[i], {"status": COMPLETED}).set_status(FAILED, "bench")
             one_changed.append(_timed(store.list)[0])
-        index_bytes = (home / "runs" / run_index.INDEX_FILE).stat().st_size
-        (home / "runs" / run_index.INDEX_FILE).unlink()
+        index_bytes = store.index.path.stat().st_size
+        store.index.path.unlink()
         no_index, _ = _timed(store.list)
     print(json.dumps({
         "runs": args.runs,
