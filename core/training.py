@@ -259,7 +259,7 @@ def _check_split(split_df: pd.DataFrame) -> None:
     missing = required - set(split_df.columns)
     if missing:
         raise DatasetError(
-            f"The split table lacks columns {sorted(missing)}; build it with datasets.split()."
+            f"The split table lacks columns {sorted(missing)}; build it with splits.split()."
         )
     for name in ("train", "val", "test"):
         if not (split_df["split"] == name).any():
@@ -728,7 +728,7 @@ def train(
     """Trains a classifier on a split dataset and saves it as a run.
 
     Args:
-        split_df: Index with a "split" column (train/val/test), from datasets.split().
+        split_df: Index with a "split" column (train/val/test), from splits.split().
         config: Training options; TrainConfig() when None.
         home: Studio home (runs and caches); $TL_STUDIO_HOME or ~/.tl-studio when None.
         on_event: Called with every ProgressEvent.

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from core import datasets, features, model_archive, training
+from core import datasets, features, model_archive, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.errors import ConfigError, WeightsUnavailableError
 from core.runs import RunStore
@@ -41,7 +41,7 @@ def studio_home(studio_home: Path, shared_tflite_cache: Path) -> Path:
 def split_df(small_dataset: Path) -> pd.DataFrame:
     dataset = datasets.ingest(small_dataset)
     assert dataset.report.usable, dataset.report.errors
-    return datasets.split(dataset.index, SplitConfig(seed=1))
+    return splits.split(dataset.index, SplitConfig(seed=1))
 
 
 def test_frozen_base_run_end_to_end(split_df: pd.DataFrame, studio_home: Path) -> None:
