@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from core import backbones, device, evaluation, features, head_training, images
+from core import augmentation, backbones, device, evaluation, features, head_training, images
 from core.config import TrainConfig, studio_home
 from core.errors import Cancelled, ConfigError, DatasetError
 from core.runs import RunStore, RunWriter
@@ -641,7 +641,7 @@ class _Trainer:
             with strategy.scope():
                 base = backbones.build_base(spec, resolved)
                 unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
-                augmenter = features.make_augmenter(cfg.seed) if cfg.augments else None
+                augmenter = augmentation.make_augmenter(cfg.seed) if cfg.augments else None
                 model = assemble_model(base, head, spec.input_size, augmenter)
                 _compile(model, cfg.fine_tune_learning_rate)
         finally:
