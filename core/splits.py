@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core import files
-from core.config import SplitConfig
+from core.config import MIN_IMAGES_PER_CLASS, SplitConfig
 from core.errors import DatasetError
 
 SPLIT_COLUMN = "split"
@@ -22,7 +22,7 @@ _SPLIT_DTYPES = {
 
 
 def _split_sizes(n: int, config: SplitConfig) -> tuple[int, int, int]:
-    """(train, val, test) counts for n items; each at least 1 when n >= 3."""
+    """(train, val, test) counts for n items; each at least 1 when n >= MIN_IMAGES_PER_CLASS."""
     n_val = max(1, math.floor(n * config.val_fraction + 0.5))
     n_test = max(1, math.floor(n * config.test_fraction + 0.5))
     while n - n_val - n_test < 1:
@@ -41,7 +41,8 @@ def split(
     """Assigns each image to train, val or test: stratified by class, seeded.
 
     Identical files (same sha256) always land in the same split, even across classes.
-    Every class needs at least 3 distinct images so it appears in every split.
+    Every class needs at least MIN_IMAGES_PER_CLASS (3) distinct images so it appears in
+    every split; ingestion reports a smaller class as an error by the same rule.
 
     Args:
         index: A dataset index (INDEX_COLUMNS at least "path", "label", "sha256").
@@ -72,12 +73,14 @@ def split(
     for sha, label in group_class.items():  # insertion order = path order
         groups_by_class[label].append(sha)
 
-    too_small = [(c, len(g)) for c, g in sorted(groups_by_class.items()) if len(g) < 3]
+    too_small = [(c, len(g)) for c, g in sorted(groups_by_class.items())
+                 if len(g) < MIN_IMAGES_PER_CLASS]
     if too_small:
         detail = ", ".join(f"'{c}' has {n} distinct image{'' if n == 1 else 's'}"
                            for c, n in too_small)
         raise DatasetError(
-            f"Every class needs at least 3 distinct images to appear in train, validation and "
+            f"Every class needs at least {MIN_IMAGES_PER_CLASS} distinct images to appear in "
+            "train, validation and "
             f"test, but {detail}. Add images to those classes or remove their folders."
         )
     rng = np.random.default_rng(config.seed)

@@ -17,7 +17,7 @@ from PIL import Image
 from core import datasets
 from core.config import IngestConfig
 from core.datasets import INDEX_COLUMNS, Dataset, ValidationReport, ingest
-from core.errors import DatasetError
+from core.errors import ConfigError, DatasetError
 
 
 # --- folders -----------------------------------------------------------------------------
@@ -170,9 +170,30 @@ def test_too_few_usable_images_in_a_class(tmp_path, studio_home):
     (root / "b" / "broken.png").write_bytes(b"")
     ds = ingest(root)
     assert not ds.report.usable
-    assert any("'b' has 1 usable image; add at least 1 more" in e for e in ds.report.errors)
-    assert any("'empty' has 0 usable images; add at least 2 more" in e
+    assert any("'b' has 1 usable image; add at least 2 more" in e for e in ds.report.errors)
+    assert any("'empty' has 0 usable images; add at least 3 more" in e
                for e in ds.report.errors)
+
+
+def test_inspect_and_split_apply_one_minimum_class_size(tmp_path, studio_home):
+    """A class of 2 photos is refused by both; 3 distinct photos pass both (issue 20 #10)."""
+    from core import splits
+    from core.config import MIN_IMAGES_PER_CLASS
+
+    small = ingest(make_class_folders(tmp_path / "d", {"a": 12, "b": MIN_IMAGES_PER_CLASS - 1}))
+    assert not small.report.usable
+    assert any("'b' has 2 usable images; add at least 1 more" in e
+               for e in small.report.errors)
+    with pytest.raises(DatasetError, match=f"at least {MIN_IMAGES_PER_CLASS} distinct"):
+        splits.split(small.index)
+    enough = ingest(make_class_folders(tmp_path / "e", {"a": 12, "b": MIN_IMAGES_PER_CLASS}))
+    assert enough.report.usable
+    assert set(splits.split(enough.index).query("label == 'b'")["split"]) == {
+        "train", "val", "test"}
+    with pytest.raises(ConfigError, match="at least 3"):
+        IngestConfig(min_images_per_class=2)
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"at least {MIN_IMAGES_PER_CLASS} usable photos per class" in readme
 
 
 def test_small_class_and_imbalance_warnings(tmp_path, studio_home):
