@@ -9,6 +9,7 @@ import json
 import logging
 import multiprocessing
 import os
+import stat
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -123,6 +124,7 @@ class _Layout:
     class_files: dict[str, list[Path]]  # folder name -> files, sorted
     top_files: list[Path]  # loose files directly under root
     ignored: int
+    refused: list[tuple[Path, str]] = field(default_factory=list)  # (file, why), never read
 
 
 def _count_files(folder: Path) -> int:
@@ -151,9 +153,49 @@ def _visible_children(folder: Path) -> tuple[list[Path], list[Path], int]:
     return dirs, files, ignored
 
 
-def _walk_files(folder: Path) -> tuple[list[Path], int]:
-    """All visible files under folder (any depth), sorted, and the count of ignored ones."""
+def is_utf8(name: str) -> bool:
+    """Whether a file name (as os.fsdecode gives it) is valid UTF-8 text.
+
+    On Linux a name is any bytes; the ones that are not UTF-8 come back with surrogate
+    escapes, which no file format of the index (CSV, JSON, Arrow) can hold.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """A name safe to show and store: bytes that are not UTF-8 become U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+_NOT_UTF8 = ("its name is not valid UTF-8 text, so it cannot be stored in the dataset "
+             "index; rename it (for example with convmv) and load the folder again")
+
+
+def _refusal(path: Path) -> str | None:
+    """Why a file found by the walk must not be read at all, or None.
+
+    The type is checked with stat, without opening: only regular files (or links to
+    them) are candidates. Opening a named pipe waits for a writer, and a device such as
+    /dev/zero never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return images.NOT_REGULAR_FILE
+    return None
+
+
+def _walk_files(folder: Path) -> tuple[list[Path], int, list[tuple[Path, str]]]:
+    """All visible files under folder (any depth), sorted, the count of ignored ones, and
+    the files refused without reading (special files, names that are not UTF-8)."""
     found: list[Path] = []
+    refused: list[tuple[Path, str]] = []
     ignored = 0
     for dirpath, dirnames, filenames in os.walk(folder):
         keep = []
@@ -164,11 +206,16 @@ def _walk_files(folder: Path) -> tuple[list[Path], int]:
                 keep.append(d)
         dirnames[:] = sorted(keep)
         for name in filenames:
+            path = Path(dirpath) / name
             if uploads.is_ignored_name(name) or name == UPLOAD_MARKER:
                 ignored += name != UPLOAD_MARKER
+            elif not is_utf8(str(path)):
+                refused.append((path, _NOT_UTF8))
+            elif (reason := _refusal(path)) is not None:
+                refused.append((path, reason))
             else:
-                found.append(Path(dirpath) / name)
-    return sorted(found), ignored
+                found.append(path)
+    return sorted(found), ignored, refused
 
 
 def _scan(top: Path) -> _Layout:
@@ -186,11 +233,17 @@ def _scan(top: Path) -> _Layout:
         root, dirs, files, hidden = dirs[0], sub_dirs, sub_files, sub_hidden
     ignored += hidden
     class_files: dict[str, list[Path]] = {}
+    refused: list[tuple[Path, str]] = []
     for folder in dirs:
-        found, skipped = _walk_files(folder)
-        class_files[folder.name] = found
+        found, skipped, not_read = _walk_files(folder)
         ignored += skipped
-    return _Layout(root, class_files, files, ignored)
+        if is_utf8(folder.name):
+            class_files[folder.name] = found
+            refused.extend(not_read)
+        else:  # not a class: its name could not be a label
+            reason = _NOT_UTF8.replace("its name", "its class folder's name")
+            refused.extend((path, reason) for path in sorted(found + [p for p, _ in not_read]))
+    return _Layout(root, class_files, files, ignored, refused)
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,7 +265,8 @@ def _probe_all(
 ) -> Iterator[images.ProbeResult]:
     """Probes every path (in a process pool for many files), yielding results in order."""
     probe = functools.partial(
-        images.probe_file, max_pixels=config.max_pixels, min_side=config.min_side
+        images.probe_file, max_pixels=config.max_pixels, min_side=config.min_side,
+        max_bytes=config.max_file_bytes,
     )
     total = len(paths)
     workers = min(worker_count(config), max(1, total))
@@ -250,7 +304,7 @@ def _probe_all(
 
 
 def _rel(path: Path | str, root: Path) -> str:
-    return Path(path).relative_to(root).as_posix()
+    return printable(Path(path).relative_to(root).as_posix())
 
 
 def _plural(n: int, word: str) -> str:
@@ -342,6 +396,8 @@ def ingest(
     layout = _scan(top)
     report = ValidationReport(root=str(layout.root), ignored=layout.ignored)
     report.rejected.extend(_zip_rejections(zip_skipped, top, layout.root))
+    report.rejected.extend({"file": _rel(path, layout.root), "reason": reason}
+                           for path, reason in layout.refused)
     usable = _check_files(layout, report, config, on_progress)
     kept, cross_dropped = _resolve_duplicates(usable, report, config)
     report.classes = _class_counts(layout, kept)
@@ -366,6 +422,11 @@ def _source_folder(
         raise DatasetError(
             f"{path} does not exist. Give the path of a folder with one sub-folder per "
             "class, or of a zip of such folders."
+        )
+    if not is_utf8(str(path)):
+        raise DatasetError(
+            f"The path {printable(str(path))} is not valid UTF-8 text, so the dataset index "
+            "cannot store it; rename the folders on it (for example with convmv) and retry."
         )
     if path.is_dir():
         return path.resolve(), []

@@ -300,3 +300,84 @@ def test_empty_folder_and_empty_zip_say_how_to_lay_out_folders(tmp_path, studio_
         assert not ds.report.usable and ds.index.empty and ds.classes == []
         assert "one folder per class" in ds.report.errors[0]
         assert list(ds.index.columns) == INDEX_COLUMNS
+
+
+# --- special files and names (issue 20 #1, #4) ----------------------------------------------
+
+def _finishes(fn, seconds: float = 30.0):
+    """Runs fn in a thread; fails (instead of hanging the suite) when it does not return."""
+    import threading
+
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s (blocked on a file?)"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_pipes_and_devices_are_rejected_unread(tmp_path, studio_home):
+    import os
+
+    from core import images
+
+    root = make_class_folders(tmp_path / "d", {"a": 4, "b": 4})
+    os.mkfifo(root / "a" / "pipe.jpg")
+    (root / "b" / "zero.jpg").symlink_to("/dev/zero")
+    (root / "b" / "null.png").symlink_to("/dev/null")
+    ds = _finishes(lambda: ingest(root))
+    reasons = rejected(ds.report)
+    assert set(reasons) == {"a/pipe.jpg", "b/zero.jpg", "b/null.png"}
+    assert all(r == images.NOT_REGULAR_FILE for r in reasons.values())
+    assert ds.report.classes == {"a": 4, "b": 4}
+    # The probe itself (what worker processes run) refuses them too, without blocking.
+    for name in ("a/pipe.jpg", "b/zero.jpg"):
+        probe = _finishes(lambda name=name: images.probe_file(str(root / name)))
+        assert not probe.ok and probe.reason == images.NOT_REGULAR_FILE
+
+
+def test_files_over_the_size_limit_are_rejected_unread(tmp_path, studio_home):
+    from core import images
+
+    root = make_class_folders(tmp_path / "d", {"a": 4, "b": 4})
+    limit = max(1024, max(p.stat().st_size for p in root.rglob("*.png")))
+    (root / "a" / "huge.png").write_bytes(img_bytes(0, 9) + b"\0" * limit)
+    ds = ingest(root, config=IngestConfig(max_file_bytes=limit))
+    assert "too large a file" in rejected(ds.report)["a/huge.png"]
+    assert ds.report.classes == {"a": 4, "b": 4}
+    probe = images.probe_file(str(root / "a" / "huge.png"), max_bytes=limit)
+    assert not probe.ok and f"over the limit of {limit:,} bytes" in probe.reason
+
+
+def test_names_that_are_not_utf8_are_rejected_with_a_reason(tmp_path, studio_home):
+    import os
+
+    root = make_class_folders(tmp_path / "d", {"a": 4, "b": 4})
+    data = img_bytes(0, 7)
+    with open(os.path.join(os.fsencode(root / "a"), b"caf\xe9.png"), "wb") as fh:
+        fh.write(data)
+    bad_class = os.path.join(os.fsencode(root), b"\xff\xfeclass")
+    os.mkdir(bad_class)
+    for i in range(3):
+        with open(os.path.join(bad_class, f"{i}.png".encode()), "wb") as fh:
+            fh.write(img_bytes(2, i))
+    ds = ingest(root)
+    reasons = rejected(ds.report)
+    assert "not valid UTF-8" in reasons["a/caf\ufffd.png"]
+    assert sum("class folder's name is not valid UTF-8" in r for r in reasons.values()) == 3
+    assert ds.report.classes == {"a": 4, "b": 4} and ds.report.usable
+    ds.report.to_json().encode("utf-8")  # storable as it is
+    ds.index.to_csv(tmp_path / "index.csv")
+    inner = os.path.join(os.fsencode(tmp_path), b"d\xe9ta")
+    os.mkdir(inner)
+    with pytest.raises(DatasetError, match="not valid UTF-8"):
+        ingest(os.fsdecode(inner))
