@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -144,32 +145,75 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
+        return None
     except RuntimeError as exc:  # zipfile raises RuntimeError for encrypted entries
-        target.unlink(missing_ok=True)
-        if "encrypted" in str(exc):
-            return "encrypted in the zip; zip it again without a password"
-        return f"cannot be unpacked ({exc}); re-create the zip"
+        reason = ("encrypted in the zip; zip it again without a password"
+                  if "encrypted" in str(exc) else f"cannot be unpacked ({exc}); re-create the zip")
     except NotImplementedError as exc:
-        target.unlink(missing_ok=True)
-        return (f"compressed with a method this reader lacks ({exc}); re-create the zip with "
-                "standard (deflate) compression")
+        reason = (f"compressed with a method this reader lacks ({exc}); re-create the zip with "
+                  "standard (deflate) compression")
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        target.unlink(missing_ok=True)
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return f"damaged inside the zip ({detail}); re-create the zip"
+        reason = f"damaged inside the zip ({detail}); re-create the zip"
     except (zlib.error, lzma.LZMAError) as exc:  # one bad entry must not stop the rest
+        reason = f"damaged inside the zip ({exc}); re-create the zip"
+    with contextlib.suppress(OSError):  # the file may never have been created
         target.unlink(missing_ok=True)
-        return f"damaged inside the zip ({exc}); re-create the zip"
+    return reason
+
+
+# The longest file or folder name, in bytes, that common file systems accept.
+_MAX_NAME_BYTES = 255
+
+
+def _skip_reason(info: zipfile.ZipInfo, name: str, parts: tuple[str, ...] | None,
+                 root: Path, max_file_bytes: int | None) -> str | None:
+    """Why an entry must not be written, or None.
+
+    Checked before writing anything: unsafe paths, links, nested zips, names file systems
+    refuse, a file and a folder of one name, and entries larger than an image can be.
+    """
+    if parts is None:
+        return "unsafe path in the zip (it points outside the extraction folder); skipped"
+    if _is_symlink(info):
+        return ("symbolic link in the zip; skipped for safety, put the real file in the zip "
+                "instead")
+    is_dir = info.is_dir() or name.endswith("/")
+    if parts and not is_dir and not any(is_ignored_name(p) for p in parts) \
+            and parts[-1].lower().endswith(".zip"):
+        return "nested zip archives are not expanded; unzip it first"
+    if not parts:
+        return None
+    if any(len(os.fsencode(p)) > _MAX_NAME_BYTES for p in parts):
+        return (f"a name in its path is longer than {_MAX_NAME_BYTES} bytes, more than file "
+                "systems allow; shorten it")
+    target = root.joinpath(*parts)
+    if os.path.commonpath([root, target]) != str(root):  # belt and braces
+        return "unsafe path in the zip; skipped"
+    conflict = ("the zip holds a file and a folder of the same name here; rename one of them "
+                "and zip again")
+    for depth in range(1, len(parts)):
+        parent = root.joinpath(*parts[:depth])
+        if parent.exists() and not parent.is_dir():
+            return conflict
+    if target.exists() and target.is_dir() != is_dir:
+        return conflict
+    if not is_dir and max_file_bytes is not None and info.file_size > max_file_bytes:
+        return (f"{_format_bytes(info.file_size)} unpacked, more than an image can be (limit "
+                f"{_format_bytes(max_file_bytes)}); not unpacked")
     return None
 
 
 def extract_zip(
-    zf: zipfile.ZipFile, dest: Path, on_progress: ProgressFn | None
+    zf: zipfile.ZipFile, dest: Path, on_progress: ProgressFn | None,
+    max_file_bytes: int | None = None,
 ) -> list[dict[str, str]]:
     """Extracts the safe entries of zf into dest; returns the entries skipped, with reasons.
 
-    Unsafe entries (paths leaving dest, symbolic links), nested zips and entries that cannot
-    be written are skipped, each as {"file": name in the zip, "reason": why}.
+    Unsafe entries (paths leaving dest, symbolic links), nested zips, entries no file system
+    accepts (names over 255 bytes, a file and a folder of one name), entries larger than
+    max_file_bytes and entries that cannot be written are skipped, each as
+    {"file": name in the zip, "reason": why}; one bad entry never stops the others.
     """
     skipped: list[dict[str, str]] = []
     infos = zf.infolist()
@@ -177,26 +221,18 @@ def extract_zip(
     for n, info in enumerate(infos, 1):
         name = _entry_name(info)
         parts = _safe_parts(name)
-        if parts is None:
-            skipped.append({"file": name, "reason": "unsafe path in the zip (it points outside "
-                            "the extraction folder); skipped"})
-        elif _is_symlink(info):
-            skipped.append({"file": name, "reason": "symbolic link in the zip; skipped for "
-                            "safety, put the real file in the zip instead"})
-        elif parts and not info.is_dir() and not any(is_ignored_name(p) for p in parts) \
-                and parts[-1].lower().endswith(".zip"):
-            skipped.append({"file": name, "reason": "nested zip archives are not expanded; "
-                            "unzip it first"})
-        elif parts:
+        reason = _skip_reason(info, name, parts, root, max_file_bytes)
+        if reason is None and parts:
             target = root.joinpath(*parts)
-            if os.path.commonpath([root, target]) != str(root):  # belt and braces
-                skipped.append({"file": name, "reason": "unsafe path in the zip; skipped"})
-            elif info.is_dir() or name.endswith("/"):
-                target.mkdir(parents=True, exist_ok=True)
+            if info.is_dir() or name.endswith("/"):
+                try:
+                    target.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    reason = f"cannot be unpacked ({exc.strerror or exc}); skipped"
             else:
                 reason = _extract_entry(zf, info, target)
-                if reason:
-                    skipped.append({"file": name, "reason": reason})
+        if reason:
+            skipped.append({"file": name, "reason": reason})
         if on_progress and (n % 256 == 0 or n == len(infos)):
             on_progress("extracting", n, len(infos))
     return skipped
@@ -321,7 +357,7 @@ def unpack_upload(
             _remove_abandoned_extractions(uploads)
             tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(digest), dir=uploads))
             try:
-                skipped = extract_zip(zf, tmp, on_progress)
+                skipped = extract_zip(zf, tmp, on_progress, config.max_file_bytes)
                 files.write_json_atomic(tmp / UPLOAD_MARKER, {
                     "zip_sha256": digest, "entries": len(zf.infolist()), "skipped": skipped,
                 })

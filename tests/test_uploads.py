@@ -266,3 +266,40 @@ def test_truncated_zip_is_a_damaged_zip(tmp_path, studio_home):
 def test_unsupported_source_type(studio_home):
     with pytest.raises(DatasetError, match="folder path"):
         ingest(12345)  # type: ignore[arg-type]
+
+
+# --- entries no file system accepts (issue 20 #3) and oversized entries (#5) -----------------
+
+@pytest.mark.parametrize("file_first", [True, False])
+def test_a_file_and_a_folder_of_one_name_are_skipped_with_a_reason(tmp_path, studio_home,
+                                                                   file_first):
+    files = two_classes(3, prefix="ds/")
+    clash = {"ds/tulips": img_bytes(3, 0), "ds/tulips/": b"", "ds/tulips/1.png": img_bytes(3, 1)}
+    if not file_first:
+        clash = {"ds/tulips/": b"", "ds/tulips/1.png": img_bytes(3, 1), "ds/tulips": b"x"}
+    ds = ingest(zip_bytes({**files, **clash}))
+    reasons = rejected(ds.report)
+    skipped = {name for name, why in reasons.items() if "file and a folder of the same name" in why}
+    # The first of the two is written; whatever needs the name the other way is skipped.
+    assert skipped == ({"tulips/", "tulips/1.png"} if file_first else {"tulips"})
+    assert ds.report.classes["a"] == 3 and ds.report.classes["b"] == 3
+
+
+def test_names_longer_than_file_systems_allow_are_skipped_with_a_reason(tmp_path, studio_home):
+    long_file = "ds/a/" + "x" * 300 + ".png"
+    long_folder = "ds/" + "y" * 300 + "/1.png"
+    ds = ingest(zip_bytes({**two_classes(3, prefix="ds/"), long_file: img_bytes(0, 9),
+                           long_folder: img_bytes(1, 9)}))
+    reasons = rejected(ds.report)
+    assert "longer than 255 bytes" in reasons[long_file[3:]]
+    assert "longer than 255 bytes" in reasons[long_folder[3:]]
+    assert ds.report.classes == {"a": 3, "b": 3}
+
+
+def test_entries_larger_than_an_image_are_not_unpacked(tmp_path, studio_home):
+    big = b"\0" * 50_000  # compresses to almost nothing, like a zip bomb's entries
+    data = zip_bytes({**two_classes(3, prefix="ds/"), "ds/a/zeros.png": big})
+    ds = ingest(data, config=IngestConfig(max_file_bytes=20_000))
+    assert "more than an image can be" in rejected(ds.report)["a/zeros.png"]
+    assert not list((studio_home / "uploads").rglob("zeros.png"))  # never written
+    assert ds.report.classes == {"a": 3, "b": 3}
