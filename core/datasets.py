@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
@@ -10,6 +11,9 @@ import logging
 import multiprocessing
 import os
 import stat
+import sys
+import threading
+import types
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -260,6 +264,31 @@ def worker_count(config: IngestConfig) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _workers_import_only_core() -> Iterator[None]:
+    """While worker processes start, __main__ is a bare module with nothing to re-run.
+
+    A spawned worker first re-runs the parent's __main__ file (as __mp_main__), so that
+    functions defined there could be unpickled. Under Streamlit, __main__ is the page script:
+    every worker would run the page (its widgets warn "missing ScriptRunContext"). The
+    workers need only core.images, which they import by name. Spawning happens in the
+    thread that submits the work, so the swap covers it; other threads starting workers
+    wait on the lock, and a __main__ replaced meanwhile (a new page run) is left as it is.
+    """
+    with _main_lock:
+        main = sys.modules.get("__main__")
+        stand_in = types.ModuleType("__main__")
+        sys.modules["__main__"] = stand_in
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is stand_in and main is not None:
+                sys.modules["__main__"] = main
+
+
 def _probe_all(
     paths: list[Path], config: IngestConfig, on_progress: ProgressFn | None
 ) -> Iterator[images.ProbeResult]:
@@ -282,7 +311,8 @@ def _probe_all(
             initializer=images.quiet_worker,
         )
         chunksize = max(1, min(64, total // (workers * 8)))
-        results = pool.map(probe, names, chunksize=chunksize)
+        with _workers_import_only_core():  # map submits every chunk, starting the workers
+            results = pool.map(probe, names, chunksize=chunksize)
     try:
         for done, result in enumerate(results, 1):
             if on_progress and (done % step == 0 or done == total):

@@ -381,3 +381,23 @@ def test_names_that_are_not_utf8_are_rejected_with_a_reason(tmp_path, studio_hom
     os.mkdir(inner)
     with pytest.raises(DatasetError, match="not valid UTF-8"):
         ingest(os.fsdecode(inner))
+
+
+def test_worker_processes_do_not_run_the_callers_main_script(tmp_path, studio_home,
+                                                             monkeypatch):
+    """Under Streamlit __main__ is the page script; spawned workers must not re-run it."""
+    import sys
+    import types
+
+    marker = tmp_path / "page-ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'a').write('ran\\n')\n", encoding="utf-8")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    n = datasets.POOL_MIN_FILES // 2 + 1
+    root = make_class_folders(tmp_path / "d", {"a": n, "b": n}, size=16)
+    ds = ingest(root, config=IngestConfig(workers=2))
+    assert ds.report.classes == {"a": n, "b": n}
+    assert not marker.exists(), "a worker process ran the caller's __main__ script"
+    assert sys.modules["__main__"] is fake_main  # put back afterwards
