@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
+# A path, the file's bytes, an open binary file (read, not closed) or a PIL image.
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | BinaryIO
 
 DEFAULT_MAX_PIXELS: int = IngestConfig.__dataclass_fields__["max_pixels"].default
 DEFAULT_MIN_SIDE: int = IngestConfig.__dataclass_fields__["min_side"].default
@@ -179,6 +180,7 @@ def open_regular(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_FI
 @contextmanager
 def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
     """Yields (lazily opened image, whether we own it); closes what it opened."""
+    owns_fp = True
     if isinstance(source, Image.Image):
         yield source, False
         return
@@ -205,6 +207,11 @@ def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
             raise _NotAnImage("empty file (0 bytes); re-export or remove it")
         head = fp.read(16)
         fp.seek(0)
+    elif hasattr(source, "read") and hasattr(source, "seek"):  # a caller's open binary file
+        fp = source
+        owns_fp = False
+        head = fp.read(16)
+        fp.seek(0)
     else:
         raise ImageError(
             f"cannot read an image from a {type(source).__name__}; "
@@ -227,7 +234,8 @@ def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
         finally:
             img.close()
     finally:
-        fp.close()
+        if owns_fp:
+            fp.close()
 
 
 def _check_size(img: Image.Image, max_pixels: int | None, min_side: int) -> None:
@@ -457,29 +465,47 @@ def probe_file(
         A ProbeResult: info set when usable, else reason set.
     """
     try:
-        with open_regular(path, max_bytes) as fh:
-            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        fh = open_regular(path, max_bytes)
     except ImageError as exc:
         return ProbeResult(path, "", None, str(exc), False)
     except OSError as exc:
         return ProbeResult(path, "", None, f"cannot read the file: {exc.strerror}", False)
-    if max_bytes is not None and len(data) > max_bytes:
-        return ProbeResult(path, "", None, f"too large a file (it grew past the limit of "
-                           f"{_size_text(max_bytes)} while being read)", False)
-    digest = hashlib.sha256(data).hexdigest()
-    if not data:
-        return ProbeResult(path, digest, None, "empty file (0 bytes); re-export or remove it",
+    with fh:
+        return _probe_open_file(path, fh, max_pixels, min_side, max_bytes)
+
+
+def _probe_open_file(path: str, fh: Any, max_pixels: int | None, min_side: int,
+                     max_bytes: int | None) -> ProbeResult:
+    """probe_file on an opened file: hashed in blocks, then decoded from the file itself.
+
+    The file's bytes are never held whole in memory; at most max_bytes are read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        while block := fh.read(1 << 20):
+            size += len(block)
+            if max_bytes is not None and size > max_bytes:
+                return ProbeResult(path, "", None, f"too large a file (it grew past the limit "
+                                   f"of {_size_text(max_bytes)} while being read)", False)
+            digest.update(block)
+        fh.seek(0)
+    except OSError as exc:
+        return ProbeResult(path, "", None, f"cannot read the file: {exc.strerror}", False)
+    sha = digest.hexdigest()
+    if size == 0:
+        return ProbeResult(path, sha, None, "empty file (0 bytes); re-export or remove it",
                            False)
     try:
         # Checking needs the upright size, not the colours.
-        rgb, fmt = _decode_rgb(data, max_pixels, min_side, colour_profile=False)
+        rgb, fmt = _decode_rgb(fh, max_pixels, min_side, colour_profile=False)
     except _NotAnImage as exc:
-        return ProbeResult(path, digest, None, str(exc), False)
+        return ProbeResult(path, sha, None, str(exc), False)
     except ImageError as exc:
-        return ProbeResult(path, digest, None, str(exc), True)
+        return ProbeResult(path, sha, None, str(exc), True)
     except MemoryError:
-        return ProbeResult(path, digest, None, "too large to decode in memory", True)
-    return ProbeResult(path, digest, ImageInfo(rgb.width, rgb.height, fmt), "", True)
+        return ProbeResult(path, sha, None, "too large to decode in memory", True)
+    return ProbeResult(path, sha, ImageInfo(rgb.width, rgb.height, fmt), "", True)
 
 
 def quiet_worker() -> None:
