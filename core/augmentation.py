@@ -40,8 +40,8 @@ def view_seed(sha: str, view: int) -> int:
 class _ViewMaker:
     """make_augmenter's layers compiled for one S×S image, seeded per call.
 
-    Eager Keras layers cost 12.7 ms per image on the dev CPU, almost all of it dispatch; the
-    compiled function costs 3.6 ms for the same pixels.
+    Eager Keras layers spend almost all their time in dispatch; the compiled function gives
+    the same pixels several times faster (docs/benchmarks.md, design choices).
     """
 
     def __init__(self, size: int) -> None:

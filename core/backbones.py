@@ -121,8 +121,8 @@ def _spec(**kwargs: Any) -> BackboneSpec:
 
 # Facts checked against keras.applications by tests/test_backbones.py (file names, URLs and
 # hashes come from the Keras 3.15 sources; params/depth/feature_dim from building each base).
-# relative_speed: images/s of the CPU feature path (TFLite/XNNPACK) relative to mobilenet_v2 on
-# the 2-core dev machine (560 img/s), from bench/feature_extraction.py --relative-speed.
+# relative_speed: images/s of the CPU feature path (TFLite/XNNPACK) relative to mobilenet_v2,
+# from bench/feature_extraction.py --relative-speed (figures in docs/benchmarks.md).
 BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
     s.name: s for s in (
         _spec(name="mobilenet_v2", display_name="MobileNetV2 (default)", input_size=224,

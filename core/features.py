@@ -151,7 +151,7 @@ class FeatureExtractor:
     def _run_chunk(slot: tuple[Any, threading.Lock, int, int], batch: np.ndarray,
                    rows: np.ndarray, out: np.ndarray) -> None:
         # One image per invoke with a fixed [1,S,S,3] input: measured faster than resizing
-        # the input tensor to the batch (68 ms vs 84 ms for 32 MobileNetV2 images).
+        # the input tensor to the batch (docs/benchmarks.md, design choices).
         interpreter, lock, in_index, out_index = slot
         with lock:
             for i in rows:

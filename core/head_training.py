@@ -1,8 +1,8 @@
 """Training the new head on cached features: the whole loop compiled once per process.
 
 The head is a few Dense layers on a few thousand feature vectors, so its arithmetic takes
-milliseconds. Through `keras.Model.fit` a run cost 0.7-1.6 s on the dev CPU, mostly spent
-tracing a new training function for every new model. Here one TensorFlow function holds the
+milliseconds. Through `keras.Model.fit` most of a run went into tracing a new training
+function for every new model (docs/benchmarks.md, design choices). Here one TensorFlow function holds the
 training steps for every head: the layers' weights and Adam's moments come in as TensorLists
 of any length and shapes, the settings (learning rate, dropout, L2) as tensors, and loops over
 the layers run inside the graph. So it is traced once per process, whatever the number and
@@ -29,8 +29,7 @@ import tensorflow as tf
 # Keras' Adam defaults, as keras.optimizers.Adam(learning_rate) uses them.
 _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
 # Batches per call of the compiled steps: cancel is checked between calls, so it lands within
-# a few milliseconds. Fewer per call costs more: 10 epochs of 33 batches took 0.15 s with 8,
-# 0.35 s with 1.
+# a few milliseconds. Fewer per call costs more (docs/benchmarks.md, design choices).
 STEPS_PER_CALL = 8
 _SCALAR, _MATRIX = tf.TensorShape([]), tf.TensorShape([None, None])
 
@@ -62,8 +61,8 @@ def _with_item(handle: tf.Tensor, index: Any, value: tf.Tensor) -> tf.Tensor:
 def _dense(params: tf.Tensor, i: Any, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Dense layer i on h: (h @ kernel + bias, sum(kernel^2) for Keras' L2 penalty)."""
     kernel, bias = _item(params, 2 * i, 2), _item(params, 2 * i + 1, 1)
-    # Through TensorFlow's fused L2Loss kernel (half the sum): the three-layer head's 10
-    # epochs took 4.7-4.8 s, not 5.8-5.9 s.
+    # Through TensorFlow's fused L2Loss kernel (half the sum), faster than squaring and
+    # summing (docs/benchmarks.md, design choices).
     return tf.matmul(h, kernel) + bias, 2.0 * tf.nn.l2_loss(kernel)
 
 
@@ -180,7 +179,7 @@ _float, _int, _list = (tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32
                        tf.TensorSpec([], tf.variant))
 _rows = tf.TensorSpec([None], tf.int32)
 # Loops written as tf.while_loop, without autograph: autograph's conversion of the source
-# dominated the trace (1.1-1.4 s with it, 0.2-0.3 s without).
+# dominated the trace (docs/benchmarks.md, design choices).
 _compiled_steps = tf.function(_train_steps, autograph=False, input_signature=[
     _list, _list, _list, _int, tf.TensorSpec([None, None], tf.float32), _rows,
     tf.TensorSpec([None], tf.float32), _rows, _int, _int, _int, _float, _float, _float, _int,

@@ -92,7 +92,7 @@ def _seed(seed: int, *, tensorflow: bool) -> None:
 
     The head on cached features draws only from Python's generator (its initial weights; its
     dropout and batch order take explicit seeds). Seeding TensorFlow also clears its kernel
-    cache, so the head's compiled steps were set up again in every run (0.15-0.25 s); only
+    cache, so the head's compiled steps were set up again in every run; only
     fine-tuning (tf.data, augmentation, Keras' generator) needs TensorFlow seeded.
     """
     if tensorflow:
