@@ -75,6 +75,8 @@ class IngestConfig:
             without being unpacked.
         max_zip_bytes: Largest total uncompressed size of a zip, checked before extraction.
         max_zip_entries: Largest number of entries in a zip, checked before extraction.
+        max_uploads_bytes: Size budget of the extracted uploads; the least recently used are
+            removed first when a new one makes them exceed it.
         drop_cross_class_duplicates: Leave out images whose exact content appears in two classes.
         min_images_per_class: A class with fewer usable images makes the dataset unusable.
         warn_images_per_class: A class with fewer usable images gets a warning.
@@ -97,6 +99,10 @@ class IngestConfig:
     )
     max_zip_entries: int = option(
         200_000, "Largest number of files in an uploaded zip.", min=1, max=10_000_000
+    )
+    max_uploads_bytes: int = option(
+        4 * 1024**3, "Size budget of extracted uploads, in bytes; the least recently used "
+        "are removed first.", min=1, max=1024**5,
     )
     drop_cross_class_duplicates: bool = option(
         True, "Leave out identical photos that appear under two different classes."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import collections
 import functools
 import hashlib
 import io
@@ -13,10 +14,11 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -304,6 +306,94 @@ def _remove_abandoned_extractions(uploads: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+# Extractions in use by this process (queued or running work), never removed by the budget.
+_held: collections.Counter[Path] = collections.Counter()
+_held_lock = threading.Lock()
+# An extraction used this recently (by any process sharing the home) is never removed.
+RECENTLY_USED_SECONDS = 3600
+
+
+@contextlib.contextmanager
+def hold(folder: str | Path) -> Iterator[None]:
+    """Keeps an extracted upload from being removed by the size budget while inside.
+
+    Work that will read a dataset later (a queued job) holds its upload folder until it ends.
+    A folder used within RECENTLY_USED_SECONDS is kept too, which covers other processes.
+    """
+    key = Path(folder).resolve()
+    with _held_lock:
+        _held[key] += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held[key] -= 1
+            if _held[key] <= 0:
+                del _held[key]
+
+
+def _mark_used(marker: Path) -> None:
+    """Records a use of the extraction (its marker's mtime), for least-recently-used order."""
+    with contextlib.suppress(OSError):
+        os.utime(marker)
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def prune_uploads(uploads: Path, budget_bytes: int, keep: Iterable[str | Path] = ()
+                  ) -> list[Path]:
+    """Removes the least recently used extractions until the uploads fit the budget.
+
+    Never removes a folder in keep, one held (hold()), or one used within
+    RECENTLY_USED_SECONDS. A removed folder loses its marker first, so no reader takes what
+    remains for a complete extraction.
+
+    Args:
+        uploads: <home>/uploads.
+        budget_bytes: Largest total size of the complete extractions.
+        keep: Folders that must stay (the one just extracted or reused).
+
+    Returns:
+        The folders removed, least recently used first.
+    """
+    found = []
+    for folder in (uploads.iterdir() if uploads.is_dir() else ()):
+        marker = folder / UPLOAD_MARKER
+        if folder.name.startswith(".") or not marker.is_file():
+            continue
+        try:
+            used = marker.stat().st_mtime
+            size = files.read_json(marker).get("bytes")
+        except (OSError, ValueError, AttributeError):
+            continue
+        found.append((used, folder, size if isinstance(size, int) else _folder_bytes(folder)))
+    total = sum(size for _used, _folder, size in found)
+    with _held_lock:
+        protected = {Path(k).resolve() for k in keep} | set(_held)
+    removed: list[Path] = []
+    now = time.time()
+    for used, folder, size in sorted(found, key=lambda item: item[0]):
+        if total <= budget_bytes:
+            break
+        if folder.resolve() in protected or now - used < RECENTLY_USED_SECONDS:
+            continue
+        log.info("Removing the least recently used upload %s (%s) to keep the uploads under "
+                 "%s", folder, _format_bytes(size), _format_bytes(budget_bytes))
+        with contextlib.suppress(OSError):
+            (folder / UPLOAD_MARKER).unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= size
+        removed.append(folder)
+    return removed
+
+
 def unpack_upload(
     source: Any, home: Path, config: IngestConfig, on_progress: ProgressFn | None
 ) -> tuple[Path, list[dict[str, str]]]:
@@ -335,6 +425,8 @@ def unpack_upload(
             try:
                 notes = files.read_json(marker)
                 log.info("Reusing extracted upload %s", dest)
+                _mark_used(marker)
+                prune_uploads(uploads, config.max_uploads_bytes, keep=[dest])
                 return dest, list(notes.get("skipped", []))
             except (OSError, ValueError):
                 log.warning("Upload marker %s unreadable; extracting again", marker)
@@ -360,6 +452,7 @@ def unpack_upload(
                 skipped = extract_zip(zf, tmp, on_progress, config.max_file_bytes)
                 files.write_json_atomic(tmp / UPLOAD_MARKER, {
                     "zip_sha256": digest, "entries": len(zf.infolist()), "skipped": skipped,
+                    "bytes": _folder_bytes(tmp),
                 })
                 if dest.exists() and not marker.is_file():
                     shutil.rmtree(dest, ignore_errors=True)  # leftover of a foreign writer
@@ -372,6 +465,7 @@ def unpack_upload(
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
+        prune_uploads(uploads, config.max_uploads_bytes, keep=[dest])
         return dest, skipped
     finally:
         if stream is not source:

@@ -303,3 +303,27 @@ def test_entries_larger_than_an_image_are_not_unpacked(tmp_path, studio_home):
     assert "more than an image can be" in rejected(ds.report)["a/zeros.png"]
     assert not list((studio_home / "uploads").rglob("zeros.png"))  # never written
     assert ds.report.classes == {"a": 3, "b": 3}
+
+
+def test_uploads_keep_to_their_budget_least_recently_used_first(tmp_path, studio_home):
+    """Finished extractions are removed oldest-use first, never a held or recent one (#5)."""
+    zips = [zip_bytes(two_classes(3, prefix=f"ds{i}/")) for i in range(4)]
+    folders = [ingest(data).root.parent for data in zips[:3]]  # <uploads>/<digest>/ds<i>
+    sizes = [sum(p.stat().st_size for p in f.rglob("*") if p.is_file()) for f in folders]
+    hour_ago = time.time() - 2 * core.uploads.RECENTLY_USED_SECONDS
+    for age, folder in enumerate(folders):  # folder 0 used longest ago
+        os.utime(folder / UPLOAD_MARKER, (hour_ago - 100 + age, hour_ago - 100 + age))
+    budget = sum(sizes[1:]) + max(sizes)  # room for three of the four
+    config = IngestConfig(max_uploads_bytes=budget)
+    with core.uploads.hold(folders[1]):
+        ingest(zips[0], config=config)  # reused: now the most recently used
+        ingest(zips[3], config=config)
+    assert folders[0].is_dir() and folders[1].is_dir()  # just used; held
+    assert not folders[2].exists()  # the least recently used that could go
+    uploads = studio_home / "uploads"
+    assert len([p for p in uploads.iterdir() if not p.name.startswith(".")]) == 3
+    # With nothing held and everything old, the budget is met again.
+    for folder in uploads.iterdir():
+        os.utime(folder / UPLOAD_MARKER, (hour_ago, hour_ago))
+    removed = core.uploads.prune_uploads(uploads, 1)
+    assert len(removed) == 3 and list(uploads.iterdir()) == []
