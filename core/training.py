@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -24,6 +25,7 @@ from core import (
     head_training,
     images,
     status,
+    uploads,
 )
 from core.config import TrainConfig, studio_home
 from core.errors import Cancelled, ConfigError, DatasetError
@@ -290,7 +292,10 @@ class _Trainer:
             device={**self.device_info.to_dict(), "summary": self.device_info.summary()},
         )
         try:
-            result = self._run_stages(started)
+            with contextlib.ExitStack() as holding:  # the photos stay while they are read
+                for folder in uploads.upload_folders(self.df["path"], self.home):
+                    holding.enter_context(uploads.hold(folder))
+                result = self._run_stages(started)
         except Cancelled:
             self.seconds["total"] = time.monotonic() - started
             self._write_history()

@@ -332,6 +332,17 @@ def hold(folder: str | Path) -> Iterator[None]:
                 del _held[key]
 
 
+def upload_folders(paths: Iterable[str | Path], home: str | Path) -> set[Path]:
+    """The extracted uploads (<home>/uploads/<digest>) that hold any of these files."""
+    uploads = (Path(home) / "uploads").resolve()
+    found = set()
+    for path in paths:
+        parts = Path(path).parts
+        if len(parts) > len(uploads.parts) and Path(*parts[:len(uploads.parts)]) == uploads:
+            found.add(uploads / parts[len(uploads.parts)])
+    return found
+
+
 def _mark_used(marker: Path) -> None:
     """Records a use of the extraction (its marker's mtime), for least-recently-used order."""
     with contextlib.suppress(OSError):

@@ -327,3 +327,10 @@ def test_uploads_keep_to_their_budget_least_recently_used_first(tmp_path, studio
         os.utime(folder / UPLOAD_MARKER, (hour_ago, hour_ago))
     removed = core.uploads.prune_uploads(uploads, 1)
     assert len(removed) == 3 and list(uploads.iterdir()) == []
+
+
+def test_upload_folders_of_a_dataset(tmp_path, studio_home):
+    ds = ingest(zip_bytes(two_classes(3, prefix="ds/")))
+    folders = core.uploads.upload_folders(ds.index["path"], studio_home)
+    assert folders == {ds.root.parent}
+    assert core.uploads.upload_folders([str(tmp_path / "elsewhere.png")], studio_home) == set()
