@@ -316,13 +316,16 @@ class _Trainer:
 
     def _run_stages(self, started: float) -> TrainResult:
         spec, resolved = self._prepare()
+        self.check_stop()  # each stage starts only if nobody asked to stop meanwhile
         # The backend (TFLite conversion and check) is prepared only if a feature is missing.
         extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True)
+        self.check_stop()
         t0 = time.monotonic()
         self.extract_batch, self.fine_tune_batch = batch_sizes(self.device_info,
                                                                spec.input_size, self.config)
         feats = self._extract_all(extractor)
         self.seconds["features"] = time.monotonic() - t0
+        self.check_stop()
         # Seeded here, after the base: building one draws random numbers, and the base may
         # come built from an earlier run; the head must start the same either way.
         _seed(self.config.seed, tensorflow=self.config.fine_tune_layers > 0)
@@ -332,6 +335,7 @@ class _Trainer:
         if self.config.fine_tune_layers > 0:
             tuned = self._fine_tune(spec, resolved, head, self.device_info)
         self.seconds["training"] = time.monotonic() - t1
+        self.check_stop()
         val_probs, result, threshold = self._evaluate(spec, head, feats, tuned)
         self.check_stop()
         export = self._save_model(spec, resolved, extractor, head, tuned)

@@ -323,3 +323,19 @@ def test_batch_sizes_fit_the_device() -> None:
     huge_gpu = DeviceInfo(kind="gpu", gpus=(GpuInfo(device="/physical_device:GPU:0", name="G",
                                                     memory_mb=80_000),))
     assert training.batch_sizes(huge_gpu, 224, big) == (256, 128)
+
+
+def test_cancel_while_preparing_lands_before_the_base_is_built(
+    split_df: pd.DataFrame, studio_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel asked for during 'preparing' does not wait for the base or its conversion."""
+    def no_base(*_a, **_k):
+        raise AssertionError("the base was built after cancel was asked for")
+
+    monkeypatch.setattr(features, "make_extractor", no_base)
+    seen: list[ProgressEvent] = []
+    result = training.train(split_df, FAST, home=studio_home, on_event=seen.append,
+                            should_stop=lambda: any(e.phase == "preparing" for e in seen))
+    assert result.status == "cancelled"
+    assert not any(e.phase == "extracting features" for e in seen)
+    assert RunStore(studio_home).load(result.run_id).status["status"] == "cancelled"
