@@ -188,7 +188,7 @@ def run_relative_speed(batches: int) -> dict:
         model.predict(x, batch_size=32, verbose=0)  # trace once
         keras_speed[name] = 32 / _fastest(
             lambda m=model, x=x: m.predict(x, batch_size=32, verbose=0), batches)
-        interpreters, notes[name] = features._try_tflite(spec, resolved.fingerprint, model, work)
+        interpreters, notes[name] = features.verified_interpreters(spec, resolved.fingerprint, model, work)
         if interpreters:
             ex = features.FeatureExtractor(spec, "bench", "tflite", spec.feature_dim, "",
                                            interpreters=interpreters)

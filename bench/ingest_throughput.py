@@ -96,7 +96,7 @@ def main() -> None:
     # Imported here, not at the top: spawned workers re-run this script's top level, and
     # should pay only for what the studio's own workers import (core.images).
     from core.config import IngestConfig
-    from core.datasets import _worker_count, ingest
+    from core.datasets import ingest, worker_count
 
     with tempfile.TemporaryDirectory(prefix="tl-bench-") as tmp:
         source = Path(args.dataset)
@@ -122,7 +122,7 @@ def main() -> None:
         "peak_rss_mb": round(_peak_rss_mb(resource.RUSAGE_SELF), 1),
         "peak_rss_before_ingest_mb": round(rss_before, 1),
         "peak_rss_total_with_workers_mb": round(sampler.peak_kb / 1024, 1),
-        "workers": _worker_count(config),
+        "workers": worker_count(config),
         "child_processes_seen": sampler.peak_workers,
     }))
 

@@ -53,11 +53,11 @@ def _keras_home(tmp: Path) -> Path:
 
 
 def _split(data: Path, home: Path):
-    from core import datasets
+    from core import datasets, splits
     from core.config import SplitConfig
 
     dataset = datasets.ingest(data, home=home)
-    return datasets.split(dataset.index, SplitConfig(seed=0))
+    return splits.split(dataset.index, SplitConfig(seed=0))
 
 
 def _train(split_df, config, home: Path) -> dict:
@@ -192,7 +192,7 @@ def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
 
 
 def part_accuracy(data: Path, tmp: Path) -> dict:
-    from core import datasets
+    from core import datasets, splits
     from core.config import SplitConfig, TrainConfig
 
     home = tmp / "accuracy-home"
@@ -205,7 +205,7 @@ def part_accuracy(data: Path, tmp: Path) -> dict:
     index = datasets.ingest(data, home=home).index
     other_splits = {}
     for split_seed in (1, 2):
-        other = datasets.split(index, SplitConfig(seed=split_seed))
+        other = splits.split(index, SplitConfig(seed=split_seed))
         other_splits[split_seed] = {
             name: _train(other, config, home)["test_accuracy"]
             for name, config in (("default", TrainConfig()),
@@ -286,11 +286,11 @@ for i in range({n_images}):
     pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     pixels[:, :, i % 3] = (i % 10) * 25
     Image.fromarray(pixels).save(folder / f"img_{{i:05d}}.jpg", quality=85)
-from core import datasets, training
+from core import datasets, splits, training
 from core.config import SplitConfig, TrainConfig
 home = Path({str(tmp / "memory-home")!r})
 dataset = datasets.ingest(data, home=home)
-split_df = datasets.split(dataset.index, SplitConfig(seed=0))
+split_df = splits.split(dataset.index, SplitConfig(seed=0))
 result = training.train(split_df, TrainConfig(epochs=3, early_stopping_patience=0), home=home)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"images": len(split_df), "peak_rss_mb": round(peak, 1),

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core import datasets
+from core import datasets, splits
 from core.config import SplitConfig, TrainConfig, studio_home
 from core.errors import AppError
 from core.runs import RunStore
@@ -167,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for error in dataset.report.errors:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
-    split_df = datasets.split(dataset.index, split_config)
+    split_df = splits.split(dataset.index, split_config)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:

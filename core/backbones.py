@@ -1,4 +1,4 @@
-"""Registry of pretrained bases, weights resolution (Keras cache, file, TF Hub) and base building."""
+"""Registry of pretrained bases, weights resolution (Keras cache, file, TF Hub), base building."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import os
 import socket
 import threading
 import types
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import core.keras_fixes  # noqa: F401  applied before any model is saved or loaded
+from core import hub  # also registers HubFeatureVector, so saved TF Hub models load
 from core.errors import ConfigError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
@@ -122,8 +121,8 @@ def _spec(**kwargs: Any) -> BackboneSpec:
 
 # Facts checked against keras.applications by tests/test_backbones.py (file names, URLs and
 # hashes come from the Keras 3.15 sources; params/depth/feature_dim from building each base).
-# relative_speed: images/s of the CPU feature path (TFLite/XNNPACK) relative to mobilenet_v2 on
-# the 2-core dev machine (560 img/s), from bench/feature_extraction.py --relative-speed.
+# relative_speed: images/s of the CPU feature path (TFLite/XNNPACK) relative to mobilenet_v2,
+# from bench/feature_extraction.py --relative-speed (figures in docs/benchmarks.md).
 BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
     s.name: s for s in (
         _spec(name="mobilenet_v2", display_name="MobileNetV2 (default)", input_size=224,
@@ -419,9 +418,9 @@ def weights_available(spec: BackboneSpec, *, allow_download: bool = True) -> boo
     """
     if spec.is_hub:
         handle = spec.hub_handle or ""
-        if not _is_remote(handle):
+        if not hub.is_remote(handle):
             return (Path(handle).expanduser() / "saved_model.pb").is_file()
-        return _hub_cached(handle) or (allow_download and network_available(_host_of(handle)))
+        return hub.is_cached(handle) or (allow_download and network_available(hub.host_of(handle)))
     if spec.weights_file and (keras_models_dir() / spec.weights_file).is_file():
         return True
     return allow_download and network_available()
@@ -449,7 +448,10 @@ def resolve_weights(spec: BackboneSpec, weights: str | os.PathLike[str] | None, 
             the folder to put it in), or a given file/folder that is missing or does not fit.
     """
     if spec.is_hub:
-        return _resolve_hub(spec, hub_handle or spec.hub_handle or "")
+        handle = (hub_handle or spec.hub_handle or "").strip()
+        folder = hub.resolve_handle(handle, lambda host: network_available(host))
+        return ResolvedWeights("hub", spec.name, spec.input_size, path=folder,
+                               hub_handle=handle)
     if weights is None:
         return ResolvedWeights("none", spec.name, spec.input_size, seed=int(seed))
     if isinstance(weights, str) and weights.strip().lower() == "imagenet":
@@ -494,7 +496,7 @@ def _resolve_file(spec: BackboneSpec, path: Path) -> ResolvedWeights:
         )
     resolved = ResolvedWeights("file", spec.name, spec.input_size, path=path.resolve())
     # Load once into the architecture now, so a wrong file fails before any work.
-    app = _application(spec)
+    app = application(spec)
     _load_into(app, spec, resolved)
     del app
     return resolved
@@ -530,130 +532,6 @@ def _match_keras_imagenet_scaling(app: keras.Model) -> None:
     norm.finalize_state()
 
 
-# --------------------------------------------------------------------------- TF Hub
-
-
-def _is_remote(handle: str) -> bool:
-    return "://" in handle
-
-
-def _host_of(handle: str) -> str:
-    return urllib.parse.urlparse(handle).hostname or "tfhub.dev"
-
-
-def _hub_cached(handle: str) -> bool:
-    """Whether tensorflow_hub already holds this handle in its cache (no download needed)."""
-    from tensorflow_hub import resolver  # lazy: importing tensorflow_hub also loads tf_keras
-
-    cache = resolver.tfhub_cache_dir(use_temp=True)
-    module_dir = Path(cache) / hashlib.sha1(handle.encode("utf8")).hexdigest()
-    return (module_dir / "saved_model.pb").is_file()
-
-
-def _resolve_hub(spec: BackboneSpec, handle: str) -> ResolvedWeights:
-    handle = handle.strip()
-    if not handle:
-        raise WeightsUnavailableError(
-            "A TF Hub base needs a handle: a TF Hub URL or a local SavedModel folder."
-        )
-    if _is_remote(handle):
-        if not (_hub_cached(handle) or network_available(_host_of(handle))):
-            raise WeightsUnavailableError(
-                f"The TF Hub model {handle} is not in the TF Hub cache and {_host_of(handle)} is "
-                "not reachable. Download it on a connected machine and pass its SavedModel "
-                "folder instead, or set TFHUB_CACHE_DIR to a cache that holds it."
-            )
-        return ResolvedWeights("hub", spec.name, spec.input_size, hub_handle=handle)
-    folder = Path(handle).expanduser()
-    if not folder.is_dir():
-        raise WeightsUnavailableError(
-            f"TF Hub SavedModel folder {folder} does not exist. Pass a folder holding "
-            "saved_model.pb (an unpacked TF Hub model) or a TF Hub URL."
-        )
-    if not (folder / "saved_model.pb").is_file():
-        raise WeightsUnavailableError(
-            f"{folder} holds no saved_model.pb, so it is not a SavedModel. Unpack the TF Hub "
-            "model's .tar.gz into a folder and pass that folder."
-        )
-    return ResolvedWeights("hub", spec.name, spec.input_size, path=folder.resolve(),
-                           hub_handle=handle)
-
-
-@keras.saving.register_keras_serializable(package="TLStudio")
-class HubFeatureVector(keras.layers.Layer):
-    """A frozen TF Hub image feature-vector model as a Keras 3 layer.
-
-    hub.KerasLayer is a Keras 2 (tf_keras) layer that Keras 3 rejects; this layer wraps the
-    object returned by hub.load() / tf.saved_model.load() instead. Input: float32 images in
-    [0, 1] (TF Hub's image convention), output: (batch, feature_dim).
-
-    Saving stores only the handle and sizes (get_config); reloading a saved model loads the
-    handle again, so the URL must be reachable (or cached) or the folder present.
-    """
-
-    def __init__(self, handle: str, input_size: int = 224, output_dim: int | None = None,
-                 **kwargs: Any) -> None:
-        kwargs["trainable"] = False
-        kwargs["dtype"] = "float32"  # the SavedModel's signature is float32, even under mixed
-        super().__init__(**kwargs)
-        self.handle = str(handle)
-        self.input_size = int(input_size)
-        self._module = _load_hub(self.handle)
-        self._fn = _hub_callable(self._module)
-        if output_dim is None:
-            probe = self._fn(tf.zeros([1, self.input_size, self.input_size, 3], tf.float32))
-            output_dim = int(probe.shape[-1])
-        self.output_dim = int(output_dim)
-
-    def call(self, inputs: Any) -> Any:
-        return self._fn(tf.cast(inputs, tf.float32))
-
-    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        return (input_shape[0], self.output_dim)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(handle=self.handle, input_size=self.input_size,
-                      output_dim=self.output_dim)
-        return config
-
-
-def _load_hub(handle: str) -> Any:
-    try:
-        if _is_remote(handle):
-            import tensorflow_hub as hub  # lazy: it imports tf_keras
-
-            return hub.load(handle)
-        return tf.saved_model.load(str(Path(handle).expanduser()))
-    except Exception as exc:  # resolution, network and format errors alike
-        raise WeightsUnavailableError(
-            f"Cannot load the TF Hub model {handle}: {type(exc).__name__}: {exc}. Check the "
-            "handle, that it is reachable (or cached), and that it is a TF2 SavedModel."
-        ) from exc
-
-
-def _hub_callable(module: Any) -> Any:
-    """The image -> features function of a loaded SavedModel (TF2 call or a signature)."""
-    if callable(module):
-        return module
-    signatures = getattr(module, "signatures", {})
-    for name in ("serving_default", "default"):
-        if name in signatures:
-            sig = signatures[name]
-            arg = next(iter(sig.structured_input_signature[1]))
-
-            def run(images: Any, _sig: Any = sig, _arg: str = arg) -> Any:
-                outputs = _sig(**{_arg: images})
-                return outputs["default"] if "default" in outputs else next(
-                    iter(outputs.values()))
-
-            return run
-    raise WeightsUnavailableError(
-        "The TF Hub model is neither callable nor has a serving signature; use an image "
-        "feature-vector model (images in [0, 1] -> [batch, features])."
-    )
-
-
 # --------------------------------------------------------------------------- building
 
 
@@ -678,7 +556,8 @@ def preprocessing_layers(spec: BackboneSpec) -> list[keras.layers.Layer]:
     return []
 
 
-def _application(spec: BackboneSpec) -> keras.Model:
+def application(spec: BackboneSpec) -> keras.Model:
+    """The keras.applications no-top model of a registry base, pooled, without weights."""
     constructor = getattr(keras.applications, spec.constructor)
     size = spec.input_size
     return constructor(include_top=False, weights=None, input_shape=(size, size, 3),
@@ -710,7 +589,7 @@ def build_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
         x = layer(x)
     if resolved.kind == "hub":
         handle = str(resolved.path) if resolved.path is not None else str(resolved.hub_handle)
-        outputs = HubFeatureVector(handle, input_size=size, name="hub_features")(x)
+        outputs = hub.HubFeatureVector(handle, input_size=size, name="hub_features")(x)
     else:
         if resolved.spec_name != spec.name:
             raise ConfigError(
@@ -720,10 +599,37 @@ def build_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
         if resolved.kind == "none":
             # Random init only on request; seeding makes it reproducible.
             keras.utils.set_random_seed(resolved.seed)
-        app = _application(spec)
+        app = application(spec)
         if resolved.kind in ("imagenet", "file"):
             _load_into(app, spec, resolved)
         outputs = app(x, training=False)
     model = keras.Model(inputs, outputs, name=f"{spec.name}_features")
     model.trainable = False
     return model
+
+
+def nested_base(model: keras.Model) -> keras.Model:
+    """The pretrained network inside a model: the nested keras.Model with the most layers.
+
+    build_base wraps the pretrained network (one nested model) between its preprocessing
+    layers and the pooled output; a trained classifier nests that wrapper in turn. Fine-tuning
+    unfreezes layers of this network, Grad-CAM reads its last convolution, export inspects it.
+
+    Args:
+        model: build_base's model, or any model holding it.
+
+    Returns:
+        The nested model with the most layers, searched at any depth; the model itself when
+        it nests none.
+    """
+    found = model
+    best = -1
+    stack = [model]
+    while stack:
+        current = stack.pop()
+        for layer in current.layers:
+            if isinstance(layer, keras.Model):
+                stack.append(layer)
+                if len(layer.layers) > best:
+                    found, best = layer, len(layer.layers)
+    return found

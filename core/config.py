@@ -12,6 +12,9 @@ from core.errors import ConfigError
 
 HOME_ENV_VAR = "TL_STUDIO_HOME"
 DEFAULT_HOME = Path("~/.tl-studio")
+# Fewest distinct usable images a class may have: one each for train, validation and test.
+# Inspecting a dataset and training on it apply this one rule.
+MIN_IMAGES_PER_CLASS = 3
 
 
 def studio_home(override: str | Path | None = None) -> Path:
@@ -68,8 +71,12 @@ class IngestConfig:
     Attributes:
         min_side: Images smaller than this on either side are rejected.
         max_pixels: Images with more pixels than this are rejected (decompression bombs).
+        max_file_bytes: Larger files are rejected without being read, and larger zip entries
+            without being unpacked.
         max_zip_bytes: Largest total uncompressed size of a zip, checked before extraction.
         max_zip_entries: Largest number of entries in a zip, checked before extraction.
+        max_uploads_bytes: Size budget of the extracted uploads; the least recently used are
+            removed first when a new one makes them exceed it.
         drop_cross_class_duplicates: Leave out images whose exact content appears in two classes.
         min_images_per_class: A class with fewer usable images makes the dataset unusable.
         warn_images_per_class: A class with fewer usable images gets a warning.
@@ -82,6 +89,10 @@ class IngestConfig:
         89_478_485, "Largest accepted image, in pixels (guards against decompression bombs).",
         min=1_000, max=1_000_000_000,
     )
+    max_file_bytes: int = option(
+        100 * 1024**2, "Largest accepted image file, in bytes; larger files are not read.",
+        min=1024, max=1024**4,
+    )
     max_zip_bytes: int = option(
         8 * 1024**3, "Largest total uncompressed size of an uploaded zip, in bytes.",
         min=1, max=1024**4,
@@ -89,10 +100,18 @@ class IngestConfig:
     max_zip_entries: int = option(
         200_000, "Largest number of files in an uploaded zip.", min=1, max=10_000_000
     )
+    max_uploads_bytes: int = option(
+        4 * 1024**3, "Size budget of extracted uploads, in bytes; the least recently used "
+        "are removed first.", min=1, max=1024**5,
+    )
     drop_cross_class_duplicates: bool = option(
         True, "Leave out identical photos that appear under two different classes."
     )
-    min_images_per_class: int = option(2, "Fewest usable images a class may have.", min=1)
+    min_images_per_class: int = option(
+        MIN_IMAGES_PER_CLASS,
+        "Fewest usable images a class may have (one each for train, validation and test).",
+        min=MIN_IMAGES_PER_CLASS,
+    )
     warn_images_per_class: int = option(10, "Warn when a class has fewer images than this.", min=1)
     warn_imbalance_ratio: float = option(
         5.0, "Warn when the largest class is this many times the smallest.", min=1.0

@@ -1,55 +1,36 @@
-"""Zip/folder ingestion, the validation report, duplicates, and stratified splits."""
+"""Folder and zip ingestion: scan, probe in worker processes, duplicates, validation report."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
-import hashlib
-import io
 import json
 import logging
-import lzma
-import math
 import multiprocessing
 import os
-import shutil
-import socket
 import stat
-import tempfile
-import time
+import sys
+import threading
+import types
 import unicodedata
-import uuid
-import zipfile
-import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import pandas as pd
 
-from core import images
-from core.config import IngestConfig, SplitConfig, studio_home
+from core import images, uploads
+from core.config import IngestConfig, studio_home
 from core.errors import DatasetError
+from core.uploads import UPLOAD_MARKER, ProgressFn
 
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["path", "label", "label_index", "sha256", "width", "height", "format"]
-SPLIT_COLUMN = "split"
-SPLITS = ("train", "val", "test")
-
-ProgressFn = Callable[[str, int, int], None]
-"""on_progress(stage, done, total); stage is "extracting" or "checking"."""
-
-# Names skipped everywhere (compared case-insensitively); hidden names (".x") are skipped too.
-IGNORED_NAMES = frozenset(
-    {"__macosx", ".ds_store", "thumbs.db", "desktop.ini", ".ipynb_checkpoints", "@eadir"}
-)
-# Written inside an extraction folder, last, to mark it complete; never part of the data.
-UPLOAD_MARKER = ".tl-studio-upload.json"
 # Extensions that make a loose top-level file count as an image when deciding whether a
 # single folder wraps the dataset (before content is checked).
 _IMAGE_SUFFIXES = frozenset(
@@ -57,11 +38,7 @@ _IMAGE_SUFFIXES = frozenset(
      ".mpo", ".heic", ".heif"}
 )
 # Below this many files, probing in this process beats starting worker processes.
-_POOL_MIN_FILES = 200
-_SPLIT_DTYPES = {
-    "path": str, "label": str, "label_index": "int64", "sha256": str, "width": "int64",
-    "height": "int64", "format": str, SPLIT_COLUMN: str,
-}
+POOL_MIN_FILES = 200
 
 
 @dataclass
@@ -140,306 +117,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------------------------
-# Zip extraction
-
-
-def _is_ignored(name: str) -> bool:
-    return name.startswith(".") or name.lower() in IGNORED_NAMES
-
-
-def _entry_name(info: zipfile.ZipInfo) -> str:
-    """The entry's name, fixing UTF-8 names stored without the UTF-8 flag."""
-    name = info.filename
-    if not info.flag_bits & 0x800:
-        # zipfile decoded the raw bytes as CP437 (a bijection), so they can be recovered.
-        # Many tools write UTF-8 without setting the flag; real CP437 rarely is valid UTF-8.
-        try:
-            name = name.encode("cp437").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            pass
-    return name.replace("\\", "/")
-
-
-def _safe_parts(name: str) -> tuple[str, ...] | None:
-    """The entry's path components, or None when it could land outside the target folder."""
-    if name.startswith("/") or (len(name) >= 2 and name[1] == ":" and name[0].isalpha()):
-        return None
-    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
-    if any(p == ".." or "\x00" in p for p in parts):
-        return None
-    return parts
-
-
-def _is_symlink(info: zipfile.ZipInfo) -> bool:
-    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
-
-
-def _zip_signature_error(head: bytes, what: str) -> DatasetError:
-    """A DatasetError for a source that is not a zip, naming what it seems to be."""
-    kinds = [
-        (b"Rar!", "a RAR archive"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-        (b"\x1f\x8b", "a gzip/tar.gz archive"), (b"\xff\xd8\xff", "a single JPEG image"),
-        (b"\x89PNG", "a single PNG image"),
-    ]
-    for magic, kind in kinds:
-        if head.startswith(magic):
-            return DatasetError(
-                f"{what} is {kind}, not a zip. Use a .zip holding one folder per class, "
-                "or a folder path."
-            )
-    if head.startswith(b"PK\x03\x04"):
-        return DatasetError(
-            f"{what} is a damaged or incomplete zip (its end is missing, as after an "
-            "interrupted download or upload). Create the zip again and retry."
-        )
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return DatasetError(
-            f"{what} is a tar archive, not a zip. Re-pack it as .zip with one folder per class."
-        )
-    kind = "a zip file" if what == "The upload" else "a folder nor a zip file"
-    return DatasetError(
-        f"{what} is {'not' if what == 'The upload' else 'neither'} {kind}. Use a .zip "
-        "holding one folder per class, or a folder path."
-    )
-
-
-def _hash_stream(fh: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    for block in iter(functools.partial(fh.read, 1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def _format_bytes(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"  # pragma: no cover
-
-
-def _check_zip_limits(zf: zipfile.ZipFile, config: IngestConfig, home: Path) -> None:
-    """Refuses a zip over the entry, size or free-disk limits before writing anything."""
-    infos = zf.infolist()
-    if len(infos) > config.max_zip_entries:
-        raise DatasetError(
-            f"The zip holds {len(infos):,} entries, over the limit of "
-            f"{config.max_zip_entries:,}. Split it into smaller zips, or put the folder on the "
-            "server and give its path."
-        )
-    total = sum(i.file_size for i in infos)
-    if total > config.max_zip_bytes:
-        raise DatasetError(
-            f"The zip would unpack to {_format_bytes(total)}, over the limit of "
-            f"{_format_bytes(config.max_zip_bytes)}. Split it into smaller zips, or put the "
-            "folder on the server and give its path."
-        )
-    free = shutil.disk_usage(home).free
-    if total > free:
-        raise DatasetError(
-            f"The zip would unpack to {_format_bytes(total)} but only {_format_bytes(free)} "
-            f"is free under {home}. Free some space or point TL_STUDIO_HOME elsewhere."
-        )
-
-
-def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> str | None:
-    """Writes one entry; returns why it was skipped, or None when written."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zf.open(info) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-    except RuntimeError as exc:  # zipfile raises RuntimeError for encrypted entries
-        target.unlink(missing_ok=True)
-        if "encrypted" in str(exc):
-            return "encrypted in the zip; zip it again without a password"
-        return f"cannot be unpacked ({exc}); re-create the zip"
-    except NotImplementedError as exc:
-        target.unlink(missing_ok=True)
-        return (f"compressed with a method this reader lacks ({exc}); re-create the zip with "
-                "standard (deflate) compression")
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        target.unlink(missing_ok=True)
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return f"damaged inside the zip ({detail}); re-create the zip"
-    except (zlib.error, lzma.LZMAError) as exc:  # one bad entry must not stop the rest
-        target.unlink(missing_ok=True)
-        return f"damaged inside the zip ({exc}); re-create the zip"
-    return None
-
-
-def _extract_zip(
-    zf: zipfile.ZipFile, dest: Path, on_progress: ProgressFn | None
-) -> list[dict[str, str]]:
-    """Extracts the safe entries of zf into dest; returns the entries skipped, with reasons."""
-    skipped: list[dict[str, str]] = []
-    infos = zf.infolist()
-    root = dest.resolve()
-    for n, info in enumerate(infos, 1):
-        name = _entry_name(info)
-        parts = _safe_parts(name)
-        if parts is None:
-            skipped.append({"file": name, "reason": "unsafe path in the zip (it points outside "
-                            "the extraction folder); skipped"})
-        elif _is_symlink(info):
-            skipped.append({"file": name, "reason": "symbolic link in the zip; skipped for "
-                            "safety, put the real file in the zip instead"})
-        elif parts and not info.is_dir() and not any(_is_ignored(p) for p in parts) \
-                and parts[-1].lower().endswith(".zip"):
-            skipped.append({"file": name, "reason": "nested zip archives are not expanded; "
-                            "unzip it first"})
-        elif parts:
-            target = root.joinpath(*parts)
-            if os.path.commonpath([root, target]) != str(root):  # belt and braces
-                skipped.append({"file": name, "reason": "unsafe path in the zip; skipped"})
-            elif info.is_dir() or name.endswith("/"):
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                reason = _extract_entry(zf, info, target)
-                if reason:
-                    skipped.append({"file": name, "reason": reason})
-        if on_progress and (n % 256 == 0 or n == len(infos)):
-            on_progress("extracting", n, len(infos))
-    return skipped
-
-
-def _open_zip_source(source: Any) -> tuple[IO[bytes], str, str]:
-    """Returns (seekable binary stream, sha256 of the zip, what to call it in messages)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        return io.BytesIO(data), hashlib.sha256(data).hexdigest(), "The upload"
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        except OSError as exc:
-            raise DatasetError(
-                f"Cannot read {path}: {exc.strerror}. Check the path and its permissions."
-            ) from exc
-        digest = _hash_stream(fh)
-        fh.seek(0)
-        return fh, digest, f"{path}"
-    if hasattr(source, "read"):
-        fh = source
-        seekable = getattr(fh, "seekable", lambda: False)()
-        if not seekable:
-            fh = io.BytesIO(fh.read())
-        fh.seek(0)
-        digest = _hash_stream(fh)
-        fh.seek(0)
-        return fh, digest, "The upload"
-    raise DatasetError(
-        f"Cannot read a dataset from a {type(source).__name__}; give a folder path, a zip "
-        "path, or the zip's bytes."
-    )
-
-
-# A half-extracted upload whose owner cannot be asked is abandoned after this long.
-_ABANDONED_AFTER_SECONDS = 24 * 3600
-
-
-def _host_tag() -> str:
-    return "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
-
-
-def _partial_prefix(digest: str) -> str:
-    """Names the extracting process, so another can tell when it died mid-extraction."""
-    return f".partial-{digest[:16]}-{_host_tag()}-{os.getpid()}-"
-
-
-def _extraction_abandoned(folder: Path) -> bool:
-    """Whether a .partial-* folder's extracting process is gone (killed, crashed)."""
-    parts = folder.name.split("-")  # .partial, digest, host, pid, random
-    if len(parts) >= 5 and parts[2] == _host_tag() and parts[3].isdigit():
-        try:
-            os.kill(int(parts[3]), 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False  # alive, though not ours to signal
-        return False
-    try:  # another machine sharing the home, or an older name: judged by age
-        return time.time() - folder.stat().st_mtime > _ABANDONED_AFTER_SECONDS
-    except OSError:
-        return False
-
-
-def _remove_abandoned_extractions(uploads: Path) -> None:
-    """Deletes half-extracted uploads left by processes that died while extracting."""
-    for folder in uploads.glob(".partial-*"):
-        if folder.is_dir() and _extraction_abandoned(folder):
-            log.info("Removing abandoned extraction %s", folder)
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _unpack_upload(
-    source: Any, home: Path, config: IngestConfig, on_progress: ProgressFn | None
-) -> tuple[Path, list[dict[str, str]]]:
-    """Extracts a zip under <home>/uploads/<sha256[:16]>/ (reused when complete).
-
-    Returns the extraction folder and the zip entries that were skipped, with reasons.
-    """
-    stream, digest, what = _open_zip_source(source)
-    try:
-        uploads = home / "uploads"
-        dest = uploads / digest[:16]
-        marker = dest / UPLOAD_MARKER
-        if marker.is_file():
-            try:
-                notes = json.loads(marker.read_text(encoding="utf-8"))
-                log.info("Reusing extracted upload %s", dest)
-                return dest, list(notes.get("skipped", []))
-            except (OSError, ValueError):
-                log.warning("Upload marker %s unreadable; extracting again", marker)
-        head = stream.read(512)
-        stream.seek(0)
-        if not zipfile.is_zipfile(stream):
-            raise _zip_signature_error(head, what)
-        stream.seek(0)
-        try:
-            zf = zipfile.ZipFile(stream)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise DatasetError(
-                f"{what} is a damaged zip ({exc}). Create the zip again and re-upload it."
-            ) from exc
-        with zf:
-            uploads.mkdir(parents=True, exist_ok=True)
-            _check_zip_limits(zf, config, uploads)
-            # Extract into a private folder, mark it complete, then publish it with one
-            # atomic rename, so a half-written folder is never taken for a finished one.
-            _remove_abandoned_extractions(uploads)
-            tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(digest), dir=uploads))
-            try:
-                skipped = _extract_zip(zf, tmp, on_progress)
-                _write_json_atomic(tmp / UPLOAD_MARKER, {
-                    "zip_sha256": digest, "entries": len(zf.infolist()), "skipped": skipped,
-                })
-                if dest.exists() and not marker.is_file():
-                    shutil.rmtree(dest, ignore_errors=True)  # leftover of a foreign writer
-                try:
-                    os.rename(tmp, dest)
-                except OSError:
-                    if not marker.is_file():  # another process did not win the race either
-                        raise
-                    log.info("Upload %s was extracted concurrently; using that copy", dest)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
-        return dest, skipped
-    finally:
-        if stream is not source:
-            stream.close()
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, ensure_ascii=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------
 # Folder walk
 
 
@@ -451,6 +128,7 @@ class _Layout:
     class_files: dict[str, list[Path]]  # folder name -> files, sorted
     top_files: list[Path]  # loose files directly under root
     ignored: int
+    refused: list[tuple[Path, str]] = field(default_factory=list)  # (file, why), never read
 
 
 def _count_files(folder: Path) -> int:
@@ -470,7 +148,7 @@ def _visible_children(folder: Path) -> tuple[list[Path], list[Path], int]:
             if entry.name == UPLOAD_MARKER:
                 continue
             is_dir = entry.is_dir()
-            if _is_ignored(entry.name):
+            if uploads.is_ignored_name(entry.name):
                 ignored += _count_files(Path(entry.path)) if is_dir else 1
             elif is_dir:
                 dirs.append(Path(entry.path))
@@ -479,24 +157,69 @@ def _visible_children(folder: Path) -> tuple[list[Path], list[Path], int]:
     return dirs, files, ignored
 
 
-def _walk_files(folder: Path) -> tuple[list[Path], int]:
-    """All visible files under folder (any depth), sorted, and the count of ignored ones."""
+def is_utf8(name: str) -> bool:
+    """Whether a file name (as os.fsdecode gives it) is valid UTF-8 text.
+
+    On Linux a name is any bytes; the ones that are not UTF-8 come back with surrogate
+    escapes, which no file format of the index (CSV, JSON, Arrow) can hold.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """A name safe to show and store: bytes that are not UTF-8 become U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+_NOT_UTF8 = ("its name is not valid UTF-8 text, so it cannot be stored in the dataset "
+             "index; rename it (for example with convmv) and load the folder again")
+
+
+def _refusal(path: Path) -> str | None:
+    """Why a file found by the walk must not be read at all, or None.
+
+    The type is checked with stat, without opening: only regular files (or links to
+    them) are candidates. Opening a named pipe waits for a writer, and a device such as
+    /dev/zero never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return images.NOT_REGULAR_FILE
+    return None
+
+
+def _walk_files(folder: Path) -> tuple[list[Path], int, list[tuple[Path, str]]]:
+    """All visible files under folder (any depth), sorted, the count of ignored ones, and
+    the files refused without reading (special files, names that are not UTF-8)."""
     found: list[Path] = []
+    refused: list[tuple[Path, str]] = []
     ignored = 0
     for dirpath, dirnames, filenames in os.walk(folder):
         keep = []
         for d in dirnames:
-            if _is_ignored(d):
+            if uploads.is_ignored_name(d):
                 ignored += _count_files(Path(dirpath) / d)
             else:
                 keep.append(d)
         dirnames[:] = sorted(keep)
         for name in filenames:
-            if _is_ignored(name) or name == UPLOAD_MARKER:
+            path = Path(dirpath) / name
+            if uploads.is_ignored_name(name) or name == UPLOAD_MARKER:
                 ignored += name != UPLOAD_MARKER
+            elif not is_utf8(str(path)):
+                refused.append((path, _NOT_UTF8))
+            elif (reason := _refusal(path)) is not None:
+                refused.append((path, reason))
             else:
-                found.append(Path(dirpath) / name)
-    return sorted(found), ignored
+                found.append(path)
+    return sorted(found), ignored, refused
 
 
 def _scan(top: Path) -> _Layout:
@@ -514,18 +237,25 @@ def _scan(top: Path) -> _Layout:
         root, dirs, files, hidden = dirs[0], sub_dirs, sub_files, sub_hidden
     ignored += hidden
     class_files: dict[str, list[Path]] = {}
+    refused: list[tuple[Path, str]] = []
     for folder in dirs:
-        found, skipped = _walk_files(folder)
-        class_files[folder.name] = found
+        found, skipped, not_read = _walk_files(folder)
         ignored += skipped
-    return _Layout(root, class_files, files, ignored)
+        if is_utf8(folder.name):
+            class_files[folder.name] = found
+            refused.extend(not_read)
+        else:  # not a class: its name could not be a label
+            reason = _NOT_UTF8.replace("its name", "its class folder's name")
+            refused.extend((path, reason) for path in sorted(found + [p for p, _ in not_read]))
+    return _Layout(root, class_files, files, ignored, refused)
 
 
 # ---------------------------------------------------------------------------------------
 # Probing files in worker processes
 
 
-def _worker_count(config: IngestConfig) -> int:
+def worker_count(config: IngestConfig) -> int:
+    """Processes that check images: config.workers, else one per CPU this process may use."""
     if config.workers:
         return config.workers
     try:
@@ -534,18 +264,44 @@ def _worker_count(config: IngestConfig) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _workers_import_only_core() -> Iterator[None]:
+    """While worker processes start, __main__ is a bare module with nothing to re-run.
+
+    A spawned worker first re-runs the parent's __main__ file (as __mp_main__), so that
+    functions defined there could be unpickled. Under Streamlit, __main__ is the page script:
+    every worker would run the page (its widgets warn "missing ScriptRunContext"). The
+    workers need only core.images, which they import by name. Spawning happens in the
+    thread that submits the work, so the swap covers it; other threads starting workers
+    wait on the lock, and a __main__ replaced meanwhile (a new page run) is left as it is.
+    """
+    with _main_lock:
+        main = sys.modules.get("__main__")
+        stand_in = types.ModuleType("__main__")
+        sys.modules["__main__"] = stand_in
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is stand_in and main is not None:
+                sys.modules["__main__"] = main
+
+
 def _probe_all(
     paths: list[Path], config: IngestConfig, on_progress: ProgressFn | None
 ) -> Iterator[images.ProbeResult]:
     """Probes every path (in a process pool for many files), yielding results in order."""
     probe = functools.partial(
-        images.probe_file, max_pixels=config.max_pixels, min_side=config.min_side
+        images.probe_file, max_pixels=config.max_pixels, min_side=config.min_side,
+        max_bytes=config.max_file_bytes,
     )
     total = len(paths)
-    workers = min(_worker_count(config), max(1, total))
+    workers = min(worker_count(config), max(1, total))
     names = (str(p) for p in paths)
     step = max(1, min(256, total // 100))
-    if workers == 1 or total < _POOL_MIN_FILES:
+    if workers == 1 or total < POOL_MIN_FILES:
         results: Iterable[images.ProbeResult] = map(probe, names)
         pool = None
     else:
@@ -555,7 +311,8 @@ def _probe_all(
             initializer=images.quiet_worker,
         )
         chunksize = max(1, min(64, total // (workers * 8)))
-        results = pool.map(probe, names, chunksize=chunksize)
+        with _workers_import_only_core():  # map submits every chunk, starting the workers
+            results = pool.map(probe, names, chunksize=chunksize)
     try:
         for done, result in enumerate(results, 1):
             if on_progress and (done % step == 0 or done == total):
@@ -577,7 +334,7 @@ def _probe_all(
 
 
 def _rel(path: Path | str, root: Path) -> str:
-    return Path(path).relative_to(root).as_posix()
+    return printable(Path(path).relative_to(root).as_posix())
 
 
 def _plural(n: int, word: str) -> str:
@@ -665,69 +422,107 @@ def ingest(
         DatasetError: When the source itself is unusable (missing, not a folder or zip,
             damaged zip, zip over the limits).
     """
-    zip_skipped: list[dict[str, str]] = []
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise DatasetError(
-                f"{path} does not exist. Give the path of a folder with one sub-folder per "
-                "class, or of a zip of such folders."
-            )
-        if path.is_dir():
-            top = path.resolve()
-        elif path.is_file():
-            top, zip_skipped = _unpack_upload(path, studio_home(home), config, on_progress)
-        else:
-            raise DatasetError(f"{path} is neither a folder nor a zip file.")
-    else:
-        top, zip_skipped = _unpack_upload(source, studio_home(home), config, on_progress)
-
+    top, zip_skipped = _source_folder(source, studio_home(home), config, on_progress)
     layout = _scan(top)
-    root = layout.root
-    report = ValidationReport(root=str(root), ignored=layout.ignored)
+    report = ValidationReport(root=str(layout.root), ignored=layout.ignored)
+    report.rejected.extend(_zip_rejections(zip_skipped, top, layout.root))
+    report.rejected.extend({"file": _rel(path, layout.root), "reason": reason}
+                           for path, reason in layout.refused)
+    usable = _check_files(layout, report, config, on_progress)
+    kept, cross_dropped = _resolve_duplicates(usable, report, config)
+    report.classes = _class_counts(layout, kept)
+    report.rejected.sort(key=lambda item: item["file"])
+    _dataset_messages(report, config, cross_dropped)
+    index = _make_index(kept)
+    log.info(
+        "Ingested %s: %d usable images in %d classes, %d rejected, %d ignored",
+        layout.root, len(index), len(report.classes), len(report.rejected), report.ignored,
+    )
+    return Dataset(root=layout.root, index=index, report=report)
+
+
+def _source_folder(
+    source: Any, home: Path, config: IngestConfig, on_progress: ProgressFn | None
+) -> tuple[Path, list[dict[str, str]]]:
+    """The folder to scan (a zip is extracted first) and the zip entries skipped."""
+    if not isinstance(source, (str, os.PathLike)):
+        return uploads.unpack_upload(source, home, config, on_progress)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(
+            f"{path} does not exist. Give the path of a folder with one sub-folder per "
+            "class, or of a zip of such folders."
+        )
+    if not is_utf8(str(path)):
+        raise DatasetError(
+            f"The path {printable(str(path))} is not valid UTF-8 text, so the dataset index "
+            "cannot store it; rename the folders on it (for example with convmv) and retry."
+        )
+    if path.is_dir():
+        return path.resolve(), []
+    if path.is_file():
+        return uploads.unpack_upload(path, home, config, on_progress)
+    raise DatasetError(f"{path} is neither a folder nor a zip file.")
+
+
+def _zip_rejections(
+    zip_skipped: list[dict[str, str]], top: Path, root: Path
+) -> list[dict[str, str]]:
+    """Skipped zip entries named relative to the dataset root (below any wrapping folder)."""
     wrapper = root.relative_to(top).as_posix() + "/" if root != top else ""
+    rejected = []
     for item in zip_skipped:
         name = item["file"]
         rel = name[len(wrapper):] if wrapper and name.startswith(wrapper) else name
-        report.rejected.append({"file": rel, "reason": item["reason"]})
+        rejected.append({"file": rel, "reason": item["reason"]})
+    return rejected
 
-    # Labels are NFC-normalised: macOS writes decomposed names (e + combining accent), which
-    # would otherwise look identical to, yet differ from, the same name typed elsewhere.
-    labelled = [
-        (p, unicodedata.normalize("NFC", folder))
-        for folder, files in layout.class_files.items() for p in files
-    ]
-    all_paths = [p for p, _ in labelled] + layout.top_files
-    labels = [label for _, label in labelled]
-    probes = _probe_all(all_paths, config, on_progress)
 
-    usable: list[tuple[str, str, images.ProbeResult]] = []  # (relative path, class, probe)
+def _labelled_files(layout: _Layout) -> list[tuple[Path, str]]:
+    """(file, class) for every file in a class folder.
+
+    Labels are NFC-normalised: macOS writes decomposed names (e + combining accent), which
+    would otherwise look identical to, yet differ from, the same name typed elsewhere.
+    """
+    return [(p, unicodedata.normalize("NFC", folder))
+            for folder, files in layout.class_files.items() for p in files]
+
+
+def _check_files(
+    layout: _Layout, report: ValidationReport, config: IngestConfig,
+    on_progress: ProgressFn | None,
+) -> list[tuple[str, str, images.ProbeResult]]:
+    """Probes every file; returns the usable ones as (relative path, class, probe).
+
+    Files that are not usable land in report.rejected; loose top-level images in
+    report.unassigned, other loose files (README.txt, LICENSE...) in report.ignored.
+    """
+    labelled = _labelled_files(layout)
+    probes = _probe_all([p for p, _ in labelled] + layout.top_files, config, on_progress)
+    usable: list[tuple[str, str, images.ProbeResult]] = []
     for i, probe in enumerate(probes):
-        rel = _rel(probe.path, root)
+        rel = _rel(probe.path, layout.root)
         if i >= len(labelled):  # a loose top-level file
             if probe.is_image:
                 report.unassigned.append(rel)
             else:
-                report.ignored += 1  # README.txt, LICENSE... beside the class folders
+                report.ignored += 1
         elif probe.ok:
-            usable.append((rel, labels[i], probe))
+            usable.append((rel, labelled[i][1], probe))
         else:
             report.rejected.append({"file": rel, "reason": probe.reason})
+    return usable
 
-    kept, cross_dropped = _resolve_duplicates(usable, report, config)
-    class_names = sorted({unicodedata.normalize("NFC", f) for f in layout.class_files})
-    report.classes = {name: 0 for name in class_names}
+
+def _class_counts(
+    layout: _Layout, kept: list[tuple[str, str, images.ProbeResult]]
+) -> dict[str, int]:
+    """Usable images per class folder, 0 for a folder with none."""
+    names = sorted({unicodedata.normalize("NFC", f) for f in layout.class_files})
+    counts = {name: 0 for name in names}
     for _rel_path, label, _probe in kept:
-        report.classes[label] += 1
-    report.rejected.sort(key=lambda item: item["file"])
-    _dataset_messages(report, config, cross_dropped)
-
-    index = _make_index(kept)
-    log.info(
-        "Ingested %s: %d usable images in %d classes, %d rejected, %d ignored",
-        root, len(index), len(report.classes), len(report.rejected), report.ignored,
-    )
-    return Dataset(root=root, index=index, report=report)
+        counts[label] += 1
+    return counts
 
 
 def _resolve_duplicates(
@@ -775,151 +570,3 @@ def _make_index(kept: list[tuple[str, str, images.ProbeResult]]) -> pd.DataFrame
         "format": pd.Series([p.info.format for _r, _l, p in rows], dtype=str),
     })
     return frame[INDEX_COLUMNS]
-
-
-# ---------------------------------------------------------------------------------------
-# Splits
-
-
-def _split_sizes(n: int, config: SplitConfig) -> tuple[int, int, int]:
-    """(train, val, test) counts for n items; each at least 1 when n >= 3."""
-    n_val = max(1, math.floor(n * config.val_fraction + 0.5))
-    n_test = max(1, math.floor(n * config.test_fraction + 0.5))
-    while n - n_val - n_test < 1:
-        if n_val >= n_test and n_val > 1:
-            n_val -= 1
-        elif n_test > 1:
-            n_test -= 1
-        else:  # pragma: no cover - impossible for n >= 3
-            break
-    return n - n_val - n_test, n_val, n_test
-
-
-def split(
-    index: pd.DataFrame, config: SplitConfig = SplitConfig()  # noqa: B008 - frozen
-) -> pd.DataFrame:
-    """Assigns each image to train, val or test: stratified by class, seeded.
-
-    Identical files (same sha256) always land in the same split, even across classes.
-    Every class needs at least 3 distinct images so it appears in every split.
-
-    Args:
-        index: A dataset index (INDEX_COLUMNS at least "path", "label", "sha256").
-        config: Shares and seed.
-
-    Returns:
-        A copy of index (same row order, fresh RangeIndex) with a "split" column holding
-        "train", "val" or "test".
-
-    Raises:
-        DatasetError: When the index is empty, lacks columns, or a class is too small.
-    """
-    missing = {"path", "label", "sha256"} - set(index.columns)
-    if missing:
-        raise DatasetError(
-            f"The index lacks columns {sorted(missing)}; build it with datasets.ingest()."
-        )
-    if index.empty:
-        raise DatasetError("The dataset has no usable images to split; add images first.")
-    df = index.drop(columns=[SPLIT_COLUMN], errors="ignore").reset_index(drop=True)
-    # A group is every row sharing one file content; it belongs to the class of its
-    # first row (by path) and moves as a unit, so duplicates never straddle splits.
-    order = df.sort_values("path", kind="stable")
-    group_class: dict[str, str] = {}
-    for sha, label in zip(order["sha256"], order["label"]):
-        group_class.setdefault(sha, label)
-    groups_by_class: dict[str, list[str]] = defaultdict(list)
-    for sha, label in group_class.items():  # insertion order = path order
-        groups_by_class[label].append(sha)
-
-    too_small = [(c, len(g)) for c, g in sorted(groups_by_class.items()) if len(g) < 3]
-    if too_small:
-        detail = ", ".join(f"'{c}' has {_plural(n, 'distinct image')}" for c, n in too_small)
-        raise DatasetError(
-            f"Every class needs at least 3 distinct images to appear in train, validation and "
-            f"test, but {detail}. Add images to those classes or remove their folders."
-        )
-    rng = np.random.default_rng(config.seed)
-    assignment: dict[str, str] = {}
-    for label in sorted(groups_by_class):
-        shas = groups_by_class[label]
-        order_idx = rng.permutation(len(shas))
-        n_train, n_val, _n_test = _split_sizes(len(shas), config)
-        for rank, i in enumerate(order_idx):
-            name = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-            assignment[shas[i]] = name
-    df[SPLIT_COLUMN] = pd.Series([assignment[s] for s in df["sha256"]], dtype=str)
-    return df
-
-
-def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
-    """Counts images per class and split, for display.
-
-    Args:
-        split_df: The output of split().
-
-    Returns:
-        One row per class, columns "train", "val", "test" and "total".
-    """
-    table = pd.crosstab(split_df["label"], split_df[SPLIT_COLUMN])
-    table = table.reindex(columns=list(SPLITS), fill_value=0)
-    table["total"] = table.sum(axis=1)
-    return table
-
-
-def save_split(df: pd.DataFrame, path: str | Path) -> None:
-    """Writes a split manifest as UTF-8 CSV, atomically (no half-written file on a crash).
-
-    Args:
-        df: The output of split().
-        path: CSV file to write; parent folders are created.
-
-    Raises:
-        DatasetError: When df has no "split" column.
-    """
-    if SPLIT_COLUMN not in df.columns:
-        raise DatasetError("This table has no split column; make it with datasets.split().")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        df.to_csv(tmp, index=False, encoding="utf-8")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_split(path: str | Path) -> pd.DataFrame:
-    """Reads a manifest written by save_split back to the identical DataFrame.
-
-    Class names like "NA", "null" or "001" stay strings; column dtypes are restored.
-
-    Args:
-        path: CSV file written by save_split.
-
-    Returns:
-        The split DataFrame, equal (values and dtypes) to the one saved.
-
-    Raises:
-        DatasetError: When the file is missing, damaged, or lacks the split columns.
-    """
-    source = Path(path)
-    if not source.is_file():
-        raise DatasetError(f"Split manifest {source} not found; make a split first.")
-    header = pd.read_csv(source, nrows=0, encoding="utf-8").columns
-    dtypes = {c: t for c, t in _SPLIT_DTYPES.items() if c in header}
-    try:
-        # No NA parsing: a class may well be called "NA" or "null".
-        df = pd.read_csv(source, dtype=dtypes, keep_default_na=False, na_filter=False,
-                         encoding="utf-8")
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise DatasetError(f"Split manifest {source} is damaged ({exc}); make the split again.")\
-            from exc
-    missing = {"path", "label", SPLIT_COLUMN} - set(df.columns)
-    if missing:
-        raise DatasetError(
-            f"Split manifest {source} lacks columns {sorted(missing)}; make the split again."
-        )
-    return df

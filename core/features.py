@@ -1,18 +1,19 @@
-"""Frozen-base feature extraction (TFLite/XNNPACK on CPU, Keras otherwise) with an on-disk cache."""
+"""Frozen-base feature extraction: TFLite/XNNPACK on CPU when faithful, Keras otherwise.
+
+Module-level state: the frozen Keras bases built last (the last 2 fingerprints), so a second
+training on the same base skips building it and loading its weights. A frozen base is never
+changed (fine-tuning builds its own), so sharing it cannot change a result; tests and long-
+lived processes drop them with forget_built_bases(). The cached feature vectors live in
+core.feature_cache, augmented views in core.augmentation.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import logging
 import os
 import re
-import shutil
 import threading
 import time
-import uuid
-import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import backbones, device
+from core import augmentation, backbones, device, feature_cache, tflite
 from core.backbones import BackboneSpec, ResolvedWeights
 from core.errors import Cancelled, ConfigError, ImageError
 
@@ -48,11 +49,6 @@ class ExtractStats:
     hits: int
     misses: int
     seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        """Images handled per second, cache hits included."""
-        return (self.hits + self.misses) / self.seconds if self.seconds > 0 else 0.0
 
 
 class FeatureExtractor:
@@ -155,7 +151,7 @@ class FeatureExtractor:
     def _run_chunk(slot: tuple[Any, threading.Lock, int, int], batch: np.ndarray,
                    rows: np.ndarray, out: np.ndarray) -> None:
         # One image per invoke with a fixed [1,S,S,3] input: measured faster than resizing
-        # the input tensor to the batch (68 ms vs 84 ms for 32 MobileNetV2 images).
+        # the input tensor to the batch (docs/benchmarks.md, design choices).
         interpreter, lock, in_index, out_index = slot
         with lock:
             for i in rows:
@@ -178,66 +174,34 @@ def _probe_images(size: int) -> np.ndarray:
     return np.stack([noise, gradient, grey]).astype(np.float32)
 
 
-def _convert_to_tflite(model: keras.Model, target: Path) -> None:
-    """Converts the Keras base to a float32 TFLite file, written atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp.tflite")
-    size = model.input_shape[1]
-    signature = tf.TensorSpec([None, size, size, 3], tf.float32)
-    try:
-        try:
-            function = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-                signature)
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
-            # Convert the traced graph directly. By default the converter first writes a
-            # SavedModel: 6 of the 7 s it took for MobileNetV2, against 1.2 s this way.
-            converter.experimental_lower_to_saved_model = False
-            tmp.write_bytes(converter.convert())
-        except Exception as exc:  # noqa: BLE001 - the slower standard path may still work
-            log.info("Direct TFLite conversion failed (%s: %s); trying model.export",
-                     type(exc).__name__, exc)
-            model.export(str(tmp), format="litert", verbose=False, input_signature=[signature])
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+def tflite_file(home: str | Path, fingerprint: str) -> Path:
+    """<home>/cache/tflite/<fingerprint>.tflite: the converted frozen base."""
+    return Path(home) / "cache" / "tflite" / f"{fingerprint}.tflite"
 
 
-def _interpreters(path: Path) -> list[Any]:
-    """Interpreters for parallel use: up to 4, sharing the cores between them.
+def verified_interpreters(spec: BackboneSpec, fingerprint: str, model: keras.Model,
+                          home: str | Path) -> tuple[list[Any] | None, str]:
+    """TFLite interpreters of the base whose features match the Keras model's.
 
-    On the 2-core dev machine two single-threaded interpreters, each running half of a batch,
-    beat one interpreter with two threads (128 MobileNetV2 images: 0.42 s vs 0.60 s; one
-    thread alone 0.47 s): small models scale poorly across threads within one image.
+    The base is converted once per fingerprint (tflite_file), then checked on a small
+    deterministic batch: the largest difference must stay under TFLITE_TOLERANCE of the
+    feature scale.
+
+    Returns:
+        (interpreters, why they were chosen), or (None, why not) when conversion, loading or
+        the check failed.
     """
-    cores = os.cpu_count() or 1
-    count = min(cores, 4)
-    interpreters = []
-    with warnings.catch_warnings():
-        # tf.lite.Interpreter warns it will move to ai_edge_litert; it works in TF 2.21.
-        warnings.simplefilter("ignore")
-        for _ in range(count):
-            # XNNPACK is TFLite's default delegate for float models on CPU.
-            interpreter = tf.lite.Interpreter(model_path=str(path),
-                                              num_threads=max(1, cores // count))
-            interpreter.allocate_tensors()
-            interpreters.append(interpreter)
-    return interpreters
-
-
-def _try_tflite(spec: BackboneSpec, fingerprint: str, model: keras.Model, home: Path
-                ) -> tuple[list[Any] | None, str]:
-    """Interpreters whose features match the Keras model's, or (None, reason)."""
-    path = Path(home) / "cache" / "tflite" / f"{fingerprint}.tflite"
+    path = tflite_file(home, fingerprint)
     if not path.is_file():
         started = time.monotonic()
         try:
-            _convert_to_tflite(model, path)
+            tflite.convert(model, path)
         except Exception as exc:  # noqa: BLE001 - any conversion failure means: use Keras
             return None, f"TFLite conversion failed ({type(exc).__name__}: {exc})"
         log.info("Converted %s to TFLite in %.1f s: %s", spec.name,
                  time.monotonic() - started, path)
     try:
-        interpreters = _interpreters(path)
+        interpreters = tflite.open_interpreters(path)
     except Exception as exc:  # noqa: BLE001 - a broken cached file: convert again next time
         path.unlink(missing_ok=True)
         return None, f"the TFLite model could not be loaded ({type(exc).__name__}: {exc})"
@@ -331,7 +295,7 @@ def make_extractor(spec: BackboneSpec, resolved: ResolvedWeights, *, home: str |
             return "keras", "Keras on GPU", []
         if strategy is not None:
             return "keras", "Keras under a distribution strategy", []
-        interpreters, reason = _try_tflite(spec, fingerprint, model, Path(home))
+        interpreters, reason = verified_interpreters(spec, fingerprint, model, home)
         if interpreters is not None:
             log.info("Features of %s: %s", spec.name, reason)
             return "tflite", reason, interpreters
@@ -346,203 +310,6 @@ def make_extractor(spec: BackboneSpec, resolved: ResolvedWeights, *, home: str |
     return FeatureExtractor(spec, fingerprint, backend, feature_dim, reason, keras_model=model,
                             interpreters=interpreters)
 
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def make_augmenter(seed: int) -> keras.Sequential:
-    """Random flip, rotation, zoom and contrast as Keras preprocessing layers.
-
-    Works on RGB values 0..255 and is active only when called with training=True, so it is
-    never applied to validation or test images. Seeded for reproducible training.
-    """
-    seed = int(seed)
-    return keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
-        keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 3),
-    ], name="augmentation")
-
-
-def _view_seed(sha: str, view: int) -> int:
-    digest = hashlib.sha256(f"{sha.lower()}:{view}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x3FFFFFFF
-
-
-class _ViewMaker:
-    """make_augmenter's layers compiled for one S×S image, seeded per call.
-
-    Eager Keras layers cost 12.7 ms per image on the dev CPU, almost all of it dispatch; the
-    compiled function costs 3.6 ms for the same pixels.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._layers = make_augmenter(0).layers
-        # Layers take an int or a SeedGenerator as seed, not a tensor. A generator whose state
-        # is set to [seed, 0] draws what the int seed would, without retracing per seed.
-        self._seeds = [keras.random.SeedGenerator(0) for _ in self._layers]
-        # No autograph: the loop is over Python layers, and autograph's rewrite of the layers'
-        # code failed in the app tests (a TypeError in its generated code).
-        self._augment = tf.function(self._augment_one, autograph=False, input_signature=[
-            tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([], tf.int64)])
-
-    def _augment_one(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        x = image[None]
-        for i, (layer, generator) in enumerate(zip(self._layers, self._seeds)):
-            state = tf.stack([seed + 7919 * i, tf.constant(0, tf.int64)])
-            generator.state.assign(tf.cast(state, generator.state.dtype))
-            transform = layer.get_random_transformation(x, training=True, seed=generator)
-            x = layer.transform_images(x, transform, training=True)
-        return tf.clip_by_value(x[0], 0.0, 255.0)
-
-    def __call__(self, image: np.ndarray, seed: int) -> np.ndarray:
-        return self._augment(np.asarray(image, np.float32), np.int64(seed)).numpy()
-
-
-# Compiled view makers by image size, reused across calls and threads (one user at a time:
-# their seed variables are per maker).
-_view_makers: dict[int, list[_ViewMaker]] = {}
-_view_makers_lock = threading.Lock()
-
-
-def augment_view(image: np.ndarray, sha: str, view: int) -> np.ndarray:
-    """Augmented copy `view` (>= 1) of one S×S RGB image, float32 0..255.
-
-    make_augmenter's flip, rotation, zoom and contrast, each drawing its random transformation
-    from a seed derived from the image hash and the view number: the same (sha, view) always
-    gives the same pixels, whatever the batch or call order.
-    """
-    image = np.asarray(image)
-    size = int(image.shape[0])
-    with _view_makers_lock:
-        free = _view_makers.setdefault(size, [])
-        maker = free.pop() if free else None
-    if maker is None:
-        maker = _ViewMaker(size)
-    try:
-        return maker(image, _view_seed(sha, view))
-    finally:
-        with _view_makers_lock:
-            _view_makers[size].append(maker)
-
-
-# --------------------------------------------------------------------------- extraction
-
-
-class _RecentVectors:
-    """The cached vectors this process read or wrote last, kept in memory up to a byte budget.
-
-    A second run on the same photos then opens no files: reading 1,500 took 0.06-0.1 s of a
-    1.5 s second run on the dev machine. A cache file never changes once written (its path
-    names the base, the decoder, the view and the photo's content), so a kept vector is always
-    what the file holds.
-    """
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget_bytes = budget_bytes
-        self._vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, folder: str, sha: str) -> np.ndarray | None:
-        key = (folder, sha.lower())
-        with self._lock:
-            vector = self._vectors.get(key)
-            if vector is not None:
-                self._vectors.move_to_end(key)
-            return vector
-
-    def put(self, folder: str, sha: str, vector: np.ndarray) -> None:
-        vector = np.array(vector, np.float32)  # a copy the caller cannot change
-        vector.flags.writeable = False
-        key = (folder, sha.lower())
-        with self._lock:
-            old = self._vectors.pop(key, None)
-            self._bytes += vector.nbytes - (old.nbytes if old is not None else 0)
-            self._vectors[key] = vector
-            while self._bytes > self.budget_bytes and self._vectors:
-                _, dropped = self._vectors.popitem(last=False)
-                self._bytes -= dropped.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._vectors.clear()
-            self._bytes = 0
-
-
-# 128 MB: the features of 25,000 photos for a 1,280-wide base.
-_recent_vectors = _RecentVectors(128 * 2**20)
-
-
-def forget_recent_features() -> None:
-    """Drops the feature vectors kept in memory: the next read goes to the disk cache."""
-    _recent_vectors.clear()
-
-
-def _cache_file(folder: Path, sha: str) -> Path:
-    sha = sha.lower()
-    return folder / sha[:2] / f"{sha}.npy"
-
-
-def _npy_header(dim: int) -> bytes:
-    """The exact .npy header _write_cached produces for a float32 vector of length dim."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.zeros(dim, np.float32), allow_pickle=False)
-    return buffer.getvalue()[: -dim * 4]
-
-
-def _read_cached(path: Path, dim: int, header: bytes | None = None) -> np.ndarray | None:
-    if header is not None:
-        # Fast path: our own files have a known header, and np.load's header parsing costs
-        # 20x more than the read (0.7 s for 3,600 vectors); anything else goes to np.load.
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            data = b""
-        if len(data) == len(header) + 4 * dim and data.startswith(header):
-            return np.frombuffer(data, np.float32, offset=len(header))
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("Ignoring unreadable cached features %s: %s", path, exc)
-        return None
-    if arr.shape != (dim,) or arr.dtype != np.float32:
-        log.warning("Ignoring cached features %s of shape %s", path, arr.shape)
-        return None
-    return arr
-
-
-def _write_cached(path: Path, vector: np.ndarray, header: bytes | None = None,
-                  made: set[Path] | None = None) -> None:
-    """Writes one vector as .npy atomically (temp file, then rename).
-
-    header: _npy_header(len(vector)), which spares np.save's header building; made: folders
-    already created by this caller, which spares a mkdir per file. Both matter at thousands of
-    vectors per run.
-    """
-    folder = path.parent
-    if made is None or folder not in made:
-        folder.mkdir(parents=True, exist_ok=True)
-        if made is not None:
-            made.add(folder)
-    vector = np.ascontiguousarray(vector, np.float32)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            if header is not None:
-                fh.write(header)
-                fh.write(vector.tobytes())
-            else:
-                np.save(fh, vector, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def extract(
@@ -568,37 +335,6 @@ def extract(
     return matrices[0], stats
 
 
-def feature_cache_root(home: Path, extractor: FeatureExtractor) -> Path:
-    """<home>/cache/features/<fingerprint>-d<decoder version>: the extractor's cached features.
-
-    The decoder's version is in the name because the same photo decoded another way gives
-    other pixels, so features cached before a decoding change must not be reused.
-    """
-    from core import images  # lazy, as in extract_views
-
-    return (Path(home) / "cache" / "features"
-            / f"{extractor.fingerprint}-d{images.DECODER_VERSION}")
-
-
-def remove_stale_caches(home: Path, extractor: FeatureExtractor) -> list[Path]:
-    """Deletes the extractor's feature caches from earlier decoder versions.
-
-    No version of the code reads them again (feature_cache_root names the current one), so
-    they would only fill the disk: about 5 KB per photo and view for a 1,280-wide base.
-
-    Returns:
-        The folders removed.
-    """
-    root = feature_cache_root(home, extractor)
-    stale = re.compile(rf"{re.escape(extractor.fingerprint)}(-d\d+)?")
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for folder in root.parent.iterdir():
-            if folder != root and folder.is_dir() and stale.fullmatch(folder.name):
-                shutil.rmtree(folder, ignore_errors=True)
-                log.info("Removed features cached by an earlier decoder: %s", folder)
-                removed.append(folder)
-    return removed
 
 
 def extract_views(
@@ -614,8 +350,8 @@ def extract_views(
 ) -> tuple[np.ndarray, ExtractStats]:
     """Features of every image in every view, from the cache or by running the base.
 
-    Cache: feature_cache_root(home, extractor)/<view>/<sha[:2]>/<sha>.npy, one float32 vector
-    per image and view, written atomically; the vectors read or computed last are also kept in
+    Cache: feature_cache.cache_root(home, extractor.fingerprint)/<view>/<sha[:2]>/<sha>.npy,
+    one float32 vector per image and view, written atomically; the vectors read or computed last are also kept in
     memory (up to 128 MB), so a repeated call opens no files. Each image is decoded once for
     all its missing views. Decoding (core.images.load_resized) and augmentation run in a thread
     pool a bounded window ahead of inference, so memory holds the output plus a few batches of
@@ -626,7 +362,7 @@ def extract_views(
         paths: Image files.
         sha256s: Content hash of each image (the dataset index's sha256 column).
         home: Studio home.
-        views: 0 for the image itself; k > 0 for augmented copy k (make_augmenter's layers,
+        views: 0 for the image itself; k > 0 for augmented copy k (augmentation.augment_view,
             deterministic per (sha, k)).
         batch_size: Images per inference batch (and per progress report / cancel check).
         on_progress: Called as on_progress(done, total) after the cache pass and every batch,
@@ -642,12 +378,29 @@ def extract_views(
         ConfigError: Mismatched lengths, a malformed hash, bad views or batch size.
         ImageError: An image cannot be decoded.
     """
-    from core import images  # lazy: keeps this module importable on its own
-
     started = time.monotonic()
     paths = [Path(p) for p in paths]
     shas = [str(s) for s in sha256s]
     views = [int(v) for v in views]
+    _check_arguments(paths, shas, views, batch_size)
+    cache = feature_cache.FeatureCache(home, extractor.fingerprint, extractor.feature_dim,
+                                       views)
+    out = np.empty((len(views), len(paths), extractor.feature_dim), np.float32)
+    wanted = _read_cached(cache, shas, views, out)
+    total = len(paths) * len(views)
+    misses = sum(len(ks) for ks in wanted.values())
+    if on_progress:
+        on_progress(total - misses, total)
+    if misses:
+        _compute_missing(extractor, cache, paths, shas, views, wanted, out,
+                         batch_size=int(batch_size), done=total - misses, total=total,
+                         on_progress=on_progress, should_stop=should_stop or (lambda: False))
+    return out, ExtractStats(total - misses, misses, time.monotonic() - started)
+
+
+def _check_arguments(paths: list[Path], shas: list[str], views: list[int],
+                     batch_size: int) -> None:
+    """Raises ConfigError, saying what to pass, for arguments extract_views cannot use."""
     if len(paths) != len(shas):
         raise ConfigError(f"Got {len(paths)} image paths but {len(shas)} hashes; pass one "
                           "sha256 per image (the dataset index's sha256 column).")
@@ -660,34 +413,34 @@ def extract_views(
                           f"copies; got {views}.")
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be at least 1; got {batch_size}.")
-    should_stop = should_stop or (lambda: False)
-    total, dim = len(paths) * len(views), extractor.feature_dim
-    root = feature_cache_root(home, extractor)
-    if not root.exists():
-        remove_stale_caches(home, extractor)
-    folders = [root / str(v) for v in views]
-    out = np.empty((len(views), len(paths), dim), np.float32)
 
-    header = _npy_header(dim)
-    wanted: dict[int, list[int]] = {}  # image -> positions in views still to compute
-    folder_keys = [str(folder) for folder in folders]
+
+def _read_cached(cache: feature_cache.FeatureCache, shas: list[str], views: list[int],
+                 out: np.ndarray) -> dict[int, list[int]]:
+    """Fills out[k, i] from the cache; returns image -> positions in views still missing."""
+    wanted: dict[int, list[int]] = {}
     for i, sha in enumerate(shas):
-        for k, folder in enumerate(folders):
-            cached = _recent_vectors.get(folder_keys[k], sha)
-            if cached is None:
-                cached = _read_cached(_cache_file(folder, sha), dim, header)
-                if cached is not None:
-                    _recent_vectors.put(folder_keys[k], sha, cached)
+        for k, view in enumerate(views):
+            cached = cache.get(view, sha)
             if cached is None:
                 wanted.setdefault(i, []).append(k)
             else:
                 out[k, i] = cached
-    misses = sum(len(ks) for ks in wanted.values())
-    hits = total - misses
-    if on_progress:
-        on_progress(hits, total)
-    if not misses:
-        return out, ExtractStats(hits, 0, time.monotonic() - started)
+    return wanted
+
+
+def _compute_missing(
+    extractor: FeatureExtractor, cache: feature_cache.FeatureCache, paths: list[Path],
+    shas: list[str], views: list[int], wanted: dict[int, list[int]], out: np.ndarray, *,
+    batch_size: int, done: int, total: int, on_progress: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool],
+) -> None:
+    """Runs the base on the missing (image, view) pairs, caching each vector.
+
+    Decoding and augmentation run in a thread pool a bounded window of images ahead of
+    inference, each image decoded once for all its missing views.
+    """
+    from core import images  # lazy: keeps this module importable on its own
 
     size = extractor.input_size
 
@@ -696,13 +449,11 @@ def extract_views(
             img = images.load_resized(paths[i], size)
         except ImageError as exc:
             raise ImageError(f"{paths[i]}: {exc}") from exc
-        return [img if views[k] == 0 else augment_view(img, shas[i], views[k])
+        return [img if views[k] == 0 else augmentation.augment_view(img, shas[i], views[k])
                 for k in wanted[i]]
 
     workers = max(1, os.cpu_count() or 1)
-    window = max(2 * int(batch_size) // len(views), 2 * workers)  # images decoded ahead
-    done = hits
-    made: set[Path] = set()
+    window = max(2 * batch_size // len(views), 2 * workers)  # images decoded ahead
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-decode")
     pending: deque[tuple[int, Future[list[np.ndarray]]]] = deque()
     todo = iter(wanted)
@@ -725,11 +476,9 @@ def extract_views(
             feats = extractor.extract_batch(np.stack([pixels for _, _, pixels in batch]))
             for row, (k, i, _) in enumerate(batch):
                 out[k, i] = feats[row]
-                _write_cached(_cache_file(folders[k], shas[i]), feats[row], header, made)
-                _recent_vectors.put(folder_keys[k], shas[i], feats[row])
+                cache.put(views[k], shas[i], feats[row])
             done += len(batch)
             if on_progress:
                 on_progress(done, total)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return out, ExtractStats(hits, misses, time.monotonic() - started)

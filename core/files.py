@@ -34,12 +34,15 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> None:
     """Writes data to path so readers see either the old file or the new one, never a part.
 
     Args:
         path: Destination file; its folder must exist.
         data: The complete new content.
+        durable: Flush the file and its folder to disk before returning. Only a cache whose
+            reader checks every file (and recomputes a missing one) passes False: thousands
+            of small files a run would otherwise wait for the disk.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -47,14 +50,16 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide runs from other users
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -1,8 +1,8 @@
 """Training the new head on cached features: the whole loop compiled once per process.
 
 The head is a few Dense layers on a few thousand feature vectors, so its arithmetic takes
-milliseconds. Through `keras.Model.fit` a run cost 0.7-1.6 s on the dev CPU, mostly spent
-tracing a new training function for every new model. Here one TensorFlow function holds the
+milliseconds. Through `keras.Model.fit` most of a run went into tracing a new training
+function for every new model (docs/benchmarks.md, design choices). Here one TensorFlow function holds the
 training steps for every head: the layers' weights and Adam's moments come in as TensorLists
 of any length and shapes, the settings (learning rate, dropout, L2) as tensors, and loops over
 the layers run inside the graph. So it is traced once per process, whatever the number and
@@ -17,6 +17,7 @@ Progress, cancel and early stopping go through Keras callbacks, called as `fit` 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +29,7 @@ import tensorflow as tf
 # Keras' Adam defaults, as keras.optimizers.Adam(learning_rate) uses them.
 _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
 # Batches per call of the compiled steps: cancel is checked between calls, so it lands within
-# a few milliseconds. Fewer per call costs more: 10 epochs of 33 batches took 0.15 s with 8,
-# 0.35 s with 1.
+# a few milliseconds. Fewer per call costs more (docs/benchmarks.md, design choices).
 STEPS_PER_CALL = 8
 _SCALAR, _MATRIX = tf.TensorShape([]), tf.TensorShape([None, None])
 
@@ -61,9 +61,77 @@ def _with_item(handle: tf.Tensor, index: Any, value: tf.Tensor) -> tf.Tensor:
 def _dense(params: tf.Tensor, i: Any, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Dense layer i on h: (h @ kernel + bias, sum(kernel^2) for Keras' L2 penalty)."""
     kernel, bias = _item(params, 2 * i, 2), _item(params, 2 * i + 1, 1)
-    # Through TensorFlow's fused L2Loss kernel (half the sum): the three-layer head's 10
-    # epochs took 4.7-4.8 s, not 5.8-5.9 s.
+    # Through TensorFlow's fused L2Loss kernel (half the sum), faster than squaring and
+    # summing (docs/benchmarks.md, design choices).
     return tf.matmul(h, kernel) + bias, 2.0 * tf.nn.l2_loss(kernel)
+
+
+def _forward(params: tf.Tensor, n_layers: tf.Tensor, xb: tf.Tensor, rate: tf.Tensor,
+             step_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The training forward pass: (logits, each layer's input after dropout, sum of kernel^2).
+
+    Dropout before every Dense layer; relu after every one but the last (the relu of the last
+    layer's output is computed and not used).
+    """
+    keep = 1.0 - rate
+
+    def layer(i, h, logits, inputs, penalty):
+        noise = tf.random.stateless_uniform(
+            tf.shape(h), seed=tf.random.experimental.stateless_fold_in(step_seed, i))
+        h = tf.where(noise >= rate, h / keep, tf.zeros_like(h))
+        logits, squares = _dense(params, i, h)
+        return i + 1, tf.nn.relu(logits), logits, inputs.write(i, h), penalty + squares
+
+    inputs = tf.TensorArray(tf.float32, size=n_layers, infer_shape=False,
+                            element_shape=_MATRIX)
+    _, _, logits, inputs, penalty = tf.while_loop(
+        lambda i, *_: i < n_layers, layer,
+        [tf.constant(0), xb, tf.zeros([0, 0]), inputs, tf.constant(0.0)],
+        shape_invariants=[_SCALAR, _MATRIX, _MATRIX, None, _SCALAR])
+    return logits, inputs, penalty
+
+
+def _adam(i: Any, grad: tf.Tensor, params: tf.Tensor, moments: tf.Tensor,
+          velocities: tf.Tensor, inputs: tf.TensorArray, l2: tf.Tensor, alpha: tf.Tensor
+          ) -> tuple[tf.Tensor, ...]:
+    """Layer i's Adam update from the gradient at its output.
+
+    Returns (layer input, kernel before the update, params, moments, velocities).
+    """
+    layer_in, kernel = inputs.read(i), _item(params, 2 * i, 2)
+    d_kernel = tf.matmul(layer_in, grad, transpose_a=True) + (2.0 * l2) * kernel
+    for k, g, rank in ((2 * i, d_kernel, 2), (2 * i + 1, tf.reduce_sum(grad, 0), 1)):
+        m, v = _item(moments, k, rank), _item(velocities, k, rank)
+        m = m + (g - m) * (1.0 - _BETA_1)
+        v = v + (tf.square(g) - v) * (1.0 - _BETA_2)
+        params = _with_item(params, k, _item(params, k, rank)
+                            - alpha * m / (tf.sqrt(v) + _EPSILON))
+        moments, velocities = _with_item(moments, k, m), _with_item(velocities, k, v)
+    return layer_in, kernel, params, moments, velocities
+
+
+def _backward(grad: tf.Tensor, params: tf.Tensor, moments: tf.Tensor, velocities: tf.Tensor,
+              inputs: tf.TensorArray, n_layers: tf.Tensor, rate: tf.Tensor, l2: tf.Tensor,
+              alpha: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Back-propagates grad (at the logits) from the last layer to the first, updating each."""
+    keep = 1.0 - rate
+
+    def layer(i, grad, params, moments, velocities):
+        layer_in, kernel, params, moments, velocities = _adam(
+            i, grad, params, moments, velocities, inputs, l2, alpha)
+        # Through dropout and the previous relu: layer_in is above 0 exactly where a unit
+        # was both kept and active.
+        grad = tf.where(layer_in > 0, tf.matmul(grad, kernel, transpose_b=True) / keep,
+                        tf.zeros_like(layer_in))
+        return i - 1, grad, params, moments, velocities
+
+    _, grad, params, moments, velocities = tf.while_loop(
+        lambda i, *_: i > 0, layer, [n_layers - 1, grad, params, moments, velocities],
+        shape_invariants=[_SCALAR, _MATRIX, _SCALAR, _SCALAR, _SCALAR])
+    # The first layer's input is the features: no gradient to carry further.
+    *_, params, moments, velocities = _adam(0, grad, params, moments, velocities, inputs, l2,
+                                            alpha)
+    return params, moments, velocities
 
 
 def _train_steps(params: tf.Tensor, moments: tf.Tensor, velocities: tf.Tensor, step: tf.Tensor,
@@ -79,29 +147,12 @@ def _train_steps(params: tf.Tensor, moments: tf.Tensor, velocities: tf.Tensor, s
     """
     n = tf.shape(order)[0]
     n_layers = tf.raw_ops.TensorListLength(input_handle=params) // 2
-    keep = 1.0 - rate
 
     def one_batch(b, params, moments, velocities, step, loss_sum, correct, seen):
         idx = order[b * batch_size:tf.minimum((b + 1) * batch_size, n)]
         xb, yb, wb = tf.gather(x, idx), tf.gather(y, idx), tf.gather(weights, idx)
         size = tf.cast(tf.shape(idx)[0], tf.float32)
-        step_seed = tf.stack([seed, step])
-
-        def forward(i, h, logits, inputs, penalty):
-            # Dropout before every Dense layer; relu after every one but the last (the relu
-            # of the last layer's output is computed and not used).
-            noise = tf.random.stateless_uniform(
-                tf.shape(h), seed=tf.random.experimental.stateless_fold_in(step_seed, i))
-            h = tf.where(noise >= rate, h / keep, tf.zeros_like(h))
-            logits, squares = _dense(params, i, h)
-            return i + 1, tf.nn.relu(logits), logits, inputs.write(i, h), penalty + squares
-
-        inputs = tf.TensorArray(tf.float32, size=n_layers, infer_shape=False,
-                                element_shape=_MATRIX)
-        _, _, logits, inputs, penalty = tf.while_loop(
-            lambda i, *_: i < n_layers, forward,
-            [tf.constant(0), xb, tf.zeros([0, 0]), inputs, tf.constant(0.0)],
-            shape_invariants=[_SCALAR, _MATRIX, _MATRIX, None, _SCALAR])
+        logits, inputs, penalty = _forward(params, n_layers, xb, rate, tf.stack([seed, step]))
         # The op behind sparse cross-entropy also returns its gradient (softmax - one-hot).
         per_example, d_logits = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
             features=logits, labels=yb)
@@ -109,35 +160,9 @@ def _train_steps(params: tf.Tensor, moments: tf.Tensor, velocities: tf.Tensor, s
         loss = tf.reduce_sum(per_example * wb) / size + l2 * penalty
         t = tf.cast(step + 1, tf.float32)
         alpha = learning_rate * tf.sqrt(1.0 - _BETA_2 ** t) / (1.0 - _BETA_1 ** t)
-
-        def adam(i, grad, params, moments, velocities):
-            """Layer i's Adam update from the gradient at its output."""
-            layer_in, kernel = inputs.read(i), _item(params, 2 * i, 2)
-            d_kernel = tf.matmul(layer_in, grad, transpose_a=True) + (2.0 * l2) * kernel
-            for k, g, rank in ((2 * i, d_kernel, 2), (2 * i + 1, tf.reduce_sum(grad, 0), 1)):
-                m, v = _item(moments, k, rank), _item(velocities, k, rank)
-                m = m + (g - m) * (1.0 - _BETA_1)
-                v = v + (tf.square(g) - v) * (1.0 - _BETA_2)
-                params = _with_item(params, k, _item(params, k, rank)
-                                    - alpha * m / (tf.sqrt(v) + _EPSILON))
-                moments, velocities = _with_item(moments, k, m), _with_item(velocities, k, v)
-            return layer_in, kernel, params, moments, velocities
-
-        def backward(i, grad, params, moments, velocities):
-            layer_in, kernel, params, moments, velocities = adam(
-                i, grad, params, moments, velocities)
-            # Through dropout and the previous relu: layer_in is above 0 exactly where a unit
-            # was both kept and active.
-            grad = tf.where(layer_in > 0, tf.matmul(grad, kernel, transpose_b=True) / keep,
-                            tf.zeros_like(layer_in))
-            return i - 1, grad, params, moments, velocities
-
         grad = d_logits * tf.expand_dims(wb / size, 1)
-        _, grad, params, moments, velocities = tf.while_loop(
-            lambda i, *_: i > 0, backward, [n_layers - 1, grad, params, moments, velocities],
-            shape_invariants=[_SCALAR, _MATRIX, _SCALAR, _SCALAR, _SCALAR])
-        # The first layer's input is the features: no gradient to carry further.
-        *_, params, moments, velocities = adam(0, grad, params, moments, velocities)
+        params, moments, velocities = _backward(grad, params, moments, velocities, inputs,
+                                                n_layers, rate, l2, alpha)
         hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=yb.dtype), yb), tf.float32)
         # Accuracy unweighted, like fit's with class weights.
         return (b + 1, params, moments, velocities, step + 1, loss_sum + loss * size,
@@ -154,7 +179,7 @@ _float, _int, _list = (tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32
                        tf.TensorSpec([], tf.variant))
 _rows = tf.TensorSpec([None], tf.int32)
 # Loops written as tf.while_loop, without autograph: autograph's conversion of the source
-# dominated the trace (1.1-1.4 s with it, 0.2-0.3 s without).
+# dominated the trace (docs/benchmarks.md, design choices).
 _compiled_steps = tf.function(_train_steps, autograph=False, input_signature=[
     _list, _list, _list, _int, tf.TensorSpec([None, None], tf.float32), _rows,
     tf.TensorSpec([None], tf.float32), _rows, _int, _int, _int, _float, _float, _float, _int,
@@ -184,10 +209,20 @@ def _evaluate(params: tf.Tensor, x: tf.Tensor, y: tf.Tensor, l2: tf.Tensor) -> t
     return cross_entropy, tf.reduce_sum(tf.cast(hits, tf.float32)), l2 * penalty
 
 
-# Validation through the Keras model cost about 11 ms an epoch, this about 1 ms.
+# Validation through the Keras model took about ten times as long an epoch.
 _compiled_evaluate = tf.function(_evaluate, autograph=False, input_signature=[
     _list, tf.TensorSpec([None, None], tf.float32), _rows, _float,
 ])
+
+
+def tracing_counts() -> dict[str, int]:
+    """Times the compiled training steps and validation pass were traced in this process.
+
+    1 each after any number of heads of any shapes (0 before the first): what keeps a
+    second training fast.
+    """
+    return {"steps": _compiled_steps.experimental_get_tracing_count(),
+            "evaluate": _compiled_evaluate.experimental_get_tracing_count()}
 
 
 def fit_head(
@@ -218,33 +253,11 @@ def fit_head(
     if len(y_val) == 0:
         raise ValueError("fit_head needs validation rows: early stopping and the logs use them")
     layers = dense_layers(head)
-    initial = [tf.convert_to_tensor(np.asarray(w), tf.float32) for layer in layers
-               for w in (layer.kernel, layer.bias)]
-    params = _as_list(initial)
-    moments = _as_list([tf.zeros_like(p) for p in initial])
-    velocities = _as_list([tf.zeros_like(p) for p in initial])
-    x = tf.constant(x_train, tf.float32)
-    y = tf.constant(y_train, tf.int32)
-    weights = np.ones(len(y_train), np.float32)
-    if class_weight:
-        weights = np.asarray([class_weight[int(label)] for label in y_train], np.float32)
-    weights_t = tf.constant(weights)
-    # Tensors, not Python numbers: a new value would otherwise trace the function again.
-    learning_rate_t = tf.constant(learning_rate, tf.float32)
-    rate_t = tf.constant(dropout, tf.float32)
-    l2_t = tf.constant(l2, tf.float32)
-    size_t, seed_t = tf.constant(int(batch_size)), tf.constant(int(seed), tf.int32)
-    step = tf.constant(0)
+    state = _initial_state(layers)
+    data = _Data.of(x_train, y_train, x_val, y_val, class_weight)
+    settings = _Settings.of(batch_size, learning_rate, dropout, l2, seed)
     n_batches = math.ceil(len(y_train) / batch_size)
     rng = np.random.default_rng(seed)
-    x_val_t = tf.constant(x_val, tf.float32)
-    y_val_t = tf.constant(y_val, tf.int32)
-
-    def publish(values: tf.Tensor) -> None:
-        for i, layer in enumerate(layers):
-            layer.kernel.assign(_item(values, 2 * i))
-            layer.bias.assign(_item(values, 2 * i + 1))
-
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=head, epochs=epochs,
                                                  steps=n_batches, verbose=0)
     head.stop_training = False
@@ -252,28 +265,102 @@ def fit_head(
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
         order = tf.constant(rng.permutation(len(y_train)).astype(np.int32))
-        totals = np.zeros(3)
-        for first in range(0, n_batches, STEPS_PER_CALL):
-            count = min(STEPS_PER_CALL, n_batches - first)
-            params, moments, velocities, step, *sums = _compiled_steps(
-                params, moments, velocities, step, x, y, weights_t, order,
-                tf.constant(first), tf.constant(count), size_t, learning_rate_t, rate_t, l2_t,
-                seed_t,
-            )
-            totals += [float(s) for s in sums]
-            callback_list.on_train_batch_end(first + count - 1)
-            if head.stop_training:
-                break
-        publish(params)
+        state, totals = _run_epoch(state, data, settings, order, n_batches, head,
+                                   callback_list)
+        _publish(layers, state[0])
         if head.stop_training and totals[2] < len(y_train):
             break  # cancelled mid-epoch: no epoch end to report
-        loss_sum, correct, seen = totals
-        val_sum, val_correct, penalty = (float(v) for v in _compiled_evaluate(
-            params, x_val_t, y_val_t, l2_t))
-        logs = {"loss": loss_sum / seen, "accuracy": correct / seen,
-                "val_loss": val_sum / len(y_val) + penalty,
-                "val_accuracy": val_correct / len(y_val)}
-        callback_list.on_epoch_end(epoch, logs)
+        callback_list.on_epoch_end(epoch, _epoch_logs(totals, state[0], data, settings))
         if head.stop_training:
             break
     callback_list.on_train_end()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """The training and validation rows as tensors, with each training row's class weight."""
+
+    x: tf.Tensor
+    y: tf.Tensor
+    weights: tf.Tensor
+    x_val: tf.Tensor
+    y_val: tf.Tensor
+
+    @classmethod
+    def of(cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+           y_val: np.ndarray, class_weight: dict[int, float] | None) -> _Data:
+        weights = np.ones(len(y_train), np.float32)
+        if class_weight:
+            weights = np.asarray([class_weight[int(label)] for label in y_train], np.float32)
+        return cls(tf.constant(x_train, tf.float32), tf.constant(y_train, tf.int32),
+                   tf.constant(weights), tf.constant(x_val, tf.float32),
+                   tf.constant(y_val, tf.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """The settings as tensors, not Python numbers: a new value would trace the steps again."""
+
+    batch_size: tf.Tensor
+    learning_rate: tf.Tensor
+    rate: tf.Tensor
+    l2: tf.Tensor
+    seed: tf.Tensor
+
+    @classmethod
+    def of(cls, batch_size: int, learning_rate: float, dropout: float, l2: float,
+           seed: int) -> _Settings:
+        return cls(tf.constant(int(batch_size)), tf.constant(learning_rate, tf.float32),
+                   tf.constant(dropout, tf.float32), tf.constant(l2, tf.float32),
+                   tf.constant(int(seed), tf.int32))
+
+
+def _initial_state(layers: list[keras.layers.Dense]) -> tuple[tf.Tensor, ...]:
+    """(params, moments, velocities, step): the layers' weights and Adam's zeroed moments."""
+    initial = [tf.convert_to_tensor(np.asarray(w), tf.float32) for layer in layers
+               for w in (layer.kernel, layer.bias)]
+    return (_as_list(initial), _as_list([tf.zeros_like(p) for p in initial]),
+            _as_list([tf.zeros_like(p) for p in initial]), tf.constant(0))
+
+
+def _run_epoch(state: tuple[tf.Tensor, ...], data: _Data, settings: _Settings,
+               order: tf.Tensor, n_batches: int, head: keras.Model,
+               callback_list: keras.callbacks.CallbackList
+               ) -> tuple[tuple[tf.Tensor, ...], np.ndarray]:
+    """One epoch in calls of STEPS_PER_CALL batches, with a batch-end call after each.
+
+    Returns the new state and (summed loss, correct answers, examples seen); stops early
+    when a callback set head.stop_training.
+    """
+    params, moments, velocities, step = state
+    totals = np.zeros(3)
+    for first in range(0, n_batches, STEPS_PER_CALL):
+        count = min(STEPS_PER_CALL, n_batches - first)
+        params, moments, velocities, step, *sums = _compiled_steps(
+            params, moments, velocities, step, data.x, data.y, data.weights, order,
+            tf.constant(first), tf.constant(count), settings.batch_size,
+            settings.learning_rate, settings.rate, settings.l2, settings.seed,
+        )
+        totals += [float(s) for s in sums]
+        callback_list.on_train_batch_end(first + count - 1)
+        if head.stop_training:
+            break
+    return (params, moments, velocities, step), totals
+
+
+def _publish(layers: list[keras.layers.Dense], params: tf.Tensor) -> None:
+    """Writes the trained weights into the Keras layers."""
+    for i, layer in enumerate(layers):
+        layer.kernel.assign(_item(params, 2 * i))
+        layer.bias.assign(_item(params, 2 * i + 1))
+
+
+def _epoch_logs(totals: np.ndarray, params: tf.Tensor, data: _Data,
+                settings: _Settings) -> dict[str, float]:
+    """The epoch's loss and accuracy, and the validation pass's, as fit logs them."""
+    loss_sum, correct, seen = totals
+    val_sum, val_correct, penalty = (float(v) for v in _compiled_evaluate(
+        params, data.x_val, data.y_val, settings.l2))
+    n_val = int(data.y_val.shape[0])
+    return {"loss": loss_sum / seen, "accuracy": correct / seen,
+            "val_loss": val_sum / n_val + penalty, "val_accuracy": val_correct / n_val}

@@ -7,12 +7,12 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -25,10 +25,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
+# A path, the file's bytes, an open binary file (read, not closed) or a PIL image.
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | BinaryIO
 
 DEFAULT_MAX_PIXELS: int = IngestConfig.__dataclass_fields__["max_pixels"].default
 DEFAULT_MIN_SIDE: int = IngestConfig.__dataclass_fields__["min_side"].default
+DEFAULT_MAX_FILE_BYTES: int = IngestConfig.__dataclass_fields__["max_file_bytes"].default
+NOT_REGULAR_FILE = ("not a regular file (a named pipe, device or socket), so it was not "
+                    "read; put image files only in the dataset")
 
 # Formats accepted by content; Pillow's JPEG opener also returns MPO (phones write it).
 # Pillow sniffs formats with weak signatures too (TGA...), which would let arbitrary files
@@ -127,9 +131,56 @@ def _unidentified(head: bytes, detail: str = "") -> ImageError:
     return _NotAnImage(f"not an image: the content is not {_SUPPORTED_TEXT}")
 
 
+def _size_text(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def open_regular(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES
+                 ) -> Any:
+    """Opens a regular file for reading, refusing pipes, devices, sockets and huge files.
+
+    The type is checked with stat before opening, then again on the opened file (the path
+    may have changed in between). The open itself is non-blocking, so a named pipe put in
+    the file's place cannot make it wait for a writer. Readers still must not read more
+    than max_bytes (+ 1 to notice a file that grew).
+
+    Args:
+        path: The file.
+        max_bytes: Larger files are refused; None for no limit.
+
+    Returns:
+        A binary file object (blocking reads).
+
+    Raises:
+        ImageError: Not a regular file, or too large (the reason says which).
+        OSError: The file cannot be opened (missing, a folder, permissions).
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    if not stat.S_ISREG(mode):
+        raise ImageError(NOT_REGULAR_FILE)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(NOT_REGULAR_FILE)
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise ImageError(
+                f"too large a file ({_size_text(info.st_size)}, over the limit of "
+                f"{_size_text(max_bytes)}); no image needs that much, so it was not read"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @contextmanager
 def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
     """Yields (lazily opened image, whether we own it); closes what it opened."""
+    owns_fp = True
     if isinstance(source, Image.Image):
         yield source, False
         return
@@ -140,11 +191,9 @@ def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
         fp: Any = io.BytesIO(data)
         head = data[:16]
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = source
         try:
-            if path.stat().st_size == 0:
-                raise _NotAnImage("empty file (0 bytes); re-export or remove it")
-            fp = path.open("rb")
+            fp = open_regular(path)
         except FileNotFoundError as exc:
             raise ImageError(f"file not found: {path}") from exc
         except IsADirectoryError as exc:
@@ -153,6 +202,14 @@ def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
             raise ImageError(f"cannot read {path}: permission denied") from exc
         except OSError as exc:
             raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if os.fstat(fp.fileno()).st_size == 0:
+            fp.close()
+            raise _NotAnImage("empty file (0 bytes); re-export or remove it")
+        head = fp.read(16)
+        fp.seek(0)
+    elif hasattr(source, "read") and hasattr(source, "seek"):  # a caller's open binary file
+        fp = source
+        owns_fp = False
         head = fp.read(16)
         fp.seek(0)
     else:
@@ -177,7 +234,8 @@ def _opened(source: ImageSource) -> Iterator[tuple[Image.Image, bool]]:
         finally:
             img.close()
     finally:
-        fp.close()
+        if owns_fp:
+            fp.close()
 
 
 def _check_size(img: Image.Image, max_pixels: int | None, min_side: int) -> None:
@@ -390,6 +448,7 @@ def load_resized(
 
 def probe_file(
     path: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE,
+    max_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
 ) -> ProbeResult:
     """Checks one file completely (hash, full decode) without keeping any pixels.
 
@@ -400,29 +459,53 @@ def probe_file(
         path: File to check.
         max_pixels: Largest accepted width x height.
         min_side: Smallest accepted width or height.
+        max_bytes: Larger files are rejected unread (see open_regular); None: no limit.
 
     Returns:
         A ProbeResult: info set when usable, else reason set.
     """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        fh = open_regular(path, max_bytes)
+    except ImageError as exc:
+        return ProbeResult(path, "", None, str(exc), False)
     except OSError as exc:
         return ProbeResult(path, "", None, f"cannot read the file: {exc.strerror}", False)
-    digest = hashlib.sha256(data).hexdigest()
-    if not data:
-        return ProbeResult(path, digest, None, "empty file (0 bytes); re-export or remove it",
+    with fh:
+        return _probe_open_file(path, fh, max_pixels, min_side, max_bytes)
+
+
+def _probe_open_file(path: str, fh: Any, max_pixels: int | None, min_side: int,
+                     max_bytes: int | None) -> ProbeResult:
+    """probe_file on an opened file: hashed in blocks, then decoded from the file itself.
+
+    The file's bytes are never held whole in memory; at most max_bytes are read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        while block := fh.read(1 << 20):
+            size += len(block)
+            if max_bytes is not None and size > max_bytes:
+                return ProbeResult(path, "", None, f"too large a file (it grew past the limit "
+                                   f"of {_size_text(max_bytes)} while being read)", False)
+            digest.update(block)
+        fh.seek(0)
+    except OSError as exc:
+        return ProbeResult(path, "", None, f"cannot read the file: {exc.strerror}", False)
+    sha = digest.hexdigest()
+    if size == 0:
+        return ProbeResult(path, sha, None, "empty file (0 bytes); re-export or remove it",
                            False)
     try:
         # Checking needs the upright size, not the colours.
-        rgb, fmt = _decode_rgb(data, max_pixels, min_side, colour_profile=False)
+        rgb, fmt = _decode_rgb(fh, max_pixels, min_side, colour_profile=False)
     except _NotAnImage as exc:
-        return ProbeResult(path, digest, None, str(exc), False)
+        return ProbeResult(path, sha, None, str(exc), False)
     except ImageError as exc:
-        return ProbeResult(path, digest, None, str(exc), True)
+        return ProbeResult(path, sha, None, str(exc), True)
     except MemoryError:
-        return ProbeResult(path, digest, None, "too large to decode in memory", True)
-    return ProbeResult(path, digest, ImageInfo(rgb.width, rgb.height, fmt), "", True)
+        return ProbeResult(path, sha, None, "too large to decode in memory", True)
+    return ProbeResult(path, sha, ImageInfo(rgb.width, rgb.height, fmt), "", True)
 
 
 def quiet_worker() -> None:

@@ -15,6 +15,10 @@ in memory. A later model on the same base object is written from three parts:
 Anything unexpected falls back to `model.save`: another layout of layers, a base that can
 train, assets in the file. Tests check the result against Keras' own file: the same members,
 config, groups, attributes and values.
+
+Module-level state: the kept groups, one per live frozen base object (a weak reference: they
+go with the base). A kept group is what Keras wrote for that unchanging base, so it cannot
+change a file; forget_kept_bases() drops them (tests start from nothing kept).
 """
 
 from __future__ import annotations
@@ -64,6 +68,12 @@ class _BaseWeights:
 _kept: weakref.WeakKeyDictionary[Any, _BaseWeights] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 _store_names = itertools.count()  # HDF5 tells open files apart by name
+
+
+def forget_kept_bases() -> None:
+    """Drops the base weights kept in this process; the next save goes through model.save."""
+    with _lock:
+        _kept.clear()
 
 
 def save_model(model: keras.Model, path: str | Path, frozen_base: keras.Model | None = None,

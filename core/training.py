@@ -1,15 +1,14 @@
-"""Head training on a frozen base, optional fine-tuning, progress events and cancel."""
+"""The training run: features, the head, optional fine-tuning, evaluation, saving, cancel."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
 import math
 import random
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,24 @@ import keras
 import numpy as np
 import pandas as pd
 
-from core import backbones, device, evaluation, features, head_training, images
+from core import (
+    augmentation,
+    backbones,
+    device,
+    evaluation,
+    features,
+    head_training,
+    images,
+    status,
+    uploads,
+)
 from core.config import TrainConfig, studio_home
 from core.errors import Cancelled, ConfigError, DatasetError
 from core.history import FINE_TUNE, HEAD, history_frame
+from core.progress import EventSink, ProgressCallback, ProgressEvent, StopCheck, never_stop
 from core.runs import RunStore, RunWriter
-from core.status import CANCELLED, COMPLETED, FAILED
 
 log = logging.getLogger(__name__)
-
-PHASES = (
-    "preparing",
-    "extracting features",
-    "training head",
-    "fine-tuning",
-    "evaluating",
-    "saving",
-)
 
 # Feature-extraction progress is reported every this many images at most.
 _EXTRACT_EVENT_EVERY = 32
@@ -41,53 +41,6 @@ _EXTRACT_EVENT_EVERY = 32
 _FINE_TUNE_EVENT_EVERY_BATCHES = 5
 # history.csv is rewritten at most this often while training, and always at the end.
 _HISTORY_WRITE_EVERY_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One step of progress of a training run.
-
-    Attributes:
-        phase: One of PHASES.
-        step: Steps done in this phase: images for extraction, epochs for head training,
-            batches for fine-tuning (slow enough to show progress within an epoch).
-        total_steps: Steps this phase will take at most.
-        epoch: Epoch number (1-based) within the phase, when training.
-        total_epochs: Most epochs of the phase, when training.
-        metrics: Latest metrics (loss, accuracy, val_loss, val_accuracy...).
-        eta_seconds: Estimated seconds until the phase ends, when known.
-        message: A sentence for people.
-        epoch_end: True on the one event sent when an epoch ends (its metrics are final).
-        time: Unix time the event was made.
-    """
-
-    phase: str
-    step: int = 0
-    total_steps: int = 0
-    epoch: int | None = None
-    total_epochs: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    eta_seconds: float | None = None
-    message: str = ""
-    time: float = field(default_factory=time.time)
-    epoch_end: bool = False
-
-    @property
-    def fraction(self) -> float:
-        """Share of this phase done, 0..1."""
-        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-
-EventSink = Callable[[ProgressEvent], None]
-StopCheck = Callable[[], bool]
-
-
-def _never_stop() -> bool:
-    return False
 
 
 @dataclass
@@ -127,110 +80,6 @@ class TrainResult:
         }
 
 
-class ProgressCallback(keras.callbacks.Callback):
-    """Adapts Keras hooks to ProgressEvents, per-epoch history rows and cooperative cancel."""
-
-    def __init__(
-        self,
-        on_event: EventSink,
-        should_stop: StopCheck | None = None,
-        *,
-        phase: str,
-        total_epochs: int,
-        steps_per_epoch: int | None = None,
-        on_epoch_row: Callable[[dict[str, Any]], None] | None = None,
-        batch_event_every: int = 0,
-    ) -> None:
-        super().__init__()
-        self.on_event = on_event
-        self.should_stop = should_stop or _never_stop
-        self.phase = phase
-        self.total_epochs = total_epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.on_epoch_row = on_epoch_row
-        self.batch_event_every = batch_event_every
-        self.cancelled = False
-        self.epochs_done = 0
-        self._phase_start = time.monotonic()
-        self._epoch_start = self._phase_start
-        self._epoch = 0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._phase_start = time.monotonic()
-        self.on_event(ProgressEvent(
-            phase=self.phase, step=0, total_steps=self.total_epochs, epoch=0,
-            total_epochs=self.total_epochs, message=f"{self.phase.capitalize()}: starting",
-        ))
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-        self._epoch_start = time.monotonic()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.should_stop():
-            # Keras 3 checks stop_training after every batch, so cancel lands within one.
-            self.cancelled = True
-            self.model.stop_training = True
-            return
-        every = self.batch_event_every
-        if every and (batch + 1) % every == 0 and self.steps_per_epoch:
-            done = self._epoch + (batch + 1) / self.steps_per_epoch
-            elapsed = time.monotonic() - self._phase_start
-            eta = elapsed / done * (self.total_epochs - done) if done else None
-            step, total = self._steps(self._epoch, batch + 1)
-            self.on_event(ProgressEvent(
-                phase=self.phase, step=step, total_steps=total,
-                epoch=self._epoch + 1, total_epochs=self.total_epochs,
-                metrics=_floats(logs), eta_seconds=eta,
-                message=f"Epoch {self._epoch + 1}/{self.total_epochs}, "
-                        f"batch {batch + 1}/{self.steps_per_epoch}",
-            ))
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.cancelled:
-            return
-        self.epochs_done = epoch + 1
-        metrics = _floats(logs)
-        seconds = time.monotonic() - self._epoch_start
-        if self.on_epoch_row:
-            self.on_epoch_row({"phase_epoch": epoch + 1, "seconds": seconds, **metrics})
-        elapsed = time.monotonic() - self._phase_start
-        eta = elapsed / (epoch + 1) * (self.total_epochs - epoch - 1)
-        step, total = self._steps(epoch + 1, 0)
-        self.on_event(ProgressEvent(
-            phase=self.phase, step=step, total_steps=total,
-            epoch=epoch + 1, total_epochs=self.total_epochs, metrics=metrics,
-            eta_seconds=eta, message=_epoch_message(epoch + 1, self.total_epochs, metrics),
-            epoch_end=True,
-        ))
-
-    def _steps(self, epochs_done: int, batches_done: int) -> tuple[int, int]:
-        """(step, total_steps): batches when their count per epoch is known, else epochs."""
-        if self.steps_per_epoch:
-            per = self.steps_per_epoch
-            return epochs_done * per + batches_done, self.total_epochs * per
-        return epochs_done, self.total_epochs
-
-
-def _floats(logs: dict | None) -> dict[str, float]:
-    return {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _epoch_message(epoch: int, total: int, metrics: dict[str, float]) -> str:
-    parts = [f"Epoch {epoch}/{total}"]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        if key in metrics:
-            parts.append(f"{key} {metrics[key]:.3f}")
-    return ", ".join(parts)
-
-
 def labels_of(split_df: pd.DataFrame) -> list[str]:
     """Class names in label_index order."""
     pairs = split_df[["label_index", "label"]].drop_duplicates().sort_values("label_index")
@@ -246,7 +95,7 @@ def _seed(seed: int, *, tensorflow: bool) -> None:
 
     The head on cached features draws only from Python's generator (its initial weights; its
     dropout and batch order take explicit seeds). Seeding TensorFlow also clears its kernel
-    cache, so the head's compiled steps were set up again in every run (0.15-0.25 s); only
+    cache, so the head's compiled steps were set up again in every run; only
     fine-tuning (tf.data, augmentation, Keras' generator) needs TensorFlow seeded.
     """
     if tensorflow:
@@ -261,7 +110,7 @@ def _check_split(split_df: pd.DataFrame) -> None:
     missing = required - set(split_df.columns)
     if missing:
         raise DatasetError(
-            f"The split table lacks columns {sorted(missing)}; build it with datasets.split()."
+            f"The split table lacks columns {sorted(missing)}; build it with splits.split()."
         )
     for name in ("train", "val", "test"):
         if not (split_df["split"] == name).any():
@@ -364,15 +213,9 @@ class WeightAveraging(keras.callbacks.Callback):
             weight.assign(mean.astype(weight.dtype))
 
 
-def _inner_base(base: Any) -> Any:
-    """The pretrained network inside build_base's wrapper (the nested model with most layers)."""
-    nested = [layer for layer in base.layers if isinstance(layer, keras.Model)]
-    return max(nested, key=lambda m: len(m.layers)) if nested else base
-
-
 def unfreeze_top(base: Any, n_layers: int) -> int:
     """Makes the top n_layers of the base trainable, BatchNorm excepted; returns how many."""
-    inner = _inner_base(base)
+    inner = backbones.nested_base(base)
     base.trainable = True
     inner.trainable = True
     layers = inner.layers
@@ -417,7 +260,7 @@ class _Trainer:
         self.config = config
         self.home = home
         self.user_on_event = on_event
-        self.should_stop = should_stop or _never_stop
+        self.should_stop = should_stop or never_stop
         self.dataset_info = dataset_info or {}
         self.labels = labels_of(self.df)
         self.history_rows: list[dict[str, Any]] = []
@@ -450,26 +293,69 @@ class _Trainer:
             device={**self.device_info.to_dict(), "summary": self.device_info.summary()},
         )
         try:
-            result = self._run_stages(started)
+            with contextlib.ExitStack() as holding:  # the photos stay while they are read
+                for folder in uploads.upload_folders(self.df["path"], self.home):
+                    holding.enter_context(uploads.hold(folder))
+                result = self._run_stages(started)
         except Cancelled:
             self.seconds["total"] = time.monotonic() - started
             self._write_history()
-            self.writer.set_status(CANCELLED)
+            self.writer.set_status(status.CANCELLED)
             self.emit(ProgressEvent(phase="saving", message="Cancelled: the run is kept as is."))
             return TrainResult(
-                run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=CANCELLED,
+                run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=status.CANCELLED,
                 test_accuracy=None, best_val_accuracy=self._best_val(),
                 epochs_run=len(self.history_rows), seconds=self.seconds,
             )
         except BaseException as exc:
             self._write_history()
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.writer.set_status(FAILED, error=str(exc) or detail,
+            self.writer.set_status(status.FAILED, error=str(exc) or detail,
                                    traceback=traceback.format_exc())
             raise
         return result
 
     def _run_stages(self, started: float) -> TrainResult:
+        spec, resolved = self._prepare()
+        self.check_stop()  # each stage starts only if nobody asked to stop meanwhile
+        # The backend (TFLite conversion and check) is prepared only if a feature is missing.
+        extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True)
+        self.check_stop()
+        t0 = time.monotonic()
+        self.extract_batch, self.fine_tune_batch = batch_sizes(self.device_info,
+                                                               spec.input_size, self.config)
+        feats = self._extract_all(extractor)
+        self.seconds["features"] = time.monotonic() - t0
+        self.check_stop()
+        # Seeded here, after the base: building one draws random numbers, and the base may
+        # come built from an earlier run; the head must start the same either way.
+        _seed(self.config.seed, tensorflow=self.config.fine_tune_layers > 0)
+        t1 = time.monotonic()
+        head = self._train_head(feats, extractor.feature_dim)
+        tuned = None  # (base, model) when fine-tuned
+        if self.config.fine_tune_layers > 0:
+            tuned = self._fine_tune(spec, resolved, head, self.device_info)
+        self.seconds["training"] = time.monotonic() - t1
+        self.check_stop()
+        val_probs, result, threshold = self._evaluate(spec, head, feats, tuned)
+        self.check_stop()
+        export = self._save_model(spec, resolved, extractor, head, tuned)
+        self.seconds["total"] = time.monotonic() - started
+        self._write_metrics(spec, extractor, export, result, val_probs, threshold,
+                            fine_tuned=tuned is not None)
+        self.writer.set_status(status.COMPLETED)
+        self.emit(ProgressEvent(
+            phase="saving", step=1, total_steps=1, metrics={"test_accuracy": result.accuracy},
+            message=f"Done: test accuracy {result.accuracy:.3f}",
+        ))
+        return TrainResult(
+            run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=status.COMPLETED,
+            test_accuracy=result.accuracy, best_val_accuracy=self._best_val(),
+            epochs_run=len(self.history_rows), seconds=self.seconds, evaluation=result,
+        )
+
+    def _prepare(self) -> tuple[Any, Any]:
+        """Checks the split, the base and its weights before any work: (spec, resolved)."""
         cfg = self.config
         self.emit(ProgressEvent(phase="preparing", message="Checking the base and its weights"))
         _check_split(self.df)
@@ -477,34 +363,19 @@ class _Trainer:
                                   hub_input_size=cfg.hub_input_size)
         resolved = backbones.resolve_weights(spec, cfg.weights, seed=cfg.seed,
                                              hub_handle=cfg.hub_handle)
-        info = self.device_info
+        return spec, resolved
 
-        # Stage 1: features of every image (train views too when augmenting).
-        t0 = time.monotonic()
-        # The backend (TFLite conversion and check) is prepared only if a feature is missing.
-        extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True)
-        self.extract_batch, self.fine_tune_batch = batch_sizes(info, spec.input_size, cfg)
-        feats = self._extract_all(extractor)
-        self.seconds["features"] = time.monotonic() - t0
-        # Seeded here, after the base: building one draws random numbers, and the base may
-        # come built from an earlier run; the head must start the same either way.
-        _seed(cfg.seed, tensorflow=cfg.fine_tune_layers > 0)
+    def _evaluate(self, spec: Any, head: Any, feats: dict[str, np.ndarray],
+                  tuned: tuple[Any, Any] | None) -> tuple[np.ndarray, Any, float]:
+        """Test-split evaluation and the unsure threshold chosen on validation.
 
-        # Stage 2: the head on cached features.
-        t1 = time.monotonic()
-        head = self._train_head(feats, extractor.feature_dim)
-        base = None
-        fine_tuned = False
-        if cfg.fine_tune_layers > 0:
-            base, model = self._fine_tune(spec, resolved, head, info)
-            fine_tuned = True
-        self.seconds["training"] = time.monotonic() - t1
-
-        # Stage 3: evaluate on the test split, choose the unsure threshold on validation.
+        Returns:
+            (validation probabilities, the test EvalResult, the unsure threshold).
+        """
         self.emit(ProgressEvent(phase="evaluating", message="Measuring on the test photos"))
-        if fine_tuned:
-            val_probs = self._predict_images(model, self.part("val"), spec.input_size)
-            test_probs = self._predict_images(model, self.part("test"), spec.input_size)
+        if tuned is not None:
+            val_probs = self._predict_images(tuned[1], self.part("val"), spec.input_size)
+            test_probs = self._predict_images(tuned[1], self.part("test"), spec.input_size)
         else:
             # One eager call each: predict() would trace a function for two small matrices.
             val_probs = np.asarray(head(feats["val"], training=False))
@@ -514,13 +385,16 @@ class _Trainer:
             test_probs, test["label_index"].to_numpy(), self.labels, test["path"].tolist()
         )
         y_val = self.part("val")["label_index"].to_numpy()
-        threshold = evaluation.choose_unsure_threshold(val_probs, y_val)
-        self.check_stop()
+        return val_probs, result, evaluation.choose_unsure_threshold(val_probs, y_val)
 
-        # Stage 4: one exported model, raw RGB in, probabilities out.
+    def _save_model(self, spec: Any, resolved: Any, extractor: Any, head: Any,
+                    tuned: tuple[Any, Any] | None) -> Any:
+        """Saves one model, raw RGB in, probabilities out; returns it."""
         self.emit(ProgressEvent(phase="saving", message="Saving the model"))
         frozen_base = None
-        if base is None:
+        if tuned is not None:
+            base = tuned[0]
+        else:
             # The extractor's Keras base computed (or was checked against) every feature.
             # It is the process's shared frozen base, so its saved weights can be reused.
             base = frozen_base = extractor.keras_model
@@ -530,9 +404,12 @@ class _Trainer:
         export = assemble_model(base, head, spec.input_size)
         self.writer.save_model(export, frozen_base=frozen_base)
         self._write_history()
-        self.seconds["total"] = time.monotonic() - started
-        params = _count_params(export)
-        metrics = {
+        return export
+
+    def _write_metrics(self, spec: Any, extractor: Any, export: Any, result: Any,
+                       val_probs: np.ndarray, threshold: float, *, fine_tuned: bool) -> None:
+        y_val = self.part("val")["label_index"].to_numpy()
+        self.writer.write_metrics({
             "test": result.to_dict(),
             "test_accuracy": result.accuracy,
             "best_val_accuracy": self._best_val(),
@@ -542,7 +419,7 @@ class _Trainer:
             # "pending": every feature came from the cache, the base never ran.
             "feature_backend": "cache" if extractor.backend == "pending" else extractor.backend,
             "feature_cache": self.cache_stats,
-            "params": params,
+            "params": _count_params(export),
             "depth": spec.depth,
             "input_size": spec.input_size,
             "fine_tuned": fine_tuned,
@@ -551,19 +428,8 @@ class _Trainer:
                                           if self.weight_averaging else 0),
             # The saved model's own: with averaging, no single epoch's history row shows it.
             "final_val_accuracy": float((val_probs.argmax(axis=1) == y_val).mean()),
-            "device": info.to_dict(),
-        }
-        self.writer.write_metrics(metrics)
-        self.writer.set_status(COMPLETED)
-        self.emit(ProgressEvent(
-            phase="saving", step=1, total_steps=1, metrics={"test_accuracy": result.accuracy},
-            message=f"Done: test accuracy {result.accuracy:.3f}",
-        ))
-        return TrainResult(
-            run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=COMPLETED,
-            test_accuracy=result.accuracy, best_val_accuracy=self._best_val(),
-            epochs_run=len(self.history_rows), seconds=self.seconds, evaluation=result,
-        )
+            "device": self.device_info.to_dict(),
+        })
 
     def _extract_all(self, extractor: Any) -> dict[str, np.ndarray]:
         cfg = self.config
@@ -643,7 +509,7 @@ class _Trainer:
             with strategy.scope():
                 base = backbones.build_base(spec, resolved)
                 unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
-                augmenter = features.make_augmenter(cfg.seed) if cfg.augments else None
+                augmenter = augmentation.make_augmenter(cfg.seed) if cfg.augments else None
                 model = assemble_model(base, head, spec.input_size, augmenter)
                 _compile(model, cfg.fine_tune_learning_rate)
         finally:
@@ -723,7 +589,7 @@ def train(
     """Trains a classifier on a split dataset and saves it as a run.
 
     Args:
-        split_df: Index with a "split" column (train/val/test), from datasets.split().
+        split_df: Index with a "split" column (train/val/test), from splits.split().
         config: Training options; TrainConfig() when None.
         home: Studio home (runs and caches); $TL_STUDIO_HOME or ~/.tl-studio when None.
         on_event: Called with every ProgressEvent.

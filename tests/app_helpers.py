@@ -13,7 +13,7 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from conftest import patterned_image
-from core import datasets, training
+from core import datasets, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.training import TrainResult
 from ui import state
@@ -103,7 +103,7 @@ def current_dataset(root: Path, home: Path, name: str = "small.zip") -> state.Cu
     assert dataset.report.usable, dataset.report.errors
     config = SplitConfig(seed=1)
     loaded = state.LoadedDataset(dataset=dataset, name=name, source=f"upload:{name}")
-    return state.CurrentDataset(loaded=loaded, split=datasets.split(dataset.index, config),
+    return state.CurrentDataset(loaded=loaded, split=splits.split(dataset.index, config),
                                 split_config=config)
 
 

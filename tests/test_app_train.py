@@ -20,7 +20,7 @@ from core import backbones, jobs
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from core.errors import Cancelled
 from core.runs import RunStore
-from core.training import ProgressCallback, ProgressEvent
+from core.progress import ProgressCallback, ProgressEvent
 from ui import resources, state
 from ui import training as ui_training
 

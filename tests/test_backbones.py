@@ -93,7 +93,7 @@ def test_folded_preprocessing_matches_keras_preprocess_input(name: str) -> None:
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
     if spec.preprocessing_mode == "builtin":
         # Then the Keras model must do it itself: its first layer after the input scales.
-        app = backbones._application(dataclasses.replace(spec, input_size=32))
+        app = backbones.application(dataclasses.replace(spec, input_size=32))
         assert isinstance(app.layers[1], (keras.layers.Rescaling, keras.layers.Normalization))
 
 
@@ -172,7 +172,7 @@ def test_offline_and_missing_fails_before_any_work_naming_file_and_folder(
         raise AssertionError("must not try to download when offline")
 
     monkeypatch.setattr(keras.utils, "get_file", no_download)
-    monkeypatch.setattr(backbones, "_application", no_download)
+    monkeypatch.setattr(backbones, "application", no_download)
     spec = get_spec("efficientnet_b0")
     with pytest.raises(WeightsUnavailableError) as err:
         resolve_weights(spec, "imagenet")
@@ -310,3 +310,16 @@ def test_keras_home_defaults_to_dot_keras(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("KERAS_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert backbones.keras_models_dir() == tmp_path / ".keras" / "models"
+
+
+def test_nested_base_finds_the_pretrained_network_at_any_depth() -> None:
+    spec = dataclasses.replace(backbones.get_spec("mobilenet_v2"), input_size=32)
+    base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+    network = backbones.nested_base(base)
+    assert network is not base and len(network.layers) == spec.depth
+    inputs = keras.Input((32, 32, 3))
+    head = keras.Sequential([keras.Input((spec.feature_dim,)), keras.layers.Dense(2)])
+    classifier = keras.Model(inputs, head(base(inputs)))
+    assert backbones.nested_base(classifier) is network
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert backbones.nested_base(plain) is plain

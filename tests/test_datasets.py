@@ -1,66 +1,23 @@
-"""core.datasets.ingest: folders and zips, every case of issue 2 section 2, built here."""
+"""core.datasets.ingest: folders, duplicates, the report and scale (zips: test_uploads.py)."""
 
 from __future__ import annotations
 
-import io
 import json
-import stat
 import tracemalloc
 import unicodedata
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_class_folders, patterned_image, require_asset, zip_folder
+from conftest import make_class_folders, require_asset
+from dataset_helpers import img_bytes, rejected, two_classes, write_files, zip_bytes
 from PIL import Image
 
 from core import datasets
 from core.config import IngestConfig
-from core.datasets import INDEX_COLUMNS, UPLOAD_MARKER, Dataset, ValidationReport, ingest
-from core.errors import DatasetError
-
-
-def img_bytes(cls: int = 0, var: int = 0, size: int = 32, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    patterned_image(cls, var, size).save(buf, fmt)
-    return buf.getvalue()
-
-
-def write_files(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def two_classes(n: int = 3, prefix: str = "") -> dict[str, bytes]:
-    """n distinct images in each of the classes 'a' and 'b'."""
-    return {f"{prefix}{c}/{i}.png": img_bytes(k, i) for k, c in enumerate("ab")
-            for i in range(n)}
-
-
-def zip_bytes(files: dict[str, bytes], *, raw: bool = False) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED if raw else zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def patch_names(data: bytes, replacements: dict[bytes, bytes]) -> bytes:
-    """Swaps same-length placeholder name bytes for raw bytes, leaving the UTF-8 flag unset."""
-    for placeholder, raw in replacements.items():
-        assert len(placeholder) == len(raw)
-        assert data.count(placeholder) >= 2  # local header + central directory, per entry
-        data = data.replace(placeholder, raw)
-    return data
-
-
-def rejected(report: ValidationReport) -> dict[str, str]:
-    return {item["file"]: item["reason"] for item in report.rejected}
+from core.datasets import INDEX_COLUMNS, Dataset, ValidationReport, ingest
+from core.errors import ConfigError, DatasetError
 
 
 # --- folders -----------------------------------------------------------------------------
@@ -169,260 +126,6 @@ def test_nfd_folder_names_give_nfc_labels(tmp_path, studio_home):
     assert all(Path(p).exists() for p in ds.index["path"])
 
 
-# --- zips --------------------------------------------------------------------------------
-
-def test_zip_as_bytes_file_object_or_path(small_dataset, tmp_path, studio_home):
-    zpath = zip_folder(small_dataset, tmp_path / "small.zip")
-    data = zpath.read_bytes()
-    results = [ingest(data), ingest(io.BytesIO(data)), ingest(zpath), ingest(str(zpath))]
-    import hashlib
-
-    expected_root = studio_home / "uploads" / hashlib.sha256(data).hexdigest()[:16]
-    for ds in results:
-        assert ds.root == expected_root.resolve()
-        assert ds.report.classes == {"cats": 12, "dogs": 12, "fish": 12}
-        assert ds.index["sha256"].tolist() == results[0].index["sha256"].tolist()
-    assert (expected_root / UPLOAD_MARKER).is_file()
-    assert [p.name for p in (studio_home / "uploads").iterdir()] == [expected_root.name]
-
-
-def test_same_zip_reuses_the_extracted_folder(small_dataset, tmp_path, studio_home,
-                                              monkeypatch):
-    data = zip_folder(small_dataset, tmp_path / "s.zip").read_bytes()
-    first = ingest(data)
-
-    def no_extraction(*args, **kwargs):
-        raise AssertionError("extracted again")
-
-    monkeypatch.setattr(datasets, "_extract_zip", no_extraction)
-    again = ingest(data)
-    assert again.root == first.root and len(again.index) == 36
-
-
-def test_incomplete_extraction_is_redone(small_dataset, tmp_path, studio_home):
-    data = zip_folder(small_dataset, tmp_path / "s.zip").read_bytes()
-    import hashlib
-
-    stale = studio_home / "uploads" / hashlib.sha256(data).hexdigest()[:16]
-    write_files(stale, {"cats/half_written.png": b"\x89PNG"})  # no completion marker
-    ds = ingest(data)
-    assert ds.report.classes == {"cats": 12, "dogs": 12, "fish": 12}
-    assert not (stale / "cats" / "half_written.png").exists() and ds.report.rejected == []
-
-
-def test_extraction_left_by_a_killed_process_is_removed(small_dataset, tmp_path, studio_home):
-    """A process killed mid-extraction leaves a .partial-* folder; the next upload clears it."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    uploads = studio_home / "uploads"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead_pid = int(dead.stdout)
-    digest = "0" * 16
-    host = datasets._host_tag()
-    killed = uploads / f".partial-{digest}-{host}-{dead_pid}-abc123"
-    running = uploads / f".partial-{digest}-{host}-{os.getpid()}-def456"  # a live extraction
-    elsewhere_old = uploads / f".partial-{digest}-otherhost-1-ghi789"
-    elsewhere_new = uploads / f".partial-{digest}-otherhost-2-jkl012"
-    for folder in (killed, running, elsewhere_old, elsewhere_new):
-        write_files(folder, {"cats/a.png": b"\x89PNG"})
-    day_ago = time.time() - 25 * 3600
-    os.utime(elsewhere_old, (day_ago, day_ago))
-
-    ingest(zip_folder(small_dataset, tmp_path / "s.zip").read_bytes())
-    left = {p.name for p in uploads.iterdir() if p.name.startswith(".partial-")}
-    assert left == {running.name, elsewhere_new.name}
-
-
-@pytest.mark.parametrize("with_macosx", [False, True])
-def test_single_wrapping_folder_is_unwrapped(tmp_path, studio_home, with_macosx):
-    files = two_classes(3, prefix="flowers/")
-    if with_macosx:
-        files["__MACOSX/flowers/a/._0.png"] = b"\x00\x05\x16\x07"
-        files["__MACOSX/flowers/._a"] = b"\x00\x05\x16\x07"
-    ds = ingest(zip_bytes(files))
-    assert ds.report.classes == {"a": 3, "b": 3} and ds.root.name == "flowers"
-    assert ds.report.ignored == (2 if with_macosx else 0)
-
-
-def test_nested_wrappers_and_notes_beside_them_are_unwrapped(tmp_path, studio_home):
-    files = two_classes(3, prefix="export/flowers/")
-    files["export/flowers/LICENSE.txt"] = b"CC BY"
-    files["README.md"] = b"read me"
-    ds = ingest(zip_bytes(files))
-    assert ds.report.classes == {"a": 3, "b": 3} and ds.root.name == "flowers"
-    assert ds.report.ignored == 2 and ds.report.usable
-
-
-def test_single_class_folder_is_not_unwrapped(tmp_path, studio_home):
-    ds = ingest(zip_bytes({f"cats/{i}.png": img_bytes(0, i) for i in range(4)}))
-    assert ds.report.classes == {"cats": 4}
-    assert not ds.report.usable
-    assert "Add at least one more class folder" in ds.report.errors[0]
-
-
-@pytest.mark.parametrize("evil", [
-    "../evil.png", "a/../../evil.png", "/tmp/evil_abs.png", "C:/evil_drive.png",
-    "C:\\evil_backslash.png", "..\\evil_win.png",
-])
-def test_zip_entries_outside_the_folder_are_skipped_and_reported(tmp_path, studio_home,
-                                                                 monkeypatch, evil):
-    work = tmp_path / "work" / "deep"
-    work.mkdir(parents=True)
-    monkeypatch.chdir(work)
-    files = {**two_classes(3), evil: img_bytes(3, 3)}
-    ds = ingest(zip_bytes(files))
-    assert ds.report.classes == {"a": 3, "b": 3}
-    reasons = rejected(ds.report)
-    assert len(reasons) == 1 and "outside the extraction folder" in next(iter(reasons.values()))
-    written = {p.name for p in tmp_path.rglob("*evil*")} | {
-        p.name for p in Path("/tmp").glob("evil_abs*")}
-    assert written == set()
-
-
-def test_symlink_entries_are_skipped_and_reported(tmp_path, studio_home):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in two_classes(3).items():
-            zf.writestr(name, data)
-        link = zipfile.ZipInfo("a/link.png")
-        link.create_system = 3
-        link.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(link, "../../../../etc/passwd")
-    ds = ingest(buf.getvalue())
-    assert "symbolic link" in rejected(ds.report)["a/link.png"]
-    assert not (ds.root / "a" / "link.png").exists()
-    assert not any(p.is_symlink() for p in ds.root.rglob("*"))
-
-
-def test_zip_limits_are_checked_before_extraction(tmp_path, studio_home):
-    data = zip_bytes(two_classes(5))
-    with pytest.raises(DatasetError, match=r"10 entries, over the limit of 4") as info:
-        ingest(data, config=IngestConfig(max_zip_entries=4))
-    assert "smaller zips" in str(info.value)
-    with pytest.raises(DatasetError, match=r"would unpack to .* over the limit of 1,000 bytes"):
-        ingest(data, config=IngestConfig(max_zip_bytes=1000))
-    uploads = studio_home / "uploads"
-    assert not uploads.exists() or list(uploads.iterdir()) == []
-
-
-def test_zip_bomb_declared_size_is_refused_before_writing(tmp_path, studio_home):
-    files = {**two_classes(3), "a/zeros.bin": b"\0" * 5_000_000}  # compresses ~1000x
-    data = zip_bytes(files)
-    assert len(data) < 100_000
-    with pytest.raises(DatasetError, match="over the limit"):
-        ingest(data, config=IngestConfig(max_zip_bytes=1_000_000))
-
-
-def test_nested_zips_are_not_expanded(tmp_path, studio_home):
-    inner = zip_bytes({"c/0.png": img_bytes(2, 0)})
-    ds = ingest(zip_bytes({**two_classes(3), "a/more.zip": inner, "extra.ZIP": inner}))
-    reasons = rejected(ds.report)
-    assert reasons == {
-        "a/more.zip": "nested zip archives are not expanded; unzip it first",
-        "extra.ZIP": "nested zip archives are not expanded; unzip it first",
-    }
-    assert ds.report.classes == {"a": 3, "b": 3}
-
-
-def test_utf8_flagged_names_with_non_ascii_classes(tmp_path, studio_home):
-    files = {f"{c}/{i}_é.png": img_bytes(k, i) for k, c in enumerate(["Café", "日本の花"])
-             for i in range(3)}
-    data = zip_bytes(files)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert all(info.flag_bits & 0x800 for info in zf.infolist())
-    ds = ingest(data)
-    assert ds.report.classes == {"Café": 3, "日本の花": 3}
-    assert ds.classes == sorted(["Café", "日本の花"])
-
-
-def test_legacy_cp437_names_and_unflagged_utf8_names(tmp_path, studio_home):
-    # Placeholders are ASCII (no UTF-8 flag); they are then swapped for raw bytes as old
-    # Windows zip tools (CP437) and Info-ZIP-style tools (UTF-8 without the flag) write them.
-    files = {f"QQQQQ/{i}.png": img_bytes(0, i) for i in range(3)}
-    files |= {f"WWWWW/{i}.png": img_bytes(1, i) for i in range(3)}
-    files |= {f"ZZZZZZ/{i}.png": img_bytes(2, i) for i in range(3)}
-    data = patch_names(zip_bytes(files, raw=True), {
-        b"QQQQQ": "Ärger".encode("cp437"),  # b"\x8erger": not valid UTF-8
-        b"WWWWW": "Café".encode(),  # 5 bytes of UTF-8, flag unset
-        b"ZZZZZZ": "日本".encode(),
-    })
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert not any(info.flag_bits & 0x800 for info in zf.infolist())
-    ds = ingest(data)
-    assert ds.report.classes == {"Café": 3, "Ärger": 3, "日本": 3}
-    assert (ds.root / "日本" / "0.png").is_file()
-
-
-def test_windows_backslash_names_become_folders(tmp_path, studio_home):
-    files = {name.replace("/", "\\"): data for name, data in two_classes(3).items()}
-    ds = ingest(zip_bytes(files))
-    assert ds.report.classes == {"a": 3, "b": 3}
-
-
-def test_encrypted_entry_is_rejected_with_a_hint(tmp_path, studio_home):
-    data = bytearray(zip_bytes({**two_classes(3), "a/secret.png": img_bytes(0, 9)}, raw=True))
-    # Set the "encrypted" flag of that entry in the central directory (offset 8 of its record).
-    pos = data.find(b"PK\x01\x02", data.find(b"a/secret.png") + 1)
-    while data[pos + 46: pos + 46 + 12] != b"a/secret.png":
-        pos = data.find(b"PK\x01\x02", pos + 1)
-    data[pos + 8] |= 0x1
-    ds = ingest(bytes(data))
-    assert "without a password" in rejected(ds.report)["a/secret.png"]
-    assert ds.report.classes == {"a": 3, "b": 3}
-
-
-def test_damaged_entry_inside_a_zip_is_rejected_not_fatal(tmp_path, studio_home):
-    payload = img_bytes(0, 9)
-    data = bytearray(zip_bytes({**two_classes(3), "a/bitrot.png": payload}, raw=True))
-    start = data.find(payload)
-    data[start + 100] ^= 0xFF  # CRC check fails when this entry is read
-    ds = ingest(bytes(data))
-    assert "damaged inside the zip" in rejected(ds.report)["a/bitrot.png"]
-    assert ds.report.classes == {"a": 3, "b": 3}
-
-
-def test_zip_file_with_bad_image_inside_never_crashes(tmp_path, studio_home):
-    ds = ingest(zip_bytes({**two_classes(3), "b/zero.jpg": b"", "b/x.png": b"junk"}))
-    assert set(rejected(ds.report)) == {"b/zero.jpg", "b/x.png"} and ds.report.usable
-
-
-# --- unusable sources raise DatasetError ---------------------------------------------------
-
-def test_missing_path(tmp_path, studio_home):
-    with pytest.raises(DatasetError, match="does not exist"):
-        ingest(tmp_path / "nope")
-
-
-@pytest.mark.parametrize(("content", "expected"), [
-    (b"just some text\n" * 40, "(neither a folder nor a zip file|not a zip file)"),
-    (b"Rar!\x1a\x07\x00" + b"\x00" * 100, "RAR archive"),
-    (b"\x1f\x8b\x08" + b"\x00" * 100, "gzip"),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "single JPEG image"),
-])
-def test_not_a_zip(tmp_path, studio_home, content, expected):
-    path = tmp_path / "upload.zip"
-    path.write_bytes(content)
-    with pytest.raises(DatasetError, match=expected):
-        ingest(path)
-    with pytest.raises(DatasetError, match=expected):
-        ingest(content)
-
-
-def test_truncated_zip_is_a_damaged_zip(tmp_path, studio_home):
-    data = zip_bytes(two_classes(3))
-    with pytest.raises(DatasetError, match="damaged or incomplete zip"):
-        ingest(data[: len(data) // 2])
-
-
-def test_unsupported_source_type(studio_home):
-    with pytest.raises(DatasetError, match="folder path"):
-        ingest(12345)  # type: ignore[arg-type]
-
-
 # --- duplicates ----------------------------------------------------------------------------
 
 def test_duplicates_within_a_class_are_kept_once(tmp_path, studio_home):
@@ -467,9 +170,30 @@ def test_too_few_usable_images_in_a_class(tmp_path, studio_home):
     (root / "b" / "broken.png").write_bytes(b"")
     ds = ingest(root)
     assert not ds.report.usable
-    assert any("'b' has 1 usable image; add at least 1 more" in e for e in ds.report.errors)
-    assert any("'empty' has 0 usable images; add at least 2 more" in e
+    assert any("'b' has 1 usable image; add at least 2 more" in e for e in ds.report.errors)
+    assert any("'empty' has 0 usable images; add at least 3 more" in e
                for e in ds.report.errors)
+
+
+def test_inspect_and_split_apply_one_minimum_class_size(tmp_path, studio_home):
+    """A class of 2 photos is refused by both; 3 distinct photos pass both (issue 20 #10)."""
+    from core import splits
+    from core.config import MIN_IMAGES_PER_CLASS
+
+    small = ingest(make_class_folders(tmp_path / "d", {"a": 12, "b": MIN_IMAGES_PER_CLASS - 1}))
+    assert not small.report.usable
+    assert any("'b' has 2 usable images; add at least 1 more" in e
+               for e in small.report.errors)
+    with pytest.raises(DatasetError, match=f"at least {MIN_IMAGES_PER_CLASS} distinct"):
+        splits.split(small.index)
+    enough = ingest(make_class_folders(tmp_path / "e", {"a": 12, "b": MIN_IMAGES_PER_CLASS}))
+    assert enough.report.usable
+    assert set(splits.split(enough.index).query("label == 'b'")["split"]) == {
+        "train", "val", "test"}
+    with pytest.raises(ConfigError, match="at least 3"):
+        IngestConfig(min_images_per_class=2)
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"at least {MIN_IMAGES_PER_CLASS} usable photos per class" in readme
 
 
 def test_small_class_and_imbalance_warnings(tmp_path, studio_home):
@@ -562,7 +286,7 @@ def _die_in_worker(path: str, **_limits) -> None:
 
 
 def test_a_crashed_worker_becomes_a_clear_error(tmp_path, studio_home, monkeypatch):
-    files = {f"{c}/{i}.png": b"x" for c in "ab" for i in range(datasets._POOL_MIN_FILES)}
+    files = {f"{c}/{i}.png": b"x" for c in "ab" for i in range(datasets.POOL_MIN_FILES)}
     root = write_files(tmp_path / "d", files)
     monkeypatch.setattr(datasets.images, "probe_file", _die_in_worker)
     with pytest.raises(DatasetError, match="worker process .* died"):
@@ -576,3 +300,104 @@ def test_empty_folder_and_empty_zip_say_how_to_lay_out_folders(tmp_path, studio_
         assert not ds.report.usable and ds.index.empty and ds.classes == []
         assert "one folder per class" in ds.report.errors[0]
         assert list(ds.index.columns) == INDEX_COLUMNS
+
+
+# --- special files and names (issue 20 #1, #4) ----------------------------------------------
+
+def _finishes(fn, seconds: float = 30.0):
+    """Runs fn in a thread; fails (instead of hanging the suite) when it does not return."""
+    import threading
+
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s (blocked on a file?)"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_pipes_and_devices_are_rejected_unread(tmp_path, studio_home):
+    import os
+
+    from core import images
+
+    root = make_class_folders(tmp_path / "d", {"a": 4, "b": 4})
+    os.mkfifo(root / "a" / "pipe.jpg")
+    (root / "b" / "zero.jpg").symlink_to("/dev/zero")
+    (root / "b" / "null.png").symlink_to("/dev/null")
+    ds = _finishes(lambda: ingest(root))
+    reasons = rejected(ds.report)
+    assert set(reasons) == {"a/pipe.jpg", "b/zero.jpg", "b/null.png"}
+    assert all(r == images.NOT_REGULAR_FILE for r in reasons.values())
+    assert ds.report.classes == {"a": 4, "b": 4}
+    # The probe itself (what worker processes run) refuses them too, without blocking.
+    for name in ("a/pipe.jpg", "b/zero.jpg"):
+        probe = _finishes(lambda name=name: images.probe_file(str(root / name)))
+        assert not probe.ok and probe.reason == images.NOT_REGULAR_FILE
+
+
+def test_files_over_the_size_limit_are_rejected_unread(tmp_path, studio_home):
+    from core import images
+
+    root = make_class_folders(tmp_path / "d", {"a": 4, "b": 4})
+    limit = max(1024, max(p.stat().st_size for p in root.rglob("*.png")))
+    (root / "a" / "huge.png").write_bytes(img_bytes(0, 9) + b"\0" * limit)
+    ds = ingest(root, config=IngestConfig(max_file_bytes=limit))
+    assert "too large a file" in rejected(ds.report)["a/huge.png"]
+    assert ds.report.classes == {"a": 4, "b": 4}
+    probe = images.probe_file(str(root / "a" / "huge.png"), max_bytes=limit)
+    assert not probe.ok and f"over the limit of {limit:,} bytes" in probe.reason
+
+
+def test_names_that_are_not_utf8_are_rejected_with_a_reason(tmp_path, studio_home):
+    import os
+
+    root = make_class_folders(tmp_path / "d", {"a": 4, "b": 4})
+    data = img_bytes(0, 7)
+    with open(os.path.join(os.fsencode(root / "a"), b"caf\xe9.png"), "wb") as fh:
+        fh.write(data)
+    bad_class = os.path.join(os.fsencode(root), b"\xff\xfeclass")
+    os.mkdir(bad_class)
+    for i in range(3):
+        with open(os.path.join(bad_class, f"{i}.png".encode()), "wb") as fh:
+            fh.write(img_bytes(2, i))
+    ds = ingest(root)
+    reasons = rejected(ds.report)
+    assert "not valid UTF-8" in reasons["a/caf\ufffd.png"]
+    assert sum("class folder's name is not valid UTF-8" in r for r in reasons.values()) == 3
+    assert ds.report.classes == {"a": 4, "b": 4} and ds.report.usable
+    ds.report.to_json().encode("utf-8")  # storable as it is
+    ds.index.to_csv(tmp_path / "index.csv")
+    inner = os.path.join(os.fsencode(tmp_path), b"d\xe9ta")
+    os.mkdir(inner)
+    with pytest.raises(DatasetError, match="not valid UTF-8"):
+        ingest(os.fsdecode(inner))
+
+
+def test_worker_processes_do_not_run_the_callers_main_script(tmp_path, studio_home,
+                                                             monkeypatch):
+    """Under Streamlit __main__ is the page script; spawned workers must not re-run it."""
+    import sys
+    import types
+
+    marker = tmp_path / "page-ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'a').write('ran\\n')\n", encoding="utf-8")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    n = datasets.POOL_MIN_FILES // 2 + 1
+    root = make_class_folders(tmp_path / "d", {"a": n, "b": n}, size=16)
+    ds = ingest(root, config=IngestConfig(workers=2))
+    assert ds.report.classes == {"a": n, "b": n}
+    assert not marker.exists(), "a worker process ran the caller's __main__ script"
+    assert sys.modules["__main__"] is fake_main  # put back afterwards

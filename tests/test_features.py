@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -14,7 +12,8 @@ import pytest
 import tensorflow as tf
 from conftest import make_class_folders, write_informative_weights
 
-from core import backbones, features, images
+import core.tflite
+from core import backbones, feature_cache, features, images
 from core.errors import Cancelled, ConfigError, ImageError
 
 SIZE = 64
@@ -84,7 +83,7 @@ def test_converted_model_is_reused(spec, resolved, shared_home, tflite,
     def no_conversion(*_a, **_k):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr(features, "_convert_to_tflite", no_conversion)
+    monkeypatch.setattr(core.tflite, "convert", no_conversion)
     again = features.make_extractor(spec, resolved, home=shared_home)
     assert again.backend == "tflite"
 
@@ -95,7 +94,7 @@ def test_failed_conversion_falls_back_to_keras_with_reason(
     def broken(*_a, **_k):
         raise RuntimeError("unsupported op")
 
-    monkeypatch.setattr(features, "_convert_to_tflite", broken)
+    monkeypatch.setattr(core.tflite, "convert", broken)
     ex = features.make_extractor(spec, resolved, home=tmp_path)
     assert ex.backend == "keras"
     assert "conversion failed" in ex.reason and "unsupported op" in ex.reason
@@ -149,7 +148,7 @@ def test_deferred_backend_is_chosen_only_when_an_image_needs_the_base(
     def no_check(*_a, **_k):
         raise AssertionError("the backend was prepared although every feature was cached")
 
-    monkeypatch.setattr(features, "_try_tflite", no_check)
+    monkeypatch.setattr(features, "verified_interpreters", no_check)
     again = features.make_extractor(spec, resolved, home=tmp_path, defer_backend=True)
     cached, stats = features.extract(again, paths, shas, home=tmp_path)
     assert again.backend == "pending" and stats.misses == 0
@@ -176,7 +175,7 @@ def test_features_are_cached_and_reused_without_inference(
     # Same numbers as running the decoded images directly, in the order given.
     np.testing.assert_allclose(first, tflite.extract_batch(_decoded(paths)), rtol=0, atol=1e-6)
     for sha in shas:
-        assert (features.feature_cache_root(home, tflite) / "0" / sha[:2]
+        assert (feature_cache.cache_root(home, tflite.fingerprint) / "0" / sha[:2]
                 / f"{sha}.npy").is_file()
     assert not list(home.rglob("*.tmp"))
 
@@ -196,7 +195,7 @@ def test_caches_of_earlier_decoders_are_removed_and_others_kept(
 ) -> None:
     paths, shas = photos
     home = tmp_path / "home"
-    root = features.feature_cache_root(home, tflite)
+    root = feature_cache.cache_root(home, tflite.fingerprint)
     fingerprint = tflite.fingerprint
     stale = [root.parent / fingerprint, root.parent / f"{fingerprint}-d1"]
     kept = [root.parent / f"{fingerprint}x-d1", root.parent / "other-base-d1"]
@@ -227,9 +226,9 @@ def test_broken_cache_entry_is_recomputed(tflite, photos, tmp_path: Path) -> Non
     paths, shas = photos
     home = tmp_path / "home"
     want, _ = features.extract(tflite, paths, shas, home=home)
-    victim = features.feature_cache_root(home, tflite) / "0" / shas[0][:2] / f"{shas[0]}.npy"
+    victim = feature_cache.cache_root(home, tflite.fingerprint) / "0" / shas[0][:2] / f"{shas[0]}.npy"
     victim.write_bytes(b"garbage")
-    features.forget_recent_features()  # as a new process finds the cache
+    feature_cache.forget_recent_features()  # as a new process finds the cache
     got, stats = features.extract(tflite, paths, shas, home=home)
     assert (stats.hits, stats.misses) == (len(paths) - 1, 1)
     np.testing.assert_array_equal(got, want)
@@ -241,19 +240,19 @@ def test_features_read_or_written_before_come_from_memory(tflite, photos, tmp_pa
     paths, shas = photos
     home = tmp_path / "home"
     features.extract(tflite, paths[6:], shas[6:], home=home)
-    features.forget_recent_features()
+    feature_cache.forget_recent_features()
     features.extract(tflite, paths[6:], shas[6:], home=home)  # read from disk: kept
     want, _ = features.extract(tflite, paths[:6], shas[:6], home=home)  # computed: kept
     opened: list[Path] = []
-    read_cached = features._read_cached
-    monkeypatch.setattr(features, "_read_cached",
-                        lambda path, *args: opened.append(path) or read_cached(path, *args))
+    read_vector = feature_cache.read_vector
+    monkeypatch.setattr(feature_cache, "read_vector",
+                        lambda path, *args: opened.append(path) or read_vector(path, *args))
     got, stats = features.extract(tflite, paths, shas, home=home)
     assert (stats.hits, stats.misses, opened) == (len(paths), 0, [])
     np.testing.assert_array_equal(got[:6], want)
     # Within the byte budget only: the oldest vectors go first.
-    monkeypatch.setattr(features._recent_vectors, "budget_bytes", 4 * 4 * tflite.feature_dim)
-    features._recent_vectors.put("elsewhere", "ab" * 32, np.zeros(tflite.feature_dim))
+    monkeypatch.setattr(feature_cache.recent_vectors, "budget_bytes", 4 * 4 * tflite.feature_dim)
+    feature_cache.recent_vectors.put("elsewhere", "ab" * 32, np.zeros(tflite.feature_dim))
     features.extract(tflite, paths, shas, home=home)
     assert len(opened) == len(paths)
 
@@ -266,41 +265,12 @@ def test_views_are_cached_apart_and_deterministic(tflite, photos, tmp_path: Path
     two, _ = features.extract(tflite, paths, shas, home=home, view=2)
     assert s1.misses == len(paths)  # view 0's cache does not answer for view 1
     assert not np.allclose(one, plain) and not np.allclose(one, two)
-    folder = features.feature_cache_root(home, tflite)
+    folder = feature_cache.cache_root(home, tflite.fingerprint)
     assert sorted(p.name for p in folder.iterdir()) == ["0", "1", "2"]
     # Another home, another batch size and order: the same view gives the same features.
     again, _ = features.extract(tflite, paths[::-1], shas[::-1], home=tmp_path / "other",
                                 view=1, batch_size=5)
     np.testing.assert_allclose(again[::-1], one, rtol=0, atol=1e-6)
-
-
-def test_augmented_view_depends_only_on_hash_and_view() -> None:
-    img = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
-    a = features.augment_view(img, "ab" * 32, 1)
-    c = features.augment_view(img, "ab" * 32, 2)
-    d = features.augment_view(img, "cd" * 32, 1)
-    assert a.shape == img.shape and a.dtype == np.float32
-    assert 0 <= a.min() and a.max() <= 255
-    # From other threads at once (each takes its own compiled maker): the same pixels.
-    with ThreadPoolExecutor(4) as pool:
-        again = list(pool.map(lambda _: features.augment_view(img, "ab" * 32, 1), range(8)))
-    for b in again:
-        np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c) and not np.array_equal(a, d)
-
-
-def test_compiled_views_are_the_keras_layers_own_transformations() -> None:
-    """The compiled maker draws and applies exactly what the eager layers do for that seed."""
-    img = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
-    sha, view = "ef" * 32, 3
-    x = tf.convert_to_tensor(img[None])
-    seed = features._view_seed(sha, view)
-    for i, layer in enumerate(features.make_augmenter(0).layers):
-        transform = layer.get_random_transformation(x, training=True, seed=seed + 7919 * i)
-        x = layer.transform_images(x, transform, training=True)
-    want = np.clip(np.asarray(x[0]), 0, 255)
-    np.testing.assert_allclose(features.augment_view(img, sha, view), want, atol=1e-3)
-    assert not np.allclose(want, img)
 
 
 def test_all_views_of_an_image_in_one_pass_match_one_view_at_a_time(
@@ -317,16 +287,6 @@ def test_all_views_of_an_image_in_one_pass_match_one_view_at_a_time(
     _, partly = features.extract_views(tflite, paths, shas, home=tmp_path / "b",
                                        views=(1, 4))
     assert (partly.hits, partly.misses) == (len(paths), len(paths))
-
-
-def test_augmenter_layers_and_inference_passthrough() -> None:
-    aug = features.make_augmenter(3)
-    kinds = [type(layer) for layer in aug.layers]
-    assert kinds == [keras.layers.RandomFlip, keras.layers.RandomRotation,
-                     keras.layers.RandomZoom, keras.layers.RandomContrast]
-    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(aug(x, training=False)), x, atol=1e-4)
-    assert not np.allclose(np.asarray(aug(x, training=True)), x)
 
 
 # --------------------------------------------------------------------------- progress/cancel
@@ -422,25 +382,3 @@ def test_extract_batch_is_safe_from_several_threads(tflite, photos) -> None:
         got = list(pool.map(tflite.extract_batch, batches * 3))
     for i, result in enumerate(got):
         np.testing.assert_array_equal(result, want[i % 4])
-
-
-def test_cached_vectors_read_back_exactly_and_foreign_files_are_ignored(tmp_path) -> None:
-    header = features._npy_header(5)
-    vector = np.array([0.5, -1.25, 3.0, 1e-7, 42.0], np.float32)
-    path = tmp_path / "ab" / "v.npy"
-    features._write_cached(path, vector)
-    fast = features._read_cached(path, 5, header)
-    np.testing.assert_array_equal(fast, vector)
-    assert fast.dtype == np.float32
-    # Written with the known header: byte for byte what np.save writes.
-    features._write_cached(path, vector, header, made=set())
-    saved = io.BytesIO()
-    np.save(saved, vector, allow_pickle=False)
-    assert path.read_bytes() == saved.getvalue()
-    np.testing.assert_array_equal(np.load(path), vector)
-    assert [p.name for p in path.parent.iterdir()] == ["v.npy"]  # no temp files left
-    np.save(path, vector.astype(np.float64))  # not what the cache writes: recomputed
-    assert features._read_cached(path, 5, header) is None
-    path.write_bytes(header + b"\x00" * 7)  # truncated
-    assert features._read_cached(path, 5, header) is None
-    assert features._read_cached(tmp_path / "missing.npy", 5, header) is None

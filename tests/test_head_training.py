@@ -136,8 +136,7 @@ def test_one_trace_for_every_head() -> None:
                                dropout=0.2, l2=1e-4, seed=0)
         assert all(np.isfinite(w).all() for w in _weights(head))
         assert all(not np.array_equal(a, b) for a, b in zip(before, _weights(head)))
-    assert head_training._compiled_steps.experimental_get_tracing_count() == 1
-    assert head_training._compiled_evaluate.experimental_get_tracing_count() == 1
+    assert head_training.tracing_counts() == {"steps": 1, "evaluate": 1}
 
 
 def test_dropout_and_order_follow_the_seed() -> None:

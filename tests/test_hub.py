@@ -1,4 +1,4 @@
-"""TF Hub bases: a Keras 3 layer around hub.load()/tf.saved_model.load, on SavedModels built here."""
+"""core.hub: TF Hub bases as a Keras 3 layer and their handles, on SavedModels built here."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import make_class_folders
 
-from core import backbones, features
+from core import backbones, features, hub
 from core.errors import ConfigError, WeightsUnavailableError
 
 SIZE = 48
@@ -172,3 +172,21 @@ def test_hub_features_through_the_extractor(hub_folder: Path, tmp_path: Path) ->
     decoded = np.stack([images.load_resized(p, SIZE) for p in paths]).astype("float32")
     want = _reference(hub_folder, decoded)
     assert float(np.abs(got - want).max()) < 1e-4 * float(np.abs(want).max())
+
+
+def test_handle_resolution_asks_the_network_only_for_uncached_urls(
+        hub_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty-cache"))
+    asked: list[str] = []
+
+    def reachable(host: str) -> bool:
+        asked.append(host)
+        return True
+
+    url = "https://example.org/models/feature_vector/2"
+    assert hub.resolve_handle(f"  {url} ", reachable) is None
+    assert asked == ["example.org"]
+    assert hub.resolve_handle(str(hub_folder), reachable) == hub_folder.resolve()
+    assert asked == ["example.org"]  # a folder needs no network
+    with pytest.raises(WeightsUnavailableError, match="not reachable"):
+        hub.resolve_handle(url, lambda host: False)

@@ -442,3 +442,22 @@ def test_rgb_profile_on_a_grey_or_cmyk_image_is_ignored():
 def test_pixels_that_a_decoder_change_alters_are_not_taken_from_old_caches():
     """The feature cache's folder names the decoder version (core.features reads it)."""
     assert images.DECODER_VERSION >= 2
+
+
+def test_probe_streams_the_file_instead_of_holding_it(tmp_path):
+    """Hash in blocks, decode from the file: memory does not grow with the file (issue 20 #5)."""
+    import hashlib
+    import tracemalloc
+
+    data = encode(noisy((64, 48)), "PNG") + b"\0" * (24 * 2**20)  # trailing bytes, still a PNG
+    path = tmp_path / "padded.png"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        probe = images.probe_file(str(path))
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert probe.ok and (probe.info.width, probe.info.height) == (64, 48)
+    assert probe.sha256 == hashlib.sha256(data).hexdigest()
+    assert peak < 8 * 2**20, f"peak traced memory {peak / 2**20:.1f} MB for a 24 MB file"

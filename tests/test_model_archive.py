@@ -26,7 +26,7 @@ def base() -> keras.Model:
 @pytest.fixture(autouse=True)
 def nothing_kept() -> None:
     """Each test starts with no base weights kept from another."""
-    model_archive._kept.clear()
+    model_archive.forget_kept_bases()
 
 
 def classifier(base: keras.Model, hidden_units: tuple[int, ...] = (), seed: int = 0,

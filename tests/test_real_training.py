@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_asset
-from core import datasets, training
+from core import datasets, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.prediction import Predictor
 
@@ -20,7 +20,7 @@ def test_mobilenet_v2_learns_flowers_tiny(keras_home_with_mobilenet: Path,
     data = require_asset("datasets/flower_photos_tiny")
     dataset = datasets.ingest(data, home=studio_home)
     assert dataset.report.usable
-    split_df = datasets.split(dataset.index, SplitConfig(seed=0))
+    split_df = splits.split(dataset.index, SplitConfig(seed=0))
 
     result = training.train(split_df, TrainConfig(), home=studio_home)
 

@@ -6,7 +6,6 @@ import json
 import random
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -14,11 +13,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from core import datasets, features, model_archive, training
+from core import datasets, features, model_archive, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.errors import ConfigError, WeightsUnavailableError
 from core.runs import RunStore
-from core.training import ProgressCallback, ProgressEvent
+from core.progress import PHASES, ProgressEvent
 
 FAST = TrainConfig(backbone="mobilenet_v2", weights=None, epochs=3, batch_size=8,
                    early_stopping_patience=0, augment=False)
@@ -41,7 +40,7 @@ def studio_home(studio_home: Path, shared_tflite_cache: Path) -> Path:
 def split_df(small_dataset: Path) -> pd.DataFrame:
     dataset = datasets.ingest(small_dataset)
     assert dataset.report.usable, dataset.report.errors
-    return datasets.split(dataset.index, SplitConfig(seed=1))
+    return splits.split(dataset.index, SplitConfig(seed=1))
 
 
 def test_frozen_base_run_end_to_end(split_df: pd.DataFrame, studio_home: Path) -> None:
@@ -58,7 +57,7 @@ def test_frozen_base_run_end_to_end(split_df: pd.DataFrame, studio_home: Path) -
         assert phase in phases
     assert "fine-tuning" not in phases
     # Phases arrive in pipeline order.
-    order = [training.PHASES.index(p) for p in phases]
+    order = [PHASES.index(p) for p in phases]
     assert order == sorted(order)
     epoch_events = [e for e in events if e.phase == "training head" and e.epoch_end]
     assert [e.epoch for e in epoch_events] == [1, 2, 3]
@@ -245,7 +244,7 @@ def test_unfreeze_top_keeps_batchnorm_frozen() -> None:
     spec = backbones.get_spec("mobilenet_v2")
     base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
     training.unfreeze_top(base, 20)
-    inner = training._inner_base(base)
+    inner = backbones.nested_base(base)
     trainable = [layer for layer in inner.layers if layer.trainable and layer.weights]
     assert trainable, "some top layers must be trainable"
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
@@ -295,42 +294,6 @@ def test_missing_weights_fail_before_work_and_leave_a_failed_run(
     assert "nowhere.h5" in (summary.error or "")
 
 
-def test_progress_callback_hooks_called_directly() -> None:
-    events: list[ProgressEvent] = []
-    rows: list[dict] = []
-    stop = {"now": False}
-    callback = ProgressCallback(
-        events.append, lambda: stop["now"], phase="fine-tuning", total_epochs=4,
-        steps_per_epoch=10, batch_event_every=5, on_epoch_row=rows.append,
-    )
-    callback.set_model(SimpleNamespace(stop_training=False))
-    callback.on_train_begin()
-    callback.on_epoch_begin(0)
-    for batch in range(10):
-        callback.on_train_batch_end(batch, {"loss": 1.0 - batch / 20, "accuracy": 0.5})
-    callback.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.6, "val_loss": 0.7,
-                              "val_accuracy": 0.55})
-    batch_events = [e for e in events if "batch" in e.message]
-    assert len(batch_events) == 2
-    last = events[-1]
-    # Fine-tuning counts batches, so the bar moves within an epoch.
-    assert [e.fraction for e in batch_events] == [pytest.approx(5 / 40), pytest.approx(10 / 40)]
-    assert (last.epoch, last.total_epochs, last.step, last.total_steps) == (1, 4, 10, 40)
-    assert last.epoch_end and not any(e.epoch_end for e in batch_events)
-    assert last.metrics["val_accuracy"] == pytest.approx(0.55)
-    assert last.eta_seconds is not None and last.eta_seconds >= 0
-    assert rows[0]["phase_epoch"] == 1 and rows[0]["val_loss"] == pytest.approx(0.7)
-
-    stop["now"] = True
-    callback.on_epoch_begin(1)
-    callback.on_train_batch_end(0, {"loss": 0.4})
-    assert callback.model.stop_training is True
-    assert callback.cancelled
-    n_events = len(events)
-    callback.on_epoch_end(1, {"loss": 0.4})
-    assert len(events) == n_events, "a cancelled epoch is not reported as finished"
-
-
 def test_balanced_class_weights() -> None:
     y = np.array([0, 0, 0, 1])
     weights = training.class_weight_for(y, 2, "balanced")
@@ -360,3 +323,19 @@ def test_batch_sizes_fit_the_device() -> None:
     huge_gpu = DeviceInfo(kind="gpu", gpus=(GpuInfo(device="/physical_device:GPU:0", name="G",
                                                     memory_mb=80_000),))
     assert training.batch_sizes(huge_gpu, 224, big) == (256, 128)
+
+
+def test_cancel_while_preparing_lands_before_the_base_is_built(
+    split_df: pd.DataFrame, studio_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel asked for during 'preparing' does not wait for the base or its conversion."""
+    def no_base(*_a, **_k):
+        raise AssertionError("the base was built after cancel was asked for")
+
+    monkeypatch.setattr(features, "make_extractor", no_base)
+    seen: list[ProgressEvent] = []
+    result = training.train(split_df, FAST, home=studio_home, on_event=seen.append,
+                            should_stop=lambda: any(e.phase == "preparing" for e in seen))
+    assert result.status == "cancelled"
+    assert not any(e.phase == "extracting features" for e in seen)
+    assert RunStore(studio_home).load(result.run_id).status["status"] == "cancelled"

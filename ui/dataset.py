@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 import streamlit as st
 
-from core import datasets
+from core import datasets, splits
 from core.config import SplitConfig
 from ui import resources, state
 from ui.errors import show_user_errors
@@ -96,5 +96,5 @@ def load_folder(text: str) -> state.LoadedDataset | None:
 def split_dataset(loaded: state.LoadedDataset, config: SplitConfig) -> pd.DataFrame | None:
     """The dataset's stratified split, or None after showing why it cannot be split."""
     with show_user_errors("Cannot split this dataset:") as outcome:
-        split = datasets.split(loaded.dataset.index, config)
+        split = splits.split(loaded.dataset.index, config)
     return None if outcome.failed else split

@@ -144,7 +144,7 @@ def current_dataset() -> CurrentDataset | None:
 def use_dataset(loaded: LoadedDataset, split: pd.DataFrame, config: SplitConfig) -> CurrentDataset:
     """Chooses a dataset and its split for the next pages; returns what was stored."""
     if "split" not in split.columns:
-        raise ValueError("the split table needs a 'split' column (from core.datasets.split)")
+        raise ValueError("the split table needs a 'split' column (from core.splits.split)")
     current = CurrentDataset(loaded=loaded, split=split.copy(), split_config=config)
     st.session_state[CURRENT] = current
     return current

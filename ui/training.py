@@ -17,6 +17,7 @@ from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNI
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from core.errors import JobError
 from core.jobs import JobStatus
+from core.progress import PHASES
 from ui import nav, resources, state, widgets
 from ui.errors import show_user_errors
 from ui.widgets import InvalidInput
@@ -373,8 +374,8 @@ def job_progress(status: JobStatus) -> None:
 def phase_line(current: str | None, seen: set[str]) -> str:
     """The pipeline of phases: done ones ticked, the current one bold, skipped ones struck."""
     parts = []
-    index = training.PHASES.index(current) if current in training.PHASES else -1
-    for i, phase in enumerate(training.PHASES):
+    index = PHASES.index(current) if current in PHASES else -1
+    for i, phase in enumerate(PHASES):
         text = PHASE_TEXT[phase]
         if i == index:
             parts.append(f"**{text}**")

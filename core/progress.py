@@ -1,0 +1,191 @@
+"""Progress of a training run: ProgressEvent, the phases, and the Keras callback adapting to them.
+
+Progress goes through one plain callable, on_event(ProgressEvent); cancel through
+should_stop(). ProgressCallback turns Keras' hooks (as fit and head_training.fit_head call
+them) into both, so the trainer, the command line and the pages never see Keras' logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+PHASES = (
+    "preparing",
+    "extracting features",
+    "training head",
+    "fine-tuning",
+    "evaluating",
+    "saving",
+)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of progress of a training run.
+
+    Attributes:
+        phase: One of PHASES.
+        step: Steps done in this phase: images for extraction, epochs for head training,
+            batches for fine-tuning (slow enough to show progress within an epoch).
+        total_steps: Steps this phase will take at most.
+        epoch: Epoch number (1-based) within the phase, when training.
+        total_epochs: Most epochs of the phase, when training.
+        metrics: Latest metrics (loss, accuracy, val_loss, val_accuracy...).
+        eta_seconds: Estimated seconds until the phase ends, when known.
+        message: A sentence for people.
+        epoch_end: True on the one event sent when an epoch ends (its metrics are final).
+        time: Unix time the event was made.
+    """
+
+    phase: str
+    step: int = 0
+    total_steps: int = 0
+    epoch: int | None = None
+    total_epochs: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    eta_seconds: float | None = None
+    message: str = ""
+    time: float = field(default_factory=time.time)
+    epoch_end: bool = False
+
+    @property
+    def fraction(self) -> float:
+        """Share of this phase done, 0..1."""
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+EventSink = Callable[[ProgressEvent], None]
+StopCheck = Callable[[], bool]
+
+
+def never_stop() -> bool:
+    """The should_stop of a run nobody can cancel."""
+    return False
+
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Adapts Keras hooks to ProgressEvents, per-epoch history rows and cooperative cancel.
+
+    One instance serves one phase. Each training it sees starts afresh: on_train_begin
+    resets what the previous one left (cancelled, epochs_done, the clocks), as Keras' own
+    callbacks do.
+
+    Attributes:
+        cancelled: should_stop() asked to stop during the last training.
+        epochs_done: Epochs the last training completed.
+    """
+
+    def __init__(
+        self,
+        on_event: EventSink,
+        should_stop: StopCheck | None = None,
+        *,
+        phase: str,
+        total_epochs: int,
+        steps_per_epoch: int | None = None,
+        on_epoch_row: Callable[[dict[str, Any]], None] | None = None,
+        batch_event_every: int = 0,
+    ) -> None:
+        super().__init__()
+        self.on_event = on_event
+        self.should_stop = should_stop or never_stop
+        self.phase = phase
+        self.total_epochs = total_epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.on_epoch_row = on_epoch_row
+        self.batch_event_every = batch_event_every
+        self.cancelled = False
+        self.epochs_done = 0
+        self._phase_start = time.monotonic()
+        self._epoch_start = self._phase_start
+        self._epoch = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.cancelled = False
+        self.epochs_done = 0
+        self._epoch = 0
+        self._phase_start = self._epoch_start = time.monotonic()
+        self.on_event(ProgressEvent(
+            phase=self.phase, step=0, total_steps=self.total_epochs, epoch=0,
+            total_epochs=self.total_epochs, message=f"{self.phase.capitalize()}: starting",
+        ))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        self._epoch_start = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.should_stop():
+            # Keras 3 checks stop_training after every batch, so cancel lands within one.
+            self.cancelled = True
+            self.model.stop_training = True
+            return
+        every = self.batch_event_every
+        if every and (batch + 1) % every == 0 and self.steps_per_epoch:
+            done = self._epoch + (batch + 1) / self.steps_per_epoch
+            elapsed = time.monotonic() - self._phase_start
+            eta = elapsed / done * (self.total_epochs - done) if done else None
+            step, total = self._steps(self._epoch, batch + 1)
+            self.on_event(ProgressEvent(
+                phase=self.phase, step=step, total_steps=total,
+                epoch=self._epoch + 1, total_epochs=self.total_epochs,
+                metrics=_floats(logs), eta_seconds=eta,
+                message=f"Epoch {self._epoch + 1}/{self.total_epochs}, "
+                        f"batch {batch + 1}/{self.steps_per_epoch}",
+            ))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.cancelled:
+            return
+        self.epochs_done = epoch + 1
+        metrics = _floats(logs)
+        seconds = time.monotonic() - self._epoch_start
+        if self.on_epoch_row:
+            self.on_epoch_row({"phase_epoch": epoch + 1, "seconds": seconds, **metrics})
+        elapsed = time.monotonic() - self._phase_start
+        eta = elapsed / (epoch + 1) * (self.total_epochs - epoch - 1)
+        step, total = self._steps(epoch + 1, 0)
+        self.on_event(ProgressEvent(
+            phase=self.phase, step=step, total_steps=total,
+            epoch=epoch + 1, total_epochs=self.total_epochs, metrics=metrics,
+            eta_seconds=eta, message=_epoch_message(epoch + 1, self.total_epochs, metrics),
+            epoch_end=True,
+        ))
+
+    def _steps(self, epochs_done: int, batches_done: int) -> tuple[int, int]:
+        """(step, total_steps): batches when their count per epoch is known, else epochs."""
+        if self.steps_per_epoch:
+            per = self.steps_per_epoch
+            return epochs_done * per + batches_done, self.total_epochs * per
+        return epochs_done, self.total_epochs
+
+
+def _floats(logs: dict | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _epoch_message(epoch: int, total: int, metrics: dict[str, float]) -> str:
+    parts = [f"Epoch {epoch}/{total}"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if key in metrics:
+            parts.append(f"{key} {metrics[key]:.3f}")
+    return ", ".join(parts)

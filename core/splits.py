@@ -1,0 +1,148 @@
+"""Stratified, seeded, duplicate-safe train/val/test splits and their CSV manifest."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import files
+from core.config import MIN_IMAGES_PER_CLASS, SplitConfig
+from core.errors import DatasetError
+
+SPLIT_COLUMN = "split"
+SPLITS = ("train", "val", "test")
+_SPLIT_DTYPES = {
+    "path": str, "label": str, "label_index": "int64", "sha256": str, "width": "int64",
+    "height": "int64", "format": str, SPLIT_COLUMN: str,
+}
+
+
+def _split_sizes(n: int, config: SplitConfig) -> tuple[int, int, int]:
+    """(train, val, test) counts for n items; each at least 1 when n >= MIN_IMAGES_PER_CLASS."""
+    n_val = max(1, math.floor(n * config.val_fraction + 0.5))
+    n_test = max(1, math.floor(n * config.test_fraction + 0.5))
+    while n - n_val - n_test < 1:
+        if n_val >= n_test and n_val > 1:
+            n_val -= 1
+        elif n_test > 1:
+            n_test -= 1
+        else:  # pragma: no cover - impossible for n >= 3
+            break
+    return n - n_val - n_test, n_val, n_test
+
+
+def split(
+    index: pd.DataFrame, config: SplitConfig = SplitConfig()  # noqa: B008 - frozen
+) -> pd.DataFrame:
+    """Assigns each image to train, val or test: stratified by class, seeded.
+
+    Identical files (same sha256) always land in the same split, even across classes.
+    Every class needs at least MIN_IMAGES_PER_CLASS (3) distinct images so it appears in
+    every split; ingestion reports a smaller class as an error by the same rule.
+
+    Args:
+        index: A dataset index (INDEX_COLUMNS at least "path", "label", "sha256").
+        config: Shares and seed.
+
+    Returns:
+        A copy of index (same row order, fresh RangeIndex) with a "split" column holding
+        "train", "val" or "test".
+
+    Raises:
+        DatasetError: When the index is empty, lacks columns, or a class is too small.
+    """
+    missing = {"path", "label", "sha256"} - set(index.columns)
+    if missing:
+        raise DatasetError(
+            f"The index lacks columns {sorted(missing)}; build it with datasets.ingest()."
+        )
+    if index.empty:
+        raise DatasetError("The dataset has no usable images to split; add images first.")
+    df = index.drop(columns=[SPLIT_COLUMN], errors="ignore").reset_index(drop=True)
+    # A group is every row sharing one file content; it belongs to the class of its
+    # first row (by path) and moves as a unit, so duplicates never straddle splits.
+    order = df.sort_values("path", kind="stable")
+    group_class: dict[str, str] = {}
+    for sha, label in zip(order["sha256"], order["label"]):
+        group_class.setdefault(sha, label)
+    groups_by_class: dict[str, list[str]] = defaultdict(list)
+    for sha, label in group_class.items():  # insertion order = path order
+        groups_by_class[label].append(sha)
+
+    too_small = [(c, len(g)) for c, g in sorted(groups_by_class.items())
+                 if len(g) < MIN_IMAGES_PER_CLASS]
+    if too_small:
+        detail = ", ".join(f"'{c}' has {n} distinct image{'' if n == 1 else 's'}"
+                           for c, n in too_small)
+        raise DatasetError(
+            f"Every class needs at least {MIN_IMAGES_PER_CLASS} distinct images to appear in "
+            "train, validation and "
+            f"test, but {detail}. Add images to those classes or remove their folders."
+        )
+    rng = np.random.default_rng(config.seed)
+    assignment: dict[str, str] = {}
+    for label in sorted(groups_by_class):
+        shas = groups_by_class[label]
+        order_idx = rng.permutation(len(shas))
+        n_train, n_val, _n_test = _split_sizes(len(shas), config)
+        for rank, i in enumerate(order_idx):
+            name = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+            assignment[shas[i]] = name
+    df[SPLIT_COLUMN] = pd.Series([assignment[s] for s in df["sha256"]], dtype=str)
+    return df
+
+
+
+def save_split(df: pd.DataFrame, path: str | Path) -> None:
+    """Writes a split manifest as UTF-8 CSV, atomically (no half-written file on a crash).
+
+    Args:
+        df: The output of split().
+        path: CSV file to write; parent folders are created.
+
+    Raises:
+        DatasetError: When df has no "split" column.
+    """
+    if SPLIT_COLUMN not in df.columns:
+        raise DatasetError("This table has no split column; make it with splits.split().")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    files.write_text_atomic(target, df.to_csv(index=False))
+
+
+def load_split(path: str | Path) -> pd.DataFrame:
+    """Reads a manifest written by save_split back to the identical DataFrame.
+
+    Class names like "NA", "null" or "001" stay strings; column dtypes are restored.
+
+    Args:
+        path: CSV file written by save_split.
+
+    Returns:
+        The split DataFrame, equal (values and dtypes) to the one saved.
+
+    Raises:
+        DatasetError: When the file is missing, damaged, or lacks the split columns.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise DatasetError(f"Split manifest {source} not found; make a split first.")
+    header = pd.read_csv(source, nrows=0, encoding="utf-8").columns
+    dtypes = {c: t for c, t in _SPLIT_DTYPES.items() if c in header}
+    try:
+        # No NA parsing: a class may well be called "NA" or "null".
+        df = pd.read_csv(source, dtype=dtypes, keep_default_na=False, na_filter=False,
+                         encoding="utf-8")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DatasetError(f"Split manifest {source} is damaged ({exc}); make the split again.")\
+            from exc
+    missing = {"path", "label", SPLIT_COLUMN} - set(df.columns)
+    if missing:
+        raise DatasetError(
+            f"Split manifest {source} lacks columns {sorted(missing)}; make the split again."
+        )
+    return df

@@ -1,0 +1,484 @@
+"""Zip uploads: safe extraction (zip-slip, bombs, CP437 names) and publishing the folder."""
+
+from __future__ import annotations
+
+import contextlib
+import collections
+import functools
+import hashlib
+import io
+import logging
+import lzma
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from core import files
+from core.config import IngestConfig
+from core.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""on_progress(stage, done, total); stage is "extracting" or "checking"."""
+
+# Names skipped everywhere (compared case-insensitively); hidden names (".x") are skipped too.
+IGNORED_NAMES = frozenset(
+    {"__macosx", ".ds_store", "thumbs.db", "desktop.ini", ".ipynb_checkpoints", "@eadir"}
+)
+# Written inside an extraction folder, last, to mark it complete; never part of the data.
+UPLOAD_MARKER = ".tl-studio-upload.json"
+# A half-extracted upload whose owner cannot be asked is abandoned after this long.
+_ABANDONED_AFTER_SECONDS = 24 * 3600
+
+
+def is_ignored_name(name: str) -> bool:
+    """Whether a file or folder name is skipped without a check (hidden or system files)."""
+    return name.startswith(".") or name.lower() in IGNORED_NAMES
+
+
+def _entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name, fixing UTF-8 names stored without the UTF-8 flag."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        # zipfile decoded the raw bytes as CP437 (a bijection), so they can be recovered.
+        # Many tools write UTF-8 without setting the flag; real CP437 rarely is valid UTF-8.
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return name.replace("\\", "/")
+
+
+def _safe_parts(name: str) -> tuple[str, ...] | None:
+    """The entry's path components, or None when it could land outside the target folder."""
+    if name.startswith("/") or (len(name) >= 2 and name[1] == ":" and name[0].isalpha()):
+        return None
+    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
+    if any(p == ".." or "\x00" in p for p in parts):
+        return None
+    return parts
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _zip_signature_error(head: bytes, what: str) -> DatasetError:
+    """A DatasetError for a source that is not a zip, naming what it seems to be."""
+    kinds = [
+        (b"Rar!", "a RAR archive"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+        (b"\x1f\x8b", "a gzip/tar.gz archive"), (b"\xff\xd8\xff", "a single JPEG image"),
+        (b"\x89PNG", "a single PNG image"),
+    ]
+    for magic, kind in kinds:
+        if head.startswith(magic):
+            return DatasetError(
+                f"{what} is {kind}, not a zip. Use a .zip holding one folder per class, "
+                "or a folder path."
+            )
+    if head.startswith(b"PK\x03\x04"):
+        return DatasetError(
+            f"{what} is a damaged or incomplete zip (its end is missing, as after an "
+            "interrupted download or upload). Create the zip again and retry."
+        )
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return DatasetError(
+            f"{what} is a tar archive, not a zip. Re-pack it as .zip with one folder per class."
+        )
+    kind = "a zip file" if what == "The upload" else "a folder nor a zip file"
+    return DatasetError(
+        f"{what} is {'not' if what == 'The upload' else 'neither'} {kind}. Use a .zip "
+        "holding one folder per class, or a folder path."
+    )
+
+
+def _hash_stream(fh: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for block in iter(functools.partial(fh.read, 1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _format_bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _check_zip_limits(zf: zipfile.ZipFile, config: IngestConfig, home: Path) -> None:
+    """Refuses a zip over the entry, size or free-disk limits before writing anything."""
+    infos = zf.infolist()
+    if len(infos) > config.max_zip_entries:
+        raise DatasetError(
+            f"The zip holds {len(infos):,} entries, over the limit of "
+            f"{config.max_zip_entries:,}. Split it into smaller zips, or put the folder on the "
+            "server and give its path."
+        )
+    total = sum(i.file_size for i in infos)
+    if total > config.max_zip_bytes:
+        raise DatasetError(
+            f"The zip would unpack to {_format_bytes(total)}, over the limit of "
+            f"{_format_bytes(config.max_zip_bytes)}. Split it into smaller zips, or put the "
+            "folder on the server and give its path."
+        )
+    free = shutil.disk_usage(home).free
+    if total > free:
+        raise DatasetError(
+            f"The zip would unpack to {_format_bytes(total)} but only {_format_bytes(free)} "
+            f"is free under {home}. Free some space or point TL_STUDIO_HOME elsewhere."
+        )
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> str | None:
+    """Writes one entry; returns why it was skipped, or None when written."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return None
+    except RuntimeError as exc:  # zipfile raises RuntimeError for encrypted entries
+        reason = ("encrypted in the zip; zip it again without a password"
+                  if "encrypted" in str(exc) else f"cannot be unpacked ({exc}); re-create the zip")
+    except NotImplementedError as exc:
+        reason = (f"compressed with a method this reader lacks ({exc}); re-create the zip with "
+                  "standard (deflate) compression")
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = f"damaged inside the zip ({detail}); re-create the zip"
+    except (zlib.error, lzma.LZMAError) as exc:  # one bad entry must not stop the rest
+        reason = f"damaged inside the zip ({exc}); re-create the zip"
+    with contextlib.suppress(OSError):  # the file may never have been created
+        target.unlink(missing_ok=True)
+    return reason
+
+
+# The longest file or folder name, in bytes, that common file systems accept.
+_MAX_NAME_BYTES = 255
+
+
+def _skip_reason(info: zipfile.ZipInfo, name: str, parts: tuple[str, ...] | None,
+                 root: Path, max_file_bytes: int | None) -> str | None:
+    """Why an entry must not be written, or None.
+
+    Checked before writing anything: unsafe paths, links, nested zips, names file systems
+    refuse, a file and a folder of one name, and entries larger than an image can be.
+    """
+    if parts is None:
+        return "unsafe path in the zip (it points outside the extraction folder); skipped"
+    if _is_symlink(info):
+        return ("symbolic link in the zip; skipped for safety, put the real file in the zip "
+                "instead")
+    is_dir = info.is_dir() or name.endswith("/")
+    if parts and not is_dir and not any(is_ignored_name(p) for p in parts) \
+            and parts[-1].lower().endswith(".zip"):
+        return "nested zip archives are not expanded; unzip it first"
+    if not parts:
+        return None
+    if any(len(os.fsencode(p)) > _MAX_NAME_BYTES for p in parts):
+        return (f"a name in its path is longer than {_MAX_NAME_BYTES} bytes, more than file "
+                "systems allow; shorten it")
+    target = root.joinpath(*parts)
+    if os.path.commonpath([root, target]) != str(root):  # belt and braces
+        return "unsafe path in the zip; skipped"
+    conflict = ("the zip holds a file and a folder of the same name here; rename one of them "
+                "and zip again")
+    for depth in range(1, len(parts)):
+        parent = root.joinpath(*parts[:depth])
+        if parent.exists() and not parent.is_dir():
+            return conflict
+    if target.exists() and target.is_dir() != is_dir:
+        return conflict
+    if not is_dir and max_file_bytes is not None and info.file_size > max_file_bytes:
+        return (f"{_format_bytes(info.file_size)} unpacked, more than an image can be (limit "
+                f"{_format_bytes(max_file_bytes)}); not unpacked")
+    return None
+
+
+def extract_zip(
+    zf: zipfile.ZipFile, dest: Path, on_progress: ProgressFn | None,
+    max_file_bytes: int | None = None,
+) -> list[dict[str, str]]:
+    """Extracts the safe entries of zf into dest; returns the entries skipped, with reasons.
+
+    Unsafe entries (paths leaving dest, symbolic links), nested zips, entries no file system
+    accepts (names over 255 bytes, a file and a folder of one name), entries larger than
+    max_file_bytes and entries that cannot be written are skipped, each as
+    {"file": name in the zip, "reason": why}; one bad entry never stops the others.
+    """
+    skipped: list[dict[str, str]] = []
+    infos = zf.infolist()
+    root = dest.resolve()
+    for n, info in enumerate(infos, 1):
+        name = _entry_name(info)
+        parts = _safe_parts(name)
+        reason = _skip_reason(info, name, parts, root, max_file_bytes)
+        if reason is None and parts:
+            target = root.joinpath(*parts)
+            if info.is_dir() or name.endswith("/"):
+                try:
+                    target.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    reason = f"cannot be unpacked ({exc.strerror or exc}); skipped"
+            else:
+                reason = _extract_entry(zf, info, target)
+        if reason:
+            skipped.append({"file": name, "reason": reason})
+        if on_progress and (n % 256 == 0 or n == len(infos)):
+            on_progress("extracting", n, len(infos))
+    return skipped
+
+
+def _open_zip_source(source: Any) -> tuple[IO[bytes], str, str]:
+    """Returns (seekable binary stream, sha256 of the zip, what to call it in messages)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return io.BytesIO(data), hashlib.sha256(data).hexdigest(), "The upload"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise DatasetError(
+                f"Cannot read {path}: {exc.strerror}. Check the path and its permissions."
+            ) from exc
+        digest = _hash_stream(fh)
+        fh.seek(0)
+        return fh, digest, f"{path}"
+    if hasattr(source, "read"):
+        fh = source
+        seekable = getattr(fh, "seekable", lambda: False)()
+        if not seekable:
+            fh = io.BytesIO(fh.read())
+        fh.seek(0)
+        digest = _hash_stream(fh)
+        fh.seek(0)
+        return fh, digest, "The upload"
+    raise DatasetError(
+        f"Cannot read a dataset from a {type(source).__name__}; give a folder path, a zip "
+        "path, or the zip's bytes."
+    )
+
+
+def host_tag() -> str:
+    """This machine's name as it appears in the names of half-extracted upload folders."""
+    return "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+
+
+def _partial_prefix(digest: str) -> str:
+    """Names the extracting process, so another can tell when it died mid-extraction."""
+    return f".partial-{digest[:16]}-{host_tag()}-{os.getpid()}-"
+
+
+def _extraction_abandoned(folder: Path) -> bool:
+    """Whether a .partial-* folder's extracting process is gone (killed, crashed)."""
+    parts = folder.name.split("-")  # .partial, digest, host, pid, random
+    if len(parts) >= 5 and parts[2] == host_tag() and parts[3].isdigit():
+        try:
+            os.kill(int(parts[3]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # alive, though not ours to signal
+        return False
+    try:  # another machine sharing the home, or an older name: judged by age
+        return time.time() - folder.stat().st_mtime > _ABANDONED_AFTER_SECONDS
+    except OSError:
+        return False
+
+
+def _remove_abandoned_extractions(uploads: Path) -> None:
+    """Deletes half-extracted uploads left by processes that died while extracting."""
+    for folder in uploads.glob(".partial-*"):
+        if folder.is_dir() and _extraction_abandoned(folder):
+            log.info("Removing abandoned extraction %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# Extractions in use by this process (queued or running work), never removed by the budget.
+_held: collections.Counter[Path] = collections.Counter()
+_held_lock = threading.Lock()
+# An extraction used this recently (by any process sharing the home) is never removed.
+RECENTLY_USED_SECONDS = 3600
+
+
+@contextlib.contextmanager
+def hold(folder: str | Path) -> Iterator[None]:
+    """Keeps an extracted upload from being removed by the size budget while inside.
+
+    Work that will read a dataset later (a queued job) holds its upload folder until it ends.
+    A folder used within RECENTLY_USED_SECONDS is kept too, which covers other processes.
+    """
+    key = Path(folder).resolve()
+    with _held_lock:
+        _held[key] += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held[key] -= 1
+            if _held[key] <= 0:
+                del _held[key]
+
+
+def upload_folders(paths: Iterable[str | Path], home: str | Path) -> set[Path]:
+    """The extracted uploads (<home>/uploads/<digest>) that hold any of these files."""
+    uploads = (Path(home) / "uploads").resolve()
+    found = set()
+    for path in paths:
+        parts = Path(path).parts
+        if len(parts) > len(uploads.parts) and Path(*parts[:len(uploads.parts)]) == uploads:
+            found.add(uploads / parts[len(uploads.parts)])
+    return found
+
+
+def _mark_used(marker: Path) -> None:
+    """Records a use of the extraction (its marker's mtime), for least-recently-used order."""
+    with contextlib.suppress(OSError):
+        os.utime(marker)
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def prune_uploads(uploads: Path, budget_bytes: int, keep: Iterable[str | Path] = ()
+                  ) -> list[Path]:
+    """Removes the least recently used extractions until the uploads fit the budget.
+
+    Never removes a folder in keep, one held (hold()), or one used within
+    RECENTLY_USED_SECONDS. A removed folder loses its marker first, so no reader takes what
+    remains for a complete extraction.
+
+    Args:
+        uploads: <home>/uploads.
+        budget_bytes: Largest total size of the complete extractions.
+        keep: Folders that must stay (the one just extracted or reused).
+
+    Returns:
+        The folders removed, least recently used first.
+    """
+    found = []
+    for folder in (uploads.iterdir() if uploads.is_dir() else ()):
+        marker = folder / UPLOAD_MARKER
+        if folder.name.startswith(".") or not marker.is_file():
+            continue
+        try:
+            used = marker.stat().st_mtime
+            size = files.read_json(marker).get("bytes")
+        except (OSError, ValueError, AttributeError):
+            continue
+        found.append((used, folder, size if isinstance(size, int) else _folder_bytes(folder)))
+    total = sum(size for _used, _folder, size in found)
+    with _held_lock:
+        protected = {Path(k).resolve() for k in keep} | set(_held)
+    removed: list[Path] = []
+    now = time.time()
+    for used, folder, size in sorted(found, key=lambda item: item[0]):
+        if total <= budget_bytes:
+            break
+        if folder.resolve() in protected or now - used < RECENTLY_USED_SECONDS:
+            continue
+        log.info("Removing the least recently used upload %s (%s) to keep the uploads under "
+                 "%s", folder, _format_bytes(size), _format_bytes(budget_bytes))
+        with contextlib.suppress(OSError):
+            (folder / UPLOAD_MARKER).unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= size
+        removed.append(folder)
+    return removed
+
+
+def unpack_upload(
+    source: Any, home: Path, config: IngestConfig, on_progress: ProgressFn | None
+) -> tuple[Path, list[dict[str, str]]]:
+    """Extracts a zip under <home>/uploads/<sha256[:16]>/ (reused when complete).
+
+    The zip is extracted into a private .partial-* folder, marked complete with
+    UPLOAD_MARKER, then published with one atomic rename; folders left by processes that died
+    while extracting are removed.
+
+    Args:
+        source: A zip path, the zip's bytes, or a binary file object.
+        home: Studio home.
+        config: Limits (entries, total size).
+        on_progress: Called as on_progress("extracting", done, total).
+
+    Returns:
+        The extraction folder and the zip entries that were skipped, as
+        {"file": name in the zip, "reason": why}.
+
+    Raises:
+        DatasetError: Not a zip, a damaged zip, or a zip over the limits.
+    """
+    stream, digest, what = _open_zip_source(source)
+    try:
+        uploads = home / "uploads"
+        dest = uploads / digest[:16]
+        marker = dest / UPLOAD_MARKER
+        if marker.is_file():
+            try:
+                notes = files.read_json(marker)
+                log.info("Reusing extracted upload %s", dest)
+                _mark_used(marker)
+                prune_uploads(uploads, config.max_uploads_bytes, keep=[dest])
+                return dest, list(notes.get("skipped", []))
+            except (OSError, ValueError):
+                log.warning("Upload marker %s unreadable; extracting again", marker)
+        head = stream.read(512)
+        stream.seek(0)
+        if not zipfile.is_zipfile(stream):
+            raise _zip_signature_error(head, what)
+        stream.seek(0)
+        try:
+            zf = zipfile.ZipFile(stream)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise DatasetError(
+                f"{what} is a damaged zip ({exc}). Create the zip again and re-upload it."
+            ) from exc
+        with zf:
+            uploads.mkdir(parents=True, exist_ok=True)
+            _check_zip_limits(zf, config, uploads)
+            # Extract into a private folder, mark it complete, then publish it with one
+            # atomic rename, so a half-written folder is never taken for a finished one.
+            _remove_abandoned_extractions(uploads)
+            tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(digest), dir=uploads))
+            try:
+                skipped = extract_zip(zf, tmp, on_progress, config.max_file_bytes)
+                files.write_json_atomic(tmp / UPLOAD_MARKER, {
+                    "zip_sha256": digest, "entries": len(zf.infolist()), "skipped": skipped,
+                    "bytes": _folder_bytes(tmp),
+                })
+                if dest.exists() and not marker.is_file():
+                    shutil.rmtree(dest, ignore_errors=True)  # leftover of a foreign writer
+                try:
+                    os.rename(tmp, dest)
+                except OSError:
+                    if not marker.is_file():  # another process did not win the race either
+                        raise
+                    log.info("Upload %s was extracted concurrently; using that copy", dest)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+        prune_uploads(uploads, config.max_uploads_bytes, keep=[dest])
+        return dest, skipped
+    finally:
+        if stream is not source:
+            stream.close()
+
