@@ -5,12 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import TrainConfig
-from ui import nav, render, state, widgets
+from ui import dataset as ui_dataset
+from ui import nav, state, widgets
 from ui import training as ui_training
-
-st.set_page_config(page_title="Train · Transfer Learning Studio",
-                   page_icon=":material/model_training:", layout="wide")
-nav.sidebar()
 
 st.title("Train")
 st.markdown(
@@ -29,7 +26,7 @@ if current is None:
     st.stop()
 
 st.header("New training")
-render.current_dataset_banner(current)
+ui_dataset.current_dataset_banner(current)
 
 st.subheader("1. Pretrained base")
 values = ui_training.base_picker()

@@ -9,10 +9,6 @@ from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
 
-st.set_page_config(page_title="Predict · Transfer Learning Studio",
-                   page_icon=":material/image_search:", layout="wide")
-nav.sidebar()
-
 st.title("Predict")
 st.markdown("Upload photos (or take one) and see what a trained model calls them.")
 

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import zip_folder
 from core.config import TrainConfig
 from core.runs import RunStore
-from ui import state
+from ui import nav, state
 
 REPO = Path(__file__).resolve().parents[1]
 HOME_PAGE = str(REPO / "streamlit_app.py")
@@ -31,8 +31,26 @@ def test_home_explains_the_app_shows_the_device_and_where_to_start(studio_home: 
     links = {link.proto.label: link.proto.page for link in at.get("page_link")}
     start = [label for label in links if label.startswith("1. Dataset")]
     assert start and links[start[0]] == "Dataset", links
-    assert links["Home"] == ""  # the sidebar menu
+    assert [page for page in links.values()] == [p.url_path for p in nav.PAGES[1:]]
     assert any("No runs yet" in c.value for c in at.caption)
+
+
+def test_every_page_file_is_registered_once_with_a_stable_url() -> None:
+    files = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "pages").glob("*.py"))
+    assert sorted(p.file for p in nav.PAGES) == files
+    # URL paths are what bookmarks and the browser tests open: Home is the root.
+    assert [p.url_path for p in nav.PAGES] == ["", "Dataset", "Train", "Evaluate", "Predict",
+                                               "Compare"]
+
+
+def test_every_page_runs_under_the_entry_script_with_its_title(studio_home: Path) -> None:
+    at = home()
+    for page in nav.PAGES:
+        at.switch_page(page.file).run()
+        assert not at.exception, (page.file, at.exception)
+        title = "Compare runs" if page.title == "Compare" else page.title
+        expected = "Transfer Learning Studio" if page.url_path == "" else title
+        assert at.title[0].value == expected, page.file
 
 
 def test_home_lists_recent_runs(studio_home: Path) -> None:
@@ -61,7 +79,7 @@ def test_dataset_choice_survives_switching_pages(
     at.button(key=state.USE_DATASET).click().run()
     assert not at.exception, at.exception
 
-    at.switch_page("streamlit_app.py").run()
+    at.switch_page(nav.HOME).run()
     assert not at.exception
     at.switch_page("pages/1_Dataset.py").run()
     assert not at.exception, at.exception
