@@ -13,7 +13,7 @@ from conftest import make_class_folders, patterned_image, zip_folder
 from ui import state
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "1_Dataset.py")
+APP = str(REPO / "streamlit_app.py")
 TIMEOUT = 120  # seconds per script run; ingestion starts worker processes on 2 shared cores
 
 
@@ -29,7 +29,8 @@ def messy_folder(tmp_path: Path) -> Path:
 
 
 def page() -> AppTest:
-    return AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    """The app showing the Dataset page (not run yet), as the browser opens /Dataset."""
+    return AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page("pages/1_Dataset.py")
 
 
 def texts(elements) -> list[str]:
