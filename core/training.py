@@ -442,6 +442,15 @@ class _Trainer:
     def run(self) -> TrainResult:
         started = time.monotonic()
         store = RunStore(self.home)
+        cfg = self.config
+        # Everything that can be checked is checked before the run folder exists, so a bad
+        # option (unknown base, unusable weights or handle) leaves no failed run behind.
+        self.emit(ProgressEvent(phase="preparing", message="Checking the base and its weights"))
+        _check_split(self.df)
+        self.spec = backbones.get_spec(cfg.backbone, hub_handle=cfg.hub_handle,
+                                       hub_input_size=cfg.hub_input_size)
+        self.resolved = backbones.resolve_weights(self.spec, cfg.weights, seed=cfg.seed,
+                                                  hub_handle=cfg.hub_handle)
         self.device_info = device.detect()
         self.writer = store.create(
             self.config, self.labels, self.df, self.dataset_info,
@@ -469,12 +478,7 @@ class _Trainer:
 
     def _run_stages(self, started: float) -> TrainResult:
         cfg = self.config
-        self.emit(ProgressEvent(phase="preparing", message="Checking the base and its weights"))
-        _check_split(self.df)
-        spec = backbones.get_spec(cfg.backbone, hub_handle=cfg.hub_handle,
-                                  hub_input_size=cfg.hub_input_size)
-        resolved = backbones.resolve_weights(spec, cfg.weights, seed=cfg.seed,
-                                             hub_handle=cfg.hub_handle)
+        spec, resolved = self.spec, self.resolved
         info = self.device_info
 
         # Stage 1: features of every image (train views too when augmenting).

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from core import config
 from ui.errors import show_user_errors
 
 T = TypeVar("T")
@@ -32,22 +33,9 @@ def field_label(f: dataclasses.Field) -> str:
     return f.metadata.get("label") or f.name.replace("_", " ").capitalize()
 
 
-def _number(value: float) -> str:
-    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"
-
-
 def field_help(f: dataclasses.Field) -> str | None:
-    """The help text of a field followed by its bounds, such as "(from 1 to 500)"."""
-    meta = f.metadata
-    text = meta.get("help") or ""
-    low, high = meta.get("min"), meta.get("max")
-    if low is not None and high is not None:
-        text += f" (from {_number(low)} to {_number(high)})"
-    elif low is not None:
-        text += f" (at least {_number(low)})"
-    elif high is not None:
-        text += f" (at most {_number(high)})"
-    return text.strip() or None
+    """The help text of a field followed by its bounds (core.config.field_help), or None."""
+    return config.field_help(f) or None
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
