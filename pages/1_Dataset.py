@@ -36,7 +36,7 @@ if kind == state.SOURCE_UPLOAD:
 else:
     folder = st.text_input("Folder on the server", key=state.FOLDER, persist_state="session",
                            placeholder="/data/flowers",
-                           help="A folder (or a .zip file) readable by the server process.")
+                           help=ui_dataset.folder_help())
     if st.button("Load this folder", key=state.LOAD_FOLDER, icon=":material/folder_open:"):
         ui_dataset.load_folder(folder)
 

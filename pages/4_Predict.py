@@ -41,6 +41,6 @@ if predicting.failed:
 if len(predictions) > 1:
     st.dataframe(ui_predict.summary_table(predictions), hide_index=True, width="stretch",
                  column_config={"Probability": st.column_config.NumberColumn(format="percent")})
-for prediction in predictions:
-    ui_predict.prediction_card(prediction, predictor.input_size)
+for position, prediction in enumerate(predictions):
+    ui_predict.prediction_card(prediction, predictor.input_size, position)
 nav.page_link(nav.EVALUATE, "How good is this model? See its evaluation", ":material/insights:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from ui.state import CurrentDataset
 
 PROGRESS_EVERY_SECONDS = 0.25
+# Colon-separated folders; when set, "Folder on the server" reads only folders under them.
+DATA_ROOTS_ENV_VAR = "TL_STUDIO_DATA_ROOTS"
 THUMBNAILS_PER_CLASS = 6
 CLASSES_SHOWN_AT_ONCE = 12
 SPLIT_NAMES = ("train", "val", "test")
@@ -91,14 +94,49 @@ def load_upload(upload: Any) -> state.LoadedDataset | None:
     return ingest_with_progress(upload, upload.name, origin)
 
 
+def data_roots() -> list[Path]:
+    """The folders visitors may load from ($TL_STUDIO_DATA_ROOTS, resolved); empty: any."""
+    text = os.environ.get(DATA_ROOTS_ENV_VAR, "")
+    return [Path(part).expanduser().resolve() for part in text.split(os.pathsep) if part.strip()]
+
+
+def within_data_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether a path, resolved (so `..` and symbolic links count where they lead), lies in a
+    root. Without roots every path is allowed (the command line never restricts paths)."""
+    if not roots:
+        return True
+    resolved = path.expanduser().resolve()
+    return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def folder_help() -> str:
+    """What "Folder on the server" accepts here."""
+    roots = data_roots()
+    if not roots:
+        return "A folder (or a .zip file) readable by the server process."
+    return ("A folder (or a .zip file) under one of the folders this server shares: "
+            + ", ".join(str(root) for root in roots) + ".")
+
+
 def load_folder(text: str) -> state.LoadedDataset | None:
-    """Ingests a folder (or a zip file) on the server given as typed text."""
+    """Ingests a folder (or a zip file) on the server given as typed text.
+
+    With $TL_STUDIO_DATA_ROOTS set, only a folder under one of those roots is read.
+    """
     text = (text or "").strip().strip('"').strip("'")
     if not text:
         st.error("Type the path of a folder on the server, such as /data/flowers: one "
                  "subfolder per class, photos inside.", icon=":material/error:")
         return None
     path = Path(text).expanduser()
+    roots = data_roots()
+    if not within_data_roots(path, roots):
+        shared = ", ".join(f"`{root}`" for root in roots)
+        st.error(f"`{text}` is outside the folders this server shares ({shared}). Copy the "
+                 "photos into one of them, or upload a zip instead.", icon=":material/block:")
+        return None
+    if roots:
+        path = path.resolve()  # read what was checked, not a link that may change
     return ingest_with_progress(path, path.name or str(path), str(path))
 
 

@@ -54,6 +54,7 @@ PREDICT_UPLOAD = "tl_predict_upload"
 PREDICT_CAMERA_ON = "tl_predict_camera_on"
 PREDICT_CAMERA = "tl_predict_camera"
 PREDICT_TOP_K = "tl_predict_top_k"
+PREDICT_CARD = "tl_predict_card"     # + ".<position>": the elements of one photo's card
 
 # Compare page.
 COMPARE_RUNS = "tl_compare_runs"
@@ -149,7 +150,3 @@ def use_dataset(loaded: LoadedDataset, split: pd.DataFrame, config: SplitConfig)
     st.session_state[CURRENT] = current
     return current
 
-
-def forget_current_dataset() -> None:
-    """Clears the dataset chosen for training."""
-    st.session_state.pop(CURRENT, None)
