@@ -184,7 +184,7 @@ class TrainConfig:
     Attributes:
         backbone: Registry name of the pretrained base, or "tfhub" with hub_handle set.
         weights: "imagenet" (Keras cache, downloading when missing), a weights file path,
-            or None for a randomly initialised base (tests only).
+            or None for a randomly initialised base (to check quickly that training works).
         hub_handle: TF Hub handle, URL or local SavedModel folder when backbone is "tfhub".
         hub_input_size: Square input size the TF Hub model expects.
         epochs: Most epochs of head training (early stopping may end sooner).

@@ -30,7 +30,8 @@ def messy_folder(tmp_path: Path) -> Path:
 
 def page() -> AppTest:
     """The app showing the Dataset page (not run yet), as the browser opens /Dataset."""
-    return AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page("pages/1_Dataset.py")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    return at.switch_page("app_pages/1_Dataset.py")
 
 
 def texts(elements) -> list[str]:

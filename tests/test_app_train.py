@@ -162,13 +162,13 @@ def test_training_from_upload_to_result_with_live_progress(
     studio_home: Path, small_dataset: Path, tmp_path: Path
 ) -> None:
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
-    at.switch_page("pages/1_Dataset.py").run()
+    at.switch_page("app_pages/1_Dataset.py").run()
     zip_path = zip_folder(small_dataset, tmp_path / "small.zip")
     at.file_uploader(key=state.UPLOAD).upload(zip_path.name, zip_path.read_bytes(),
                                                "application/zip")
     at.run()
     at.button(key=state.USE_DATASET).click().run()
-    at.switch_page("pages/2_Train.py").run()
+    at.switch_page("app_pages/2_Train.py").run()
     assert not at.exception, at.exception
     assert "In use for training: small.zip" in all_text(at)
 

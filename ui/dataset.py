@@ -219,8 +219,7 @@ def _kept_text(kept: Any, root: str) -> str:
     return _short(str(kept), root)
 
 
-def thumbnail_grid(dataset: Dataset, *, per_class: int = THUMBNAILS_PER_CLASS,
-                   key: str = "tl_thumbnail_classes") -> None:
+def thumbnail_grid(dataset: Dataset) -> None:
     """A few small thumbnails of every class (a chosen subset when there are many classes)."""
     index = dataset.index
     classes = list(dataset.classes)
@@ -229,13 +228,14 @@ def thumbnail_grid(dataset: Dataset, *, per_class: int = THUMBNAILS_PER_CLASS,
     shown = classes
     if len(classes) > CLASSES_SHOWN_AT_ONCE:
         shown = st.multiselect("Classes to preview", classes,
-                               default=classes[:CLASSES_SHOWN_AT_ONCE], key=key)
-    firsts = index.sort_values("path").groupby("label", sort=False).head(per_class)
+                               default=classes[:CLASSES_SHOWN_AT_ONCE],
+                               key=state.THUMBNAIL_CLASSES)
+    firsts = index.sort_values("path").groupby("label", sort=False).head(THUMBNAILS_PER_CLASS)
     for label in shown:
         rows = firsts[firsts["label"] == label]
         total = int((index["label"] == label).sum())
         st.markdown(f"**{label}** · {total:,} images")
-        cols = st.columns(per_class)
+        cols = st.columns(THUMBNAILS_PER_CLASS)
         for col, path in zip(cols, rows["path"], strict=False):
             with col:
                 try:

@@ -23,6 +23,8 @@ def device_banner() -> None:
     else:
         st.info(text, icon=":material/computer:")
 
+RECENT_RUNS = 5  # runs listed on the Home page
+
 RUN_COLUMNS = {
     "run_id": "Run", "created": "Created", "status": "Status", "dataset": "Dataset",
     "backbone": "Base",
@@ -37,11 +39,11 @@ def runs_table(summaries: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).rename(columns=RUN_COLUMNS)
 
 
-def recent_runs(limit: int = 5) -> list[Any]:
+def recent_runs() -> list[Any]:
     """Shows the newest runs of the studio home; returns their summaries (maybe empty)."""
     from core.runs import RunStore
 
-    summaries = RunStore(resources.home()).list()[:limit]
+    summaries = RunStore(resources.home()).list()[:RECENT_RUNS]
     if not summaries:
         st.caption("No runs yet: train a model and it will be listed here.")
         return []

@@ -30,12 +30,12 @@ class AppPage:
     url_path: str
 
 
-HOME = "pages/0_Home.py"
-DATASET = "pages/1_Dataset.py"
-TRAIN = "pages/2_Train.py"
-EVALUATE = "pages/3_Evaluate.py"
-PREDICT = "pages/4_Predict.py"
-COMPARE = "pages/5_Compare.py"
+HOME = "app_pages/0_Home.py"
+DATASET = "app_pages/1_Dataset.py"
+TRAIN = "app_pages/2_Train.py"
+EVALUATE = "app_pages/3_Evaluate.py"
+PREDICT = "app_pages/4_Predict.py"
+COMPARE = "app_pages/5_Compare.py"
 
 # The menu, in the order of use. Home comes first: it is the app's root URL.
 PAGES: tuple[AppPage, ...] = (

@@ -25,6 +25,7 @@ UPLOAD = "tl_dataset_upload"
 FOLDER = "tl_dataset_folder"
 LOAD_FOLDER = "tl_dataset_load_folder"
 USE_DATASET = "tl_dataset_use"
+THUMBNAIL_CLASSES = "tl_thumbnail_classes"
 SPLIT_PREFIX = "tl_split"
 
 # Train page.
