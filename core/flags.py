@@ -11,6 +11,7 @@ from core.config import field_help
 
 T = TypeVar("T")
 
+SWITCH_CHOICES = {"auto", "on", "off"}  # a text option of these is an on/off switch
 NONE_WORD = "none"  # what an optional text option (--weights none) takes to mean "no value"
 
 
@@ -49,8 +50,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *,
     """Adds one flag per field of an option dataclass, typed, with help and range from metadata.
 
     Rules: numbers take one value; a bool is --x / --no-x; a text with choices takes one of
-    them, and when "on" and "off" are among them, --x alone means on and --no-x off; a tuple
-    of ints takes several values; an optional text takes "none" for no value.
+    them, except a switch (choices among auto, on, off), which is --x for on and --no-x for
+    off; a tuple of ints takes several values; an optional text takes "none" for no value.
 
     Args:
         parser: The (sub-command's) parser.
@@ -66,20 +67,21 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *,
         common = {"dest": f.name, "default": f.default, "help": flag_help(f)}
         if hint is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif choices and {"on", "off"} <= set(choices):
-            parser.add_argument(flag, nargs="?", const="on", choices=choices, **common)
+        elif choices and set(choices) <= SWITCH_CHOICES:
+            # A switch with an automatic default: --x turns it on, --no-x off, neither: default.
+            parser.add_argument(flag, action="store_const", const="on", **common)
             parser.add_argument(f"--no-{flag[2:]}", dest=f.name, action="store_const",
-                                const="off", default=f.default, help=f"same as {flag} off")
+                                const="off", default=f.default, help="turn it off")
         elif choices:
             parser.add_argument(flag, choices=choices, **common)
         elif hint in (int, float):
             parser.add_argument(flag, type=hint,
-                                metavar=flag[2:].upper(), **common)
+                                metavar=flag[2:].upper().replace("-", "_"), **common)
         elif typing.get_origin(hint) is tuple:
             parser.add_argument(flag, type=int, nargs="*", metavar="N", **common)
         elif hint is str:
             parser.add_argument(flag, type=_optional_text if optional else str,
-                                metavar=flag[2:].upper(), **common)
+                                metavar=flag[2:].upper().replace("-", "_"), **common)
         else:
             raise TypeError(f"no command-line flag for {cls.__name__}.{f.name} of type {hint}")
 

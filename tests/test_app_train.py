@@ -344,9 +344,7 @@ def test_a_failed_job_shows_its_error_not_a_traceback(
     error = " ".join(texts(at.error))
     assert "Training failed" in error and f"{missing} does not exist" in error
     assert "Traceback" not in all_text(at)
-    runs = RunStore(studio_home).list()
-    assert [r.status for r in runs] == ["failed"]
-    assert "does not exist" in runs[0].error
+    assert RunStore(studio_home).list() == []  # checked before a run folder was made
 
     at.button(key=f"{state.TRAIN_FORGET}.{job_id}").click().run()
     assert state.JOB_ID not in at.session_state

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import streamlit as st
-from streamlit.navigation.page import StreamlitPage
+
+if TYPE_CHECKING:
+    from streamlit.navigation.page import StreamlitPage  # what st.navigation returns
 
 APP_NAME = "Transfer Learning Studio"
 
