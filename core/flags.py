@@ -45,8 +45,7 @@ def _optional_text(text: str) -> str | None:
     return None if text.strip().lower() == NONE_WORD else text
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, *,
-                     skip: tuple[str, ...] = ()) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Adds one flag per field of an option dataclass, typed, with help and range from metadata.
 
     Rules: numbers take one value; a bool is --x / --no-x; a text with choices takes one of
@@ -56,12 +55,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *,
     Args:
         parser: The (sub-command's) parser.
         cls: A dataclass of core.config.
-        skip: Fields that get no flag (their default is used).
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         hint, optional = _unwrap_optional(hints[f.name])
         flag, choices = flag_name(f), f.metadata.get("choices")
         common = {"dest": f.name, "default": f.default, "help": flag_help(f)}
