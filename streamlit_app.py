@@ -1,29 +1,18 @@
-"""Home page: what the studio does, the compute device, recent runs and where to start."""
+"""Entry point: registers the pages (ui/nav.py), sets the page config and sidebar, runs one."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui import nav, render
+from ui import nav, resources
 from ui.errors import show_user_errors
 
-st.set_page_config(page_title="Transfer Learning Studio", page_icon=":material/school:",
+page = nav.navigation()
+st.set_page_config(page_title=nav.browser_title(page), page_icon=":material/school:",
                    layout="wide")
 nav.sidebar()
-
-st.title("Transfer Learning Studio")
-st.markdown(
-    "Teach a computer to recognise your own pictures: give it photos sorted into one folder "
-    "per class, and it trains a new classifier on top of a network pretrained on ImageNet.  \n"
-    "Then see how well it works, try it on new photos, and compare runs, all in the browser."
-)
-
-with show_user_errors("Cannot check the compute device:"):
-    render.device_banner()
-
-st.subheader("Where to start")
-nav.start_here()
-
-st.subheader("Recent runs")
-with show_user_errors("Cannot list the runs:"):
-    render.recent_runs()
+with show_user_errors("The studio cannot keep its work:") as checking:
+    resources.home()  # every page reads or writes the studio home
+if checking.failed:
+    st.stop()
+page.run()

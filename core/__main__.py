@@ -1,4 +1,4 @@
-"""Command line: python -m core inspect|train|evaluate|predict|runs|export."""
+"""Command line: python -m core inspect|train|evaluate|predict|runs|export|bases."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 from core import datasets, splits
 from core.config import SplitConfig, TrainConfig, studio_home
 from core.errors import AppError
+from core.flags import add_config_flags, config_from_flags
 from core.runs import RunStore
 from core.status import COMPLETED
 
@@ -107,61 +108,34 @@ def _add_inspect(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 # train / evaluate / predict / runs
 
 def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("train", parents=[common], help="train a classifier on a dataset (zip or class folders)")
+    p = sub.add_parser(
+        "train", parents=[common], help="train a classifier on a dataset (zip or class folders)",
+        description="Train a new head on a pretrained base. Every option of the Train page is a "
+                    "flag here, with the same help and range.",
+    )
     p.add_argument("data", help="zip file or folder with one sub-folder per class")
-    p.add_argument("--backbone", default=TrainConfig.backbone,
-                   help="pretrained base (see `python -m core bases`), or tfhub")
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (Keras cache), a weights file, or 'none' for random")
-    p.add_argument("--hub-handle", help="TF Hub handle, URL or SavedModel folder (tfhub base)")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
-    p.add_argument("--hidden-units", type=int, nargs="*", default=[],
-                   help="sizes of hidden layers of the head, e.g. 1024 512 256")
-    p.add_argument("--dropout", type=float, default=TrainConfig.dropout)
-    p.add_argument("--l2", type=float, default=TrainConfig.l2)
-    p.add_argument("--class-weights", choices=["off", "balanced"], default="off")
-    p.add_argument("--patience", type=int, default=TrainConfig.early_stopping_patience,
-                   help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on augmented copies too (default: only when fine-tuning; "
-                        "--no-augment: never)")
-    p.add_argument("--augment-views", type=int, default=TrainConfig.augment_views)
-    p.add_argument("--fine-tune-layers", type=int, default=0)
-    p.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
-    p.add_argument("--fine-tune-learning-rate", type=float,
-                   default=TrainConfig.fine_tune_learning_rate)
-    p.add_argument("--fine-tune-averaging", action=argparse.BooleanOptionalAction,
-                   default=TrainConfig.fine_tune_averaging,
-                   help="end fine-tuning with the mean of its epochs' weights from the second "
-                        "on (default), or --no-fine-tune-averaging: the best epoch's")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    add_config_flags(p, TrainConfig)
+    default_split = SplitConfig()
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
-                   default=(0.7, 0.15, 0.15), help="split shares (default 0.7 0.15 0.15)")
+                   default=(default_split.train_fraction, default_split.val_fraction,
+                            default_split.test_fraction),
+                   help="shares of each class for training, validation and test "
+                        "[default: %(default)s]")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Ingests, splits and trains; progress on stderr, result on stdout."""
-    from core import training
+    from core import backbones, training
 
-    config = TrainConfig(
-        backbone=args.backbone,
-        weights=None if str(args.weights).lower() == "none" else args.weights,
-        hub_handle=args.hub_handle, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, hidden_units=tuple(args.hidden_units),
-        dropout=args.dropout, l2=args.l2, class_weights=args.class_weights,
-        early_stopping_patience=args.patience,
-        augment="auto" if args.augment is None else args.augment,
-        augment_views=args.augment_views, fine_tune_layers=args.fine_tune_layers,
-        fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        fine_tune_averaging=args.fine_tune_averaging, seed=args.seed,
-    )
+    config = config_from_flags(TrainConfig, args)
     split_config = SplitConfig(*args.split, seed=args.seed)
     home = studio_home(args.home)
+    # An unknown base is refused before the dataset is read; training itself checks the
+    # weights before it creates the run folder.
+    backbones.get_spec(config.backbone, hub_handle=config.hub_handle,
+                       hub_input_size=config.hub_input_size)
     dataset = datasets.ingest(args.data, home=home)
     if dataset.report.errors:
         for error in dataset.report.errors:
@@ -314,6 +288,40 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bases(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("bases", parents=[common],
+                       help="list the pretrained bases, their size and whether weights are here",
+                       description="The pretrained bases `train --backbone` accepts, with input "
+                                   "size, parameters, depth, weights file and whether that file "
+                                   "is in Keras' cache folder on this machine.")
+    p.add_argument("--json", action="store_true", help="print the bases as one JSON array")
+    p.set_defaults(func=cmd_bases)
+
+
+def cmd_bases(args: argparse.Namespace) -> int:
+    """Lists the registry's bases; never downloads (weights_here: the file is in the cache)."""
+    from core import backbones
+
+    folder = backbones.keras_models_dir()
+    rows = [{
+        "name": spec.name, "display_name": spec.display_name, "input_size": spec.input_size,
+        "params": spec.params, "depth": spec.depth, "weights_file": spec.weights_file,
+        "weights_mb": spec.weights_mb, "relative_speed": spec.relative_speed,
+        "weights_here": backbones.weights_available(spec, allow_download=False),
+    } for spec in backbones.BACKBONES.values()]
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{width}}  input  params  depth  weights   here")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['input_size']:>5}  {r['params'] / 1e6:>5.1f}M  "
+              f"{r['depth']:>5}  {r['weights_mb']:>5.0f} MB  {'yes' if r['weights_here'] else 'no'}")
+    print(f"\nWeights are read from {folder} (KERAS_HOME/models); a missing file is downloaded "
+          f"on first use when online. Also: --backbone {backbones.HUB_BACKBONE} --hub-handle H.")
+    return EXIT_OK
+
+
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
     _add_inspect,
     _add_train,
@@ -321,6 +329,7 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
     _add_predict,
     _add_runs,
     _add_export,
+    _add_bases,
 )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,25 @@ def studio_home(override: str | Path | None = None) -> Path:
 
     Order: an explicit override (the command line's --home), then $TL_STUDIO_HOME, then
     ~/.tl-studio. The folder is created if missing.
+
+    Raises:
+        ConfigError: when the folder cannot be created or written to, naming it and how to
+            choose another.
     """
     chosen = override or os.environ.get(HOME_ENV_VAR) or DEFAULT_HOME
     home = Path(chosen).expanduser().resolve()
+    how = (f"Choose a folder you can write to: set {HOME_ENV_VAR}, or pass --home DIR to "
+           "python -m core.")
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(
-            f"Cannot create the studio home folder {home}: {exc.strerror}. "
-            f"Set {HOME_ENV_VAR} (or --home) to a folder you can write to."
-        ) from exc
+        raise ConfigError(f"Cannot create the studio home folder {home} "
+                          f"({exc.strerror or exc}). {how}") from exc
+    try:  # a file created and removed at once: the only test a read-only mount cannot fool
+        tempfile.TemporaryFile(dir=home).close()
+    except OSError as exc:
+        raise ConfigError(f"Cannot write to the studio home folder {home} "
+                          f"({exc.strerror or exc}). {how}") from exc
     return home
 
 
@@ -39,7 +50,8 @@ def option(default: Any, help: str, label: str | None = None, **bounds: Any) -> 
     """A dataclass field whose metadata carries UI help text and validation bounds.
 
     Bounds understood: min, max, step (numbers), choices (allowed values), and choice_labels
-    (value -> text shown for it).
+    (value -> text shown for it). `flag` names the command-line flag when it is not the
+    field's name (core.flags builds the flags, ui.widgets the widgets, from this metadata).
     """
     meta = {"help": help, "label": label, **bounds}
     if isinstance(default, (list, dict, set)):
@@ -47,8 +59,29 @@ def option(default: Any, help: str, label: str | None = None, **bounds: Any) -> 
     return field(default=default, metadata=meta)
 
 
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"
+
+
+def field_help(f: dataclasses.Field) -> str:
+    """A field's help text followed by its bounds, such as "(from 1 to 500)".
+
+    The Train page's widgets and the command line's flags both show this text.
+    """
+    meta = f.metadata
+    text = meta.get("help") or ""
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None:
+        text += f" (from {_number(low)} to {_number(high)})"
+    elif low is not None:
+        text += f" (at least {_number(low)})"
+    elif high is not None:
+        text += f" (at most {_number(high)})"
+    return text.strip()
+
+
 def validate_bounds(obj: Any) -> None:
-    """Raises ConfigError for the first field outside its metadata bounds."""
+    """Raises ConfigError for the first field outside its metadata bounds, or not finite."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         meta = f.metadata
@@ -58,6 +91,8 @@ def validate_bounds(obj: Any) -> None:
             raise ConfigError(f"{name} must be one of {allowed}; got {value!r}.")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
+        if not math.isfinite(value):  # nan passes every comparison, inf every max-less one
+            raise ConfigError(f"{name} must be a finite number; got {value}.")
         if "min" in meta and value < meta["min"]:
             raise ConfigError(f"{name} must be at least {meta['min']}; got {value}.")
         if "max" in meta and value > meta["max"]:
@@ -168,7 +203,7 @@ class TrainConfig:
     Attributes:
         backbone: Registry name of the pretrained base, or "tfhub" with hub_handle set.
         weights: "imagenet" (Keras cache, downloading when missing), a weights file path,
-            or None for a randomly initialised base (tests only).
+            or None for a randomly initialised base (to check quickly that training works).
         hub_handle: TF Hub handle, URL or local SavedModel folder when backbone is "tfhub".
         hub_input_size: Square input size the TF Hub model expects.
         epochs: Most epochs of head training (early stopping may end sooner).
@@ -191,9 +226,12 @@ class TrainConfig:
         seed: Seed for weights initialisation, shuffling and augmentation.
     """
 
-    backbone: str = option("mobilenet_v2", "Pretrained base the new head is trained on.", "Base")
+    backbone: str = option(
+        "mobilenet_v2", "Pretrained base the new head is trained on: a name that `python -m "
+        "core bases` lists, or tfhub for a TF Hub model (with a hub handle).", "Base")
     weights: str | None = option(
-        "imagenet", "'imagenet' for the standard pretrained weights, or a weights file path."
+        "imagenet", "'imagenet' for the standard pretrained weights, a weights file path, or "
+        "none for random weights (only to check that training works)."
     )
     hub_handle: str | None = option(
         None, "TF Hub feature-vector model: handle, URL or local SavedModel folder."
@@ -205,7 +243,8 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "Adam learning rate of the new head.", "Learning rate",
                                   min=1e-6, max=1.0)
     hidden_units: tuple[int, ...] = option(
-        (), "Hidden Dense layers between the base and the softmax.", "Hidden layers"
+        (), "Sizes of the hidden Dense layers between the base and the softmax, such as 512 "
+        "256 (none: a linear head).", "Hidden layers"
     )
     dropout: float = option(0.5, "Share of features dropped at random while training.",
                             "Dropout", min=0.0, max=0.9, step=0.05)
@@ -215,12 +254,12 @@ class TrainConfig:
                                 choices=("off", "balanced"))
     early_stopping_patience: int = option(
         5, "Stop after this many epochs without validation improvement (0: never).",
-        "Early stopping patience", min=0, max=100,
+        "Early stopping patience", min=0, max=100, flag="patience",
     )
     augment: str = option(
         "auto", "Train on randomly flipped, rotated, zoomed and contrast-changed copies too. "
         "Automatic: only when fine-tuning, where it pays; a frozen base computes each copy once "
-        "more, which on the benchmark photos cost 2.4 times the time for no clear gain.",
+        "more, which costs time for no clear gain (docs/benchmarks.md).",
         "Augmentation", choices=AUGMENT_CHOICES,
         choice_labels={"auto": "automatic (when fine-tuning)", "on": "on", "off": "off"},
     )
@@ -231,8 +270,8 @@ class TrainConfig:
         "base's layers is a good start: 50 of MobileNetV2's 155 (the bases table lists each "
         "depth).", "Fine-tune layers", min=0, max=1000)
     fine_tune_epochs: int = option(
-        8, "Epochs of fine-tuning. With the epochs' weights averaged, 8 epochs reached 0.920-0.924 "
-        "test accuracy on the benchmark photos over 3 seeds, 5 epochs 0.911-0.920.",
+        8, "Epochs of fine-tuning. With the epochs' weights averaged, 8 epochs were a little "
+        "more accurate than 5 on the benchmark photos (docs/benchmarks.md).",
         "Fine-tune epochs", min=1, max=200)
     fine_tune_learning_rate: float = option(
         1e-4, "Learning rate while fine-tuning: 10 to 100 times below the head's.",
@@ -241,8 +280,7 @@ class TrainConfig:
     fine_tune_averaging: bool = option(
         True, "Keep the average of the weights at the end of each fine-tuning epoch after the "
         "first (stochastic weight averaging) instead of the best epoch's: steadier and more "
-        "accurate (on the benchmark photos, 5 epochs: 0.916 against 0.881 on average over 3 "
-        "seeds).",
+        "accurate (docs/benchmarks.md).",
         "Average the fine-tuning epochs",
     )
     seed: int = option(0, "Seed: the same seed and data train the same model.", "Seed", min=0,

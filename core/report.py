@@ -38,12 +38,19 @@ labels.json   the class names, in the order of the model's outputs
 Use it in Python (TensorFlow {tf} / Keras {keras}):
 
     import json, keras, numpy as np
-    from PIL import Image
+    from PIL import Image, ImageOps
     model = keras.saving.load_model("model.keras", compile=False)
     labels = json.load(open("labels.json"))["labels"]
-    photo = Image.open("photo.jpg").convert("RGB").resize(({size}, {size}))
+    photo = Image.open("photo.jpg")
+    photo.draft("RGB", ({size}, {size}))              # JPEG: decoded at a reduced scale first
+    photo = ImageOps.exif_transpose(photo).convert("RGB")  # upright, as the camera held it
+    photo = photo.resize(({size}, {size}), Image.Resampling.BILINEAR)  # whole photo, no crop
     probabilities = model.predict(np.asarray(photo, "float32")[None])[0]
     print(labels[int(probabilities.argmax())])
+
+These are the studio's own resize rules, so the model sees the pixels it was trained on. The
+studio also converts embedded colour profiles (Adobe RGB, Display P3...) to sRGB and puts
+transparent parts on white; core.images.load_resized(path, {size}) does all of it.
 
 A model built on a TF Hub base also needs tensorflow_hub and the studio's core package
 (import core.backbones before loading: it registers the TF Hub layer).

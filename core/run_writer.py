@@ -58,7 +58,9 @@ def new_run_id(backbone: str, now: dt.datetime | None = None) -> str:
     Example: ``20260131-142502-mobilenet_v2-3fa9c1``.
     """
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    safe = re.sub(r"[^a-z0-9_]+", "-", str(backbone).lower()).strip("-_")[:40] or "model"
+    # Only a registry-like name goes into the id, never parts of a path a user typed.
+    name = str(backbone).lower()
+    safe = name if re.fullmatch(r"[a-z0-9_]{1,40}", name) else "model"
     return f"{stamp}-{safe}-{secrets.token_hex(3)}"
 
 

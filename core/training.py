@@ -287,6 +287,15 @@ class _Trainer:
     def run(self) -> TrainResult:
         started = time.monotonic()
         store = RunStore(self.home)
+        cfg = self.config
+        # Everything that can be checked is checked before the run folder exists, so a bad
+        # option (unknown base, unusable weights or handle) leaves no failed run behind.
+        self.emit(ProgressEvent(phase="preparing", message="Checking the base and its weights"))
+        _check_split(self.df)
+        self.spec = backbones.get_spec(cfg.backbone, hub_handle=cfg.hub_handle,
+                                       hub_input_size=cfg.hub_input_size)
+        self.resolved = backbones.resolve_weights(self.spec, cfg.weights, seed=cfg.seed,
+                                                  hub_handle=cfg.hub_handle)
         self.device_info = device.detect()
         self.writer = store.create(
             self.config, self.labels, self.df, self.dataset_info,
@@ -316,7 +325,7 @@ class _Trainer:
         return result
 
     def _run_stages(self, started: float) -> TrainResult:
-        spec, resolved = self._prepare()
+        spec, resolved = self.spec, self.resolved
         self.check_stop()  # each stage starts only if nobody asked to stop meanwhile
         # The backend (TFLite conversion and check) is prepared only if a feature is missing.
         extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True)
@@ -353,17 +362,6 @@ class _Trainer:
             test_accuracy=result.accuracy, best_val_accuracy=self._best_val(),
             epochs_run=len(self.history_rows), seconds=self.seconds, evaluation=result,
         )
-
-    def _prepare(self) -> tuple[Any, Any]:
-        """Checks the split, the base and its weights before any work: (spec, resolved)."""
-        cfg = self.config
-        self.emit(ProgressEvent(phase="preparing", message="Checking the base and its weights"))
-        _check_split(self.df)
-        spec = backbones.get_spec(cfg.backbone, hub_handle=cfg.hub_handle,
-                                  hub_input_size=cfg.hub_input_size)
-        resolved = backbones.resolve_weights(spec, cfg.weights, seed=cfg.seed,
-                                             hub_handle=cfg.hub_handle)
-        return spec, resolved
 
     def _evaluate(self, spec: Any, head: Any, feats: dict[str, np.ndarray],
                   tuned: tuple[Any, Any] | None) -> tuple[np.ndarray, Any, float]:

@@ -25,13 +25,13 @@ FAST = TrainConfig(backbone="mobilenet_v2", weights=None, epochs=2, batch_size=8
 
 
 def page(name: str) -> AppTest:
-    """An AppTest of the app showing pages/<name>.py (not run yet).
+    """An AppTest of the app showing app_pages/<name>.py (not run yet).
 
     The app's main script stays streamlit_app.py, as under `streamlit run`, so links between
     pages resolve.
     """
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT)
-    return at.switch_page(f"pages/{name}.py")
+    return at.switch_page(f"app_pages/{name}.py")
 
 
 def texts(elements: Iterable[Any]) -> list[str]:

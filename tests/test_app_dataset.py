@@ -13,7 +13,7 @@ from conftest import make_class_folders, patterned_image, zip_folder
 from ui import state
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "1_Dataset.py")
+APP = str(REPO / "streamlit_app.py")
 TIMEOUT = 120  # seconds per script run; ingestion starts worker processes on 2 shared cores
 
 
@@ -29,7 +29,9 @@ def messy_folder(tmp_path: Path) -> Path:
 
 
 def page() -> AppTest:
-    return AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    """The app showing the Dataset page (not run yet), as the browser opens /Dataset."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    return at.switch_page("app_pages/1_Dataset.py")
 
 
 def texts(elements) -> list[str]:
@@ -138,6 +140,29 @@ def test_folder_on_the_server_route(studio_home: Path, messy_folder: Path) -> No
     assert {m.label: m.value for m in at.metric}["Usable images"] == "24"
     assert "not an image" in rejected_table(at).set_index("file").loc["cats/notes.jpg", "reason"]
     assert at.session_state[state.LOADED].name == "pets"
+
+
+def test_server_folders_are_limited_to_the_data_roots(
+    studio_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = make_class_folders(tmp_path / "shared" / "pets", {"cats": 4, "dogs": 4}).parent
+    secret = make_class_folders(tmp_path / "secret" / "pets", {"cats": 4, "dogs": 4})
+    (shared / "link").symlink_to(secret, target_is_directory=True)
+    monkeypatch.setenv("TL_STUDIO_DATA_ROOTS", f"{tmp_path / 'elsewhere'}:{shared}")
+    at = page().run()
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_FOLDER).run()
+    for outside in (secret, shared / ".." / "secret" / "pets", shared / "link", Path("/etc")):
+        at.text_input(key=state.FOLDER).input(str(outside))
+        at.button(key=state.LOAD_FOLDER).click().run()
+        assert not at.exception, at.exception
+        assert any("outside the folders this server shares" in e and str(shared) in e
+                   for e in texts(at.error)), (outside, texts(at.error))
+        assert state.LOADED not in at.session_state, outside
+    at.text_input(key=state.FOLDER).input(str(shared / "pets"))
+    at.button(key=state.LOAD_FOLDER).click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[state.LOADED].name == "pets"
+    assert at.session_state[state.LOADED].dataset.report.classes == {"cats": 4, "dogs": 4}
 
 
 def test_missing_folder_and_empty_path_give_clear_errors(

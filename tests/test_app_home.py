@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import zip_folder
 from core.config import TrainConfig
 from core.runs import RunStore
-from ui import state
+from ui import nav, state
 
 REPO = Path(__file__).resolve().parents[1]
 HOME_PAGE = str(REPO / "streamlit_app.py")
@@ -31,8 +31,35 @@ def test_home_explains_the_app_shows_the_device_and_where_to_start(studio_home: 
     links = {link.proto.label: link.proto.page for link in at.get("page_link")}
     start = [label for label in links if label.startswith("1. Dataset")]
     assert start and links[start[0]] == "Dataset", links
-    assert links["Home"] == ""  # the sidebar menu
+    assert [page for page in links.values()] == [p.url_path for p in nav.PAGES[1:]]
     assert any("No runs yet" in c.value for c in at.caption)
+
+
+def test_no_pages_folder_next_to_the_entry_script() -> None:
+    """Streamlit runs a file of a folder named pages/ next to the entry script directly for a
+    URL naming it, without the entry (menu, page config, home check), until a session has
+    run st.navigation; AppTest does so on every run. Page files live in app_pages/."""
+    assert not (REPO / "pages").exists()
+
+
+def test_every_page_file_is_registered_once_with_a_stable_url() -> None:
+    files = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "app_pages").glob("*.py"))
+    assert sorted(p.file for p in nav.PAGES) == files
+    # URL paths are what bookmarks and the browser tests open: Home is the root.
+    assert [p.url_path for p in nav.PAGES] == ["", "Dataset", "Train", "Evaluate", "Predict",
+                                               "Compare"]
+
+
+def test_every_page_runs_under_the_entry_script_with_its_title(studio_home: Path) -> None:
+    at = home()
+    for page in nav.PAGES:
+        at.switch_page(page.file).run()
+        assert not at.exception, (page.file, at.exception)
+        sidebar = [getattr(e, "value", "") for e in at.sidebar]
+        assert any(nav.APP_NAME in str(v) for v in sidebar), (page.file, sidebar)
+        title = "Compare runs" if page.title == "Compare" else page.title
+        expected = "Transfer Learning Studio" if page.url_path == "" else title
+        assert at.title[0].value == expected, page.file
 
 
 def test_home_lists_recent_runs(studio_home: Path) -> None:
@@ -52,7 +79,7 @@ def test_dataset_choice_survives_switching_pages(
     studio_home: Path, small_dataset: Path, tmp_path: Path
 ) -> None:
     at = home()
-    at.switch_page("pages/1_Dataset.py").run()
+    at.switch_page("app_pages/1_Dataset.py").run()
     zip_path = zip_folder(small_dataset, tmp_path / "small.zip")
     at.file_uploader(key=state.UPLOAD).upload(zip_path.name, zip_path.read_bytes(),
                                                "application/zip")
@@ -61,9 +88,9 @@ def test_dataset_choice_survives_switching_pages(
     at.button(key=state.USE_DATASET).click().run()
     assert not at.exception, at.exception
 
-    at.switch_page("streamlit_app.py").run()
+    at.switch_page(nav.HOME).run()
     assert not at.exception
-    at.switch_page("pages/1_Dataset.py").run()
+    at.switch_page("app_pages/1_Dataset.py").run()
     assert not at.exception, at.exception
     texts = [s.value for s in at.success]
     assert any("In use for training: small.zip" in t for t in texts), texts
@@ -71,3 +98,17 @@ def test_dataset_choice_survives_switching_pages(
     # split settings are remembered for the whole session
     assert at.number_input(key=f"{state.SPLIT_PREFIX}.seed").value == 11
     assert at.session_state[state.CURRENT].split_config.seed == 11
+
+
+def test_an_unwritable_home_is_explained_on_every_page(monkeypatch) -> None:
+    if not Path("/sys/kernel").is_dir():
+        import pytest
+
+        pytest.skip("needs Linux's /sys/kernel as a folder nobody can write to")
+    monkeypatch.setenv("TL_STUDIO_HOME", "/sys/kernel")
+    at = AppTest.from_file(HOME_PAGE, default_timeout=TIMEOUT).run()
+    for page in nav.PAGES:
+        at.switch_page(page.file).run()
+        assert not at.exception, (page.file, at.exception)
+        errors = [e.value for e in at.error]
+        assert any("/sys/kernel" in e and "TL_STUDIO_HOME" in e for e in errors), errors

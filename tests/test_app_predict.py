@@ -90,6 +90,18 @@ def test_uploaded_photos_get_top_k_bars_and_a_bad_one_its_error(
     assert len(values(chart_titled(at, "Top predictions")["data"][0]["y"])) == 2
 
 
+def test_the_same_photo_twice_gets_two_cards(home: Path) -> None:
+    at = predict_page()
+    uploader = at.file_uploader(key=state.PREDICT_UPLOAD)
+    photo = jpeg_bytes(0, 3)
+    uploader.upload("one.jpg", photo, "image/jpeg")
+    uploader.upload("again.jpg", photo, "image/jpeg")
+    at.run()
+    assert not at.exception, at.exception  # identical predictions, identical charts
+    assert texts(at.subheader) == ["one.jpg", "again.jpg"]
+    assert len(at.get("plotly_chart")) == 2
+
+
 def test_a_camera_photo_is_predicted_too(home: Path) -> None:
     at = predict_page()
     at.toggle(key=state.PREDICT_CAMERA_ON).set_value(True).run()
@@ -110,7 +122,7 @@ def test_unsure_predictions_carry_a_visible_warning() -> None:
         probability = 0.45 if unsure else 0.92
         ui_predict.prediction_card(Prediction(
             file="photo.jpg", top_k=[("cats", probability), ("dogs", 1 - probability)],
-            unsure=unsure, image=np.zeros((8, 8, 3), np.uint8), threshold=0.6), 8)
+            unsure=unsure, image=np.zeros((8, 8, 3), np.uint8), threshold=0.6), 8, 0)
 
     sure = AppTest.from_function(card, args=(False,), default_timeout=TIMEOUT).run()
     assert not sure.exception, sure.exception

@@ -22,7 +22,7 @@ from core.errors import Cancelled
 from core.runs import RunStore
 from core.progress import ProgressCallback, ProgressEvent
 from ui import resources, state
-from ui import training as ui_training
+from ui import train_form, train_monitor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def train_page(current: state.CurrentDataset | None = None) -> AppTest:
 
 
 def choose_quick_settings(at: AppTest, epochs: int = 2) -> AppTest:
-    at.radio(key=state.TRAIN_WEIGHTS_KIND).set_value(ui_training.WEIGHTS_RANDOM)
+    at.radio(key=state.TRAIN_WEIGHTS_KIND).set_value(train_form.WEIGHTS_RANDOM)
     at.number_input(key=f"{state.TRAIN_PREFIX}.epochs").set_value(epochs)
     at.number_input(key=f"{state.TRAIN_PREFIX}.batch_size").set_value(8)
     at.slider(key=f"{state.TRAIN_PREFIX}.early_stopping_patience").set_value(0)
@@ -132,9 +132,9 @@ def test_every_option_comes_from_train_config_with_bounds_and_help(
     assert at.slider(key=key + "augment_views").max == 20
     assert at.slider(key=key + "early_stopping_patience").max == 100
     hidden = at.selectbox(key=state.TRAIN_HIDDEN_PRESET)
-    assert hidden.options == [*HIDDEN_LAYER_PRESETS, ui_training.CUSTOM_HIDDEN]
+    assert hidden.options == [*HIDDEN_LAYER_PRESETS, train_form.CUSTOM_HIDDEN]
 
-    hidden.set_value(ui_training.CUSTOM_HIDDEN).run()
+    hidden.set_value(train_form.CUSTOM_HIDDEN).run()
     at.text_input(key=key + "hidden_units").input("512, lots").run()
     assert any("whole numbers separated by commas" in e for e in texts(at.error))
     assert at.button(key=state.TRAIN_START).disabled
@@ -162,13 +162,13 @@ def test_training_from_upload_to_result_with_live_progress(
     studio_home: Path, small_dataset: Path, tmp_path: Path
 ) -> None:
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
-    at.switch_page("pages/1_Dataset.py").run()
+    at.switch_page("app_pages/1_Dataset.py").run()
     zip_path = zip_folder(small_dataset, tmp_path / "small.zip")
     at.file_uploader(key=state.UPLOAD).upload(zip_path.name, zip_path.read_bytes(),
                                                "application/zip")
     at.run()
     at.button(key=state.USE_DATASET).click().run()
-    at.switch_page("pages/2_Train.py").run()
+    at.switch_page("app_pages/2_Train.py").run()
     assert not at.exception, at.exception
     assert "In use for training: small.zip" in all_text(at)
 
@@ -195,7 +195,7 @@ def test_training_from_upload_to_result_with_live_progress(
     final = manager().wait(job_id, timeout=60)
     assert final.state == jobs.COMPLETED, final.error
     assert seen, "no progress bar while the job was running"
-    assert any(text.split(":")[0] in ui_training.PHASE_TEXT.values() for text in seen), seen
+    assert any(text.split(":")[0] in train_monitor.PHASE_TEXT.values() for text in seen), seen
 
     at.run()
     assert not at.exception, at.exception
@@ -331,7 +331,7 @@ def test_a_failed_job_shows_its_error_not_a_traceback(
     studio_home: Path, small_dataset: Path, tmp_path: Path
 ) -> None:
     at = train_page(current_dataset(small_dataset, studio_home))
-    at.radio(key=state.TRAIN_WEIGHTS_KIND).set_value(ui_training.WEIGHTS_FILE).run()
+    at.radio(key=state.TRAIN_WEIGHTS_KIND).set_value(train_form.WEIGHTS_FILE).run()
     assert any("Type the path of the weights file" in e for e in texts(at.error))
     missing = tmp_path / "nowhere" / "weights.h5"
     at.text_input(key=state.TRAIN_WEIGHTS_FILE).input(str(missing)).run()
@@ -344,9 +344,7 @@ def test_a_failed_job_shows_its_error_not_a_traceback(
     error = " ".join(texts(at.error))
     assert "Training failed" in error and f"{missing} does not exist" in error
     assert "Traceback" not in all_text(at)
-    runs = RunStore(studio_home).list()
-    assert [r.status for r in runs] == ["failed"]
-    assert "does not exist" in runs[0].error
+    assert RunStore(studio_home).list() == []  # checked before a run folder was made
 
     at.button(key=f"{state.TRAIN_FORGET}.{job_id}").click().run()
     assert state.JOB_ID not in at.session_state
@@ -371,17 +369,17 @@ def test_history_from_events_keeps_epoch_ends_of_both_phases() -> None:
         tune.on_train_batch_end(batch, {"loss": 0.3, "accuracy": 0.9})
     tune.on_epoch_end(0, {"loss": 0.3, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.8})
 
-    history = ui_training.history_from_events(events)
+    history = train_monitor.history_from_events(events)
     assert history["epoch"].tolist() == [1, 2, 3]
     assert history["phase"].tolist() == ["head", "head", "fine-tune"]
     assert history["val_accuracy"].tolist() == pytest.approx([0.5, 0.6, 0.8])
     # Events as stored in events.jsonl (dicts) read the same.
     as_dicts = [json.loads(json.dumps(e.to_dict())) for e in events]
-    pd.testing.assert_frame_equal(ui_training.history_from_events(as_dicts), history)
+    pd.testing.assert_frame_equal(train_monitor.history_from_events(as_dicts), history)
 
 
 def test_durations_read_like_people_write_them() -> None:
-    assert ui_training.duration_text(None) == "unknown"
-    assert ui_training.duration_text(4.4) == "4 s"
-    assert ui_training.duration_text(65) == "1 min 05 s"
-    assert ui_training.duration_text(3725) == "1 h 02 min"
+    assert train_monitor.duration_text(None) == "unknown"
+    assert train_monitor.duration_text(4.4) == "4 s"
+    assert train_monitor.duration_text(65) == "1 min 05 s"
+    assert train_monitor.duration_text(3725) == "1 h 02 min"

@@ -203,3 +203,65 @@ def test_a_run_killed_while_saving_is_interrupted_and_tidied(trained: dict,
                    check=False)
     assert done.returncode == 2 and "(status: interrupted)" in done.stderr, done.stderr
     assert "{" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flags", [
+    ("--backbone", "nope"),
+    ("--weights", "/etc/passwd"),
+    ("--weights", "/nonexistent.h5"),
+    ("--backbone", "tfhub", "--hub-handle", "/etc"),
+], ids=["unknown-base", "passwd-weights", "missing-weights", "hub-folder"])
+def test_bad_options_leave_no_run_behind(flags: tuple[str, ...], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from core.__main__ import main
+
+    data = make_class_folders(tmp_path / "data", {"a": 4, "b": 4})
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "train", str(data), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "\nerror: " in f"\n{err}" and "Traceback" not in err
+    runs = home / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+
+
+def test_run_ids_never_hold_parts_of_a_typed_path() -> None:
+    from core.runs import new_run_id
+
+    assert "mobilenet_v2" in new_run_id("mobilenet_v2")
+    for typed in ("/etc/passwd", "../../etc", "C:\\temp\\x", "tfhub/../../x"):
+        run_id = new_run_id(typed)
+        assert "etc" not in run_id and "passwd" not in run_id and "temp" not in run_id, run_id
+        assert "/" not in run_id and "\\" not in run_id and ".." not in run_id
+
+
+def test_an_unwritable_home_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from core.__main__ import main
+
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux's /sys/kernel as a folder nobody can write to")
+    assert main(["--home", "/sys/kernel", "runs"]) == 2
+    err = capsys.readouterr().err
+    assert "/sys/kernel" in err and "TL_STUDIO_HOME" in err and "--home" in err
+    assert "Traceback" not in err
+
+
+def test_bases_lists_size_parameters_and_whether_weights_are_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.__main__ import main
+    from core.backbones import BACKBONES
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    spec = BACKBONES["mobilenet_v2"]
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    (tmp_path / "keras" / "models" / spec.weights_file).write_bytes(b"present")
+    assert main(["bases", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(BACKBONES)
+    assert rows["mobilenet_v2"]["weights_here"] is True
+    assert rows["resnet50_v2"]["weights_here"] is False
+    assert rows["mobilenet_v2"]["params"] == spec.params
+    assert rows["mobilenet_v2"]["input_size"] == 224 and rows["xception"]["weights_mb"] > 0
+    assert main(["bases"]) == 0
+    text = capsys.readouterr().out
+    assert "mobilenet_v2" in text and str(tmp_path / "keras" / "models") in text

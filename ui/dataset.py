@@ -1,20 +1,32 @@
-"""Loading a dataset from an upload or a server folder with visible progress, and splitting it."""
+"""The Dataset page's parts: loading with progress, the validation report, thumbnails, the split."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pandas as pd
 import streamlit as st
 
-from core import datasets, splits
+from core import charts, datasets, splits
 from core.config import SplitConfig
+from core.errors import AppError
 from ui import resources, state
 from ui.errors import show_user_errors
 
+if TYPE_CHECKING:
+    from core.datasets import Dataset, ValidationReport
+    from ui.state import CurrentDataset
+
 PROGRESS_EVERY_SECONDS = 0.25
+# Colon-separated folders; when set, "Folder on the server" reads only folders under them.
+DATA_ROOTS_ENV_VAR = "TL_STUDIO_DATA_ROOTS"
+THUMBNAILS_PER_CLASS = 6
+CLASSES_SHOWN_AT_ONCE = 12
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_LABELS = {"train": "Train", "val": "Validation", "test": "Test"}
 
 
 class _ProgressBar:
@@ -82,14 +94,49 @@ def load_upload(upload: Any) -> state.LoadedDataset | None:
     return ingest_with_progress(upload, upload.name, origin)
 
 
+def data_roots() -> list[Path]:
+    """The folders visitors may load from ($TL_STUDIO_DATA_ROOTS, resolved); empty: any."""
+    text = os.environ.get(DATA_ROOTS_ENV_VAR, "")
+    return [Path(part).expanduser().resolve() for part in text.split(os.pathsep) if part.strip()]
+
+
+def within_data_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether a path, resolved (so `..` and symbolic links count where they lead), lies in a
+    root. Without roots every path is allowed (the command line never restricts paths)."""
+    if not roots:
+        return True
+    resolved = path.expanduser().resolve()
+    return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def folder_help() -> str:
+    """What "Folder on the server" accepts here."""
+    roots = data_roots()
+    if not roots:
+        return "A folder (or a .zip file) readable by the server process."
+    return ("A folder (or a .zip file) under one of the folders this server shares: "
+            + ", ".join(str(root) for root in roots) + ".")
+
+
 def load_folder(text: str) -> state.LoadedDataset | None:
-    """Ingests a folder (or a zip file) on the server given as typed text."""
+    """Ingests a folder (or a zip file) on the server given as typed text.
+
+    With $TL_STUDIO_DATA_ROOTS set, only a folder under one of those roots is read.
+    """
     text = (text or "").strip().strip('"').strip("'")
     if not text:
         st.error("Type the path of a folder on the server, such as /data/flowers: one "
                  "subfolder per class, photos inside.", icon=":material/error:")
         return None
     path = Path(text).expanduser()
+    roots = data_roots()
+    if not within_data_roots(path, roots):
+        shared = ", ".join(f"`{root}`" for root in roots)
+        st.error(f"`{text}` is outside the folders this server shares ({shared}). Copy the "
+                 "photos into one of them, or upload a zip instead.", icon=":material/block:")
+        return None
+    if roots:
+        path = path.resolve()  # read what was checked, not a link that may change
     return ingest_with_progress(path, path.name or str(path), str(path))
 
 
@@ -98,3 +145,137 @@ def split_dataset(loaded: state.LoadedDataset, config: SplitConfig) -> pd.DataFr
     with show_user_errors("Cannot split this dataset:") as outcome:
         split = splits.split(loaded.dataset.index, config)
     return None if outcome.failed else split
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def _short(file: str, root: str) -> str:
+    """A file name relative to the dataset root when it lies inside it."""
+    try:
+        return Path(file).relative_to(root).as_posix()
+    except ValueError:
+        return str(file)
+
+
+def validation_report(report: ValidationReport) -> None:
+    """Everything ingestion found: counts, chart, errors, warnings, rejected, duplicates."""
+    usable = sum(report.classes.values())
+    cols = st.columns(5)
+    cols[0].metric("Classes", len(report.classes))
+    cols[1].metric("Usable images", f"{usable:,}")
+    cols[2].metric("Rejected files", f"{len(report.rejected):,}")
+    cols[3].metric("Duplicate groups", f"{len(report.duplicates):,}")
+    cols[4].metric("Ignored files", f"{report.ignored:,}",
+                   help="System and hidden files (__MACOSX, .DS_Store, Thumbs.db, ...).")
+
+    for error in report.errors:
+        st.error(error, icon=":material/error:")
+    for warning in report.warnings:
+        st.warning(warning, icon=":material/warning:")
+
+    if report.classes:
+        st.plotly_chart(charts.class_distribution(report.classes), width="stretch")
+
+    if report.rejected:
+        with st.expander(f"Rejected files ({len(report.rejected):,}): not used, with the reason",
+                         expanded=len(report.rejected) <= 20):
+            frame = pd.DataFrame(
+                [{"file": _short(r["file"], report.root), "reason": r["reason"]}
+                 for r in report.rejected]
+            )
+            st.dataframe(frame, hide_index=True, width="stretch",
+                         column_config={"file": "File", "reason": "Why it was rejected"})
+    if report.duplicates:
+        cross = sum(bool(d.get("cross_class")) for d in report.duplicates)
+        groups = len(report.duplicates)
+        title = f"Duplicates ({groups:,} {'group' if groups == 1 else 'groups'} of identical photos"
+        title += f", {cross} across classes)" if cross else ")"
+        with st.expander(title, expanded=cross > 0):
+            st.caption("Identical photos within a class are kept once. Identical photos under "
+                       "two classes are label conflicts and are left out.")
+            rows = [{
+                "files": "\n".join(_short(f, report.root) for f in d.get("files", [])),
+                "across classes": "yes" if d.get("cross_class") else "no",
+                "kept": _kept_text(d.get("kept"), report.root),
+            } for d in report.duplicates]
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if report.unassigned:
+        with st.expander(f"Files outside any class folder ({len(report.unassigned):,}): "
+                         "not used", expanded=True):
+            st.caption("Move each into the folder of its class (one subfolder per class).")
+            st.dataframe(pd.DataFrame({"file": [_short(f, report.root)
+                                                for f in report.unassigned]}),
+                         hide_index=True, width="stretch")
+
+
+def _kept_text(kept: Any, root: str) -> str:
+    if kept is None or kept is False:
+        return "none (left out)"
+    if kept is True:
+        return "one copy"
+    if isinstance(kept, (list, tuple)):
+        return "\n".join(_short(k, root) for k in kept) or "none (left out)"
+    return _short(str(kept), root)
+
+
+def thumbnail_grid(dataset: Dataset) -> None:
+    """A few small thumbnails of every class (a chosen subset when there are many classes)."""
+    index = dataset.index
+    classes = list(dataset.classes)
+    if index.empty or not classes:
+        return
+    shown = classes
+    if len(classes) > CLASSES_SHOWN_AT_ONCE:
+        shown = st.multiselect("Classes to preview", classes,
+                               default=classes[:CLASSES_SHOWN_AT_ONCE],
+                               key=state.THUMBNAIL_CLASSES)
+    firsts = index.sort_values("path").groupby("label", sort=False).head(THUMBNAILS_PER_CLASS)
+    for label in shown:
+        rows = firsts[firsts["label"] == label]
+        total = int((index["label"] == label).sum())
+        st.markdown(f"**{label}** · {total:,} images")
+        cols = st.columns(THUMBNAILS_PER_CLASS)
+        for col, path in zip(cols, rows["path"], strict=False):
+            with col:
+                try:
+                    pixels = resources.thumbnail(str(path), resources.THUMBNAIL_SIZE,
+                                                 resources.file_stamp(path))
+                except (AppError, OSError) as exc:
+                    st.caption(f"{Path(path).name}: cannot show ({exc})")
+                    continue
+                st.image(pixels, caption=Path(path).name, width="stretch")
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def split_counts(split_df: pd.DataFrame) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), with totals."""
+    table = pd.crosstab(split_df["label"], split_df["split"])
+    table = table.reindex(columns=list(SPLIT_NAMES), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table.loc["all classes"] = table.sum(axis=0)
+    table.index.name = "class"
+    return table.rename(columns=SPLIT_LABELS | {"total": "Total"})
+
+
+def split_summary(split_df: pd.DataFrame) -> None:
+    """The split as a table of images per class and split, and as stacked bars."""
+    table, chart = st.columns([2, 3])
+    table.dataframe(split_counts(split_df), width="stretch")
+    counts = split_df["label"].value_counts().sort_index()
+    by_split = pd.crosstab(split_df["label"], split_df["split"])
+    chart.plotly_chart(charts.class_distribution(counts, by_split), width="stretch")
+
+
+def current_dataset_banner(current: CurrentDataset) -> None:
+    """Which dataset the next pages will use, with its split sizes."""
+    counts = current.split_counts()
+    classes = current.loaded.dataset.classes
+    st.success(
+        f"**In use for training: {current.name}** · {len(classes)} classes · "
+        f"{sum(counts.values()):,} images (train {counts['train']:,}, validation "
+        f"{counts['val']:,}, test {counts['test']:,}; seed {current.split_config.seed})",
+        icon=":material/check_circle:",
+    )

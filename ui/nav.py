@@ -1,63 +1,93 @@
-"""Navigation between pages: the sidebar menu and links that skip pages not installed."""
+"""The app's pages: one table registers each page for st.navigation, the menu and links."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-HOME = "streamlit_app.py"
-DATASET = "pages/1_Dataset.py"
-TRAIN = "pages/2_Train.py"
-EVALUATE = "pages/3_Evaluate.py"
-PREDICT = "pages/4_Predict.py"
-COMPARE = "pages/5_Compare.py"
+if TYPE_CHECKING:
+    from streamlit.navigation.page import StreamlitPage  # what st.navigation returns
 
-# (page file, label, icon, what it is for)
-PAGES: tuple[tuple[str, str, str, str], ...] = (
-    (HOME, "Home", ":material/home:", "What the studio does and recent runs"),
-    (DATASET, "Dataset", ":material/photo_library:",
-     "Upload a zip of class folders (or name a server folder), check it, split it"),
-    (TRAIN, "Train", ":material/model_training:",
-     "Pick a pretrained base and options, train and watch it learn"),
-    (EVALUATE, "Evaluate", ":material/insights:",
-     "Accuracy, per-class table, confusion matrix, mistakes; download the model"),
-    (PREDICT, "Predict", ":material/image_search:", "Upload a photo or take one, get the label"),
-    (COMPARE, "Compare", ":material/compare:", "All runs side by side; overlay curves; delete"),
+APP_NAME = "Transfer Learning Studio"
+
+
+@dataclass(frozen=True)
+class AppPage:
+    """One page of the app.
+
+    Attributes:
+        file: The page's script, relative to streamlit_app.py (also what links name).
+        title: Name in the menu, in links and in the browser tab.
+        icon: Material icon shown in the menu.
+        purpose: What the page is for, shown on the Home page.
+        url_path: The page's URL path ("" for Home, the app's root). Kept stable: bookmarks
+            and the browser tests open pages by it.
+    """
+
+    file: str
+    title: str
+    icon: str
+    purpose: str
+    url_path: str
+
+
+HOME = "app_pages/0_Home.py"
+DATASET = "app_pages/1_Dataset.py"
+TRAIN = "app_pages/2_Train.py"
+EVALUATE = "app_pages/3_Evaluate.py"
+PREDICT = "app_pages/4_Predict.py"
+COMPARE = "app_pages/5_Compare.py"
+
+# The menu, in the order of use. Home comes first: it is the app's root URL.
+PAGES: tuple[AppPage, ...] = (
+    AppPage(HOME, "Home", ":material/home:", "What the studio does and recent runs", ""),
+    AppPage(DATASET, "Dataset", ":material/photo_library:",
+            "Upload a zip of class folders (or name a server folder), check it, split it",
+            "Dataset"),
+    AppPage(TRAIN, "Train", ":material/model_training:",
+            "Pick a pretrained base and options, train and watch it learn", "Train"),
+    AppPage(EVALUATE, "Evaluate", ":material/insights:",
+            "Accuracy, per-class table, confusion matrix, mistakes; download the model",
+            "Evaluate"),
+    AppPage(PREDICT, "Predict", ":material/image_search:",
+            "Upload a photo or take one, get the label", "Predict"),
+    AppPage(COMPARE, "Compare", ":material/compare:",
+            "All runs side by side; overlay curves; delete", "Compare"),
 )
 
 
-def main_dir() -> Path:
-    """Folder of the app's main script (page paths are relative to it)."""
-    ctx = get_script_run_ctx()
-    if ctx is not None and ctx.main_script_path:
-        return Path(ctx.main_script_path).parent
-    return Path.cwd()
+def navigation() -> StreamlitPage:
+    """Registers every page of PAGES with st.navigation (menu in the sidebar).
+
+    Returns:
+        The page this run shows; the entry script calls its run().
+    """
+    return st.navigation([
+        st.Page(p.file, title=p.title, icon=p.icon, url_path=p.url_path or None,
+                default=not p.url_path)
+        for p in PAGES
+    ])
 
 
-def available(page: str) -> bool:
-    """True when the page file exists next to the main script."""
-    return (main_dir() / page).is_file()
+def browser_title(page: StreamlitPage) -> str:
+    """The browser tab's title for a page: "Train · Transfer Learning Studio"."""
+    return APP_NAME if page.url_path == "" else f"{page.title} · {APP_NAME}"
 
 
-def page_link(page: str, label: str, icon: str | None = None, help: str | None = None) -> bool:
-    """st.page_link to a page of this app; draws nothing (returns False) when it is absent."""
-    if not available(page):
-        return False
+def page_link(page: str, label: str, icon: str | None = None, help: str | None = None) -> None:
+    """st.page_link to a page of PAGES, named by its file (DATASET, TRAIN, ...)."""
     st.page_link(page, label=label, icon=icon, help=help)
-    return True
 
 
 def sidebar() -> None:
-    """The app's menu in the sidebar, with readable page names."""
+    """What the sidebar shows under the menu of pages."""
     with st.sidebar:
-        st.markdown("**Transfer Learning Studio**")
-        for page, label, icon, purpose in PAGES:
-            page_link(page, label, icon, purpose)
+        st.caption(f"**{APP_NAME}** · transfer learning on your own photos")
 
 
 def start_here() -> None:
     """Links to every page but Home, each with what it is for, in the order of use."""
-    for number, (page, label, icon, purpose) in enumerate(PAGES[1:], start=1):
-        page_link(page, f"{number}. {label}: {purpose}", icon)
+    for number, page in enumerate(PAGES[1:], start=1):
+        page_link(page.file, f"{number}. {page.title}: {page.purpose}", page.icon)

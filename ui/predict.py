@@ -54,8 +54,15 @@ def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
     } for p in predictions])
 
 
-def prediction_card(prediction: Prediction, input_size: int) -> None:
-    """The photo as the model saw it, the top-k bars, and a warning when the model is unsure."""
+def prediction_card(prediction: Prediction, input_size: int, position: int) -> None:
+    """The photo as the model saw it, the top-k bars, and a warning when the model is unsure.
+
+    Args:
+        prediction: One photo's prediction.
+        input_size: The model's input size in pixels.
+        position: The photo's place in the list: keys its elements, so two photos with the
+            same prediction (the same photo twice) still get elements of their own.
+    """
     st.subheader(prediction.file)
     if not prediction.ok:
         st.error(prediction.error, icon=":material/broken_image:")
@@ -72,4 +79,5 @@ def prediction_card(prediction: Prediction, input_size: int) -> None:
                 f"probability, below the {prediction.threshold:.0%} it needs to be trusted "
                 "(chosen on the validation photos). The photo may show none of the classes, "
                 "or look like several.", icon=":material/help:")
-        st.plotly_chart(charts.top_k_bars(prediction.top_k), width="stretch")
+        st.plotly_chart(charts.top_k_bars(prediction.top_k), width="stretch",
+                        key=f"{state.PREDICT_CARD}.{position}.top_k")

@@ -25,6 +25,7 @@ UPLOAD = "tl_dataset_upload"
 FOLDER = "tl_dataset_folder"
 LOAD_FOLDER = "tl_dataset_load_folder"
 USE_DATASET = "tl_dataset_use"
+THUMBNAIL_CLASSES = "tl_thumbnail_classes"
 SPLIT_PREFIX = "tl_split"
 
 # Train page.
@@ -54,6 +55,7 @@ PREDICT_UPLOAD = "tl_predict_upload"
 PREDICT_CAMERA_ON = "tl_predict_camera_on"
 PREDICT_CAMERA = "tl_predict_camera"
 PREDICT_TOP_K = "tl_predict_top_k"
+PREDICT_CARD = "tl_predict_card"     # + ".<position>": the elements of one photo's card
 
 # Compare page.
 COMPARE_RUNS = "tl_compare_runs"
@@ -149,7 +151,3 @@ def use_dataset(loaded: LoadedDataset, split: pd.DataFrame, config: SplitConfig)
     st.session_state[CURRENT] = current
     return current
 
-
-def forget_current_dataset() -> None:
-    """Clears the dataset chosen for training."""
-    st.session_state.pop(CURRENT, None)

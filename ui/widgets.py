@@ -6,12 +6,13 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import streamlit as st
 
+from core import config
 from ui.errors import show_user_errors
 
 T = TypeVar("T")
@@ -32,22 +33,9 @@ def field_label(f: dataclasses.Field) -> str:
     return f.metadata.get("label") or f.name.replace("_", " ").capitalize()
 
 
-def _number(value: float) -> str:
-    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"
-
-
 def field_help(f: dataclasses.Field) -> str | None:
-    """The help text of a field followed by its bounds, such as "(from 1 to 500)"."""
-    meta = f.metadata
-    text = meta.get("help") or ""
-    low, high = meta.get("min"), meta.get("max")
-    if low is not None and high is not None:
-        text += f" (from {_number(low)} to {_number(high)})"
-    elif low is not None:
-        text += f" (at least {_number(low)})"
-    elif high is not None:
-        text += f" (at most {_number(high)})"
-    return text.strip() or None
+    """The help text of a field followed by its bounds (core.config.field_help), or None."""
+    return config.field_help(f) or None
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
@@ -79,9 +67,7 @@ def parse_int_tuple(text: str, label: str) -> tuple[int, ...] | InvalidInput:
                             f"\"512, 256\"; got {text!r}.")
 
 
-def field_widget(
-    f: dataclasses.Field, hint: Any, value: Any, key: str, *, disabled: bool = False
-) -> Any:
+def field_widget(f: dataclasses.Field, hint: Any, value: Any, key: str) -> Any:
     """Draws one widget for one dataclass field and returns the value it holds.
 
     Args:
@@ -89,12 +75,10 @@ def field_widget(
         hint: The field's resolved type.
         value: The value shown first (the default or the current configuration's).
         key: Widget key; the value persists for the whole session under it.
-        disabled: Draw the widget greyed out.
     """
     meta = f.metadata
     label, help_text = field_label(f), field_help(f)
-    common: dict[str, Any] = {"key": key, "help": help_text, "disabled": disabled,
-                              "persist_state": "session"}
+    common: dict[str, Any] = {"key": key, "help": help_text, "persist_state": "session"}
     inner, optional = _unwrap_optional(hint)
 
     if "choices" in meta:
@@ -136,9 +120,7 @@ def config_inputs(
     key_prefix: str,
     initial: T | None = None,
     fields: Sequence[str] | None = None,
-    exclude: Iterable[str] = (),
     columns: int = 1,
-    disabled: bool = False,
 ) -> dict[str, Any]:
     """Draws one widget per field of a config dataclass and returns {field name: value}.
 
@@ -147,9 +129,7 @@ def config_inputs(
         key_prefix: Prefix of the widget keys ("<prefix>.<field>").
         initial: Values shown first; the dataclass defaults when None.
         fields: Only these fields, in this order; all fields when None.
-        exclude: Fields to leave out.
         columns: Widgets are laid out in this many columns.
-        disabled: Draw every widget greyed out.
     """
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in dataclasses.fields(cls)}
@@ -157,7 +137,6 @@ def config_inputs(
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {unknown}")
-    names = [n for n in names if n not in set(exclude)]
     cols = st.columns(columns) if columns > 1 else None
     values: dict[str, Any] = {}
     for i, name in enumerate(names):
@@ -168,9 +147,9 @@ def config_inputs(
         key = f"{key_prefix}.{name}"
         if cols is not None:
             with cols[i % columns]:
-                values[name] = field_widget(f, hints[name], start, key, disabled=disabled)
+                values[name] = field_widget(f, hints[name], start, key)
         else:
-            values[name] = field_widget(f, hints[name], start, key, disabled=disabled)
+            values[name] = field_widget(f, hints[name], start, key)
     return values
 
 

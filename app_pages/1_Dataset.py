@@ -6,11 +6,7 @@ import streamlit as st
 
 from core.config import SplitConfig
 from ui import dataset as ui_dataset
-from ui import nav, render, state, widgets
-
-st.set_page_config(page_title="Dataset · Transfer Learning Studio",
-                   page_icon=":material/photo_library:", layout="wide")
-nav.sidebar()
+from ui import nav, state, widgets
 
 st.title("Dataset")
 st.markdown(
@@ -21,7 +17,7 @@ st.markdown(
 
 current = state.current_dataset()
 if current is not None:
-    render.current_dataset_banner(current)
+    ui_dataset.current_dataset_banner(current)
     nav.page_link(nav.TRAIN, "Continue to training", ":material/arrow_forward:")
 
 kind = st.radio("Where are the photos?", [state.SOURCE_UPLOAD, state.SOURCE_FOLDER],
@@ -40,7 +36,7 @@ if kind == state.SOURCE_UPLOAD:
 else:
     folder = st.text_input("Folder on the server", key=state.FOLDER, persist_state="session",
                            placeholder="/data/flowers",
-                           help="A folder (or a .zip file) readable by the server process.")
+                           help=ui_dataset.folder_help())
     if st.button("Load this folder", key=state.LOAD_FOLDER, icon=":material/folder_open:"):
         ui_dataset.load_folder(folder)
 
@@ -53,9 +49,9 @@ if loaded is None:
 
 report = loaded.dataset.report
 st.header(f"Report: {loaded.name}")
-render.validation_report(report)
+ui_dataset.validation_report(report)
 with st.expander("Thumbnails per class", expanded=True):
-    render.thumbnail_grid(loaded.dataset)
+    ui_dataset.thumbnail_grid(loaded.dataset)
 if not report.usable:
     st.error("This dataset cannot be used yet: fix the errors above, then load it again.",
              icon=":material/block:")
@@ -69,7 +65,7 @@ config = widgets.config_form(SplitConfig, key_prefix=state.SPLIT_PREFIX, columns
 split = ui_dataset.split_dataset(loaded, config) if config is not None else None
 if split is None:
     st.stop()
-render.split_summary(split)
+ui_dataset.split_summary(split)
 
 in_use = (current is not None and current.loaded.source == loaded.source
           and current.split_config == config)

@@ -8,10 +8,6 @@ from ui import compare, nav
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
 
-st.set_page_config(page_title="Compare · Transfer Learning Studio",
-                   page_icon=":material/compare:", layout="wide")
-nav.sidebar()
-
 st.title("Compare runs")
 st.markdown("Every training run kept in the studio home, from this app or the command line "
             "(`python -m core train`), newest first.")

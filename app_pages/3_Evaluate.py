@@ -9,10 +9,6 @@ from ui import evaluate, nav, state
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
 
-st.set_page_config(page_title="Evaluate · Transfer Learning Studio",
-                   page_icon=":material/insights:", layout="wide")
-nav.sidebar()
-
 st.title("Evaluate")
 st.markdown("How the model does on the **test photos**: photos of your dataset it never saw "
             "while training. Click a cell of the confusion matrix to see its photos.")

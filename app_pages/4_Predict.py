@@ -9,10 +9,6 @@ from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
 
-st.set_page_config(page_title="Predict · Transfer Learning Studio",
-                   page_icon=":material/image_search:", layout="wide")
-nav.sidebar()
-
 st.title("Predict")
 st.markdown("Upload photos (or take one) and see what a trained model calls them.")
 
@@ -45,6 +41,6 @@ if predicting.failed:
 if len(predictions) > 1:
     st.dataframe(ui_predict.summary_table(predictions), hide_index=True, width="stretch",
                  column_config={"Probability": st.column_config.NumberColumn(format="percent")})
-for prediction in predictions:
-    ui_predict.prediction_card(prediction, predictor.input_size)
+for position, prediction in enumerate(predictions):
+    ui_predict.prediction_card(prediction, predictor.input_size, position)
 nav.page_link(nav.EVALUATE, "How good is this model? See its evaluation", ":material/insights:")

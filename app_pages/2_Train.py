@@ -5,12 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import TrainConfig
-from ui import nav, render, state, widgets
-from ui import training as ui_training
-
-st.set_page_config(page_title="Train · Transfer Learning Studio",
-                   page_icon=":material/model_training:", layout="wide")
-nav.sidebar()
+from ui import dataset as ui_dataset
+from ui import nav, state, widgets
+from ui import train_form, train_monitor
 
 st.title("Train")
 st.markdown(
@@ -19,7 +16,7 @@ st.markdown(
     "switch pages or close the browser and come back."
 )
 
-ui_training.jobs_section()
+train_monitor.jobs_section()
 
 current = state.current_dataset()
 if current is None:
@@ -29,21 +26,21 @@ if current is None:
     st.stop()
 
 st.header("New training")
-render.current_dataset_banner(current)
+ui_dataset.current_dataset_banner(current)
 
 st.subheader("1. Pretrained base")
-values = ui_training.base_picker()
+values = train_form.base_picker()
 
 st.subheader("2. Options")
 st.caption("Hover over the ? of an option for what it does and its allowed range.")
-values |= ui_training.options_form()
+values |= train_form.options_form()
 config = widgets.build_config(TrainConfig, values)
 
 st.subheader("3. Start")
 if config is not None:
-    st.caption(f"Will train: {ui_training.job_title(current, config)}.")
+    st.caption(f"Will train: {train_form.job_title(current, config)}.")
 if st.button("Start training", type="primary", key=state.TRAIN_START,
              icon=":material/play_arrow:", disabled=config is None,
              help="Queues the training on this server; one training runs at a time."):
-    if config is not None and ui_training.start(current, config) is not None:
+    if config is not None and train_form.start(current, config) is not None:
         st.rerun()
