@@ -727,3 +727,9 @@ def build_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
     model = keras.Model(inputs, outputs, name=f"{spec.name}_features")
     model.trainable = False
     return model
+
+
+def nested_base(model: keras.Model) -> keras.Model:
+    """The pretrained network inside build_base's wrapper (the nested model with most layers)."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return max(nested, key=lambda m: len(m.layers)) if nested else model

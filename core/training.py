@@ -362,15 +362,9 @@ class WeightAveraging(keras.callbacks.Callback):
             weight.assign(mean.astype(weight.dtype))
 
 
-def _inner_base(base: Any) -> Any:
-    """The pretrained network inside build_base's wrapper (the nested model with most layers)."""
-    nested = [layer for layer in base.layers if isinstance(layer, keras.Model)]
-    return max(nested, key=lambda m: len(m.layers)) if nested else base
-
-
 def unfreeze_top(base: Any, n_layers: int) -> int:
     """Makes the top n_layers of the base trainable, BatchNorm excepted; returns how many."""
-    inner = _inner_base(base)
+    inner = backbones.nested_base(base)
     base.trainable = True
     inner.trainable = True
     layers = inner.layers

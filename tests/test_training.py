@@ -245,7 +245,7 @@ def test_unfreeze_top_keeps_batchnorm_frozen() -> None:
     spec = backbones.get_spec("mobilenet_v2")
     base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
     training.unfreeze_top(base, 20)
-    inner = training._inner_base(base)
+    inner = backbones.nested_base(base)
     trainable = [layer for layer in inner.layers if layer.trainable and layer.weights]
     assert trainable, "some top layers must be trainable"
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
