@@ -37,6 +37,7 @@ from core import images
 from core.errors import AppError
 
 if TYPE_CHECKING:
+    from core.evaluation import EvalResult
     from core.runs import Run
 
 log = logging.getLogger(__name__)
@@ -262,8 +263,10 @@ class Explainer:
                 weights = tf.reduce_mean(grads, axis=(1, 2))            # [B, C]
                 cam = tf.nn.relu(tf.einsum("bhwc,bc->bhw", maps, weights))
                 peak = tf.reduce_max(cam, axis=(1, 2))
-                cam = tf.math.divide_no_nan(cam, peak[:, None, None])
+                # Normalised after resizing, so the map at the input size peaks at exactly 1.
                 cam = tf.image.resize(cam[..., None], [size, size], method="bilinear")[..., 0]
+                top_value = tf.reduce_max(cam, axis=(1, 2))
+                cam = tf.math.divide_no_nan(cam, top_value[:, None, None])
                 return tf.clip_by_value(cam, 0.0, 1.0), probabilities, peak, classes
 
             self._function = tf.function(grad_cam, input_signature=signature)
@@ -449,9 +452,15 @@ def load_explainer(run: Run) -> Explainer:
     return explainer_for(predictor.model, predictor.labels)
 
 
-def explain_file(explainer: Explainer, photo: str | Path | bytes, target: str | None = None
-                 ) -> tuple[Heatmap, np.ndarray]:
+def explain_file(explainer: Explainer, photo: str | Path | bytes, target: str | None = None,
+                 max_side: int = ORIGINAL_MAX_SIDE) -> tuple[Heatmap, np.ndarray]:
     """The heatmap of a photo file for a class, and the upright original photo.
+
+    Args:
+        explainer: The model's Explainer.
+        photo: A photo file (or its bytes).
+        target: The class to explain; None: the model's answer.
+        max_side: The original photo is scaled down to at most this many pixels a side.
 
     Raises:
         ExplainError: An unknown class, or a photo that cannot be read (saying why).
@@ -460,7 +469,7 @@ def explain_file(explainer: Explainer, photo: str | Path | bytes, target: str | 
     try:
         model_view = images.load_resized(photo, explainer.input_size,
                                          max_pixels=images.DEFAULT_MAX_PIXELS)
-        original = original_photo(photo)
+        original = original_photo(photo, max_side)
     except (AppError, OSError) as exc:
         raise ExplainError(f"Cannot read the photo {photo}: {exc}") from exc
     return explainer.explain(model_view, index), original
@@ -484,3 +493,64 @@ def write_explanation(run: Run, photo: str | Path, out: str | Path,
         raise ExplainError(f"Cannot write {path}: {exc.strerror or exc}. Choose a file in a "
                            "folder you can write to with --out.") from exc
     return heatmap
+
+
+@dataclass(frozen=True)
+class ExplainedMistake:
+    """A test photo the model got wrong, with its heatmaps over the upright photo.
+
+    Attributes:
+        path: The photo file.
+        true: Its class.
+        predicted: What the model answered.
+        confidence: The probability of that answer.
+        predicted_map: Where the model saw the class it answered.
+        true_map: Where it saw the true class (None when the photo cannot be read).
+        original: The upright photo, small (see worst_mistakes' max_side).
+        error: Why the photo cannot be explained, else None.
+    """
+
+    path: str
+    true: str
+    predicted: str
+    confidence: float
+    predicted_map: Heatmap | None = field(default=None, repr=False)
+    true_map: Heatmap | None = field(default=None, repr=False)
+    original: np.ndarray | None = field(default=None, repr=False)
+    error: str | None = None
+
+
+def worst_mistakes(run: Run, result: EvalResult, limit: int = 6, max_side: int = 240
+                   ) -> list[ExplainedMistake]:
+    """The test photos the model got most confidently wrong, with both classes' heatmaps.
+
+    Args:
+        run: The run (its model explains).
+        result: Its test evaluation.
+        limit: How many mistakes, most confident first.
+        max_side: Largest side of the photos kept (the report embeds them).
+
+    Raises:
+        ExplainError: The run cannot be explained (a TF Hub base, no model...).
+        RunNotFoundError: Its model cannot be loaded.
+    """
+    frame = result.predictions
+    rows = frame[~frame["correct"].astype(bool)].sort_values(
+        "confidence", ascending=False, kind="stable").head(max(0, int(limit)))
+    if rows.empty:
+        return []
+    explainer = load_explainer(run)
+    explained = []
+    for row in rows.itertuples(index=False):
+        facts = {"path": str(row.path), "true": str(row.true), "predicted": str(row.predicted),
+                 "confidence": float(row.confidence)}
+        try:
+            predicted_map, original = explain_file(explainer, row.path, str(row.predicted),
+                                                   max_side)
+            true_map = explainer.explain(predicted_map.image, str(row.true))
+        except ExplainError as exc:
+            explained.append(ExplainedMistake(**facts, error=str(exc)))
+            continue
+        explained.append(ExplainedMistake(**facts, predicted_map=predicted_map,
+                                          true_map=true_map, original=original))
+    return explained
