@@ -56,10 +56,21 @@ def heatmap(run_dir: str | Path, image: np.ndarray, target: str) -> Heatmap:
                     np.asarray(image, np.uint8), str(target))
 
 
-def _bytes_of(source: Any) -> Any:
-    """Something core.images can open, from an uploaded file, a camera shot, a path or bytes."""
+@st.cache_data(show_spinner=False, max_entries=32)
+def _original_of_bytes(data: bytes) -> np.ndarray:
+    return explain.original_photo(data)
+
+
+def _original(source: Any) -> np.ndarray:
+    """The upright photo of an uploaded file, a camera shot, a path or bytes (at most 1024 px).
+
+    Uploads are decoded once per content (the page reruns on every widget change).
+    """
     getvalue = getattr(source, "getvalue", None)
-    return getvalue() if callable(getvalue) else source
+    data = getvalue() if callable(getvalue) else source
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return _original_of_bytes(bytes(data))
+    return explain.original_photo(data)
 
 
 def _caption(heat: Heatmap) -> str:
@@ -96,7 +107,7 @@ def why_section(prediction: Any, source: Any, run_dir: str | Path, key: str) -> 
                                help="0 shows only the photo, 1 only the heatmap.")
         with show_user_errors("Cannot explain this answer:") as explaining:
             heat = heatmap(run_dir, prediction.image, target)
-            original = explain.original_photo(_bytes_of(source))
+            original = _original(source)
         if explaining.failed:
             return
         seen, photo = st.columns(2)
