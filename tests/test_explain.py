@@ -126,6 +126,40 @@ def test_mixed_precision_model_gives_a_float32_map() -> None:
     assert 0.0 <= heat.values.min() and heat.values.max() <= 1.0
 
 
+def test_a_fine_tuned_model_with_its_augmentation_layers_explains_the_same() -> None:
+    from core import features
+
+    spec = backbones.get_spec("mobilenet_v2")
+    base = backbones.build_base(spec, backbones.resolve_weights(spec, None, seed=2))
+    training.unfreeze_top(base, 10)
+    head = training.build_head(base.output_shape[-1], 3, FAST)
+    plain = training.assemble_model(base, head, spec.input_size)
+    augmented = training.assemble_model(base, head, spec.input_size, features.make_augmenter(0))
+    image = photo(6)
+    expected = explain.Explainer(plain, LABELS).explain(image, "dogs")
+    got = explain.Explainer(augmented, LABELS).explain(image, "dogs")
+    assert np.abs(got.values - expected.values).max() < 1e-5  # augmentation is off at inference
+    assert got.probability == pytest.approx(expected.probability, abs=1e-6)
+
+
+def test_a_head_without_a_softmax_dense_falls_back_to_the_probability() -> None:
+    spec = backbones.get_spec("mobilenet_v2")
+    base = backbones.build_base(spec, backbones.resolve_weights(spec, None, seed=3))
+    features = keras.Input((base.output_shape[-1],))
+    for activation, score in (("sigmoid", explain.SCORE_PROBABILITY),
+                              ("linear", explain.SCORE_PROBABILITY)):
+        head = keras.Model(features, keras.layers.Dense(2, activation=activation)(features))
+        model = training.assemble_model(base, head, spec.input_size)
+        explainer = explain.Explainer(model, ["a", "b"])
+        assert explainer.score == score
+        heat = explainer.explain(photo(7), "a")
+        assert np.isfinite(heat.values).all() and 0.0 <= heat.values.min()
+    logits = keras.layers.Dense(2)(features)
+    head = keras.Model(features, keras.layers.Softmax()(logits))
+    model = training.assemble_model(base, head, spec.input_size)
+    assert explain.Explainer(model, ["a", "b"]).score == explain.SCORE_LOGIT
+
+
 class _TinyHubModule(tf.Module):
     """A TF Hub-style feature vector: images in [0, 1] -> [B, 3] channel means."""
 
