@@ -180,17 +180,22 @@ class Explainer:
         self._maps = keras.Model(base.input, last.output, name="grad_cam_maps")
         self._pooling = keras.Model(last.output, base.output, name="grad_cam_pooling")
         head = steps[at + 1:]
+        final = head[-1] if head else None
         self.score = SCORE_PROBABILITY
         self._dense: Any = None
-        if head and isinstance(head[-1], keras.layers.Dense) and _is_softmax(head[-1]):
-            self.score, self._dense, head = SCORE_LOGIT, head[-1], head[:-1]
-        elif head and isinstance(head[-1], (keras.layers.Softmax, keras.layers.Activation)) \
-                and (isinstance(head[-1], keras.layers.Softmax) or _is_softmax(head[-1])):
+        if isinstance(final, keras.layers.Dense) and _is_softmax(final):
+            # The logit is the Dense layer without its softmax.
+            self.score, self._dense, head = SCORE_LOGIT, final, head[:-1]
+        elif isinstance(final, keras.layers.Softmax) or (
+                isinstance(final, keras.layers.Activation) and _is_softmax(final)):
             self.score, head = SCORE_LOGIT, head[:-1]
         self._head = head
         self.layer = last.name
         self.grid = (int(last.output.shape[1]), int(last.output.shape[2]))
         shape = tuple(model.input_shape)
+        if len(shape) != 4 or not shape[1] or shape[1] != shape[2]:
+            raise ExplainError(f"The model takes {shape}, not square photos of a fixed size, "
+                               "so it is not a studio model and cannot be explained.")
         self.input_size = int(shape[1])
         self._function: Any = None
         self._lock = threading.Lock()
