@@ -311,7 +311,14 @@ class Explainer:
                 f"Photos must be {self.input_size} x {self.input_size} RGB arrays as the model "
                 f"takes them; got shape {array.shape}."
             )
-        wanted = tf.constant(np.asarray(classes, np.int32).reshape(len(array)))
+        wanted = np.asarray(classes, np.int64).reshape(-1)
+        if len(wanted) != len(array) or wanted.min(initial=0) < -1 \
+                or wanted.max(initial=0) >= len(self.labels):
+            raise ExplainError(
+                f"Give one class index per photo, between 0 and {len(self.labels) - 1} (-1 for "
+                f"the model's answer); got {wanted.tolist()} for {len(array)} photos."
+            )
+        wanted = tf.constant(wanted.astype(np.int32))
         with self._lock:  # Streamlit sessions share one explainer
             maps, probs, peaks, chosen = self._compiled()(tf.constant(array, tf.float32), wanted)
         return (np.asarray(maps, np.float32), np.asarray(probs, np.float64),

@@ -95,11 +95,17 @@ def test_another_class_can_be_explained_and_an_unknown_one_is_named(
     maps = {label: explainer.explain(image, label) for label in LABELS}
     assert [maps[label].label for label in LABELS] == LABELS
     assert sum(maps[label].probability for label in LABELS) == pytest.approx(1.0, abs=1e-4)
+    maps_by_class = [maps[label].values for label in LABELS]
     assert explainer.explain(image, 2).label == "fish"
     with pytest.raises(ExplainError, match="no class 'rose'.*cats, dogs, fish"):
         explainer.explain(image, "rose")
     with pytest.raises(ExplainError, match="224 x 224"):
         explainer.explain(photo(3, size=64))
+    with pytest.raises(ExplainError, match="between 0 and 2"):
+        explainer.heatmaps(np.stack([image, image]), [0, 3])
+    maps, probabilities, _, classes = explainer.heatmaps(np.stack([image, image]), [-1, 1])
+    assert classes.tolist() == [int(np.argmax(probabilities[0])), 1]
+    assert np.abs(maps[1] - maps_by_class[1]).max() < 1e-5  # a batch explains as one by one
 
 
 def test_the_explainer_is_built_once_per_model(trained: TrainResult) -> None:
