@@ -47,7 +47,9 @@ if len(predictions) > 1:
     st.dataframe(ui_predict.summary_table(predictions), hide_index=True, width="stretch",
                  column_config={"Probability": st.column_config.NumberColumn(format="percent")})
 for number, (prediction, source) in enumerate(zip(predictions, sources, strict=True)):
-    ui_predict.prediction_card(prediction, predictor.input_size)
+    key = f"{number}-{prediction.file}"
+    ui_predict.prediction_card(prediction, predictor.input_size, key)
     if prediction.ok:
-        ui_explain.why_section(prediction, source, summary.run_dir, f"{number}-{prediction.file}")
+        ui_explain.why_section(prediction, source, summary.run_dir, key,
+                               expanded=len(predictions) == 1)
 nav.page_link(nav.EVALUATE, "How good is this model? See its evaluation", ":material/insights:")

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from app_helpers import FAST, page, png_bytes, train_run
+from app_helpers import FAST, page, png_bytes, texts, train_run
 from conftest import MOBILENET_V2_NO_TOP, make_class_folders, require_asset
 from core import backbones, explain, report, training
 from core.__main__ import main
@@ -433,6 +433,24 @@ def test_the_why_expander_shows_the_heatmap_and_another_class(
     assert why.get("image")[0].captions[0].startswith(f"As the model saw it · {other}")
     at.slider(key=f"{ui_explain.WHY_OPACITY}-0-dog.png").set_value(0.8).run()
     assert not at.exception, at.exception
+
+    # With several photos a Why? starts closed and computes nothing until it is opened.
+    def originals() -> int:
+        return sum(c == "On your photo, upright" for i in at.get("image") for c in i.captions)
+
+    at = page("4_Predict").run()
+    uploader = at.file_uploader(key=state.PREDICT_UPLOAD)
+    uploader.upload("dog.png", png_bytes(1, 500, size=80), "image/png")
+    uploader.upload("cat.png", png_bytes(0, 501, size=80), "image/png")
+    at.run()
+    assert not at.exception, at.exception
+    assert texts(at.subheader) == ["dog.png", "cat.png"]
+    assert originals() == 0
+    at.session_state[f"{ui_explain.WHY_OPEN}-1-cat.png"] = True
+    at.run()
+    assert not at.exception, at.exception
+    assert originals() == 1
+    assert at.selectbox(key=f"{ui_explain.WHY_CLASS}-1-cat.png").options == LABELS
 
 
 def test_mistake_tiles_get_a_why_button(trained: TrainResult,

@@ -16,6 +16,7 @@ from ui import resources
 from ui.errors import show_user_errors
 
 # Session-state key prefixes of the widgets made here (one widget per photo: unique keys).
+WHY_OPEN = "tl_why_open"
 WHY_CLASS = "tl_why_class"
 WHY_OPACITY = "tl_why_opacity"
 WHY_BUTTON = "tl_why_button"
@@ -78,20 +79,27 @@ def _caption(heat: Heatmap) -> str:
     return words + (" · nothing here speaks for it" if heat.empty else "")
 
 
-def why_section(prediction: Any, source: Any, run_dir: str | Path, key: str) -> None:
+def why_section(prediction: Any, source: Any, run_dir: str | Path, key: str, *,
+                expanded: bool = False) -> None:
     """The "Why?" expander under a prediction: the heatmap of a class over the photo.
 
     The top class is explained first; any other class can be chosen ("what would make it a
     rose?"). The heatmap is shown over the photo as the model saw it and over the original
-    photo (upright), with an opacity slider.
+    photo (upright), with an opacity slider. Nothing is computed while it is closed.
 
     Args:
         prediction: A core.prediction.Prediction that was read (prediction.ok).
         source: The photo it came from (upload, camera shot, path or bytes).
         run_dir: The run whose model made the prediction.
         key: Unique per photo on the page; the widgets' keys are made from it.
+        expanded: Open at first (the page opens it when there is one photo).
     """
-    with st.expander("Why? Where the model looked", icon=":material/visibility:"):
+    section = st.expander("Why? Where the model looked", expanded=expanded,
+                          icon=":material/visibility:", key=f"{WHY_OPEN}-{key}",
+                          on_change="rerun")
+    if not section.open:
+        return
+    with section:
         with show_user_errors("Cannot explain this answer:") as explaining:
             labels = explainer(run_dir).labels
         if explaining.failed:

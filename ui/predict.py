@@ -54,8 +54,12 @@ def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
     } for p in predictions])
 
 
-def prediction_card(prediction: Prediction, input_size: int) -> None:
-    """The photo as the model saw it, the top-k bars, and a warning when the model is unsure."""
+def prediction_card(prediction: Prediction, input_size: int, key: str | None = None) -> None:
+    """The photo as the model saw it, the top-k bars, and a warning when the model is unsure.
+
+    key: unique per card on the page (two photos with the same answer and probabilities would
+    otherwise make two identical charts, which Streamlit refuses).
+    """
     st.subheader(prediction.file)
     if not prediction.ok:
         st.error(prediction.error, icon=":material/broken_image:")
@@ -72,4 +76,5 @@ def prediction_card(prediction: Prediction, input_size: int) -> None:
                 f"probability, below the {prediction.threshold:.0%} it needs to be trusted "
                 "(chosen on the validation photos). The photo may show none of the classes, "
                 "or look like several.", icon=":material/help:")
-        st.plotly_chart(charts.top_k_bars(prediction.top_k), width="stretch")
+        st.plotly_chart(charts.top_k_bars(prediction.top_k), width="stretch",
+                        key=None if key is None else f"tl_predict_bars-{key}")
