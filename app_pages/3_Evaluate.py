@@ -34,10 +34,10 @@ st.header("Class by class")
 evaluate.per_class_section(result)
 
 st.header("Confusion matrix")
-evaluate.confusion_section(result)
+evaluate.confusion_section(result, run.run_dir)
 
 st.header("Test photos")
-evaluate.gallery_section(result)
+evaluate.gallery_section(result, run.run_dir)
 
 st.header("Learning curves")
 st.plotly_chart(charts.learning_curves(run.history, run.fine_tune_start_epoch), width="stretch")

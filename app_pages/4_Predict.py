@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui import explain as ui_explain
 from ui import nav, state
 from ui import predict as ui_predict
 from ui import runs as ui_runs
@@ -41,6 +42,9 @@ if predicting.failed:
 if len(predictions) > 1:
     st.dataframe(ui_predict.summary_table(predictions), hide_index=True, width="stretch",
                  column_config={"Probability": st.column_config.NumberColumn(format="percent")})
-for position, prediction in enumerate(predictions):
-    ui_predict.prediction_card(prediction, predictor.input_size, position)
+for number, (prediction, source) in enumerate(zip(predictions, sources, strict=True)):
+    ui_predict.prediction_card(prediction, predictor.input_size, number)
+    if prediction.ok:
+        ui_explain.why_section(prediction, source, summary.run_dir, f"{number}-{prediction.file}",
+                               expanded=len(predictions) == 1)
 nav.page_link(nav.EVALUATE, "How good is this model? See its evaluation", ":material/insights:")

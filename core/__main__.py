@@ -1,4 +1,4 @@
-"""Command line: python -m core inspect|train|evaluate|predict|runs|export|bases."""
+"""Command line: python -m core inspect|train|evaluate|predict|runs|export|explain|bases."""
 
 from __future__ import annotations
 
@@ -322,6 +322,37 @@ def cmd_bases(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_explain(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("explain", parents=[common],
+                       help="where in a photo a run's model sees a class (Grad-CAM heatmap PNG)")
+    p.add_argument("run", help="run id or run folder")
+    p.add_argument("photo", help="the photo to explain")
+    p.add_argument("--class", dest="target", metavar="NAME", default=None,
+                   help="class to explain (default: the model's answer)")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="PNG file to write: the heatmap over the upright photo")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Writes the Grad-CAM heatmap of a photo for a class over the photo, as a PNG."""
+    from core import explain
+
+    run = RunStore(studio_home(args.home)).load(args.run)
+    heatmap = explain.write_explanation(run, args.photo, args.out, args.target)
+    facts = {"file": args.photo, "out": str(args.out), "class": heatmap.label,
+             "probability": heatmap.probability, "score": heatmap.score,
+             "grid": list(heatmap.grid), "empty": heatmap.empty}
+    if args.json:
+        print(json.dumps(facts))
+    else:
+        note = " (nothing in the photo speaks for this class)" if heatmap.empty else ""
+        print(f"{args.out}: where the model sees {heatmap.label} "
+              f"({heatmap.probability:.1%}){note}")
+    return 0
+
+
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
     _add_inspect,
     _add_train,
@@ -330,6 +361,7 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
     _add_runs,
     _add_export,
     _add_bases,
+    _add_explain,
 )
 
 

@@ -6,6 +6,7 @@ writes them to a folder.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
@@ -64,7 +65,9 @@ h1{margin-bottom:.2rem}.sub{color:#586258;margin-top:0}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem}td,th{border:1px solid #d5ddd5;padding:.3rem .6rem;
 text-align:right}th{background:#f1f5f1}td:first-child,th:first-child{text-align:left}
 .good{color:#2e7d32}.bad{color:#c62828}.note{color:#586258;font-size:.92rem}
+.pair{display:flex;gap:.8rem;flex-wrap:wrap}figure{margin:0}figcaption{font-size:.9rem;color:#586258}
 """
+WORST_MISTAKES_SHOWN = 6
 
 
 def model_zip(run: Run) -> bytes:
@@ -132,6 +135,44 @@ def _mistakes(result: EvalResult, limit: int = 10) -> str:
     return f"<ul>{items}</ul>"
 
 
+def _png_source(pixels: Any) -> str:
+    from core import explain
+
+    return "data:image/png;base64," + base64.b64encode(explain.png_bytes(pixels)).decode("ascii")
+
+
+def _explained_mistakes(run: Run, result: EvalResult, limit: int) -> str:
+    """The worst mistakes with their heatmaps, embedded as PNGs (the page stays one file)."""
+    if limit <= 0 or bool(result.predictions["correct"].all()):
+        return ""
+    from core import explain
+
+    title = "<h2>Where the model looked in its worst mistakes</h2>"
+    try:
+        mistakes = explain.worst_mistakes(run, result, limit)
+    except AppError as exc:
+        return f"{title}<p class='note'>No heatmaps: {html.escape(str(exc))}</p>"
+    parts = [title, "<p class='note'>The test photos the model got most confidently wrong. Red "
+             "marks where it found the most evidence for a class, blue none: on the left for "
+             "its answer, on the right for the true class. Evidence in the background, not on "
+             "the subject, means the model learnt the wrong thing.</p>"]
+    for mistake in mistakes:
+        name = html.escape(Path(mistake.path).name)
+        words = (f"<p><b>{name}</b>: a <b>{html.escape(mistake.true)}</b> taken for "
+                 f"<b>{html.escape(mistake.predicted)}</b> ({_pct(mistake.confidence)})</p>")
+        if mistake.error or mistake.original is None:
+            parts.append(f"{words}<p class='note'>{html.escape(str(mistake.error))}</p>")
+            continue
+        figures = "".join(
+            f"<figure><img src='{_png_source(explain.on_original(heat, mistake.original))}' "
+            f"alt='{what} heatmap of {name}'><figcaption>{what}: {html.escape(heat.label)} "
+            f"{_pct(heat.probability)}</figcaption></figure>"
+            for heat, what in ((mistake.predicted_map, "Its answer"),
+                               (mistake.true_map, "The true class")) if heat is not None)
+        parts.append(f"{words}<div class='pair'>{figures}</div>")
+    return "\n".join(parts)
+
+
 def _settings(run: Run) -> pd.DataFrame:
     config = run.config.to_dict() if run.config is not None else {}
     params = run.metrics.get("params") or {}
@@ -160,8 +201,15 @@ def _versions_text(run: Run) -> str:
                      if versions.get(name)) or "not recorded"
 
 
-def report_html(run: Run, result: EvalResult) -> str:
-    """A one-page, self-contained HTML report of a run, readable without knowing ML."""
+def report_html(run: Run, result: EvalResult, *, heatmaps: int = WORST_MISTAKES_SHOWN) -> str:
+    """A one-page, self-contained HTML report of a run, readable without knowing ML.
+
+    Args:
+        run: The run.
+        result: Its test evaluation.
+        heatmaps: How many of the worst mistakes to show with their Grad-CAM heatmaps
+            (embedded as PNGs; loads the run's model); 0 for none.
+    """
     dataset = run.dataset.get("name") or "the dataset"
     created = run.created.astimezone().strftime("%Y-%m-%d %H:%M") if run.created else ""
     per_class = result.per_class.copy()
@@ -186,6 +234,7 @@ def report_html(run: Run, result: EvalResult) -> str:
 {_table(per_class)}
 <h2>Most common mistakes</h2>
 {_mistakes(result)}
+{_explained_mistakes(run, result, heatmaps)}
 <h2>Confusion matrix</h2>
 <p class="note">Rows: the true class. Columns: what the model said. The diagonal is right.</p>
 {_table(confusion)}

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core import charts, report
 from core.errors import AppError
+from ui import explain as ui_explain
 from ui import resources, state
 
 if TYPE_CHECKING:
@@ -120,8 +121,11 @@ def _cell_clicked() -> None:
             return
 
 
-def confusion_section(result: EvalResult) -> None:
-    """The heatmap (click a cell), a true/predicted select pair, and the photos of that cell."""
+def confusion_section(result: EvalResult, run_dir: Path | None = None) -> None:
+    """The heatmap (click a cell), a true/predicted select pair, and the photos of that cell.
+
+    With run_dir, each mistake gets a "Why?" button showing its heatmaps.
+    """
     chart, photos = st.columns([3, 2])
     with chart:
         normalize = st.toggle("Show shares of each true class instead of counts",
@@ -146,7 +150,8 @@ def confusion_section(result: EvalResult) -> None:
         st.markdown(f"**{len(rows)}** test photo{'s' if len(rows) != 1 else ''} of **{true}** "
                     f"{what}" + (f" (the first {CELL_PHOTOS_SHOWN} shown)"
                                  if len(rows) > CELL_PHOTOS_SHOWN else "") + ".")
-        photo_grid(rows.head(CELL_PHOTOS_SHOWN), columns=CELL_COLUMNS)
+        photo_grid(rows.head(CELL_PHOTOS_SHOWN), columns=CELL_COLUMNS, key="cell",
+                   run_dir=run_dir)
 
 
 # ----------------------------------------------------------------------------- gallery
@@ -164,8 +169,11 @@ def square(pixels: np.ndarray) -> np.ndarray:
     return pixels[top:top + side, left:left + side]
 
 
-def photo_tile(row: Any) -> None:
-    """One test photo captioned with predicted and true class; green when right, red if not."""
+def photo_tile(row: Any, key: str = "tile", run_dir: Path | None = None) -> None:
+    """One test photo captioned with predicted and true class; green when right, red if not.
+
+    With run_dir, a mistake gets a "Why?" button (key: unique per tile on the page).
+    """
     path = str(row.path)
     try:
         pixels = resources.thumbnail(path, resources.THUMBNAIL_SIZE, resources.file_stamp(path))
@@ -180,20 +188,27 @@ def photo_tile(row: Any) -> None:
     else:
         st.markdown(f":red-badge[:material/close: {_escape(row.predicted)}] {confidence}  \n"
                     f"true: **{_escape(row.true)}**")
+        if run_dir is not None:
+            ui_explain.why_button(run_dir, row, key)
 
 
-def photo_grid(rows: pd.DataFrame, columns: int = GALLERY_COLUMNS) -> None:
-    """Photos in rows of `columns` tiles."""
+def photo_grid(rows: pd.DataFrame, columns: int = GALLERY_COLUMNS, *, key: str = "grid",
+               run_dir: Path | None = None) -> None:
+    """Photos in rows of `columns` tiles (key: unique per grid on the page)."""
     records = list(rows.itertuples(index=False))
     for start in range(0, len(records), columns):
         cols = st.columns(columns)
-        for col, row in zip(cols, records[start:start + columns], strict=False):
+        for number, (col, row) in enumerate(
+                zip(cols, records[start:start + columns], strict=False), start=start):
             with col:
-                photo_tile(row)
+                photo_tile(row, f"{key}-{number}-{row.path}", run_dir)
 
 
-def gallery_section(result: EvalResult) -> None:
-    """Every test photo, mistakes first (or only mistakes, or only correct ones), by pages."""
+def gallery_section(result: EvalResult, run_dir: Path | None = None) -> None:
+    """Every test photo, mistakes first (or only mistakes, or only correct ones), by pages.
+
+    With run_dir, each mistake gets a "Why?" button showing its heatmaps.
+    """
     predictions = result.predictions
     wrong = int((~predictions["correct"]).sum())
     choice = st.segmented_control("Show", GALLERY_FILTERS, default=GALLERY_FILTERS[0],
@@ -216,7 +231,7 @@ def gallery_section(result: EvalResult) -> None:
     if pages > 1:
         page = st.pagination(pages, key=state.EVAL_GALLERY_PAGE)
     start = (page - 1) * GALLERY_PAGE_SIZE
-    photo_grid(rows.iloc[start:start + GALLERY_PAGE_SIZE])
+    photo_grid(rows.iloc[start:start + GALLERY_PAGE_SIZE], key="gallery", run_dir=run_dir)
 
 
 # ----------------------------------------------------------------------------- model
@@ -294,7 +309,7 @@ def downloads(run: Run, result: EvalResult) -> None:
             help="model.keras takes a raw RGB photo and returns one probability per class; "
                  "labels.json names the classes; README.txt shows how to use them.")
     cols[1].download_button(
-        "One-page report (HTML)", report.report_html(run, result).encode("utf-8"),
+        "One-page report (HTML)", lambda: report.report_html(run, result).encode("utf-8"),
         file_name=f"{name}-report.html", mime="text/html", on_click="ignore",
         icon=":material/description:",
         help="Accuracy, class-by-class results and common mistakes in plain words, for "
