@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -485,7 +486,8 @@ def _clean_stale_staging(out: Path, run_id: str) -> None:
     """Removes temporary folders of this run's exports whose process has died."""
     for leftover in out.glob(f"{_STAGING}{run_id}-*"):
         pid = leftover.name.removeprefix(f"{_STAGING}{run_id}-").split("-")[0]
-        if pid.isdigit() and files.process_alive({"pid": int(pid)}):
+        if pid.isdigit() and files.process_alive({"pid": int(pid),
+                                                  "hostname": socket.gethostname()}):
             continue
         _remove(leftover)
     for leftover in out.glob(f"{_OLD}{run_id}-*"):
