@@ -13,6 +13,7 @@ TRAIN = "pages/2_Train.py"
 EVALUATE = "pages/3_Evaluate.py"
 PREDICT = "pages/4_Predict.py"
 COMPARE = "pages/5_Compare.py"
+EXPORT = "pages/6_Export.py"
 
 # (page file, label, icon, what it is for)
 PAGES: tuple[tuple[str, str, str, str], ...] = (
@@ -25,6 +26,8 @@ PAGES: tuple[tuple[str, str, str, str], ...] = (
      "Accuracy, per-class table, confusion matrix, mistakes; download the model"),
     (PREDICT, "Predict", ":material/image_search:", "Upload a photo or take one, get the label"),
     (COMPARE, "Compare", ":material/compare:", "All runs side by side; overlay curves; delete"),
+    (EXPORT, "Export", ":material/ios_share:",
+     "Every deployable format (Keras, SavedModel, TFLite), each reloaded and measured"),
 )
 
 

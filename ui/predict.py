@@ -32,6 +32,21 @@ def predictor(run_dir: str | Path) -> Predictor:
     return _predictor(str(run_dir), resources.file_stamp(run_dir / MODEL_FILE))
 
 
+@st.cache_resource(show_spinner="Loading the exported TFLite model...", max_entries=4)
+def _phone_predictor(path: str, stamp: int, labels: tuple[str, ...], threshold: float
+                     ) -> Predictor:
+    del stamp  # part of the key: a new export is loaded again
+    from core.export_runtime import TFLitePredictor
+
+    return TFLitePredictor(path, labels, threshold=threshold)
+
+
+def phone_predictor(path: Path, keras_predictor: Predictor) -> Predictor:
+    """The run's exported TFLite file (int8 or float16) with the Keras model's labels."""
+    return _phone_predictor(str(path), resources.file_stamp(path),
+                            tuple(keras_predictor.labels), keras_predictor.threshold)
+
+
 def photo_inputs() -> list[Any]:
     """Uploaded photos, and a camera photo when the camera is switched on."""
     sources: list[Any] = list(st.file_uploader(
