@@ -31,7 +31,7 @@ with right:
                       min(3, len(predictor.labels)), key=state.PREDICT_TOP_K,
                       help="How many of the most probable classes to show per photo.")
 phone_file = ui_export.phone_model(summary.run_id)
-if st.toggle("As it runs on a phone", key="tl_predict_phone", disabled=phone_file is None,
+if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=phone_file is None,
              help="Predict with the run's exported TensorFlow Lite file (int8, else float16), "
                   "the one you would deploy. Export the run on the Export page first."):
     with show_user_errors("Cannot load the exported model:") as phone_loading:

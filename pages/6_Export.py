@@ -21,7 +21,7 @@ st.markdown(
     "and scored on the run's test photos before you download it.")
 
 finished = ui_runs.completed_runs_or_stop("export")
-summary = ui_runs.run_picker(finished, key="tl_export_run")
+summary = ui_runs.run_picker(finished, key=ui_export.RUN_KEY)
 run_id = summary.run_id
 
 formats = ui_export.format_picker()

@@ -19,6 +19,8 @@ KIND = "export"
 FORMATS_KEY = "tl_export_formats"
 START_KEY = "tl_export_start"
 JOB_KEY = "tl_export_job"
+RUN_KEY = "tl_export_run"
+PHONE_KEY = "tl_predict_phone"  # the Predict page's "As it runs on a phone" toggle
 PHONE_FORMATS = ("tflite_int8", "tflite_float16")  # what the Predict page can run
 
 
