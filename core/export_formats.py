@@ -70,9 +70,18 @@ def _range_anchor(size: int) -> np.ndarray:
     return anchor
 
 
-def tflite_bytes(saved_model: Path, size: int, kind: str, calibration: np.ndarray | None
-                  ) -> bytes:
-    """Converts the SavedModel: the TFLite file keeps its serving_default signature."""
+def tflite_bytes(saved_model: Path, size: int, kind: str, calibration: np.ndarray | None,
+                 uniform_ratio: float | None = None) -> bytes:
+    """Converts the SavedModel: the TFLite file keeps its serving_default signature.
+
+    Args:
+        saved_model: Folder written by write_conversion_source.
+        size: Input size S.
+        kind: "float32", "float16" or "int8" (uint8 in and out, input scale 1).
+        calibration: uint8 [N, S, S, 3] training photos, for int8.
+        uniform_ratio: int8 only: per_tensor_where_uniform's max_ratio; None for
+            UNIFORM_SCALE_RATIO, 0 to keep every layer per channel.
+    """
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
@@ -95,7 +104,8 @@ def tflite_bytes(saved_model: Path, size: int, kind: str, calibration: np.ndarra
     data = _without_inner_names(converter.convert())
     if kind == "int8":
         try:
-            data = per_tensor_where_uniform(data)
+            ratio = UNIFORM_SCALE_RATIO if uniform_ratio is None else uniform_ratio
+            data = per_tensor_where_uniform(data, ratio) if ratio > 0 else data
         except Exception:  # noqa: BLE001 - a layout this rewrite does not know: keep the file
             log.warning("int8 file kept fully per-channel", exc_info=True)
         _check_int8_input(data)
@@ -165,29 +175,34 @@ def per_tensor_where_uniform(data: bytes, max_ratio: float = UNIFORM_SCALE_RATIO
 def _requantize(model: Any, subgraph: Any, op: Any, users: dict[int, int],
                 max_ratio: float) -> None:
     inputs = list(op.inputs)
-    if len(inputs) < 3 or inputs[2] < 0:
+    if len(inputs) < 2:
         return
-    source, weight, bias = (subgraph.tensors[i] for i in inputs[:3])
-    wq, bq, sq = weight.quantization, bias.quantization, source.quantization
-    if wq is None or bq is None or sq is None or wq.scale is None or bq.scale is None:
+    source, weight = subgraph.tensors[inputs[0]], subgraph.tensors[inputs[1]]
+    bias = subgraph.tensors[inputs[2]] if len(inputs) > 2 and inputs[2] >= 0 else None
+    wq, sq = weight.quantization, source.quantization
+    if wq is None or sq is None or wq.scale is None or sq.scale is None:
         return
     scales = np.asarray(wq.scale, np.float64)
-    if (len(scales) < 2 or weight.type != 9 or bias.type != 2 or np.any(wq.zeroPoint)
-            or scales.min() <= 0 or scales.max() / scales.min() > max_ratio
-            or users.get(weight.buffer) != 1 or users.get(bias.buffer) != 1):
+    if (len(scales) < 2 or weight.type != 9 or np.any(wq.zeroPoint) or scales.min() <= 0
+            or scales.max() / scales.min() > max_ratio or users.get(weight.buffer) != 1):
+        return
+    if bias is not None and (bias.type != 2 or bias.quantization is None
+                             or users.get(bias.buffer) != 1):
         return
     top = scales.max()
-    axis = int(wq.quantizedDimension)
     shape = [1] * len(weight.shape)
-    shape[axis] = len(scales)
-    factor = (scales / top).reshape(shape)
-    wbuf, bbuf = model.buffers[weight.buffer], model.buffers[bias.buffer]
+    shape[int(wq.quantizedDimension)] = len(scales)
+    wbuf = model.buffers[weight.buffer]
     q = np.frombuffer(bytes(wbuf.data), np.int8).reshape(list(weight.shape))
-    b = np.frombuffer(bytes(bbuf.data), np.int32)
-    wbuf.data = np.clip(np.rint(q * factor), -127, 127).astype(np.int8).ravel().view(np.uint8)
-    bbuf.data = np.rint(b * (scales / top)).astype(np.int32).view(np.uint8)
-    input_scale = float(np.asarray(sq.scale)[0])
-    for quant, scale in ((wq, top), (bq, input_scale * top)):
+    wbuf.data = np.clip(np.rint(q * (scales / top).reshape(shape)), -127, 127).astype(
+        np.int8).ravel().view(np.uint8)
+    changed = [(wq, top)]
+    if bias is not None:
+        bbuf = model.buffers[bias.buffer]
+        b = np.frombuffer(bytes(bbuf.data), np.int32)
+        bbuf.data = np.rint(b * (scales / top)).astype(np.int32).view(np.uint8)
+        changed.append((bias.quantization, float(np.asarray(sq.scale)[0]) * top))
+    for quant, scale in changed:
         quant.scale = np.asarray([scale], np.float32)
         quant.zeroPoint = np.zeros(1, np.int64)
         quant.quantizedDimension = 0

@@ -366,3 +366,38 @@ def test_mobilenet_v2_real_weights_keep_accuracy_in_every_format(
     sizes = {name: fmt["size_bytes"] for name, fmt in meta["formats"].items()}
     assert sizes["tflite_int8"] < 0.35 * sizes["tflite_float32"]
     assert sizes["tflite_float16"] < 0.55 * sizes["tflite_float32"]
+
+
+def test_int8_layers_with_alike_channel_scales_get_one_scale(tmp_path: Path) -> None:
+    from core import export_formats
+
+    model = tiny_classifier(len(LABELS))
+    export_formats.write_conversion_source(model, SIZE, tmp_path / "source")
+    photos = np.random.default_rng(0).integers(0, 256, (12, SIZE, SIZE, 3)).astype(np.uint8)
+    data = export_formats.tflite_bytes(tmp_path / "source", SIZE, "int8", photos,
+                                       uniform_ratio=0)  # 0: per channel, as converted
+
+    def run(content: bytes) -> tuple[np.ndarray, list[int]]:
+        interpreter = tf.lite.Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)
+        rows = []
+        for photo in photos:
+            interpreter.set_tensor(inp["index"], photo[None])
+            interpreter.invoke()
+            scale, zero = out["quantization"]
+            rows.append((interpreter.get_tensor(out["index"])[0].astype(float) - zero) * scale)
+        counts = [len(t["quantization_parameters"]["scales"])
+                  for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
+        return np.array(rows), counts
+
+    before, before_counts = run(data)
+    assert max(before_counts) > 1  # the converter quantized the weights per channel
+    everything = export_formats.per_tensor_where_uniform(data, max_ratio=1e9)
+    after, after_counts = run(everything)
+    assert max(after_counts) == 1 and len(everything) < len(data)
+    assert np.abs(after - before).max() < 0.2
+    untouched, counts = run(export_formats.per_tensor_where_uniform(data, max_ratio=1.0))
+    assert counts == before_counts
+    np.testing.assert_array_equal(untouched, before)
