@@ -6,6 +6,7 @@ import streamlit as st
 
 from ui import explain as ui_explain
 from ui import nav, state
+from ui import export as ui_export
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
@@ -26,6 +27,15 @@ with right:
     top_k = st.slider("Guesses shown", 1, min(5, len(predictor.labels)),
                       min(3, len(predictor.labels)), key=state.PREDICT_TOP_K,
                       help="How many of the most probable classes to show per photo.")
+phone_file = ui_export.phone_model(summary.run_id)
+if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=phone_file is None,
+             help="Predict with the run's exported TensorFlow Lite file (int8, else float16), "
+                  "the one you would deploy. Export the run on the Export page first."):
+    with show_user_errors("Cannot load the exported model:") as phone_loading:
+        predictor = ui_predict.phone_predictor(phone_file, predictor)
+    if phone_loading.failed:
+        st.stop()
+    st.caption(f"Using the exported file {phone_file.name}.")
 st.caption(f"Classes it knows: {', '.join(predictor.labels)}. It says it is unsure below "
            f"{predictor.threshold:.0%}.")
 

@@ -1,7 +1,7 @@
 """Downloadable files of a run for people who don't write code: an HTML report, a model zip.
 
-Plain Python (no Streamlit): the Evaluate page offers them as downloads, `python -m core export`
-writes them to a folder.
+Plain Python (no Streamlit): the Evaluate page offers them as downloads; core.export puts
+the report, with its format table, into every export folder.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import html
 import io
 import json
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core import files
 from core.errors import AppError
 
 if TYPE_CHECKING:
@@ -201,7 +201,27 @@ def _versions_text(run: Run) -> str:
                      if versions.get(name)) or "not recorded"
 
 
-def report_html(run: Run, result: EvalResult, *, heatmaps: int = WORST_MISTAKES_SHOWN) -> str:
+def _formats_section(formats: Sequence[Mapping[str, Any]] | None) -> str:
+    """The export's format table (core.export's metadata entries, each with a "title")."""
+    if not formats:
+        return ""
+    rows = [{
+        "Format": f.get("title") or f.get("name"), "File": f.get("file"),
+        "Size": "–" if f.get("size_bytes") is None else f"{f['size_bytes'] / 1e6:.2f} MB",
+        "Test accuracy": _pct(f.get("test_accuracy")), "Agreement": _pct(f.get("agreement")),
+        "Latency (p50)": "–" if f.get("latency_ms_p50") is None
+        else f"{f['latency_ms_p50']:.1f} ms",
+        "Verdict": ("recommended" if f.get("recommended") else f.get("note") or "")
+        if f.get("status") == "ok" else f"{f.get('status')}: {f.get('error') or f.get('note')}",
+    } for f in formats]
+    return ("<h2>Deployable formats</h2><p class='note'>Each file was loaded again in a clean "
+            "process and scored on the test photos. Agreement: share of photos with the same "
+            "answer as the Keras model.</p>" + _table(pd.DataFrame(rows)))
+
+
+def report_html(run: Run, result: EvalResult,
+                formats: Sequence[Mapping[str, Any]] | None = None, *,
+                heatmaps: int = WORST_MISTAKES_SHOWN) -> str:
     """A one-page, self-contained HTML report of a run, readable without knowing ML.
 
     Args:
@@ -209,6 +229,7 @@ def report_html(run: Run, result: EvalResult, *, heatmaps: int = WORST_MISTAKES_
         result: Its test evaluation.
         heatmaps: How many of the worst mistakes to show with their Grad-CAM heatmaps
             (embedded as PNGs; loads the run's model); 0 for none.
+        formats: An export's formats (core.export), shown as a table when given.
     """
     dataset = run.dataset.get("name") or "the dataset"
     created = run.created.astimezone().strftime("%Y-%m-%d %H:%M") if run.created else ""
@@ -240,43 +261,8 @@ def report_html(run: Run, result: EvalResult, *, heatmaps: int = WORST_MISTAKES_
 {_table(confusion)}
 <h2>How it was trained</h2>
 {_table(_settings(run))}
+{_formats_section(formats)}
 <p class="note">Made with Transfer Learning Studio, run {html.escape(run.run_id)}.
 Versions: {html.escape(_versions_text(run))}.</p>
 </body></html>
 """
-
-
-def export(run: Run, folder: str | Path) -> dict[str, Path]:
-    """Writes the run's shareable files into a folder, each atomically.
-
-    Files: <run id>-report.html, <run id>-per-class.csv and <run id>-model.zip (the Evaluate
-    page's downloads, under the same names).
-
-    Returns:
-        {"report", "per_class", "model"} -> the file written.
-
-    Raises:
-        RunNotUsableError: when the run is not completed or is broken (the reason included).
-        AppError: when the run has no test evaluation to report, or the folder cannot be
-            written.
-    """
-    run.require_usable("be exported")
-    result = run.evaluation
-    if result is None:
-        raise AppError(
-            f"Run {run.run_id} has no test results to report (status: {run.state}). "
-            "Export a completed run; `python -m core runs` lists them."
-        )
-    out = Path(folder).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        written = {"report": out / f"{run.run_id}-report.html",
-                   "per_class": out / f"{run.run_id}-per-class.csv"}
-        files.write_text_atomic(written["report"], report_html(run, result))
-        files.write_bytes_atomic(written["per_class"], per_class_csv(result))
-        written["model"] = out / f"{run.run_id}-model.zip"
-        files.write_bytes_atomic(written["model"], model_zip(run))
-    except OSError as exc:
-        raise AppError(f"Cannot write the exported files to {out}: {exc.strerror or exc}. "
-                       "Choose a folder you can write to with --out.") from exc
-    return written

@@ -102,28 +102,6 @@ def test_unknown_base_and_missing_weights_are_one_line_errors(tmp_path: Path) ->
     assert "missing.h5" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_export_writes_the_files_to_share(trained: dict, tmp_path: Path) -> None:
-    import zipfile
-
-    out = tmp_path / "share"
-    done = run_cli("export", trained["result"]["run_id"], "--out", str(out), "--json",
-                   home=trained["home"])
-    written = {kind: Path(path) for kind, path in json.loads(done.stdout).items()}
-    assert set(written) == {"report", "per_class", "model"}
-    assert all(path.parent == out and path.is_file() for path in written.values())
-    page = written["report"].read_text(encoding="utf-8")
-    assert "Class by class" in page and "fish" in page
-    # Only what a reader needs: the run id and versions, not the server's paths or platform.
-    import platform
-
-    assert trained["result"]["run_id"] in page and "tensorflow" in page
-    assert str(trained["home"]) not in page and platform.platform() not in page
-    assert written["per_class"].read_text().splitlines()[0] == "class,precision,recall,f1,support"
-    with zipfile.ZipFile(written["model"]) as zf:
-        assert {"model.keras", "labels.json", "README.txt"} <= set(zf.namelist())
-        assert json.loads(zf.read("labels.json"))["labels"] == ["cats", "dogs", "fish"]
-
-
 def test_export_of_a_run_without_results_says_what_to_do(trained: dict, tmp_path: Path) -> None:
     import pandas as pd
 

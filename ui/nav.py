@@ -39,6 +39,7 @@ TRAIN = "app_pages/2_Train.py"
 EVALUATE = "app_pages/3_Evaluate.py"
 PREDICT = "app_pages/4_Predict.py"
 COMPARE = "app_pages/5_Compare.py"
+EXPORT = "app_pages/6_Export.py"
 
 # The menu, in the order of use. Home comes first: it is the app's root URL.
 PAGES: tuple[AppPage, ...] = (
@@ -55,6 +56,9 @@ PAGES: tuple[AppPage, ...] = (
             "Upload a photo or take one, get the label", "Predict"),
     AppPage(COMPARE, "Compare", ":material/compare:",
             "All runs side by side; overlay curves; delete", "Compare"),
+    AppPage(EXPORT, "Export", ":material/ios_share:",
+            "Every deployable format (Keras, SavedModel, TFLite), each reloaded and measured",
+            "Export"),
 )
 
 

@@ -10,8 +10,8 @@ import streamlit as st
 
 from core import charts
 from core.prediction import Prediction, Predictor
+from ui import resources, state
 from ui import runs as ui_runs
-from ui import state
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
 
@@ -30,6 +30,21 @@ def predictor(run_dir: str | Path) -> Predictor:
     """
     run_dir = Path(run_dir)
     return _predictor(str(run_dir), ui_runs.fingerprint(run_dir))
+
+
+@st.cache_resource(show_spinner="Loading the exported TFLite model...", max_entries=4)
+def _phone_predictor(path: str, stamp: int, labels: tuple[str, ...], threshold: float
+                     ) -> Predictor:
+    del stamp  # part of the key: a new export is loaded again
+    from core.export_runtime import TFLitePredictor
+
+    return TFLitePredictor(path, labels, threshold=threshold)
+
+
+def phone_predictor(path: Path, keras_predictor: Predictor) -> Predictor:
+    """The run's exported TFLite file (int8 or float16) with the Keras model's labels."""
+    return _phone_predictor(str(path), resources.file_stamp(path),
+                            tuple(keras_predictor.labels), keras_predictor.threshold)
 
 
 def photo_inputs() -> list[Any]:
