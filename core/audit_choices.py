@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.audit import AuditResult, audit_dir, dataset_key, dataset_root, relative_names
+from core.audit import (AuditResult, audit_dir, dataset_key, dataset_root, index_of,
+                        relative_names)
 from core.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def set_choice(dataset: Any, file: str, action: str, label: str | None = None,
     elif action == EXCLUDE:
         choices[file] = {"action": EXCLUDE}
     else:
-        index = getattr(dataset, "index", dataset)
+        index = index_of(dataset)
         if label not in set(index["label"]):
             raise DatasetError(f"Cannot move {file} to {label!r}: not a class of this dataset.")
         choices[file] = {"action": MOVE, "label": str(label)}
@@ -85,7 +86,7 @@ def set_choice(dataset: Any, file: str, action: str, label: str | None = None,
 def corrected_index(dataset: Any, choices: dict[str, dict[str, str]]) -> pd.DataFrame:
     """The dataset's index with the choices applied: excluded photos left out, moved ones
     relabelled (label_index recomputed). The files themselves are never touched."""
-    index = getattr(dataset, "index", dataset).reset_index(drop=True)
+    index = index_of(dataset).reset_index(drop=True)
     if not choices:
         return index.copy()
     names = relative_names(index, dataset_root(dataset))
