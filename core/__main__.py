@@ -331,7 +331,7 @@ def _add_audit(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--backbone", default=AuditConfig.backbone,
                    help="pretrained base whose features are compared")
     p.add_argument("--weights", default=AuditConfig.weights,
-                   help="'imagenet' (Keras cache) or a weights file")
+                   help="'imagenet' (Keras cache), a weights file, or 'none' for random")
     p.add_argument("--json", action="store_true", help="print the audit as one JSON object")
     p.set_defaults(func=cmd_audit)
 
@@ -347,7 +347,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for error in dataset.report.errors:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
-    config = AuditConfig(backbone=args.backbone, weights=args.weights)
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    config = AuditConfig(backbone=args.backbone, weights=weights)
     result = audit.audit(dataset, config=config, home=home,
                          on_event=None if args.json else _print_progress)
     if args.json:

@@ -75,8 +75,10 @@ class AuditResult:
             probability of the given label.
         near_duplicates: [{"files", "similarity", "cross_class", "spans_splits"}]; similarity
             is the highest cosine similarity within the group.
-        outliers: [{"file", "label", "score"}]; score = robust z-score of the photo's distance
-            to its nearest photos of the same class.
+        outliers: [{"file", "label", "score"}]; score = the photo's mean distance to its
+            nearest photos of the same class over the class's median such distance (2: twice
+            as far from its class as its typical photo); listed when that distance's robust
+            z-score within the class reaches AuditConfig.outlier_z.
         summary: Counts per kind and per class, the estimated share of wrong labels, and the
             audit's identity (audit_id, dataset_key, backbone, settings).
     """
@@ -263,17 +265,26 @@ def find_label_issues(probs: np.ndarray, y: np.ndarray, max_confidence: float = 
     return ranked, float(estimate)
 
 
-def class_outlier_scores(unit: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """Robust z-score, within its class, of each photo's mean distance to its k nearest
-    photos of the same class (0 for classes too small to compare)."""
-    scores = np.zeros(len(y), np.float64)
+def class_outlier_scores(unit: np.ndarray, y: np.ndarray, k: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """How unlike its class each photo is, from its mean cosine distance to its k nearest
+    photos of the same class.
+
+    Returns:
+        (ratio of that distance to the class's median one, comparable across classes;
+        robust z-score of it within the class, saying whether it is unusual there). Both
+        are 0 for classes of fewer than 3 photos.
+    """
+    ratio = np.zeros(len(y), np.float64)
+    z = np.zeros(len(y), np.float64)
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
         if len(members) < 3:
             continue
         distance = nd.knn_distance(unit[members], min(k, len(members) - 1))
-        scores[members] = nd.robust_z(distance)
-    return scores
+        ratio[members] = distance / max(float(np.median(distance)), 1e-6)
+        z[members] = nd.robust_z(distance)
+    return ratio, z
 
 
 def near_duplicate_pairs(unit: np.ndarray, paths: list[str], config: AuditConfig, *,
@@ -414,10 +425,10 @@ def audit(
 
     lap("near_duplicates")
     step(2, "Measuring how unlike its class each photo is")
-    z = class_outlier_scores(unit, y, config.outlier_neighbours)
+    ratio, z = class_outlier_scores(unit, y, config.outlier_neighbours)
     flagged = np.flatnonzero(z >= config.outlier_z)
-    flagged = flagged[np.argsort(-z[flagged], kind="stable")]
-    outliers = [{"file": names[i], "label": labels[y[i]], "score": round(float(z[i]), 3)}
+    flagged = flagged[np.argsort(-ratio[flagged], kind="stable")]
+    outliers = [{"file": names[i], "label": labels[y[i]], "score": round(float(ratio[i]), 3)}
                 for i in flagged]
 
     lap("outliers")
