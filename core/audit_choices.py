@@ -137,3 +137,14 @@ def audit_record(result: AuditResult | None, choices: dict[str, dict[str, str]]
         "moved": sum(1 for c in choices.values() if c["action"] == MOVE),
         "split_respects_groups": True,
     }
+
+
+def audit_text(dataset_info: dict[str, Any] | None) -> str:
+    """One sentence for people on the audit a run's split respected (from its dataset.json)."""
+    record = (dataset_info or {}).get("audit") or {}
+    if not record.get("ran"):
+        return "Not audited: only identical photos were kept in one split."
+    return (f"Audited ({record.get('audit_id', '?')}): the split kept its "
+            f"{record.get('near_duplicate_groups', 0)} near-duplicate groups together; "
+            f"{record.get('excluded', 0)} photos excluded, {record.get('moved', 0)} moved "
+            "to another class.")
