@@ -277,10 +277,10 @@ class AuditConfig:
         weights: 'imagenet' for the standard weights, or a weights file path.
         folds: Cross-validation folds giving every photo an out-of-sample prediction.
         max_label_confidence: Of the photos confident learning flags, only those whose given
-            label has a lower out-of-sample probability are reported. On flower_photos_300
-            with planted label flips, cleanlab alone flags 2-3 times as many photos as were
-            planted (flowers that do look like another class); 0.1 keeps 76-87% of the
-            planted flips with about half of the reported ones planted.
+            label has a lower out-of-sample probability are reported. On flower photos with
+            2-5% of labels flipped, cleanlab alone flags 2-3 times as many photos as were
+            flipped (flowers that do look like another class); 0.08 keeps 67-87% of the
+            flipped ones with 45-62% of those reported flipped (docs/benchmarks.md).
         near_duplicate_threshold: Cosine similarity of features from which two photos are
             near-duplicates outright. Measured with MobileNetV2 on flower_photos_300
             (docs/benchmarks.md): no two different photos score 0.95 or more except two pairs
@@ -308,7 +308,7 @@ class AuditConfig:
     folds: int = option(5, "Cross-validation folds for the out-of-sample predictions.",
                         "Folds", min=2, max=10)
     max_label_confidence: float = option(
-        0.1, "Report a flagged photo only when its given label has a lower probability.",
+        0.08, "Report a flagged photo only when its given label has a lower probability.",
         "Label confidence below", min=0.01, max=1.0, step=0.01)
     near_duplicate_threshold: float = option(
         0.95, "Cosine similarity of features from which two photos are near-duplicates.",
