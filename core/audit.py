@@ -79,10 +79,11 @@ class AuditResult:
             probability of the given label.
         near_duplicates: [{"files", "similarity", "cross_class", "spans_splits"}]; similarity
             is the highest cosine similarity within the group.
-        outliers: [{"file", "label", "score"}]; score = the photo's mean distance to its
-            nearest photos of the same class over the class's median such distance (2: twice
-            as far from its class as its typical photo); listed when that distance's robust
-            z-score within the class reaches AuditConfig.outlier_z.
+        outliers: [{"file", "label", "score"}]; score = geometric mean of the photo's mean
+            distance to its nearest photos of the same class over the class's median such
+            distance, and of the same ratio over the whole dataset (2: twice as far as a
+            typical photo); listed when the within-class distance's robust z-score reaches
+            AuditConfig.outlier_z.
         summary: Counts per kind and per class, the estimated share of wrong labels, and the
             audit's identity (audit_id, dataset_key, backbone, settings).
     """
@@ -275,9 +276,10 @@ def class_outlier_scores(unit: np.ndarray, y: np.ndarray, k: int
     photos of the same class.
 
     Returns:
-        (ratio of that distance to the class's median one, comparable across classes;
-        robust z-score of it within the class, saying whether it is unusual there). Both
-        are 0 for classes of fewer than 3 photos.
+        (geometric mean of that distance over the class's median one and of the same ratio
+        over the whole dataset: comparable across classes, 0 for classes of fewer than 3
+        photos; robust z-score of the distance within the class, saying whether it is
+        unusual there).
     """
     ratio = np.zeros(len(y), np.float64)
     z = np.zeros(len(y), np.float64)
@@ -288,6 +290,10 @@ def class_outlier_scores(unit: np.ndarray, y: np.ndarray, k: int
         distance = nd.knn_distance(unit[members], min(k, len(members) - 1))
         ratio[members] = distance / max(float(np.median(distance)), 1e-6)
         z[members] = nd.robust_z(distance)
+    # Unlike its class and unlike every photo: the geometric mean with the same ratio over
+    # the whole dataset ranks a scanned document above odd photos of another class.
+    overall = nd.knn_distance(unit, min(k, len(y) - 1))
+    ratio = np.sqrt(ratio * overall / max(float(np.median(overall)), 1e-6))
     return ratio, z
 
 

@@ -296,7 +296,8 @@ class AuditConfig:
         outlier_neighbours: Neighbours within the class whose mean distance measures how
             unlike its class a photo is.
         outlier_z: Robust z-score of that distance (against the class's photos) from which a
-            photo is reported as an outlier.
+            photo is reported as an outlier. 3.0 reports, on 770 flower photos with a scanned
+            document planted, a bridge, a mosaic, cupcakes and the document (4th).
         seed: Seed of the cross-validation folds and of the split the leaks are checked on.
     """
 
@@ -321,7 +322,7 @@ class AuditConfig:
         "Pixel match", min=0.5, max=1.0, step=0.01)
     outlier_neighbours: int = option(5, "Neighbours in the class a photo is compared with.",
                                      "Outlier neighbours", min=1, max=50)
-    outlier_z: float = option(4.0, "Robust z-score of the distance to the class from which a "
+    outlier_z: float = option(3.0, "Robust z-score of the distance to the class from which a "
                               "photo is an outlier.", "Outlier z-score", min=1.0, max=20.0,
                               step=0.5)
     seed: int = option(0, "Seed of the folds and of the split checked for leaks.", min=0,
