@@ -171,3 +171,12 @@ def test_cli_audit_json_and_unusable_exit_code(tmp_path: Path) -> None:
     (empty / "cats").mkdir(parents=True)
     done = run_cli("audit", str(empty), "--json", home=tmp_path / "h", check=False)
     assert done.returncode == 2
+
+
+def test_audit_text_says_which_audit_the_split_respected(planted: dict) -> None:
+    assert audit_choices.audit_text({"name": "x"}).startswith("Not audited")
+    record = audit_choices.audit_record(planted["result"], {
+        planted["names"][0]: {"action": "exclude"}})
+    text = audit_choices.audit_text({"audit": record})
+    assert planted["result"].audit_id in text
+    assert "2 near-duplicate groups" in text and "1 photos excluded" in text
