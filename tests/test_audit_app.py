@@ -28,10 +28,10 @@ def _planted_audit(folder: Path, home: Path) -> tuple[datasets.Dataset, audit.Au
     dataset = datasets.ingest(folder, home=home)
     y = dataset.index["label_index"].to_numpy()
     rng = np.random.default_rng(0)
-    centres = rng.normal(0, 1, (2, 32))
+    centres = rng.normal(0, 1, (2, 64))
     truth = y.copy()
     truth[2] = 1 - y[2]
-    x = centres[truth] * 2 + rng.normal(0, 1, (len(y), 32))
+    x = centres[truth] * 2 + rng.normal(0, 1, (len(y), 64))
     x[5] = x[4] + 0.001
     x[20] = -centres[truth[20]] * 2
     result = audit.audit(dataset, features=x.astype(np.float32), home=home,

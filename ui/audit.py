@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import audit, audit_choices, datasets, jobs
 from core.config import AuditConfig, SplitConfig
+from core.errors import JobError
 from ui import resources, state
 from ui.errors import show_user_errors
 
@@ -40,7 +41,7 @@ def _status(job_id: str | None) -> jobs.JobStatus | None:
         return None
     try:
         return resources.job_manager().status(job_id)
-    except Exception:  # noqa: BLE001 - a job forgotten after a server restart
+    except JobError:  # a job forgotten after a server restart
         return None
 
 
