@@ -120,7 +120,7 @@ def main() -> None:
     cand_px = np.asarray([nd.pixel_match(nd.pixel_signature(index["path"].iloc[a]),
                                          nd.pixel_signature(index["path"].iloc[b]))
                           for a, b in zip(cand_i, cand_j)])
-    kept_i, kept_j, kept_s = audit.near_duplicate_pairs(unit, index["path"].tolist(), config)
+    kept_i, kept_j, kept_s = nd.near_duplicate_pairs(unit, index["path"].tolist(), config)
     for name, s in zip(edit_of, sims):
         copies[name].append(float(s))
     all_copies = np.asarray(sims)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from core import near_duplicates as nd
 from core.config import AuditConfig, SplitConfig, studio_home
-from core.errors import Cancelled, DatasetError, ImageError
+from core.errors import Cancelled, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,17 @@ def dataset_features(
     Returns:
         (float32 [N, D] in index order, the extractor's fingerprint).
     """
+    matrix, used = _features(index, config, home=home, extractor=extractor, on_event=on_event,
+                             should_stop=should_stop)
+    return matrix, used.fingerprint
+
+
+def _features(
+    index: pd.DataFrame, config: AuditConfig, *, home: Path, extractor: Any = None,
+    on_event: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, Any]:
+    """dataset_features, returning the FeatureExtractor used instead of its fingerprint."""
     from core import backbones, features  # lazy: TensorFlow only when features are needed
 
     if extractor is None:
@@ -200,7 +211,7 @@ def dataset_features(
         on_progress=progress, should_stop=should_stop,
     )
     log.info("Audit features: %d cached, %d computed", stats.hits, stats.misses)
-    return matrix, extractor.fingerprint
+    return matrix, extractor
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,37 +308,41 @@ def class_outlier_scores(unit: np.ndarray, y: np.ndarray, k: int
     return ratio, z
 
 
-def near_duplicate_pairs(unit: np.ndarray, paths: list[str], config: AuditConfig, *,
-                         check_pixels: bool = True
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Near-duplicate pairs: feature cosine >= near_duplicate_threshold, or >=
-    candidate_threshold with matching pixels (core.near_duplicates.pixel_match).
+_BLANK_COLOURS = {"black": (0, 0, 0), "grey": (128, 128, 128), "white": (255, 255, 255)}
+# A photo whose features are this close to a uniform image's is a blank frame. Measured with
+# MobileNetV2: a black JPEG frame scores 1.0 against uniform black, flower photos at most 0.55.
+_BLANK_SIMILARITY = 0.9
 
-    Returns:
-        (i, j, cosine similarity) of the pairs kept.
-    """
-    low = config.candidate_threshold if check_pixels else config.near_duplicate_threshold
-    low = min(low, config.near_duplicate_threshold)
-    pi, pj, ps = nd.similar_pairs(unit, low)
-    if not check_pixels or len(pi) == 0:
-        return pi, pj, ps
-    keep = ps >= config.near_duplicate_threshold
-    signatures: dict[int, np.ndarray | None] = {}
 
-    def signature(i: int) -> np.ndarray | None:
-        if i not in signatures:
-            try:
-                signatures[i] = nd.pixel_signature(paths[i])
-            except (OSError, ImageError) as exc:
-                log.warning("No pixel check for %s: %s", paths[i], exc)
-                signatures[i] = None
-        return signatures[i]
+def blank_features(extractor: Any, home: Path) -> np.ndarray | None:
+    """Features of uniform black, grey and white images (files made once under
+    <home>/cache/audit; their features cached like any photo's). None when they cannot be
+    computed (the audit then finds blank frames only as far as they are unlike their class)."""
+    import io
 
-    for k in np.flatnonzero(~keep):
-        a, b = signature(int(pi[k])), signature(int(pj[k]))
-        keep[k] = a is not None and b is not None and \
-            nd.pixel_match(a, b) >= config.pixel_threshold
-    return pi[keep], pj[keep], ps[keep]
+    from PIL import Image
+
+    from core import features
+    from core.files import write_bytes_atomic
+
+    folder = home / "cache" / "audit"
+    paths, shas = [], []
+    for name, colour in _BLANK_COLOURS.items():
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), colour).save(buf, "PNG")
+        data = buf.getvalue()
+        path = folder / f"blank-{name}.png"
+        if not path.is_file() or path.read_bytes() != data:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, data)
+        paths.append(str(path))
+        shas.append(hashlib.sha256(data).hexdigest())
+    try:
+        matrix, _stats = features.extract(extractor, paths, shas, home=home)
+    except Exception as exc:  # noqa: BLE001 - an optional refinement must not fail the audit
+        log.warning("No blank-frame check: %s", exc)
+        return None
+    return matrix
 
 
 def reference_split(index: pd.DataFrame, split_config: SplitConfig) -> pd.Series | None:
@@ -369,7 +384,7 @@ def audit(
         on_event: Called with AuditEvents (feature extraction, then the analyses).
         should_stop: Polled between steps; True raises core.errors.Cancelled.
         save: Keep the result under <home>/audits/<dataset key>/audit.json.
-        check_pixels: Confirm candidate pairs by their thumbnails (near_duplicate_pairs);
+        check_pixels: Confirm candidate pairs by their thumbnails (near_duplicates.near_duplicate_pairs);
             False: only pairs above config.near_duplicate_threshold (features without files).
 
     Returns:
@@ -388,10 +403,12 @@ def audit(
     stop = should_stop or (lambda: False)
     emit = on_event or (lambda _event: None)
     fingerprint = "given"
+    blanks = None
     if features is None:
-        features, fingerprint = dataset_features(index, config, home=home_path,
-                                                 extractor=extractor, on_event=emit,
-                                                 should_stop=stop)
+        features, used = _features(index, config, home=home_path, extractor=extractor,
+                                   on_event=emit, should_stop=stop)
+        fingerprint = used.fingerprint
+        blanks = blank_features(used, home_path)
     x = np.asarray(features, np.float32)
     if len(x) != len(index):
         raise DatasetError(f"Got {len(x)} feature vectors for {len(index)} photos.")
@@ -427,7 +444,7 @@ def audit(
     lap("label_issues")
     step(1, "Searching near-duplicates")
     unit = nd.normalize(x)
-    pi, pj, ps = near_duplicate_pairs(unit, index["path"].tolist(), config,
+    pi, pj, ps = nd.near_duplicate_pairs(unit, index["path"].tolist(), config,
                                       check_pixels=check_pixels)
     reference = reference_split(index, split_config)
     near = _near_duplicate_groups(nd.groups_from_pairs(len(x), pi, pj), pi, pj, ps, names,
@@ -436,6 +453,11 @@ def audit(
     lap("near_duplicates")
     step(2, "Measuring how unlike its class each photo is")
     ratio, z = class_outlier_scores(unit, y, config.outlier_neighbours)
+    if blanks is not None and len(blanks):
+        # Blank frames first: their features are those of a uniform image.
+        blank = (unit @ nd.normalize(blanks).T).max(axis=1) >= _BLANK_SIMILARITY
+        ratio[blank] = 2.0 * max(float(ratio.max()), 1.0)
+        z[blank] = np.inf
     flagged = np.flatnonzero(z >= config.outlier_z)
     flagged = flagged[np.argsort(-ratio[flagged], kind="stable")]
     outliers = [{"file": names[i], "label": labels[y[i]], "score": round(float(ratio[i]), 3)}

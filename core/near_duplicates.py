@@ -1,12 +1,18 @@
-"""Vectorised cosine-similarity search: near-duplicate pairs and groups, k-nearest distances."""
+"""Vectorised cosine-similarity search and the pixel check of near-duplicate candidates."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from core.config import AuditConfig
+from core.errors import ImageError
+
+log = logging.getLogger(__name__)
 
 # Rows of the query block in one matrix product: block x N float32 similarities at a time
 # (1,024 x 20,000 x 4 bytes = 80 MB), so memory stays flat however many photos there are.
@@ -174,3 +180,36 @@ def pixel_match(a: np.ndarray, b: np.ndarray) -> float:
     """Highest correlation of one photo's whole thumbnail with any crop or mirror of the
     other's (both ways round): about 1 for a resized, recompressed, cropped or flipped copy."""
     return float(max((a @ b[0]).max(), (b @ a[0]).max()))
+
+
+def near_duplicate_pairs(unit: np.ndarray, paths: list[str], config: AuditConfig, *,
+                         check_pixels: bool = True
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Near-duplicate pairs: feature cosine >= near_duplicate_threshold, or >=
+    candidate_threshold with matching pixels (pixel_match).
+
+    Returns:
+        (i, j, cosine similarity) of the pairs kept.
+    """
+    low = config.candidate_threshold if check_pixels else config.near_duplicate_threshold
+    low = min(low, config.near_duplicate_threshold)
+    pi, pj, ps = similar_pairs(unit, low)
+    if not check_pixels or len(pi) == 0:
+        return pi, pj, ps
+    keep = ps >= config.near_duplicate_threshold
+    signatures: dict[int, np.ndarray | None] = {}
+
+    def signature(i: int) -> np.ndarray | None:
+        if i not in signatures:
+            try:
+                signatures[i] = pixel_signature(paths[i])
+            except (OSError, ImageError) as exc:
+                log.warning("No pixel check for %s: %s", paths[i], exc)
+                signatures[i] = None
+        return signatures[i]
+
+    for k in np.flatnonzero(~keep):
+        a, b = signature(int(pi[k])), signature(int(pj[k]))
+        keep[k] = a is not None and b is not None and \
+            pixel_match(a, b) >= config.pixel_threshold
+    return pi[keep], pj[keep], ps[keep]
