@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import SplitConfig
+from core.audit_choices import audit_record
+from ui import audit as ui_audit
 from ui import dataset as ui_dataset
 from ui import nav, state, widgets
 
@@ -57,12 +59,16 @@ if not report.usable:
              icon=":material/block:")
     st.stop()
 
+audit, choices = ui_audit.audit_section(loaded)
+
 st.header("Split")
-st.caption("Each class is split in the same proportions; identical photos stay in one split. "
-           "The validation set guides early stopping; the test set is only used to measure.")
+st.caption("Each class is split in the same proportions; identical photos, and the "
+           "near-duplicates an audit found, stay in one split. The validation set guides "
+           "early stopping; the test set is only used to measure.")
 config = widgets.config_form(SplitConfig, key_prefix=state.SPLIT_PREFIX, columns=4,
                              initial=current.split_config if current is not None else None)
-split = ui_dataset.split_dataset(loaded, config) if config is not None else None
+split = (ui_audit.split_with_audit(loaded, config, audit, choices) if config is not None
+         else None)
 if split is None:
     st.stop()
 ui_dataset.split_summary(split)
@@ -70,7 +76,8 @@ ui_dataset.split_summary(split)
 in_use = (current is not None and current.loaded.source == loaded.source
           and current.split_config == config)
 if st.button("Use this dataset", type="primary", key=state.USE_DATASET,
-             icon=":material/check:", on_click=state.use_dataset, args=(loaded, split, config),
+             icon=":material/check:", on_click=state.use_dataset,
+             args=(loaded, split, config, audit_record(audit, choices)),
              help="Keeps this dataset and split for the Train page."):
     st.success(f"{loaded.name} and this split will be used for training.",
                icon=":material/check_circle:")

@@ -49,13 +49,13 @@ def main() -> None:
         os.environ["KERAS_HOME"] = str(_keras_home(tmp))
         os.environ["TL_STUDIO_OFFLINE"] = "1"
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from core import datasets, export, training
+        from core import datasets, export, splits, training
         from core.config import SplitConfig, TrainConfig
         from core.runs import RunStore
 
         load_before = os.getloadavg()
         dataset = datasets.ingest(args.data, home=tmp / "home")
-        split_df = datasets.split(dataset.index, SplitConfig(seed=0))
+        split_df = splits.split(dataset.index, SplitConfig(seed=0))
         config = TrainConfig(backbone="mobilenet_v2", epochs=args.epochs)
         trained = training.train(split_df, config, home=tmp / "home")
         run = RunStore(tmp / "home").load(trained.run_id)

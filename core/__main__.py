@@ -1,4 +1,4 @@
-"""Command line: python -m core inspect|train|evaluate|predict|runs|export|explain|bases."""
+"""Command line: python -m core inspect|train|evaluate|predict|runs|export|explain|bases|audit."""
 
 from __future__ import annotations
 
@@ -374,6 +374,51 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------
+# audit
+
+
+def _add_audit(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from core.config import AuditConfig
+
+    p = sub.add_parser(
+        "audit", parents=[common], help="find likely label errors, near-duplicates, outliers",
+        description="Audit a dataset from its photos' features: likely wrong labels (with a "
+                    "suggested class), near-duplicate groups (label conflicts, leaks between "
+                    "splits) and outliers, most suspicious first. Exit code 0: the audit ran; "
+                    "2: the dataset is not usable.",
+    )
+    p.add_argument("source", metavar="PATH_OR_ZIP", help="dataset folder or .zip file")
+    p.add_argument("--backbone", default=AuditConfig.backbone,
+                   help="pretrained base whose features are compared")
+    p.add_argument("--weights", default=AuditConfig.weights,
+                   help="'imagenet' (Keras cache), a weights file, or 'none' for random")
+    p.add_argument("--json", action="store_true", help="print the audit as one JSON object")
+    p.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Ingests and audits a dataset; the audit is also saved with the dataset."""
+    from core import audit
+    from core.config import AuditConfig
+
+    home = studio_home(args.home)
+    dataset = datasets.ingest(args.source, home=home)
+    if not dataset.report.usable:
+        for error in dataset.report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    config = AuditConfig(backbone=args.backbone, weights=weights)
+    result = audit.audit(dataset, config=config, home=home,
+                         on_event=None if args.json else _print_progress)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(audit.describe(result))
+    return EXIT_OK
+
+
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
     _add_inspect,
     _add_train,
@@ -383,6 +428,7 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
     _add_export,
     _add_bases,
     _add_explain,
+    _add_audit,
 )
 
 

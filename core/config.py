@@ -323,3 +323,67 @@ class TrainConfig:
         if "hidden_units" in kwargs:
             kwargs["hidden_units"] = tuple(int(u) for u in kwargs["hidden_units"])
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """How a dataset is audited for wrong labels, near-duplicates and outliers (core.audit).
+
+    Attributes:
+        backbone: Pretrained base whose (cached) features the audit reads.
+        weights: 'imagenet' for the standard weights, or a weights file path.
+        folds: Cross-validation folds giving every photo an out-of-sample prediction.
+        max_label_confidence: Of the photos confident learning flags, only those whose given
+            label has a lower out-of-sample probability are reported. On flower photos with
+            2-5% of labels flipped, cleanlab alone flags 2-3 times as many photos as were
+            flipped (flowers that do look like another class); 0.08 keeps 67-87% of the
+            flipped ones with 45-62% of those reported flipped (docs/benchmarks.md).
+        near_duplicate_threshold: Cosine similarity of features from which two photos are
+            near-duplicates outright. Measured with MobileNetV2 on flower_photos_300
+            (docs/benchmarks.md): no two different photos score 0.95 or more except two pairs
+            of the same scene shot twice (0.97, 0.999).
+        candidate_threshold: Below near_duplicate_threshold, a pair from this cosine
+            similarity up is a near-duplicate when its pixels match (pixel_threshold).
+            Features alone cannot separate: a copy resized to half scores 0.77-0.98, a
+            different photo of the same flower up to 0.93. 0.75 keeps every measured resized,
+            recompressed (JPEG quality 50), 5-10% cropped or flipped copy as a candidate.
+        pixel_threshold: Correlation of small greyscale thumbnails (allowing a 5-10% crop and
+            a mirror image) from which a candidate pair is a near-duplicate: such copies
+            measured at least 0.958, different photos at most 0.929.
+        outlier_neighbours: Neighbours within the class whose mean distance measures how
+            unlike its class a photo is.
+        outlier_z: Robust z-score of that distance (against the class's photos) from which a
+            photo is reported as an outlier. 3.0 reports, on 770 flower photos with a scanned
+            document planted, a bridge, a mosaic, cupcakes and the document (4th).
+        seed: Seed of the cross-validation folds and of the split the leaks are checked on.
+    """
+
+    backbone: str = option("mobilenet_v2", "Pretrained base whose features are compared.",
+                           "Base")
+    weights: str | None = option(
+        "imagenet", "'imagenet' for the standard pretrained weights, or a weights file path."
+    )
+    folds: int = option(5, "Cross-validation folds for the out-of-sample predictions.",
+                        "Folds", min=2, max=10)
+    max_label_confidence: float = option(
+        0.08, "Report a flagged photo only when its given label has a lower probability.",
+        "Label confidence below", min=0.01, max=1.0, step=0.01)
+    near_duplicate_threshold: float = option(
+        0.95, "Cosine similarity of features from which two photos are near-duplicates.",
+        "Near-duplicate similarity", min=0.5, max=0.9999, step=0.01)
+    candidate_threshold: float = option(
+        0.75, "Cosine similarity from which a pair is checked pixel by pixel.",
+        "Candidate similarity", min=0.3, max=0.9999, step=0.01)
+    pixel_threshold: float = option(
+        0.95, "Thumbnail correlation (crop and mirror allowed) confirming a candidate pair.",
+        "Pixel match", min=0.5, max=1.0, step=0.01)
+    outlier_neighbours: int = option(5, "Neighbours in the class a photo is compared with.",
+                                     "Outlier neighbours", min=1, max=50)
+    outlier_z: float = option(3.0, "Robust z-score of the distance to the class from which a "
+                              "photo is an outlier.", "Outlier z-score", min=1.0, max=20.0,
+                              step=0.5)
+    seed: int = option(0, "Seed of the folds and of the split checked for leaks.", min=0,
+                       max=2**31 - 1)
+
+    def __post_init__(self) -> None:
+        validate_bounds(self)

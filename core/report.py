@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.audit_choices import audit_text
 from core.errors import AppError
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ def _settings(run: Run) -> pd.DataFrame:
         ("Augmentation", "yes" if run.config is not None and run.config.augments else "no"),
         ("Parameters", f"{params['total']:,}" if params.get("total") else None),
         ("Training time", f"{seconds['total']:.0f} s" if seconds.get("total") else None),
+        ("Dataset audit", audit_text(run.dataset)),
     ]
     return pd.DataFrame([(k, "–" if v is None else v) for k, v in rows],
                         columns=["Setting", "Value"])

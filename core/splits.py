@@ -36,17 +36,20 @@ def _split_sizes(n: int, config: SplitConfig) -> tuple[int, int, int]:
 
 
 def split(
-    index: pd.DataFrame, config: SplitConfig = SplitConfig()  # noqa: B008 - frozen
+    index: pd.DataFrame, config: SplitConfig = SplitConfig(),  # noqa: B008 - frozen
+    groups: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Assigns each image to train, val or test: stratified by class, seeded.
 
-    Identical files (same sha256) always land in the same split, even across classes.
+    Identical files (same sha256) always land in the same split, even across classes, and
+    so do the photos of one group (an audit's near-duplicates: core.audit_choices.split_groups).
     Every class needs at least MIN_IMAGES_PER_CLASS (3) distinct images so it appears in
     every split; ingestion reports a smaller class as an error by the same rule.
 
     Args:
         index: A dataset index (INDEX_COLUMNS at least "path", "label", "sha256").
         config: Shares and seed.
+        groups: {path: group name}: photos sharing a group name move together.
 
     Returns:
         A copy of index (same row order, fresh RangeIndex) with a "split" column holding
@@ -65,9 +68,10 @@ def split(
     df = index.drop(columns=[SPLIT_COLUMN], errors="ignore").reset_index(drop=True)
     # A group is every row sharing one file content; it belongs to the class of its
     # first row (by path) and moves as a unit, so duplicates never straddle splits.
-    order = df.sort_values("path", kind="stable")
+    keys = _group_keys(df, groups) if groups else df["sha256"].astype(str)
+    order = df.assign(_group=keys).sort_values("path", kind="stable")
     group_class: dict[str, str] = {}
-    for sha, label in zip(order["sha256"], order["label"]):
+    for sha, label in zip(order["_group"], order["label"]):
         group_class.setdefault(sha, label)
     groups_by_class: dict[str, list[str]] = defaultdict(list)
     for sha, label in group_class.items():  # insertion order = path order
@@ -92,10 +96,28 @@ def split(
         for rank, i in enumerate(order_idx):
             name = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             assignment[shas[i]] = name
-    df[SPLIT_COLUMN] = pd.Series([assignment[s] for s in df["sha256"]], dtype=str)
+    df[SPLIT_COLUMN] = pd.Series([assignment[s] for s in keys], dtype=str)
     return df
 
 
+def _group_keys(df: pd.DataFrame, groups: dict[str, str]) -> pd.Series:
+    """One key per row joining rows of equal content and rows of one named group (the
+    connected components of both relations), named after a sha256 of the component."""
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for path, sha in zip(df["path"].astype(str), df["sha256"].astype(str)):
+        name = groups.get(path)
+        if name is not None:
+            a, b = find(sha), find(f"group:{name}")
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # "group:" sorts after hex: a sha is the root
+    return pd.Series([find(sha) for sha in df["sha256"].astype(str)], index=df.index)
 
 def save_split(df: pd.DataFrame, path: str | Path) -> None:
     """Writes a split manifest as UTF-8 CSV, atomically (no half-written file on a crash).

@@ -133,14 +133,14 @@ def test_mixed_precision_model_gives_a_float32_map() -> None:
 
 
 def test_a_fine_tuned_model_with_its_augmentation_layers_explains_the_same() -> None:
-    from core import features
+    from core import augmentation
 
     spec = backbones.get_spec("mobilenet_v2")
     base = backbones.build_base(spec, backbones.resolve_weights(spec, None, seed=2))
     training.unfreeze_top(base, 10)
     head = training.build_head(base.output_shape[-1], 3, FAST)
     plain = training.assemble_model(base, head, spec.input_size)
-    augmented = training.assemble_model(base, head, spec.input_size, features.make_augmenter(0))
+    augmented = training.assemble_model(base, head, spec.input_size, augmentation.make_augmenter(0))
     image = photo(6)
     expected = explain.Explainer(plain, LABELS).explain(image, "dogs")
     got = explain.Explainer(augmented, LABELS).explain(image, "dogs")

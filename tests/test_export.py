@@ -22,7 +22,7 @@ import tensorflow as tf
 from conftest import REPO_ROOT, make_class_folders
 from PIL import Image
 
-from core import datasets, evaluation, export, files, images
+from core import datasets, evaluation, export, files, images, splits
 from core.__main__ import main as cli
 from core.backbones import HubFeatureVector
 from core.config import SplitConfig, TrainConfig
@@ -58,7 +58,7 @@ def make_run(home: Path, data: Path, model: keras.Model, train: bool = True,
              config: TrainConfig | None = None) -> Run:
     """A completed run in the studio's store holding `model`, fitted briefly on the photos."""
     dataset = datasets.ingest(data)
-    split_df = datasets.split(dataset.index, SplitConfig(seed=1))
+    split_df = splits.split(dataset.index, SplitConfig(seed=1))
     labels = dataset.classes
     size = model.input_shape[1]
     if train:
@@ -352,7 +352,7 @@ def test_mobilenet_v2_real_weights_keep_accuracy_in_every_format(
     data = require_asset("datasets/flower_photos_tiny")
     monkeypatch.setenv("TL_STUDIO_OFFLINE", "1")
     dataset = datasets.ingest(data)
-    split_df = datasets.split(dataset.index, SplitConfig(seed=0))
+    split_df = splits.split(dataset.index, SplitConfig(seed=0))
     config = TrainConfig(backbone="mobilenet_v2", epochs=15, batch_size=16, augment="off")
     result = training.train(split_df, config, home=tmp_path / "home")
     run = RunStore(tmp_path / "home").load(result.run_id)

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import charts, report
+from core.audit_choices import audit_text
 from core.errors import AppError
 from ui import explain as ui_explain
 from ui import resources, state
@@ -284,6 +285,7 @@ def model_section(run: Run) -> None:
                                                  run.metrics.get("feature_backend")),
         "Unsure below": f"{run.unsure_threshold:.0%} top probability",
         "Dataset": run.dataset.get("name"),
+        "Dataset audit": audit_text(run.dataset),
     }
     st.dataframe(pd.DataFrame({"": list(facts), "Value": [
         "–" if v is None else str(v) for v in facts.values()]}), hide_index=True,

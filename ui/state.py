@@ -93,11 +93,14 @@ class CurrentDataset:
         loaded: The ingested dataset.
         split: Its index with a "split" column (train/val/test).
         split_config: The settings that made the split.
+        audit: The audit the split respected and the choices applied
+            (core.audit_choices.audit_record), None when none ran.
     """
 
     loaded: LoadedDataset
     split: pd.DataFrame
     split_config: SplitConfig
+    audit: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -125,6 +128,7 @@ class CurrentDataset:
                 "test_fraction": self.split_config.test_fraction,
                 "seed": self.split_config.seed,
             },
+            "audit": self.audit or {"ran": False},
         }
 
 
@@ -143,11 +147,13 @@ def current_dataset() -> CurrentDataset | None:
     return st.session_state.get(CURRENT)
 
 
-def use_dataset(loaded: LoadedDataset, split: pd.DataFrame, config: SplitConfig) -> CurrentDataset:
+def use_dataset(loaded: LoadedDataset, split: pd.DataFrame, config: SplitConfig,
+                audit: dict[str, Any] | None = None) -> CurrentDataset:
     """Chooses a dataset and its split for the next pages; returns what was stored."""
     if "split" not in split.columns:
         raise ValueError("the split table needs a 'split' column (from core.splits.split)")
-    current = CurrentDataset(loaded=loaded, split=split.copy(), split_config=config)
+    current = CurrentDataset(loaded=loaded, split=split.copy(), split_config=config,
+                             audit=audit)
     st.session_state[CURRENT] = current
     return current
 
