@@ -8,9 +8,10 @@ bundle and global pip configuration mounted read-only so pip reaches the package
 Dockerfile itself assumes nothing of this machine). The image's own command is started with
 `buildah run` on a free port, then checked: the health endpoint, the Streamlit page, the
 image's HEALTHCHECK, a non-root server process, the Home page's text in headless Chromium,
-and `python -m core inspect` on a mounted dataset. The images and containers made here are
-removed afterwards. Skipped, saying why, when not root or when buildah, podman or debootstrap
-is missing (on Debian: apt-get install buildah podman debootstrap).
+and `python -m core inspect` on a mounted dataset; with the real assets, a weights file copied
+into the volume (the README's recipe) trains a model offline. The images and containers made
+here are removed afterwards. Skipped, saying why, when not root or when buildah, podman or
+debootstrap is missing (on Debian: apt-get install buildah podman debootstrap).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import make_class_folders
+from conftest import ASSETS, MOBILENET_V2_NO_TOP, make_class_folders
 
 pytestmark = pytest.mark.container
 
@@ -377,3 +378,29 @@ def test_inspect_runs_inside_the_container_on_a_mounted_dataset(
     assert report["classes"] == {"cats": 4, "dogs": 3}
     assert report["usable"] is True
     assert {Path(item["file"]).name for item in report["rejected"]} == {"broken.jpg", "tiny.png"}
+
+
+@pytest.mark.real
+def test_offline_weights_copied_into_the_volume_train_a_model(
+    image: BuiltImage, tmp_path: Path,
+) -> None:
+    weights = ASSETS / "weights" / MOBILENET_V2_NO_TOP
+    if not weights.is_file():
+        pytest.skip(f"{weights} is missing (the real assets, see tests/conftest.py)")
+    dataset = make_class_folders(tmp_path / "ds", {"cats": 6, "dogs": 6})
+    for folder in (dataset, *dataset.iterdir()):
+        folder.chmod(0o755)
+    with container(image) as name:
+        # The README's recipe: copy the file into $KERAS_HOME/models on the volume.
+        _run(buildah_run(name, ["cp", f"/weights/{weights.name}", "/data/keras/models/"],
+                         volumes=(f"{weights.parent}:/weights:ro",)))
+        result = subprocess.run(
+            buildah_run(name, ["python", "-m", "core", "train", "/data/ds", "--backbone",
+                               "mobilenet_v2", "--weights", "imagenet", "--epochs", "1",
+                               "--fine-tune-layers", "0", "--json"],
+                        volumes=(f"{dataset}:/data/ds:ro",), env={"TL_STUDIO_OFFLINE": "1"}),
+            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    assert run["status"] == "completed"
+    assert run["run_dir"].startswith("/data/runs/")
