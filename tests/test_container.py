@@ -284,7 +284,8 @@ def test_code_change_rebuild_reuses_the_installed_requirements(
 ) -> None:
     context = tmp_path / "context"
     shutil.copytree(REPO, context, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "__pycache__", "test-artifacts", ".pytest_cache", ".ruff_cache"))
+        ".venv", ".git", "__pycache__", "test-artifacts", ".pytest_cache", ".ruff_cache",
+        ".tl-studio"))
     with (context / "streamlit_app.py").open("a") as script:
         script.write("# a code change\n")
     tag = f"{image.tag}-changed"
