@@ -106,7 +106,7 @@ def tflite_bytes(saved_model: Path, size: int, kind: str, calibration: np.ndarra
         try:
             ratio = UNIFORM_SCALE_RATIO if uniform_ratio is None else uniform_ratio
             data = per_tensor_where_uniform(data, ratio) if ratio > 0 else data
-        except Exception:  # noqa: BLE001 - a layout this rewrite does not know: keep the file
+        except Exception:
             log.warning("int8 file kept fully per-channel", exc_info=True)
         _check_int8_input(data)
     return data

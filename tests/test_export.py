@@ -24,9 +24,9 @@ from PIL import Image
 
 from core import datasets, evaluation, export, files, images, splits
 from core.__main__ import main as cli
-from core.backbones import HubFeatureVector
 from core.config import SplitConfig, TrainConfig
 from core.errors import Cancelled
+from core.hub import HubFeatureVector
 from core.prediction import Predictor
 from core.runs import Run, RunStore
 
