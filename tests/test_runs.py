@@ -87,7 +87,9 @@ def test_run_ids_sort_by_time_and_are_safe() -> None:
 
     early = new_run_id("tfhub/../x y", dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
     late = new_run_id("mobilenet_v2", dt.datetime(2026, 1, 2, 3, 4, 6, tzinfo=dt.UTC))
-    assert early.startswith("20260102-030405-tfhub-x-y-")
+    # A typed path never reaches the id; a registry name does.
+    assert early.startswith("20260102-030405-model-")
+    assert late.startswith("20260102-030406-mobilenet_v2-")
     assert "/" not in early and ".." not in early
     assert sorted([late, early]) == [early, late]
     assert new_run_id("a") != new_run_id("a")
