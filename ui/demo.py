@@ -71,16 +71,19 @@ def demo_view() -> None:
         predictor = ui_predict.predictor(summary.run_dir)
     if loading.failed:
         return
-    source = photo()
-    if source is None:
-        st.caption(f"It knows: {', '.join(predictor.labels)}.")
-        return
-    with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
-        prediction = predictor.predict([source], top_k=1)[0]
-    if predicting.failed:
-        return
-    if not prediction.ok:
-        st.error(prediction.error, icon=":material/broken_image:")
-        return
-    answer(prediction)
-    ui_explain.answer_heatmap(prediction, source, summary.run_dir)
+    inputs, result = st.columns(2, gap="large")  # side by side on a projector, stacked on a phone
+    with inputs:
+        source = photo()
+    with result:
+        if source is None:
+            st.caption(f"It knows: {', '.join(predictor.labels)}.")
+            return
+        with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
+            prediction = predictor.predict([source], top_k=1)[0]
+        if predicting.failed:
+            return
+        if not prediction.ok:
+            st.error(prediction.error, icon=":material/broken_image:")
+            return
+        answer(prediction)
+        ui_explain.answer_heatmap(prediction, source, summary.run_dir)
