@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from app_helpers import all_text, page, png_bytes, texts, train_small_run
 from streamlit.testing.v1 import AppTest
@@ -133,3 +134,16 @@ def test_demo_view_refuses_a_bad_run_and_other_pages_drop_it(home: Path) -> None
     assert not at.exception, at.exception
     assert links.VIEW not in at.query_params
     assert at.selectbox(key=state.EVAL_RUN).value == OLDER
+
+
+def test_compare_and_home_link_each_finished_run_to_its_evaluation(
+    home: Path, trained: TrainResult
+) -> None:
+    for name in ("5_Compare", "0_Home"):
+        at = page(name).run()
+        assert not at.exception, at.exception
+        table = at.dataframe[0].value.set_index("Run")
+        assert table.loc[OLDER, links.OPEN_COLUMN] == f"Evaluate?run={OLDER}"
+        assert table.loc[trained.run_id, links.OPEN_COLUMN] == f"Evaluate?run={trained.run_id}"
+        failed = [r for r, status in table["Status"].items() if status == "failed"]
+        assert failed and pd.isna(table.loc[failed[0], links.OPEN_COLUMN])

@@ -11,7 +11,7 @@ from core import charts
 from core.errors import AppError
 from core.runs import RunSummary
 from core.status import BROKEN, FAILED, INTERRUPTED
-from ui import roles, state
+from ui import links, roles, state
 from ui import runs as ui_runs
 
 METRICS = {"val_accuracy": "Validation accuracy", "accuracy": "Training accuracy",
@@ -29,7 +29,7 @@ def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
         "Model size (MB)": s.model_size_mb, "Avg s / epoch": s.seconds_per_epoch,
         "Epochs": s.epochs_run, "Best epoch": s.best_epoch,
         "Best val. accuracy": s.best_val_accuracy, "Test accuracy": s.test_accuracy,
-        "Problem": s.error,
+        "Problem": s.error, links.OPEN_COLUMN: links.evaluate_link(s),
     } for s in summaries])
 
 
@@ -43,6 +43,7 @@ COLUMN_CONFIG = {
     "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
     "Test accuracy": st.column_config.NumberColumn(format="percent"),
     "Problem": st.column_config.TextColumn(width="large"),
+    links.OPEN_COLUMN: links.open_column(),
 }
 
 

@@ -7,12 +7,14 @@ with the ids of the store's runs (core.runs.is_run_id first): it is never used a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 import streamlit as st
 
 from core.runs import RunSummary, is_run_id
 from core.status import BROKEN
+from ui import nav
 
 RUN = "run"
 VIEW = "view"
@@ -84,6 +86,23 @@ def show_in_address(run_id: str) -> None:
 def demo_requested() -> bool:
     """True when the address has view=demo."""
     return st.query_params.get(VIEW) == DEMO
+
+
+OPEN_COLUMN = "Open"
+
+
+def evaluate_link(summary: RunSummary) -> str | None:
+    """A relative address of the Evaluate page on a usable run (for a table's link column)."""
+    if not summary.usable:
+        return None
+    return f"{nav.url_path(nav.EVALUATE)}?{RUN}={quote(summary.run_id, safe='')}"
+
+
+def open_column() -> Any:
+    """The column config of OPEN_COLUMN: each usable run's link to its evaluation."""
+    return st.column_config.LinkColumn(
+        OPEN_COLUMN, display_text="Evaluate",
+        help="Opens the run on the Evaluate page; the address can be shared.")
 
 
 def leave_demo() -> None:

@@ -101,6 +101,11 @@ def navigation(*, admin: bool = True, hidden: bool = False) -> StreamlitPage:
     return st.navigation(menu, position="hidden" if hidden else "sidebar")
 
 
+def url_path(file: str) -> str:
+    """The URL path of a page of PAGES named by its file (EVALUATE -> "Evaluate")."""
+    return next(p.url_path for p in PAGES if p.file == file)
+
+
 def admin_only(page: StreamlitPage) -> bool:
     """True when the page shown is one of PAGES marked admin."""
     return any(p.admin and p.url_path == page.url_path for p in PAGES)
