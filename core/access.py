@@ -11,6 +11,7 @@ Three modes, from the `[studio]` and `[auth]` tables of `.streamlit/secrets.toml
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,23 @@ def password_matches(settings: AccessSettings, given: str) -> bool:
     if settings.mode != PASSWORD or settings.password is None:
         return False
     return hmac.compare_digest(given.encode("utf-8"), settings.password.encode("utf-8"))
+
+
+def sign_in_token(settings: AccessSettings) -> str:
+    """What a session keeps once it gave the password: a digest of the password itself.
+
+    A session's sign-in counts only while its token equals the current one
+    (signed_in_with), so changing admin_password signs every session out.
+    """
+    secret = (settings.password or "").encode("utf-8")
+    return hmac.new(b"tl-studio admin sign-in", secret, hashlib.sha256).hexdigest()
+
+
+def signed_in_with(settings: AccessSettings, token: object) -> bool:
+    """True when a session's token (sign_in_token at its sign-in) is valid for settings."""
+    if settings.mode != PASSWORD or not isinstance(token, str):
+        return False
+    return hmac.compare_digest(token, sign_in_token(settings))
 
 
 def is_admin(settings: AccessSettings, *, signed_in: bool = False,

@@ -30,6 +30,16 @@ def test_password_mode_needs_the_password_compared_exactly() -> None:
         access.require_admin(rule, "delete runs")
 
 
+def test_a_sign_in_lasts_only_while_the_password_is_the_same() -> None:
+    rule = settings_from({"studio": {"admin_password": "one"}})
+    token = access.sign_in_token(rule)
+    assert "one" not in token
+    assert access.signed_in_with(rule, token)
+    assert not access.signed_in_with(settings_from({"studio": {"admin_password": "two"}}), token)
+    assert not access.signed_in_with(rule, True) and not access.signed_in_with(rule, None)
+    assert not access.signed_in_with(settings_from({}), token)
+
+
 def test_login_mode_decides_by_the_admin_emails_not_the_password() -> None:
     secrets = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback"},
                "studio": {"admin_password": "ignored", "admin_emails": ["Ada@Example.org"]}}

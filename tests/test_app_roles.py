@@ -125,6 +125,12 @@ def test_the_password_makes_an_admin_and_signing_out_a_viewer(studio_home: Path)
     at.sidebar.button(key=roles.SIGN_OUT).click().run()
     assert stopped_for_admins(at, "Train")
 
+    sign_in(at)
+    assert not stopped_for_admins(at, "Train")
+    at.secrets["studio"] = {"admin_password": "a new one"}  # every session is signed out
+    at.run()
+    assert stopped_for_admins(at, "Train")
+
 
 def test_a_stale_delete_button_does_not_delete_for_a_viewer(home: Path,
                                                            trained: TrainResult) -> None:

@@ -15,7 +15,8 @@ import streamlit as st
 from core import access
 from core.access import AccessSettings
 
-SIGNED_IN = "tl_admin_signed_in"      # True once this session gave the admin password
+SIGNED_IN = "tl_admin_signed_in"      # core.access.sign_in_token once this session gave the
+                                      # admin password (a new password signs sessions out)
 REFUSED = "tl_access_refused"         # a refusal from a callback, shown on the next run
 PASSWORD = "tl_admin_password"
 SIGN_IN_FORM = "tl_admin_sign_in"
@@ -55,10 +56,14 @@ def current_email() -> str | None:
     return str(email) if email else None
 
 
+def _signed_in(rule: AccessSettings) -> bool:
+    return access.signed_in_with(rule, st.session_state.get(SIGNED_IN))
+
+
 def is_admin(rule: AccessSettings | None = None) -> bool:
     """Whether this session may change the studio."""
     rule = rule or settings()
-    return access.is_admin(rule, signed_in=bool(st.session_state.get(SIGNED_IN)),
+    return access.is_admin(rule, signed_in=_signed_in(rule),
                            email=current_email() if rule.mode == access.LOGIN else None)
 
 
@@ -69,7 +74,7 @@ def require(action: str) -> None:
         action: What is asked, for the message: "delete runs", "start training"...
     """
     rule = settings()
-    access.require_admin(rule, action, signed_in=bool(st.session_state.get(SIGNED_IN)),
+    access.require_admin(rule, action, signed_in=_signed_in(rule),
                          email=current_email() if rule.mode == access.LOGIN else None)
 
 
@@ -102,7 +107,7 @@ def _sign_in(rule: AccessSettings, key: str) -> None:
     given = st.session_state.get(key) or ""
     st.session_state[key] = ""
     if access.password_matches(rule, str(given)):
-        st.session_state[SIGNED_IN] = True
+        st.session_state[SIGNED_IN] = access.sign_in_token(rule)
     else:
         st.session_state[REFUSED] = "Wrong password: try again, or ask the studio's owner."
 
