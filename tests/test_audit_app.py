@@ -14,7 +14,6 @@ from ui import audit as ui_audit
 from ui import state
 
 
-
 def _load(folder: Path) -> AppTest:
     at = page("1_Dataset").run()
     at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_FOLDER).run()
