@@ -92,7 +92,7 @@ def run_picker(summaries: Sequence[RunSummary], *, key: str, label: str = "Run",
         last = st.session_state.get(state.LAST_RUN)
         st.session_state[key] = last if last in ids else ids[0]
     by_id = {s.run_id: s for s in summaries}
-    picker, share = st.columns([5, 1], vertical_alignment="bottom")
+    picker, share = st.columns([3, 1], vertical_alignment="bottom")
     chosen = picker.selectbox(label, ids, key=key, on_change=links.follow, args=(key,),
                               format_func=lambda run_id: run_label(by_id[run_id]),
                               help="Runs that finished training, newest first.")
