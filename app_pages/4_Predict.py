@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui import demo, links, nav, state
 from ui import explain as ui_explain
 from ui import export as ui_export
-from ui import nav, state
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+
+if links.demo_requested():  # ?view=demo: only the photo, the answer and its heatmap
+    demo.demo_view()
+    st.stop()
 
 st.title("Predict")
 st.markdown("Upload photos (or take one) and see what a trained model calls them.")
@@ -18,7 +22,8 @@ finished = ui_runs.completed_runs_or_stop("predict with")
 
 left, right = st.columns([3, 1])
 with left:
-    summary = ui_runs.run_picker(finished, key=state.PREDICT_RUN, label="Model (training run)")
+    summary = ui_runs.run_picker(finished, key=state.PREDICT_RUN, label="Model (training run)",
+                                 demo_link=True)
 with show_user_errors("Cannot load this model:") as loading:
     predictor = ui_predict.predictor(summary.run_dir)
 if loading.failed:

@@ -28,7 +28,8 @@ from core.run_record import HOW_TO_LIST, Run, RunSummary, created_from_id
 from core.run_writer import RunWriter, collect_versions, create_run, new_run_id
 from core.status import BROKEN, RUNNING
 
-__all__ = ["RUNS_DIRNAME", "Run", "RunStore", "RunSummary", "RunWriter", "new_run_id"]
+__all__ = ["RUNS_DIRNAME", "Run", "RunStore", "RunSummary", "RunWriter", "is_run_id",
+           "new_run_id"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,16 @@ RUNS_DIRNAME = "runs"
 
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _TRASH_PREFIX = ".deleting-"
+
+
+def is_run_id(text: str) -> bool:
+    """True when text has the shape of a run id (a folder name, never a path).
+
+    Letters, digits, ".", "_" and "-", starting with a letter or digit, at most 200
+    characters: "..", "/tmp/x" and "a/b" are not run ids. Whether such a run exists is
+    RunStore.list()'s answer.
+    """
+    return isinstance(text, str) and _RUN_ID_RE.fullmatch(text) is not None
 
 
 class RunStore:

@@ -47,7 +47,7 @@ def test_every_page_file_is_registered_once_with_a_stable_url() -> None:
     assert sorted(p.file for p in nav.PAGES) == files
     # URL paths are what bookmarks and the browser tests open: Home is the root.
     assert [p.url_path for p in nav.PAGES] == ["", "Dataset", "Train", "Evaluate", "Predict",
-                                               "Compare"]
+                                               "Compare", "Export"]
 
 
 def test_every_page_runs_under_the_entry_script_with_its_title(studio_home: Path) -> None:

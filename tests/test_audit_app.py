@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from app_helpers import page
 from conftest import make_class_folders
 from streamlit.testing.v1 import AppTest
 
@@ -12,12 +13,9 @@ from core import audit, audit_choices, datasets
 from ui import audit as ui_audit
 from ui import state
 
-REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "1_Dataset.py")
-
 
 def _load(folder: Path) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=180).run()
+    at = page("1_Dataset").run()
     at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_FOLDER).run()
     at.text_input(key=state.FOLDER).input(str(folder))
     return at.button(key=state.LOAD_FOLDER).click().run()

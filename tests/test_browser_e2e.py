@@ -112,8 +112,9 @@ def server(tmp_path: Path) -> Iterator[str]:
             shutil.copy(log, ARTIFACTS / "streamlit.log")
 
 
-@pytest.fixture
-def browser(server: str) -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A fresh headless Chromium session (its own profile: no cookies, no session)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -130,6 +131,12 @@ def browser(server: str) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(server: str) -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
 
 
 class App:
@@ -316,3 +323,70 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     assert heading.split(" · ")[0] in CLASSES
     app.shot("07-predict")
     print(f"browser end-to-end: {time.monotonic() - started:.0f} s")
+
+
+def test_a_shared_link_opens_the_run_in_a_fresh_browser(
+    server: str, browser: Any, tmp_path: Path
+) -> None:
+    from app_helpers import train_run
+
+    data = make_class_folders(tmp_path / "pets", {name: 12 for name in CLASSES})
+    home = tmp_path / "studio-home"  # the server's
+    newest = train_run(data, home).run_id
+    older = "20200101-000000-mobilenet_v2-shared"
+    shutil.copytree(home / "runs" / newest, home / "runs" / older)
+
+    # The first session picks the older run on Evaluate: the address follows.
+    app = App(browser, server)
+    browser.get(f"{server}/Evaluate")
+    app.wait_text("Confusion matrix", timeout=120)
+    app.settle(120)
+    assert browser.current_url.endswith(f"/Evaluate?run={newest}")
+    picker = app.wait("the run picker", lambda: browser.find_element(
+        app.by.CSS_SELECTOR, "[data-testid='stSelectbox']"))
+    picker.click()
+    app.wait("the older run in the list", lambda: next(
+        o for o in browser.find_elements(app.by.CSS_SELECTOR, "[role='option']")
+        if older in o.text)).click()
+    app.settle()
+    app.wait("the address to name the older run",
+             lambda: browser.current_url.endswith(f"?run={older}"))
+    app.wait("the Copy link button", lambda: next(
+        b for b in browser.find_elements(app.by.CSS_SELECTOR, "button")
+        if "Copy link" in b.text)).click()
+    link = app.wait("the link", lambda: next(
+        c.text.strip() for c in browser.find_elements(app.by.CSS_SELECTOR, "code")
+        if f"?run={older}" in c.text))
+    assert link == f"{server}/Evaluate?run={older}"
+
+    # A second, fresh browser opens the link: the same run, nothing to choose.
+    with chromium() as other:
+        shared = App(other, server)
+        other.get(link)
+        shared.wait_text("Confusion matrix", timeout=120)
+        shared.settle(120)
+        def picker_text() -> str:
+            box = other.find_element(shared.by.CSS_SELECTOR, "[data-testid='stSelectbox']")
+            values = [i.get_attribute("value") or "" for i in
+                      box.find_elements(shared.by.CSS_SELECTOR, "input")]
+            return " ".join([box.text, *values])
+
+        shared.wait("the picker to show the shared run", lambda: older in picker_text())
+        assert newest not in picker_text()
+        shared.shot("10-shared-link")
+
+        # Its demo view: a photo in, the big answer and its heatmap, no menu.
+        photo = tmp_path / "a fish.png"
+        patterned_image(2, 778, 96).save(photo)
+        other.get(f"{server}/Predict?run={older}&view=demo")
+        field = shared.wait("the demo's upload", lambda: next(
+            f for f in other.find_elements(shared.by.CSS_SELECTOR, "input[type='file']")
+            if f.find_element(shared.by.XPATH, "ancestor::*[@data-testid='stFileUploader']")))
+        assert not other.find_elements(shared.by.CSS_SELECTOR, "[data-testid='stSidebarNav']")
+        field.send_keys(str(photo))
+        shared.wait_text("sure", timeout=90)
+        shared.wait("the heatmap", lambda: any(
+            "Where the model saw" in e.text for e in other.find_elements(
+                shared.by.CSS_SELECTOR, "[data-testid='stImage']")), timeout=90)
+        shared.settle()
+        shared.shot("11-demo")

@@ -11,7 +11,7 @@ import streamlit as st
 from core import audit, audit_choices, jobs, splits
 from core.config import AuditConfig, SplitConfig
 from core.errors import JobError
-from ui import resources, state
+from ui import resources, roles, state
 from ui.errors import show_user_errors
 
 START = "tl_audit_start"
@@ -47,6 +47,7 @@ def _status(job_id: str | None) -> jobs.JobStatus | None:
 
 def _start(loaded: state.LoadedDataset, key: str) -> None:
     with show_user_errors("Cannot start the audit:"):
+        roles.require("audit datasets")
         job_id = resources.job_manager().submit(
             audit.audit, title=f"Audit of {loaded.name}", kind="audit",
             dataset_or_index=loaded.dataset, home=resources.home(), config=AuditConfig(),
@@ -65,7 +66,7 @@ def _progress(job_id: str) -> None:
         f"Waiting in the queue (position {status.position})" if status.position else "Starting")
     st.progress(min(max(fraction, 0.0), 1.0), text=f"Auditing: {message}")
     st.button("Cancel the audit", key=f"{CANCEL}.{job_id}", icon=":material/stop_circle:",
-              on_click=resources.job_manager().cancel, args=(job_id,))
+              on_click=roles.cancel_job, args=(job_id,))
 
 
 def audit_section(loaded: state.LoadedDataset) -> tuple[audit.AuditResult | None,

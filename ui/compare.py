@@ -11,8 +11,8 @@ from core import charts
 from core.errors import AppError
 from core.runs import RunSummary
 from core.status import BROKEN, FAILED, INTERRUPTED
+from ui import links, roles, state
 from ui import runs as ui_runs
-from ui import state
 
 METRICS = {"val_accuracy": "Validation accuracy", "accuracy": "Training accuracy",
            "val_loss": "Validation loss", "loss": "Training loss",
@@ -29,7 +29,7 @@ def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
         "Model size (MB)": s.model_size_mb, "Avg s / epoch": s.seconds_per_epoch,
         "Epochs": s.epochs_run, "Best epoch": s.best_epoch,
         "Best val. accuracy": s.best_val_accuracy, "Test accuracy": s.test_accuracy,
-        "Problem": s.error,
+        "Problem": s.error, links.OPEN_COLUMN: links.evaluate_link(s),
     } for s in summaries])
 
 
@@ -43,6 +43,7 @@ COLUMN_CONFIG = {
     "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
     "Test accuracy": st.column_config.NumberColumn(format="percent"),
     "Problem": st.column_config.TextColumn(width="large"),
+    links.OPEN_COLUMN: links.open_column(),
 }
 
 
@@ -80,9 +81,10 @@ def curves(summaries: Sequence[RunSummary]) -> None:
     st.plotly_chart(charts.compare_curves(histories, metric or "val_accuracy"), width="stretch")
 
 
-def _delete(run_id: str) -> None:
-    """on_click of the dialog's confirm button: delete, and remember the outcome to show."""
+def delete_run(run_id: str) -> None:
+    """on_click of the dialog's confirm button: delete (admins only), remember the outcome."""
     try:
+        roles.require("delete runs")
         ui_runs.store().delete(run_id)
     except AppError as exc:
         st.session_state[state.COMPARE_DELETED] = ("error", str(exc))
@@ -97,7 +99,7 @@ def _confirm(summary: RunSummary) -> None:
     st.markdown(f"**{ui_runs.run_label(summary)}**  \nStatus: {summary.status}. Its model, "
                 "history and results are removed from the disk. This cannot be undone.")
     yes, no = st.columns(2)
-    yes.button("Delete it", type="primary", key=state.COMPARE_DELETE_YES, on_click=_delete,
+    yes.button("Delete it", type="primary", key=state.COMPARE_DELETE_YES, on_click=delete_run,
                args=(summary.run_id,), icon=":material/delete:")
     if no.button("Keep it", key=state.COMPARE_DELETE_NO):
         st.rerun()
@@ -113,7 +115,11 @@ def delete_outcome() -> None:
 
 
 def delete_section(summaries: Sequence[RunSummary]) -> None:
-    """Choose a run and delete it after confirming in a dialog."""
+    """Choose a run and delete it after confirming in a dialog (admins; viewers: sign-in)."""
+    if not roles.is_admin():
+        st.caption("Deleting runs is for admins.")
+        roles.sign_in_form()
+        return
     labels = {s.run_id: f"{ui_runs.run_label(s)} · {s.status}" for s in summaries}
     by_id = {s.run_id: s for s in summaries}
     run_id = st.selectbox("Run to delete", list(labels), format_func=labels.get,

@@ -13,7 +13,7 @@ import streamlit as st
 from core import charts, datasets, splits
 from core.config import SplitConfig
 from core.errors import AppError
-from ui import resources, state
+from ui import resources, roles, state
 from ui.errors import show_user_errors
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
         bar = _ProgressBar(name)
         started = time.monotonic()
         with show_user_errors() as outcome:
+            roles.require("load datasets")
             dataset = datasets.ingest(source, home=resources.home(), on_progress=bar)
         bar.empty()
         if outcome.failed:

@@ -127,6 +127,26 @@ def why_section(prediction: Any, source: Any, run_dir: str | Path, key: str, *,
                    + SCORE_NOTE[heat.score] + ".")
 
 
+def answer_heatmap(prediction: Any, source: Any, run_dir: str | Path) -> None:
+    """The heatmap of the model's answer over the upright photo, with its colour note.
+
+    For Predict's demo view: no choices, the top class at the default opacity.
+
+    Args:
+        prediction: A core.prediction.Prediction that was read (prediction.ok).
+        source: The photo it came from (upload, camera shot, path or bytes).
+        run_dir: The run whose model made the prediction.
+    """
+    with show_user_errors("Cannot explain this answer:") as explaining:
+        heat = heatmap(run_dir, prediction.image, prediction.label)
+        original = _original(source)
+    if explaining.failed:
+        return
+    st.image(explain.on_original(heat, original, explain.DEFAULT_OPACITY), width="stretch",
+             caption=f"Where the model saw {_caption(heat)}")
+    st.caption(COLOUR_NOTE.format(grid=f"{heat.grid[0]}×{heat.grid[1]}"))
+
+
 @st.dialog("Why did the model say that?", width="large")
 def _mistake_dialog(run_dir: str, path: str, true: str, predicted: str) -> None:
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05,

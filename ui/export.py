@@ -12,7 +12,7 @@ import streamlit as st
 
 from core import export, files, jobs
 from core.runs import RunStore
-from ui import resources
+from ui import resources, roles
 
 POLL_SECONDS = 1.0
 KIND = "export"
@@ -20,6 +20,7 @@ FORMATS_KEY = "tl_export_formats"
 START_KEY = "tl_export_start"
 JOB_KEY = "tl_export_job"
 RUN_KEY = "tl_export_run"
+CANCEL_KEY = "tl_export_cancel"
 PHONE_KEY = "tl_predict_phone"  # the Predict page's "As it runs on a phone" toggle
 PHONE_FORMATS = ("tflite_int8", "tflite_float16")  # what the Predict page can run
 
@@ -63,7 +64,12 @@ def run_export(home: str, run_id: str, out_dir: str, formats: list[str], *, on_e
 
 
 def start(run_id: str, formats: list[str]) -> str:
-    """Submits the export to the server's job manager; returns the job id."""
+    """Submits the export to the server's job manager (admins only); returns the job id.
+
+    Raises:
+        AccessDenied: The visitor is a viewer.
+    """
+    roles.require("export runs")
     job_id = resources.job_manager().submit(
         run_export, title=f"Export {run_id}", kind=KIND, home=str(resources.home()),
         run_id=run_id, out_dir=str(exports_dir()), formats=list(formats))
@@ -98,8 +104,9 @@ def progress_panel(run_id: str) -> None:
         fraction = float(getattr(event, "fraction", 0.0) or 0.0)
         message = jobs.event_value(event, "message") or "Starting..."
         st.progress(min(max(fraction, 0.0), 1.0), text=f"Exporting: {message}")
-        st.button("Cancel export", on_click=resources.job_manager().cancel,
-                  args=(status.job_id,), icon=":material/stop_circle:")
+        st.button("Cancel export", key=f"{CANCEL_KEY}.{status.job_id}",
+                  on_click=roles.cancel_job, args=(status.job_id,),
+                  icon=":material/stop_circle:")
     elif status.state == jobs.FAILED:
         st.error(f"The export failed: {status.error}", icon=":material/error:")
     if not status.done:

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui import resources
+from ui import links, resources
 
 
 def device_banner() -> None:
@@ -47,8 +47,11 @@ def recent_runs() -> list[Any]:
     if not summaries:
         st.caption("No runs yet: train a model and it will be listed here.")
         return []
-    st.dataframe(runs_table(summaries), hide_index=True, width="stretch",
+    table = runs_table(summaries)
+    table[links.OPEN_COLUMN] = [links.evaluate_link(s) for s in summaries]
+    st.dataframe(table, hide_index=True, width="stretch",
                  column_config={
+                     links.OPEN_COLUMN: links.open_column(),
                      "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
                      "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
                      "Test accuracy": st.column_config.NumberColumn(format="percent"),

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.runs import Run, RunStore, RunSummary
 from core.status import BROKEN
-from ui import nav, resources, state
+from ui import links, nav, resources, state
 from ui.errors import show_user_errors
 
 
@@ -69,23 +69,38 @@ def run_label(summary: RunSummary) -> str:
     return " · ".join(parts) + f"  ({summary.run_id})"
 
 
-def run_picker(summaries: Sequence[RunSummary], *, key: str,
-               label: str = "Run") -> RunSummary:
-    """A select box of runs; the run this session trained last, else the newest, is first shown.
+def run_picker(summaries: Sequence[RunSummary], *, key: str, label: str = "Run",
+               demo_link: bool = False) -> RunSummary:
+    """A select box of runs, following the address: ?run=<run id> chooses the run shown.
+
+    A run named by the address comes first; else the one chosen before in this session, the
+    run this session trained last, or the newest. Choosing a run puts its id in the address,
+    and "Copy link" offers that address. An address naming no usable run is refused with a
+    message (ui.links).
 
     Args:
         summaries: Runs to choose from, newest first (not empty).
         key: Widget key.
         label: Widget label.
+        demo_link: Also offer the address of Predict's demo view.
     """
     ids = [s.run_id for s in summaries]
-    last = st.session_state.get(state.LAST_RUN)
-    index = ids.index(last) if last in ids else 0
+    requested = links.requested_run(summaries, all_runs()) if links.address_run() else None
+    if requested is not None:
+        st.session_state[key] = requested
+    elif st.session_state.get(key) not in ids:
+        last = st.session_state.get(state.LAST_RUN)
+        st.session_state[key] = last if last in ids else ids[0]
     by_id = {s.run_id: s for s in summaries}
-    chosen = st.selectbox(label, ids, index=index, key=key,
-                          format_func=lambda run_id: run_label(by_id[run_id]),
-                          help="Runs that finished training, newest first.")
-    return by_id[chosen or ids[0]]
+    picker, share = st.columns([3, 1], vertical_alignment="bottom")
+    chosen = picker.selectbox(label, ids, key=key, on_change=links.follow, args=(key,),
+                              format_func=lambda run_id: run_label(by_id[run_id]),
+                              help="Runs that finished training, newest first.")
+    summary = by_id[chosen or ids[0]]
+    links.show_in_address(summary.run_id)
+    with share:
+        links.copy_link(summary.run_id, key, demo=demo_link)
+    return summary
 
 
 def no_runs_yet(what: str) -> None:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import backbones, training
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
-from ui import resources, state, widgets
+from ui import resources, roles, state, widgets
 from ui.errors import show_user_errors
 from ui.widgets import InvalidInput
 
@@ -204,6 +204,7 @@ def start(current: CurrentDataset, config: TrainConfig) -> str | None:
     it. Its id is kept in this session, and any session can find it in the jobs list.
     """
     with show_user_errors("Cannot start training:") as outcome:
+        roles.require("start training")
         check_weights(config)
         job_id = resources.job_manager().submit(
             training.train, title=job_title(current, config), kind="train",

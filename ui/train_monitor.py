@@ -15,7 +15,7 @@ from core.errors import JobError
 from core.jobs import JobStatus
 from core.progress import PHASES
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
-from ui import nav, resources, state
+from ui import nav, resources, roles, state
 from ui.errors import show_user_errors
 
 POLL_SECONDS = 1.0          # how often the live panel asks the job manager while a job runs
@@ -140,7 +140,7 @@ def cancel_button(status: JobStatus) -> None:
         st.caption(":material/hourglass_top: Stopping after the current batch...")
         return
     st.button("Cancel training", key=f"{state.TRAIN_CANCEL}.{status.job_id}",
-              icon=":material/stop_circle:", on_click=resources.job_manager().cancel,
+              icon=":material/stop_circle:", on_click=roles.cancel_job,
               args=(status.job_id,),
               help="Stops the job; what was trained so far is kept as a cancelled run.")
 

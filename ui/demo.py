@@ -1,0 +1,89 @@
+"""Predict's demo view (?run=<id>&view=demo): a photo in, the big answer and where it looked.
+
+For a projector or a phone: no menu, no sidebar, no options; the run comes from the address.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import streamlit as st
+
+from core.prediction import Prediction
+from core.runs import RunSummary
+from ui import explain as ui_explain
+from ui import links
+from ui import predict as ui_predict
+from ui import runs as ui_runs
+from ui.errors import show_user_errors
+
+CAMERA = "tl_demo_camera"
+UPLOAD = "tl_demo_upload"
+ANSWER_STYLE = ("font-size: clamp(2.5rem, 11vw, 6rem); font-weight: 700; line-height: 1.1; "
+                "margin: 0.2em 0 0.1em 0; overflow-wrap: anywhere")
+PROBABILITY_STYLE = "font-size: clamp(1.4rem, 5vw, 2.5rem); opacity: 0.8"
+
+
+def demo_run() -> RunSummary | None:
+    """The run the address names; the newest completed run when it names none.
+
+    Returns None after saying why (no run yet, or the address names no usable run).
+    """
+    with show_user_errors("Cannot list the runs:") as listing:
+        known = ui_runs.all_runs()
+    if listing.failed:
+        return None
+    usable = [s for s in known if s.usable]
+    if links.address_run() is None:
+        if not usable:
+            st.info("No finished training run yet: train a model first.",
+                    icon=":material/info:")
+            return None
+        return usable[0]
+    wanted = links.requested_run(usable, known)  # says why when refused
+    return next((s for s in usable if s.run_id == wanted), None)
+
+
+def photo() -> Any | None:
+    """The camera shot, else an uploaded photo, else None."""
+    shot = st.camera_input("Take a photo", key=CAMERA)
+    upload = st.file_uploader("or upload one", type=ui_predict.PHOTO_TYPES, key=UPLOAD)
+    return shot if shot is not None else upload
+
+
+def answer(prediction: Prediction) -> None:
+    """The label in very large letters, its probability under it, and the unsure warning."""
+    st.markdown(f"<div style='{ANSWER_STYLE}'>{html.escape(prediction.label)}</div>"
+                f"<div style='{PROBABILITY_STYLE}'>{prediction.probability:.0%} sure</div>",
+                unsafe_allow_html=True)
+    if prediction.unsure:
+        st.warning("The model is unsure: this photo may show none of its classes.",
+                   icon=":material/help:")
+
+
+def demo_view() -> None:
+    """The whole demo page: photo inputs, the answer, its heatmap."""
+    summary = demo_run()
+    if summary is None:
+        return
+    with show_user_errors("Cannot load this model:") as loading:
+        predictor = ui_predict.predictor(summary.run_dir)
+    if loading.failed:
+        return
+    inputs, result = st.columns(2, gap="large")  # side by side on a projector, stacked on a phone
+    with inputs:
+        source = photo()
+    with result:
+        if source is None:
+            st.caption(f"It knows: {', '.join(predictor.labels)}.")
+            return
+        with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
+            prediction = predictor.predict([source], top_k=1)[0]
+        if predicting.failed:
+            return
+        if not prediction.ok:
+            st.error(prediction.error, icon=":material/broken_image:")
+            return
+        answer(prediction)
+        ui_explain.answer_heatmap(prediction, source, summary.run_dir)
