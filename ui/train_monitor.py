@@ -23,7 +23,8 @@ FINISHED_JOBS_LISTED = 5    # ended jobs kept in the jobs table under the active
 
 PHASE_TEXT = {
     "preparing": "Preparing", "extracting features": "Extracting features",
-    "training head": "Training the head", "fine-tuning": "Fine-tuning",
+    "searching head": "Searching the head's settings", "training head": "Training the head",
+    "fine-tuning": "Fine-tuning",
     "evaluating": "Evaluating", "saving": "Saving",
 }
 STATE_TEXT = {
