@@ -6,8 +6,12 @@ augmented views or not) can be chosen by k-fold cross-validation on train + vali
 together instead of being fixed. The search is successive halving under a budget in
 seconds: random settings (today's manual default always first), as many as a model of a
 fit's seconds puts in the budget (so a seed always chooses the same head), are tried on one
-fold, the best third go on to three folds, the best third of those to all folds; on the
-clock, no fit starts once the budget is spent (a slower machine then stops sooner). Each fold
+fold, the best third go on to three folds, the best third of those to all folds (the
+manual setting always goes on, as the baseline); on the clock, no fit starts once the
+budget is spent (a slower machine then stops sooner). The best setting is chosen unless it
+leads the manual one by no more than the noise of the folds (one standard error of the
+paired fold differences), a rule that keeps chance leads from replacing a sound default.
+Each fold
 trains until its held-out loss stops improving (the early-stopping rule of a manual run),
 which also gives the number of epochs of the refit. The test split never reaches this
 module: the trainer passes train + validation only.
@@ -58,6 +62,9 @@ MAX_SETTINGS = 48
 # on the reference machine (2 shared CPU cores, docs/benchmarks.md); the clock only stops
 # the search when a slower machine would overrun the budget.
 _COST_PER_FIT, _COST_PER_EPOCH, _COST_PER_ROW_EPOCH = 0.02, 0.004, 20e-6
+# The plan fills this share of the budget: a machine up to a third slower than modelled
+# still ends the plan before the clock stops it, and chooses the same head.
+PLAN_SHARE = 0.75
 # Progress events at most this often (each is appended to the run's events log).
 _EVENT_EVERY_SECONDS = 0.25
 
@@ -146,7 +153,8 @@ class SearchResult:
 
     Attributes:
         trials: Every setting tried, in the order tried.
-        chosen: The best trial (most folds, then mean accuracy, then loss).
+        chosen: The best trial (most folds, then mean accuracy, then held-out loss), or the
+            manual setting when the best leads it by no more than the folds' noise.
         folds: Folds of the cross-validation.
         fold_of_row: Fold of each row of the searched features.
         refit_epochs: Epochs of the refit: the chosen setting's mean best epoch.
@@ -329,33 +337,37 @@ class _Search:
     def elapsed(self) -> float:
         return self.clock() - self.started
 
-    def plan(self, first: HeadSetting, rungs: list[int]) -> list[Trial]:
+    def plan(self, settings: Iterator[HeadSetting], rungs: list[int]) -> list[Trial]:
         """The settings of the first rung: as many as the modelled seconds allow."""
         # Folds a first-rung setting costs on average, its share of the promotions included.
         folds = rungs[0] + sum((b - a) / ETA ** (i + 1)
                                for i, (a, b) in enumerate(zip(rungs, rungs[1:])))
         train_rows = int(round(len(self.labels) * (self.folds - 1) / self.folds))
         planned, pool = 0.0, []
-        for setting in settings_to_try(first, self.config.seed, views=len(self.views) > 1):
+        for setting in settings:
             cost = folds * predicted_fit_seconds(setting, train_rows, len(self.views),
                                                  self.config)
-            if pool and (len(pool) >= MAX_SETTINGS or planned + cost > self.budget):
+            if pool and (len(pool) >= MAX_SETTINGS
+                         or planned + cost > self.budget * PLAN_SHARE):
                 break
             planned += cost
             pool.append(Trial(setting))
         return pool
 
-    def run(self, first: HeadSetting) -> str:
-        """Successive halving; returns why it stopped."""
+    def run(self, settings: Iterator[HeadSetting]) -> str:
+        """Successive halving over the settings, in order; returns why it stopped."""
         rungs = sorted({1, min(3, self.folds), self.folds})
-        pool = self.plan(first, rungs)
+        pool = self.plan(settings, rungs)
         for trial in pool:
             self.trials.append(trial)
             stopped = self._extend(trial, rungs[0])
             if stopped:
                 return stopped
+        baseline = pool[0]
         for target in rungs[1:]:
             pool = sorted(pool, key=Trial.rank_key)[:max(1, math.ceil(len(pool) / ETA))]
+            if baseline not in pool:  # the manual setting is measured on every fold
+                pool.append(baseline)
             for trial in pool:
                 stopped = self._extend(trial, target)
                 if stopped:
@@ -411,16 +423,31 @@ class _Search:
         if recorder.cancelled or recorder.best is None:
             return False
         head.set_weights(recorder.best_weights)
-        trial.fold_probs[fold] = np.asarray(head(x_val, training=False))
-        epoch, loss, accuracy = recorder.best
+        probs = np.asarray(head(x_val, training=False))
+        trial.fold_probs[fold] = probs
+        epoch, _, accuracy = recorder.best
         trial.accuracies.append(accuracy)
-        trial.losses.append(loss)
+        # Held-out cross-entropy without the L2 term, comparable across settings.
+        picked = np.clip(probs[np.arange(len(y_val)), y_val], 1e-7, 1.0)
+        trial.losses.append(float(-np.log(picked).mean()))
         trial.best_epochs.append(epoch)
         trial.curves.append(recorder.curve)
         return True
 
     def best(self) -> Trial:
         return min(self.trials, key=Trial.rank_key)
+
+    def choose(self) -> Trial:
+        """The best trial, unless it beats the first (the manual setting) on the same folds
+        by no more than one standard error of the paired fold differences: a lead within
+        the noise of the folds is not worth leaving the tested default for."""
+        best, baseline = self.best(), self.trials[0]
+        if best is baseline or baseline.folds_done < best.folds_done:
+            return best
+        n = best.folds_done
+        diff = np.asarray(best.accuracies[:n]) - np.asarray(baseline.accuracies[:n])
+        error = float(np.std(diff, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        return best if float(diff.mean()) > error else baseline
 
     def _report(self, force: bool = False) -> None:
         now = self.elapsed()
@@ -451,6 +478,7 @@ def search(
     on_event: EventSink | None = None,
     should_stop: StopCheck | None = None,
     clock: Callable[[], float] = time.monotonic,
+    settings: Sequence[HeadSetting] | None = None,
 ) -> SearchResult | None:
     """Chooses the head's settings by stratified k-fold cross-validation under a time budget.
 
@@ -470,6 +498,8 @@ def search(
         on_event: Gets "searching head" ProgressEvents (at most four a second).
         should_stop: Polled between batches; the search then stops and keeps the best so far.
         clock: Seconds, monotonic (tests pass a fake one).
+        settings: The settings to try, in order; by default settings_to_try (the manual
+            setting of config first, then random ones of SPACE).
 
     Returns:
         The SearchResult; None when there are too few rows for two folds per class or
@@ -489,12 +519,15 @@ def search(
               else float(budget_seconds))
     runner = _Search(views, y, n_classes, config, fold_of_row, budget, on_event,
                      should_stop or never_stop, clock)
-    stopped = runner.run(HeadSetting.of_config(config, views=False))
+    if settings is None:
+        settings = settings_to_try(HeadSetting.of_config(config, views=False), config.seed,
+                                   views=len(views) > 1)
+    stopped = runner.run(iter(settings))
     done = [t for t in runner.trials if t.folds_done]
     if not done:
         return None
     runner.trials = done
-    chosen = runner.best()
+    chosen = runner.choose()
     runner._report(force=True)
     oof = np.full((len(y), n_classes), np.nan, np.float32)
     for fold, probs in chosen.fold_probs.items():

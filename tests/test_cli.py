@@ -44,6 +44,11 @@ def test_train_prints_one_json_object_and_progress_on_stderr(trained: dict) -> N
     assert Path(result["run_dir"]).parent == trained["home"] / "runs"
     assert "[extracting features]" in trained["stderr"]
     assert "[training head] Epoch 2/2" in trained["stderr"]
+    # The default head is searched: what it tried is in the JSON.
+    search = result["head_search"]
+    assert search["tried"] >= 1 and 0.0 <= search["cv_accuracy"] <= 1.0
+    assert set(search["chosen"]) >= {"l2", "dropout", "learning_rate", "hidden_units"}
+    assert "[searching head]" in trained["stderr"]
 
 
 def test_evaluate_on_a_labelled_folder(trained: dict) -> None:
