@@ -539,3 +539,4 @@ def search(
         trials=done, chosen=chosen, folds=k, fold_of_row=fold_of_row,
         refit_epochs=max(1, int(round(float(np.mean(chosen.best_epochs))))),
         oof_probs=oof, stopped=stopped, seconds=runner.elapsed(), budget_seconds=budget)
+
