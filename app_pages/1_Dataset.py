@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import SplitConfig
 from core.audit_choices import audit_record
+from core.config import SplitConfig
 from ui import audit as ui_audit
 from ui import dataset as ui_dataset
 from ui import nav, state, widgets

@@ -6,8 +6,7 @@ import streamlit as st
 
 from core.config import TrainConfig
 from ui import dataset as ui_dataset
-from ui import nav, state, widgets
-from ui import train_form, train_monitor
+from ui import nav, state, train_form, train_monitor, widgets
 
 st.title("Train")
 st.markdown(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import explain as ui_explain
-from ui import nav, state
 from ui import export as ui_export
+from ui import nav, state
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors

@@ -25,9 +25,9 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import audit, datasets  # noqa: E402
-from core import near_duplicates as nd  # noqa: E402
-from core.config import AuditConfig  # noqa: E402
+from core import audit, datasets
+from core import near_duplicates as nd
+from core.config import AuditConfig
 
 
 def _jpeg(img: Image.Image, quality: int) -> bytes:

@@ -339,7 +339,7 @@ def blank_features(extractor: Any, home: Path) -> np.ndarray | None:
         shas.append(hashlib.sha256(data).hexdigest())
     try:
         matrix, _stats = features.extract(extractor, paths, shas, home=home)
-    except Exception as exc:  # noqa: BLE001 - an optional refinement must not fail the audit
+    except Exception as exc:
         log.warning("No blank-frame check: %s", exc)
         return None
     return matrix
@@ -362,11 +362,11 @@ def reference_split(index: pd.DataFrame, split_config: SplitConfig) -> pd.Series
 def audit(
     dataset_or_index: Any,
     *,
-    config: AuditConfig = AuditConfig(),  # noqa: B008 - frozen
+    config: AuditConfig = AuditConfig(),
     home: str | Path | None = None,
     extractor: Any = None,
     features: np.ndarray | None = None,
-    split_config: SplitConfig = SplitConfig(),  # noqa: B008 - frozen
+    split_config: SplitConfig = SplitConfig(),
     on_event: Callable[[Any], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     save: bool = True,

@@ -9,8 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.audit import (AuditResult, audit_dir, dataset_key, dataset_root, index_of,
-                        relative_names)
+from core.audit import AuditResult, audit_dir, dataset_key, dataset_root, index_of, relative_names
 from core.errors import DatasetError
 
 log = logging.getLogger(__name__)

@@ -399,7 +399,7 @@ def ingest(
     source: str | Path | bytes | IO[bytes],
     *,
     home: Path | None = None,
-    config: IngestConfig = IngestConfig(),  # noqa: B008 - frozen, so sharing it is safe
+    config: IngestConfig = IngestConfig(),
     on_progress: ProgressFn | None = None,
 ) -> Dataset:
     """Turns a folder or a zip of class folders into a validated dataset.

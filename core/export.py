@@ -286,7 +286,7 @@ def _write_formats(run: Any, model: Any, wanted: Sequence[str], staging: Path,
             started = time.monotonic()
             try:
                 _write_one(run, model, name, target, scratch, sources, progress)
-            except Exception as exc:  # noqa: BLE001 - one format failing must not stop the rest
+            except Exception as exc:
                 if _disk_full(exc):
                     raise
                 log.warning("Export of %s failed", name, exc_info=True)

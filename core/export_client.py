@@ -18,7 +18,8 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def _interpreter(path: str, runtime: str) -> Any:
     else:
         import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter  # noqa: N806
+        Interpreter = tf.lite.Interpreter
     return Interpreter(model_path=path)
 
 

@@ -94,7 +94,7 @@ def load_photo(path: str | Path, size: int) -> np.ndarray:
         icc = bytes(icc) if icc else None
         try:
             upright = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - a broken EXIF block: keep the image as stored
+        except Exception:
             upright = img
         if upright.mode == "RGB" and icc:
             resized = upright.resize((size, size), Image.Resampling.BILINEAR)
@@ -109,7 +109,7 @@ def _interpreter(path: Path) -> Any:
     except ImportError:
         import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter  # noqa: N806
+        Interpreter = tf.lite.Interpreter
     return Interpreter(model_path=str(path))
 
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     for photo in args.photos:
         try:
             pixels = load_photo(photo, size)
-        except Exception as exc:  # noqa: BLE001 - say which photo, go on with the others
+        except Exception as exc:
             rows.append({"file": photo, "error": f"{type(exc).__name__}: {exc}"})
             failed = True
             continue

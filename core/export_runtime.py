@@ -22,7 +22,7 @@ def tflite_interpreter(path: str | Path) -> Any:
     except ImportError:
         import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter  # noqa: N806
+        Interpreter = tf.lite.Interpreter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice about ai_edge_litert
         interpreter = Interpreter(model_path=str(path))
@@ -46,7 +46,7 @@ class TFLitePredictor(Predictor):
                  threshold: float = DEFAULT_THRESHOLD) -> None:
         try:
             self.interpreter = tflite_interpreter(path)
-        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        except Exception as exc:
             raise RunNotFoundError(f"The exported file {path} cannot be loaded "
                                    f"({type(exc).__name__}: {exc}); export the run again.") from exc
         self.path = Path(path)

@@ -196,13 +196,13 @@ def verified_interpreters(spec: BackboneSpec, fingerprint: str, model: keras.Mod
         started = time.monotonic()
         try:
             tflite.convert(model, path)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure means: use Keras
+        except Exception as exc:
             return None, f"TFLite conversion failed ({type(exc).__name__}: {exc})"
         log.info("Converted %s to TFLite in %.1f s: %s", spec.name,
                  time.monotonic() - started, path)
     try:
         interpreters = tflite.open_interpreters(path)
-    except Exception as exc:  # noqa: BLE001 - a broken cached file: convert again next time
+    except Exception as exc:
         path.unlink(missing_ok=True)
         return None, f"the TFLite model could not be loaded ({type(exc).__name__}: {exc})"
     probe = _probe_images(spec.input_size)

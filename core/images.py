@@ -274,7 +274,7 @@ def _upright(img: Image.Image, owned: bool) -> Image.Image:
             ImageOps.exif_transpose(img, in_place=True)
             return img
         return ImageOps.exif_transpose(img)
-    except Exception as exc:  # noqa: BLE001 - a bad EXIF block must not cost a good image
+    except Exception as exc:
         log.debug("EXIF orientation ignored: %s", exc)
         return img
 

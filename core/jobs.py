@@ -509,7 +509,7 @@ class JobManager:
                 job.fn, job.kwargs = kind.resolve(), kind.decode(stored)
                 job.stored_kwargs = dict(stored)
                 return job
-            except Exception as exc:  # noqa: BLE001 - a stored job this version cannot read
+            except Exception as exc:
                 job.error = (f"The server restarted before this job started, and its stored "
                              f"settings cannot be used any more ({exc}). Start it again.")
         job.state, job.finished = INTERRUPTED, time.time()

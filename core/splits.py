@@ -39,7 +39,7 @@ def _split_sizes(n: int, config: SplitConfig) -> tuple[int, int, int]:
 
 
 def split(
-    index: pd.DataFrame, config: SplitConfig = SplitConfig(),  # noqa: B008 - frozen
+    index: pd.DataFrame, config: SplitConfig = SplitConfig(),
     groups: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Assigns each image to train, val or test: stratified by class, seeded.

@@ -48,7 +48,7 @@ def convert(model: keras.Model, path: str | Path) -> Path:
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
         converter.experimental_lower_to_saved_model = False
         data = converter.convert()
-    except Exception as exc:  # noqa: BLE001 - the slower standard path may still work
+    except Exception as exc:
         log.info("Direct TFLite conversion failed (%s: %s); trying model.export",
                  type(exc).__name__, exc)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tflite-") as tmp:

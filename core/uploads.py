@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import collections
+import contextlib
 import functools
 import hashlib
 import io
@@ -248,7 +248,7 @@ def _open_zip_source(source: Any) -> tuple[IO[bytes], str, str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
+            fh: IO[bytes] = open(path, "rb")
         except OSError as exc:
             raise DatasetError(
                 f"Cannot read {path}: {exc.strerror}. Check the path and its permissions."

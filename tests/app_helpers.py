@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from conftest import patterned_image
 from streamlit.testing.v1 import AppTest
 
-from conftest import patterned_image
 from core import datasets, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.training import TrainResult

@@ -91,7 +91,7 @@ def keras_home_with_mobilenet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return keras_home
 
 
-def write_informative_weights(spec, path: Path, seed: int = 0) -> Path:  # noqa: ANN001
+def write_informative_weights(spec, path: Path, seed: int = 0) -> Path:
     """Writes random no-top weights for a core.backbones spec in Keras' legacy .h5 layout.
 
     Unlike a fresh random init (whose BatchNorm statistics make features vanish), the

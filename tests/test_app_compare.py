@@ -8,11 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from app_helpers import FAST, all_text, chart_titled, page, share_caches, texts, train_run, values
+from conftest import make_class_folders
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import (FAST, all_text, chart_titled, page, share_caches, texts, train_run,
-                         values)
-from conftest import make_class_folders
 from core.config import TrainConfig
 from core.runs import RunStore
 from core.training import TrainResult

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from conftest import make_class_folders, patterned_image, zip_folder
 from streamlit.testing.v1 import AppTest
 
-from conftest import make_class_folders, patterned_image, zip_folder
 from ui import state
 
 REPO = Path(__file__).resolve().parents[1]

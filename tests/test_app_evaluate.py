@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from app_helpers import all_text, chart_titled, page, texts, train_small_run, values
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import all_text, chart_titled, page, texts, train_small_run, values
 from core import report
 from core.runs import RunStore
 from core.training import TrainResult

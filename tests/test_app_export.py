@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from app_helpers import all_text, page, png_bytes
 from conftest import make_class_folders
 from test_export import LABELS, make_run, tiny_classifier
 
-from app_helpers import all_text, page, png_bytes
 from core.runs import Run
 
 

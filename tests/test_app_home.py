@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import zip_folder
 from streamlit.testing.v1 import AppTest
 
-from conftest import zip_folder
 from core.config import TrainConfig
 from core.runs import RunStore
 from ui import nav, state

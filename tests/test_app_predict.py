@@ -8,11 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_helpers import (
+    TIMEOUT,
+    all_text,
+    chart_titled,
+    page,
+    png_bytes,
+    texts,
+    train_small_run,
+    values,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import TIMEOUT, all_text, chart_titled, page, png_bytes, texts
-from app_helpers import train_small_run, values
 from core.prediction import Prediction
 from core.training import TrainResult
 from ui import predict as ui_predict

@@ -11,18 +11,26 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from app_helpers import (
+    TIMEOUT,
+    all_text,
+    chart_titled,
+    current_dataset,
+    page,
+    share_caches,
+    texts,
+    trace_lengths,
+    values,
+)
+from conftest import zip_folder
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import (TIMEOUT, all_text, chart_titled, current_dataset, page,
-                         share_caches, texts, trace_lengths, values)
-from conftest import zip_folder
 from core import backbones, jobs
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from core.errors import Cancelled
-from core.runs import RunStore
 from core.progress import ProgressCallback, ProgressEvent
-from ui import resources, state
-from ui import train_form, train_monitor
+from core.runs import RunStore
+from ui import resources, state, train_form, train_monitor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,7 +224,7 @@ def test_training_from_upload_to_result_with_live_progress(
                                      early_stopping_patience=0, augment="on")
 
 
-def scripted_job(on_event, should_stop, steps: queue.Queue):  # noqa: ANN001, ANN201
+def scripted_job(on_event, should_stop, steps: queue.Queue):
     """A job whose progress the test hands over event by event; None ends it."""
     while True:
         if should_stop():
@@ -239,7 +247,7 @@ def epoch_event(epoch: int, val_accuracy: float, eta: float) -> ProgressEvent:
         eta_seconds=eta, message=f"Epoch {epoch}/3", epoch_end=True)
 
 
-def wait_for(predicate, timeout: float = 10.0) -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -306,7 +314,7 @@ def test_live_progress_queue_and_cancel_from_another_session(
 
 
 def test_a_job_just_started_is_the_one_shown(studio_home: Path, small_dataset: Path) -> None:
-    def quick(on_event, should_stop):  # noqa: ANN001, ANN202
+    def quick(on_event, should_stop):
         return SimpleNamespace(status="completed", run_dir=None, test_accuracy=0.5,
                                epochs_run=1, run_id=None)
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
-
 from conftest import make_class_folders
+from PIL import Image, ImageOps
+from test_cli import run_cli
+
 from core import audit, audit_choices, datasets, splits
 from core import near_duplicates as nd
 from core.config import AuditConfig, SplitConfig
 from core.errors import ConfigError
-from test_cli import run_cli
 
 CLASSES = {"ants": 30, "bees": 30, "wasps": 30}
 FLIPPED = [3, 40, 75]  # rows whose folder (label) is not the class their features come from

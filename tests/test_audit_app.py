@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from conftest import make_class_folders
 from streamlit.testing.v1 import AppTest
 
-from conftest import make_class_folders
 from core import audit, audit_choices, datasets
 from ui import audit as ui_audit
 from ui import state

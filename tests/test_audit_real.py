@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MOBILENET_V2_NO_TOP, require_asset
 from PIL import Image, ImageDraw, ImageOps
 
-from conftest import MOBILENET_V2_NO_TOP, require_asset
 from core import audit, audit_choices, datasets, splits
 from core.config import SplitConfig
 

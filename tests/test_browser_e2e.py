@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import make_class_folders, patterned_image, zip_folder
 
 pytestmark = pytest.mark.browser

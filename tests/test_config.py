@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from core.config import (HOME_ENV_VAR, IngestConfig, SplitConfig, TrainConfig, field_help,
-                         studio_home)
+from core.config import (
+    HOME_ENV_VAR,
+    IngestConfig,
+    SplitConfig,
+    TrainConfig,
+    field_help,
+    studio_home,
+)
 from core.errors import ConfigError
 
 CONFIGS = (IngestConfig, SplitConfig, TrainConfig)

@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import ASSETS, MOBILENET_V2_NO_TOP, make_class_folders
+from PIL import Image
 
 pytestmark = pytest.mark.container
 

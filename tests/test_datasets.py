@@ -19,7 +19,6 @@ from core.config import IngestConfig
 from core.datasets import INDEX_COLUMNS, Dataset, ValidationReport, ingest
 from core.errors import ConfigError, DatasetError
 
-
 # --- folders -----------------------------------------------------------------------------
 
 def test_folder_gives_index_and_clean_report(small_dataset, studio_home):
@@ -313,7 +312,7 @@ def _finishes(fn, seconds: float = 30.0):
     def run() -> None:
         try:
             out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
+        except BaseException as exc:
             out["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)

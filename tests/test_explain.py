@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
-
 from app_helpers import FAST, page, png_bytes, texts, train_run
 from conftest import MOBILENET_V2_NO_TOP, make_class_folders, require_asset
+from PIL import Image
+
 from core import backbones, explain, report, training
 from core.__main__ import main
 from core.config import TrainConfig

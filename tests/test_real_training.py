@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import require_asset
+
 from core import datasets, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.prediction import Predictor

@@ -9,8 +9,8 @@ import pytest
 
 from core.config import SplitConfig
 from core.datasets import INDEX_COLUMNS, ingest
-from core.splits import SPLITS, load_split, save_split, split
 from core.errors import ConfigError, DatasetError
+from core.splits import SPLITS, load_split, save_split, split
 
 
 def fake_index(counts: dict[str, int], *, dup_of: dict[str, str] | None = None) -> pd.DataFrame:

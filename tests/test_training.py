@@ -16,8 +16,8 @@ import tensorflow as tf
 from core import datasets, features, model_archive, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.errors import ConfigError, WeightsUnavailableError
-from core.runs import RunStore
 from core.progress import PHASES, ProgressEvent
+from core.runs import RunStore
 
 FAST = TrainConfig(backbone="mobilenet_v2", weights=None, epochs=3, batch_size=8,
                    early_stopping_patience=0, augment=False)

@@ -22,7 +22,6 @@ from core.datasets import ingest
 from core.errors import DatasetError
 from core.uploads import UPLOAD_MARKER
 
-
 # --- zips --------------------------------------------------------------------------------
 
 def test_zip_as_bytes_file_object_or_path(small_dataset, tmp_path, studio_home):

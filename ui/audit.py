@@ -181,7 +181,7 @@ def _photo(path: Any, caption: str) -> None:
     try:
         st.image(resources.thumbnail(str(path), THUMB, resources.file_stamp(path)),
                  width=THUMB)
-    except Exception:  # noqa: BLE001 - an unreadable file still gets its caption and choice
+    except Exception:
         st.caption(":material/broken_image: cannot show this photo")
     st.markdown(caption)
 

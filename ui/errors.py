@@ -22,7 +22,7 @@ class UserErrors:
         return self.error is not None
 
 
-class show_user_errors:  # noqa: N801 - used like a function: `with show_user_errors():`
+class show_user_errors:
     """Context manager: an AppError raised inside is shown with st.error and swallowed.
 
     Other exceptions (bugs) propagate, and so do Streamlit's own control-flow exceptions

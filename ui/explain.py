@@ -10,9 +10,8 @@ import streamlit as st
 
 from core import explain, images
 from core.explain import Explainer, Heatmap
-from core.runs import MODEL_FILE
 from ui import predict as ui_predict
-from ui import resources
+from ui import runs as ui_runs
 from ui.errors import show_user_errors
 
 # Session-state key prefixes of the widgets made here (one widget per photo: unique keys).
@@ -45,7 +44,8 @@ def explainer(run_dir: str | Path) -> Explainer:
 
 
 @st.cache_data(show_spinner="Working out where the model looked...", max_entries=256)
-def _heatmap(run_dir: str, model_stamp: int, image: np.ndarray, target: str) -> Heatmap:
+def _heatmap(run_dir: str, model_stamp: tuple[int, ...], image: np.ndarray,
+             target: str) -> Heatmap:
     del model_stamp  # part of the key: a replaced model explains again
     return explainer(run_dir).explain(image, target)
 
@@ -53,7 +53,7 @@ def _heatmap(run_dir: str, model_stamp: int, image: np.ndarray, target: str) -> 
 def heatmap(run_dir: str | Path, image: np.ndarray, target: str) -> Heatmap:
     """The heatmap of a photo (as the model saw it) for a class, cached per model file."""
     run_dir = Path(run_dir)
-    return _heatmap(str(run_dir), resources.file_stamp(run_dir / MODEL_FILE),
+    return _heatmap(str(run_dir), ui_runs.fingerprint(run_dir),
                     np.asarray(image, np.uint8), str(target))
 
 

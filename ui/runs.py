@@ -12,6 +12,7 @@ from core.status import BROKEN
 from ui import nav, resources, state
 from ui.errors import show_user_errors
 
+
 def store() -> RunStore:
     """The run store of the studio home."""
     return RunStore(resources.home())

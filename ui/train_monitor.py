@@ -11,10 +11,10 @@ import streamlit as st
 
 from core import charts, jobs
 from core import history as history_table
-from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from core.errors import JobError
 from core.jobs import JobStatus
 from core.progress import PHASES
+from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, state
 from ui.errors import show_user_errors
 
