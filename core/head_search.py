@@ -62,9 +62,9 @@ MAX_SETTINGS = 48
 # on the reference machine (2 shared CPU cores, docs/benchmarks.md); the clock only stops
 # the search when a slower machine would overrun the budget.
 _COST_PER_FIT, _COST_PER_EPOCH, _COST_PER_ROW_EPOCH = 0.02, 0.004, 20e-6
-# The plan fills this share of the budget: a machine up to a third slower than modelled
-# still ends the plan before the clock stops it, and chooses the same head.
-PLAN_SHARE = 0.75
+# The plan fills this share of the budget: a machine (or a load) up to 1.7 times slower
+# than modelled still ends the plan before the clock stops it, and chooses the same head.
+PLAN_SHARE = 0.6
 # Progress events at most this often (each is appended to the run's events log).
 _EVENT_EVERY_SECONDS = 0.25
 
@@ -277,6 +277,17 @@ def predicted_fit_seconds(setting: HeadSetting, train_rows: int, n_views: int,
     return _COST_PER_FIT + epochs * (_COST_PER_EPOCH + rows * width * _COST_PER_ROW_EPOCH)
 
 
+def _plan_seconds(costs: list[float], rungs: list[int]) -> float:
+    """Modelled seconds of successive halving over settings of these fit costs (the first,
+    the baseline, on every fold; the promoted ones at the others' mean cost)."""
+    total = sum(costs) * rungs[0] + costs[0] * (rungs[-1] - rungs[0])
+    mean, promoted = sum(costs[1:]) / max(1, len(costs) - 1), len(costs) - 1
+    for before, after in zip(rungs, rungs[1:]):
+        promoted = math.ceil(promoted / ETA)
+        total += promoted * mean * (after - before)
+    return total
+
+
 def scaled_budget(seconds: float, n_rows: int) -> float:
     """The budget for n_rows labelled rows: a small dataset finishes sooner."""
     return float(min(seconds, SECONDS_PER_ROW * n_rows))
@@ -339,18 +350,15 @@ class _Search:
 
     def plan(self, settings: Iterator[HeadSetting], rungs: list[int]) -> list[Trial]:
         """The settings of the first rung: as many as the modelled seconds allow."""
-        # Folds a first-rung setting costs on average, its share of the promotions included.
-        folds = rungs[0] + sum((b - a) / ETA ** (i + 1)
-                               for i, (a, b) in enumerate(zip(rungs, rungs[1:])))
         train_rows = int(round(len(self.labels) * (self.folds - 1) / self.folds))
-        planned, pool = 0.0, []
+        costs: list[float] = []
+        pool: list[Trial] = []
         for setting in settings:
-            cost = folds * predicted_fit_seconds(setting, train_rows, len(self.views),
-                                                 self.config)
+            costs.append(predicted_fit_seconds(setting, train_rows, len(self.views),
+                                               self.config))
             if pool and (len(pool) >= MAX_SETTINGS
-                         or planned + cost > self.budget * PLAN_SHARE):
+                         or _plan_seconds(costs, rungs) > self.budget * PLAN_SHARE):
                 break
-            planned += cost
             pool.append(Trial(setting))
         return pool
 
