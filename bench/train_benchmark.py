@@ -15,6 +15,8 @@ Parts (run all by default, or name some with --parts):
             (today's settings), same split, three training seeds: test accuracy, the
             search's cross-validated accuracy, the time of a cold first run of each and of
             warm second runs, and what the search adds
+  head-search-fine-tune  (only when named; 10-20 minutes) fine-tuning 50 layers after the
+            searched head against after the manual head, seed 0, same split
   fine-tune-seeds  (only when named; 5-10 minutes a run on the 2-core CPU, 12 runs by
             default) fine-tuning accuracy by training seed, for 5 and 8 epochs, ending with
             the average of the epochs' weights (the default) or the best epoch's
@@ -264,6 +266,22 @@ def part_head_search(data: Path, tmp: Path, seeds: list[int]) -> dict:
     return out
 
 
+def part_head_search_fine_tune(data: Path, tmp: Path) -> dict:
+    """Fine-tuning (50 layers, its defaults) from the searched head and from the manual one."""
+    from core.config import TrainConfig
+
+    home = tmp / "head-search-fine-tune-home"
+    split_df = _split(data, home)
+    out: dict = {"load_average_before": os.getloadavg()}
+    for name, head in (("searched", "search"), ("manual", "manual")):
+        run = _train(split_df, TrainConfig(head=head, fine_tune_layers=50), home)
+        out[f"fine_tuned_{name}"] = {k: run.get(k) for k in (
+            "test_accuracy", "wall_seconds", "seconds", "head_search")}
+        print(json.dumps({name: out[f"fine_tuned_{name}"]}), file=sys.stderr, flush=True)
+    out["load_average_after"] = os.getloadavg()
+    return out
+
+
 def part_fine_tune_seeds(data: Path, tmp: Path, epochs: list[int], seeds: list[int],
                          averaging: list[str]) -> dict:
     """Fine-tuning test accuracy by training seed: how much of a result is chance.
@@ -359,7 +377,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["speed", "accuracy", "predict", "memory"],
                         choices=["speed", "accuracy", "predict", "memory", "fine-tune-seeds",
-                                 "head-search"])
+                                 "head-search", "head-search-fine-tune"])
     parser.add_argument("--data", type=Path,
                         default=ASSETS / "datasets" / "flower_photos_300")
     parser.add_argument("--memory-images", type=int, default=20_000)
@@ -386,6 +404,7 @@ def main() -> None:
             "fine-tune-seeds": lambda: part_fine_tune_seeds(
                 args.data, tmp, args.fine_tune_epochs, args.seeds, args.endings),
             "head-search": lambda: part_head_search(args.data, tmp, args.seeds),
+            "head-search-fine-tune": lambda: part_head_search_fine_tune(args.data, tmp),
         }
         for name in args.parts:
             report[name] = parts[name]()
