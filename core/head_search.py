@@ -56,6 +56,7 @@ SECONDS_PER_ROW = 0.02
 # Successive halving keeps the best 1/ETA of the settings at each rung.
 ETA = 3
 MAX_SETTINGS = 48
+_SETTINGS_EXAMINED = 4 * MAX_SETTINGS  # settings looked at when planning, fitting or not
 # The plan (how many settings) comes from a model of a fold fit's seconds, not from the
 # clock, so the same seed and data choose the same head: per fit, per epoch, per training
 # row and epoch (a hidden layer of h units costs 1 + h / 70 times as much per row). Measured
@@ -349,16 +350,18 @@ class _Search:
         return self.clock() - self.started
 
     def plan(self, settings: Iterator[HeadSetting], rungs: list[int]) -> list[Trial]:
-        """The settings of the first rung: as many as the modelled seconds allow."""
+        """The settings of the first rung: in order, each that still fits the modelled
+        seconds (a costly one that does not is skipped for cheaper ones after it)."""
         train_rows = int(round(len(self.labels) * (self.folds - 1) / self.folds))
         costs: list[float] = []
         pool: list[Trial] = []
-        for setting in settings:
-            costs.append(predicted_fit_seconds(setting, train_rows, len(self.views),
-                                               self.config))
-            if pool and (len(pool) >= MAX_SETTINGS
-                         or _plan_seconds(costs, rungs) > self.budget * PLAN_SHARE):
+        for examined, setting in enumerate(settings):
+            if len(pool) >= MAX_SETTINGS or examined >= _SETTINGS_EXAMINED:
                 break
+            cost = predicted_fit_seconds(setting, train_rows, len(self.views), self.config)
+            if pool and _plan_seconds([*costs, cost], rungs) > self.budget * PLAN_SHARE:
+                continue
+            costs.append(cost)
             pool.append(Trial(setting))
         return pool
 
