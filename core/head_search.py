@@ -62,7 +62,7 @@ _SETTINGS_EXAMINED = 4 * MAX_SETTINGS  # settings looked at when planning, fitti
 # row and epoch (a hidden layer of h units costs 1 + h / 70 times as much per row). Measured
 # on the reference machine (2 shared CPU cores, docs/benchmarks.md); the clock only stops
 # the search when a slower machine would overrun the budget.
-_COST_PER_FIT, _COST_PER_EPOCH, _COST_PER_ROW_EPOCH = 0.02, 0.004, 20e-6
+_COST_PER_FIT, _COST_PER_EPOCH, _COST_PER_ROW_EPOCH = 0.02, 0.004, 14e-6
 # The plan fills this share of the budget: a machine (or a load) up to 1.7 times slower
 # than modelled still ends the plan before the clock stops it, and chooses the same head.
 PLAN_SHARE = 0.6
@@ -270,9 +270,9 @@ def settings_to_try(first: HeadSetting, seed: int, *, views: bool) -> Iterator[H
 
 def predicted_fit_seconds(setting: HeadSetting, train_rows: int, n_views: int,
                           config: TrainConfig) -> float:
-    """Modelled seconds of one fold fit (early stopping expected after 5 x patience epochs)."""
+    """Modelled seconds of one fold fit (early stopping expected after 4 x patience epochs)."""
     patience = config.early_stopping_patience
-    epochs = config.epochs if patience <= 0 else min(config.epochs, 5 * patience)
+    epochs = config.epochs if patience <= 0 else min(config.epochs, 4 * patience)
     rows = train_rows * (n_views if setting.views else 1)
     width = 1.0 + sum(setting.hidden_units) / 70.0
     return _COST_PER_FIT + epochs * (_COST_PER_EPOCH + rows * width * _COST_PER_ROW_EPOCH)
