@@ -304,7 +304,7 @@ class TrainConfig:
     )
     search_seconds: float = option(
         20.0, "Time budget of the automatic head search, in seconds; a small dataset "
-        "finishes sooner.", "Search budget (s)", min=1.0, max=3600.0, step=5.0)
+        "finishes sooner.", "Search budget (s)", min=1.0, max=3600.0)
     label_smoothing: float = option(
         0.0, "Share of each training label spread evenly over all classes (0: none).",
         "Label smoothing", min=0.0, max=0.5, step=0.05)
