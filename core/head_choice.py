@@ -12,6 +12,8 @@ def record_text(record: dict[str, Any] | None) -> str:
     if not record:
         return ("Set by hand (manual head): the settings of the run's options, with the "
                 "validation photos held out to stop training and to set the unsure threshold.")
+    if record.get("skipped"):
+        return str(record["skipped"])
     chosen = record.get("table") and next((r for r in record["table"] if r.get("chosen")), None)
     spread = f" ± {record['cv_spread']:.1%}" if record.get("cv_spread") is not None else ""
     how = {"finished": "", "budget": " The time budget ended the search early.",

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 _EXTRACT_EVENT_EVERY = 32
 # Fine-tuning batches are slow on a CPU, so report some batches, not only epochs.
 _FINE_TUNE_EVENT_EVERY_BATCHES = 5
+SEARCH_SKIPPED = ("Too few photos per class to cross-validate (a class needs 2 on training "
+                  "and validation together): the manual head settings were used.")
 # history.csv is rewritten at most this often while training, and always at the end.
 _HISTORY_WRITE_EVERY_SECONDS = 1.0
 
@@ -445,7 +447,9 @@ class _Trainer:
             # setting's out-of-fold accuracy (its cross-validated estimate).
             "final_val_accuracy": (float((val_probs.argmax(axis=1) == y_val).mean())
                                    if len(y_val) else None),
-            "head_search": self.search.to_dict() if self.search else None,
+            "head_search": (self.search.to_dict() if self.search
+                            else {"skipped": SEARCH_SKIPPED} if self.config.head == "search"
+                            else None),
             "device": self.device_info.to_dict(),
         })
 
@@ -537,8 +541,7 @@ class _Trainer:
             groups=both[column].astype(str).to_numpy(), on_event=self.emit,
             should_stop=self.should_stop)
         if result is None:
-            self.emit(ProgressEvent(phase=head_search.PHASE, message="Too few photos per "
-                                    "class to cross-validate: the manual settings are used"))
+            self.emit(ProgressEvent(phase=head_search.PHASE, message=SEARCH_SKIPPED))
             return None
         self.writer.write_head_search(result.to_dict())
         return result

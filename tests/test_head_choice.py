@@ -25,6 +25,8 @@ def test_text_says_how_the_head_was_chosen() -> None:
     assert "cancelled" in head_choice.record_text({**RECORD, "stopped": "cancelled"})
     assert "time budget" in head_choice.record_text({**RECORD, "stopped": "budget"})
     assert head_choice.record_text(None).startswith("Set by hand")
+    assert head_choice.record_text({"skipped": "Too few photos."}) == "Too few photos."
+    assert head_choice.record_table({"skipped": "Too few photos."}).empty
 
 
 def test_table_has_one_row_per_setting_with_the_chosen_one_marked() -> None:
