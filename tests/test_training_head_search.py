@@ -144,3 +144,29 @@ def test_cancel_during_the_search_keeps_its_best_so_far(
     record = json.loads((result.run_dir / "head_search.json").read_text())
     assert record["stopped"] == "cancelled" and record["tried"] >= 1
     assert result.head_search == {k: record[k] for k in ("tried", "chosen", "cv_accuracy")}
+
+
+def test_folds_keep_the_split_groups_of_an_audit_together(
+        small_dataset: Path, studio_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = datasets.ingest(small_dataset)
+    paths = sorted(dataset.index["path"])
+    near = {paths[0]: "near/0", paths[1]: "near/0", paths[2]: "near/0"}  # one class folder
+    split_df = splits.split(dataset.index, SplitConfig(seed=1), groups=near)
+    seen: list[head_search.SearchResult] = []
+    kwargs_seen: list[dict] = []
+    real_search = head_search.search
+
+    def recording_search(*args, **kwargs):
+        kwargs_seen.append(kwargs)
+        seen.append(real_search(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(head_search, "search", recording_search)
+    training.train(split_df, FAST, home=studio_home)
+    # Rows as the search gets them: the training photos, then the validation photos.
+    searched = pd.concat([split_df[split_df["split"] == name] for name in ("train", "val")])
+    groups = kwargs_seen[0]["groups"]
+    np.testing.assert_array_equal(groups, searched["group"].astype(str).to_numpy())
+    in_group = np.isin(searched["path"].to_numpy(), list(near))
+    assert in_group.sum() == 3  # the group went to training or validation as one
+    assert len(set(seen[0].fold_of_row[in_group])) <= 1
