@@ -163,7 +163,9 @@ class SearchResult:
             it did not reach are NaN.
         stopped: "finished", "budget" or "cancelled".
         seconds: Wall time of the search.
-        budget_seconds: The budget it had (the option, scaled down on small data).
+        budget_seconds: The budget on the clock (the search_seconds option).
+        plan_seconds: The modelled seconds the plan filled (a share of the budget scaled
+            down on small data).
     """
 
     trials: list[Trial]
@@ -175,6 +177,7 @@ class SearchResult:
     stopped: str
     seconds: float
     budget_seconds: float
+    plan_seconds: float
 
     def oof_rows(self) -> np.ndarray:
         """Indices of the rows that have an out-of-fold prediction."""
@@ -213,7 +216,53 @@ class SearchResult:
                 "folds": self.folds, "chosen_folds": self.chosen.folds_done,
                 "refit_epochs": self.refit_epochs, "stopped": self.stopped,
                 "seconds": round(self.seconds, 3), "budget_seconds": round(self.budget_seconds, 3),
+                "plan_seconds": round(self.plan_seconds, 3),
                 "table": self.table()}
+
+
+class CrossValidatedLogs(keras.callbacks.Callback):
+    """Adds a cross-validated curve's val_loss and val_accuracy to each epoch's logs.
+
+    A refit on train + validation has no held-out rows; the callbacks after this one see,
+    as validation, the searched setting's held-out curve at the same epoch.
+    """
+
+    def __init__(self, curve: list[dict[str, float]]) -> None:
+        super().__init__()
+        self.curve = curve
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None and self.curve:
+            logs.update(self.curve[min(epoch, len(self.curve) - 1)])
+
+
+def refit(head: keras.Model, features: np.ndarray, labels: np.ndarray,
+          result: SearchResult, config: TrainConfig,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
+    """Trains build_head's model of the chosen setting on every searched row, in place.
+
+    Args:
+        head: A new head of the chosen setting's shape (build_head of setting.apply(config)).
+        features: [V, N, D] as given to search().
+        labels: [N] as given to search().
+        result: The search's result: the setting, its epochs and its cross-validated curve.
+        config: Batch size, class weights and seed.
+        callbacks: Keras callbacks; their epoch logs carry the cross-validated val_loss and
+            val_accuracy (CrossValidatedLogs runs first).
+    """
+    setting = result.chosen.setting
+    views = np.asarray(features, np.float32)
+    views = views[np.newaxis] if views.ndim == 2 else views
+    n_views = len(views) if setting.views else 1
+    x = views[:n_views].reshape(-1, views.shape[-1])
+    y = np.tile(np.asarray(labels), n_views)
+    head_training.fit_head(
+        head, x, y, None, None, epochs=result.refit_epochs, batch_size=config.batch_size,
+        learning_rate=setting.learning_rate, dropout=setting.dropout, l2=setting.l2,
+        seed=config.seed, label_smoothing=setting.label_smoothing,
+        class_weight=head_training.class_weight_for(y, head.output_shape[-1],
+                                                    config.class_weights),
+        callbacks=[CrossValidatedLogs(result.cv_curve()), *callbacks])
 
 
 def fold_count(labels: np.ndarray, groups: np.ndarray | None, wanted: int) -> int:
@@ -331,13 +380,14 @@ class _Search:
     """One search; search() is its public face."""
 
     def __init__(self, views: np.ndarray, labels: np.ndarray, n_classes: int,
-                 config: TrainConfig, fold_of_row: np.ndarray, budget: float,
+                 config: TrainConfig, fold_of_row: np.ndarray, budget: float, plan: float,
                  on_event: EventSink | None, should_stop: StopCheck,
                  clock: Callable[[], float]) -> None:
         self.views, self.labels, self.n_classes = views, labels, n_classes
         self.config = config
         self.fold_of_row = fold_of_row
         self.folds = int(fold_of_row.max()) + 1
+        self.plan_budget = plan
         self.budget, self.on_event, self.should_stop, self.clock = (budget, on_event,
                                                                     should_stop, clock)
         self.trials: list[Trial] = []
@@ -359,7 +409,7 @@ class _Search:
             if len(pool) >= MAX_SETTINGS or examined >= _SETTINGS_EXAMINED:
                 break
             cost = predicted_fit_seconds(setting, train_rows, len(self.views), self.config)
-            if pool and _plan_seconds([*costs, cost], rungs) > self.budget * PLAN_SHARE:
+            if pool and _plan_seconds([*costs, cost], rungs) > self.plan_budget * PLAN_SHARE:
                 continue
             costs.append(cost)
             pool.append(Trial(setting))
@@ -467,8 +517,9 @@ class _Search:
         self._last_event = now
         best = self.best()
         self.on_event(ProgressEvent(
-            phase=PHASE, step=int(min(now, self.budget) * 1000),
-            total_steps=int(self.budget * 1000), eta_seconds=max(0.0, self.budget - now),
+            phase=PHASE, step=int(min(now, self.plan_budget) * 1000),
+            total_steps=int(self.plan_budget * 1000),
+            eta_seconds=max(0.0, self.plan_budget * PLAN_SHARE - now),
             metrics={"settings_tried": float(len(self.trials)), "fold_fits": float(self.fits),
                      "best_cv_accuracy": best.mean_accuracy},
             message=(f"Tried {len(self.trials)} head settings ({self.fits} fold fits); best "
@@ -504,8 +555,10 @@ def search(
         groups: [N] group names (identical photos, an audit's near-duplicates): one group's
             rows always share a fold. None: every row its own group.
         folds: Folds wanted; fewer when the rarest class has fewer groups.
-        budget_seconds: No fold fit starts after this many seconds; by default
-            config.search_seconds scaled down on small data (scaled_budget).
+        budget_seconds: No fold fit starts after this many seconds, and the plan fills a
+            share of them; by default config.search_seconds on the clock and, for the plan,
+            the same scaled down on small data (scaled_budget), so a small dataset finishes
+            sooner yet never meets the clock on a loaded machine.
         on_event: Gets "searching head" ProgressEvents (at most four a second).
         should_stop: Polled between batches; the search then stops and keeps the best so far.
         clock: Seconds, monotonic (tests pass a fake one).
@@ -526,9 +579,10 @@ def search(
         return None
     fold_of_row = stratified_folds(y, k, config.seed,
                                    None if groups is None else np.asarray(groups))
-    budget = (scaled_budget(config.search_seconds, len(y)) if budget_seconds is None
-              else float(budget_seconds))
-    runner = _Search(views, y, n_classes, config, fold_of_row, budget, on_event,
+    budget = float(config.search_seconds if budget_seconds is None else budget_seconds)
+    plan = (scaled_budget(config.search_seconds, len(y)) if budget_seconds is None
+            else budget)
+    runner = _Search(views, y, n_classes, config, fold_of_row, budget, plan, on_event,
                      should_stop or never_stop, clock)
     if settings is None:
         settings = settings_to_try(HeadSetting.of_config(config, views=False), config.seed,
@@ -549,5 +603,6 @@ def search(
     return SearchResult(
         trials=done, chosen=chosen, folds=k, fold_of_row=fold_of_row,
         refit_epochs=max(1, int(round(float(np.mean(chosen.best_epochs))))),
-        oof_probs=oof, stopped=stopped, seconds=runner.elapsed(), budget_seconds=budget)
+        oof_probs=oof, stopped=stopped, seconds=runner.elapsed(), budget_seconds=budget,
+        plan_seconds=plan)
 

@@ -198,22 +198,6 @@ class WeightAveraging(keras.callbacks.Callback):
             weight.assign(mean.astype(weight.dtype))
 
 
-class CrossValidatedLogs(keras.callbacks.Callback):
-    """Adds a cross-validated curve's val_loss and val_accuracy to each epoch's logs.
-
-    A refit on train + validation has no held-out rows; the callbacks after this one see,
-    as validation, the searched setting's held-out curve at the same epoch.
-    """
-
-    def __init__(self, curve: list[dict[str, float]]) -> None:
-        super().__init__()
-        self.curve = curve
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None and self.curve:
-            logs.update(self.curve[min(epoch, len(self.curve) - 1)])
-
-
 def unfreeze_top(base: Any, n_layers: int) -> int:
     """Makes the top n_layers of the base trainable, BatchNorm excepted; returns how many."""
     inner = backbones.nested_base(base)
@@ -547,33 +531,23 @@ class _Trainer:
         return result
 
     def _refit_head(self, feats: dict[str, np.ndarray], feature_dim: int) -> Any:
-        """The searched setting trained on train + validation for its cross-validated epochs.
+        """The searched setting trained on train + validation (head_search.refit).
 
         Its history rows hold the refit's training loss and accuracy, and as validation
         the chosen setting's held-out loss and accuracy at that epoch averaged over the
         folds: the validation photos are training photos now.
         """
-        search, cfg = self.search, self.config
-        setting = search.chosen.setting
-        chosen_config = setting.apply(cfg)
-        n_views = len(feats["train_views"]) if setting.views else 1
-        views = np.concatenate([feats["train_views"][:n_views], feats["val_views"][:n_views]],
-                               axis=1)
-        x = views.reshape(-1, views.shape[-1])
-        y = np.tile(self.searched_labels, n_views)
-        head = build_head(feature_dim, len(self.labels), chosen_config)
-        epochs = search.refit_epochs
+        search = self.search
+        head = build_head(feature_dim, len(self.labels),
+                          search.chosen.setting.apply(self.config))
         callback = ProgressCallback(
-            self.emit, self.should_stop, phase="training head", total_epochs=epochs,
+            self.emit, self.should_stop, phase="training head",
+            total_epochs=search.refit_epochs,
             on_epoch_row=lambda row: self._add_history(HEAD, row),
         )
-        head_training.fit_head(
-            head, x, y, None, None, epochs=epochs, batch_size=cfg.batch_size,
-            learning_rate=setting.learning_rate, dropout=setting.dropout, l2=setting.l2,
-            seed=cfg.seed, label_smoothing=setting.label_smoothing,
-            class_weight=class_weight_for(y, len(self.labels), cfg.class_weights),
-            callbacks=[CrossValidatedLogs(search.cv_curve()), callback],
-        )
+        views = np.concatenate([feats["train_views"], feats["val_views"]], axis=1)
+        head_search.refit(head, views, self.searched_labels, search, self.config,
+                          callbacks=[callback])
         if callback.cancelled:
             raise Cancelled()
         return head

@@ -155,7 +155,8 @@ def test_plan_is_deterministic_and_scales_down_on_small_data() -> None:
     config = replace(CONFIG, epochs=3)
     first = head_search.search(x, y, n_classes=2, config=config)
     second = head_search.search(x, y, n_classes=2, config=config)
-    assert first.budget_seconds == pytest.approx(30 * head_search.SECONDS_PER_ROW)
+    assert first.plan_seconds == pytest.approx(30 * head_search.SECONDS_PER_ROW)
+    assert first.budget_seconds == config.search_seconds  # the clock's limit stays the option
     assert [t.setting for t in first.trials] == [t.setting for t in second.trials]
     assert first.table() == second.table()
     # The manual setting is always the first one tried.
