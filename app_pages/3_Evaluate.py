@@ -46,6 +46,9 @@ st.caption("Loss should fall and accuracy rise. When validation accuracy stalls 
            "dropout help. A shaded part is the fine-tuning phase.")
 evaluate.averaging_note(run)
 
+st.header("How the head was chosen")
+evaluate.head_choice_section(run)
+
 st.header("Model")
 evaluate.model_section(run)
 

@@ -160,6 +160,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{_pct(result.test_accuracy)}, best validation accuracy "
               f"{_pct(result.best_val_accuracy)}, {result.epochs_run} epochs, "
               f"{result.seconds['total']:.1f} s\nSaved in {result.run_dir}")
+        if result.head_search:
+            search = result.head_search
+            print(f"Head chosen by cross-validation among {search['tried']} settings: "
+                  f"{_pct(search['cv_accuracy'])} cross-validated accuracy")
     return 0 if result.status == COMPLETED else EXIT_CANCELLED
 
 

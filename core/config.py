@@ -189,6 +189,9 @@ class SplitConfig:
 # TrainConfig.augment: "auto" augments only when fine-tuning.
 AUGMENT_CHOICES = ("auto", "on", "off")
 
+# TrainConfig.head: "search" chooses the head's settings by cross-validation (core.head_search).
+HEAD_CHOICES = ("search", "manual")
+
 HIDDEN_LAYER_PRESETS: dict[str, tuple[int, ...]] = {
     "none (linear head)": (),
     "one layer (256)": (256,),
@@ -224,6 +227,12 @@ class TrainConfig:
         fine_tune_averaging: Whether fine-tuning ends with the mean of its epoch-end weights
             from the second epoch on (stochastic weight averaging) rather than the best epoch's.
         seed: Seed for weights initialisation, shuffling and augmentation.
+        head: "search" (the default): the head's L2, dropout, learning rate, label smoothing,
+            hidden layer and augmented views are chosen by cross-validation on the cached
+            features of train + validation (core.head_search), and the winner is refitted on
+            both; "manual": the settings above as given, validation held out (as before).
+        search_seconds: Time budget of the search; a small dataset finishes sooner.
+        label_smoothing: Share of each training label spread evenly over all classes.
     """
 
     backbone: str = option(
@@ -285,6 +294,20 @@ class TrainConfig:
     )
     seed: int = option(0, "Seed: the same seed and data train the same model.", "Seed", min=0,
                        max=2**31 - 1)
+    head: str = option(
+        "search", "How the head's settings are chosen. Automatic search: L2, dropout, learning "
+        "rate, label smoothing, a hidden layer and augmented views are tried by 5-fold "
+        "cross-validation on the cached features of train + validation, and the best is "
+        "refitted on both (docs/benchmarks.md). Manual: the settings below as given.",
+        "Head", choices=HEAD_CHOICES,
+        choice_labels={"search": "automatic search", "manual": "manual settings"},
+    )
+    search_seconds: float = option(
+        20.0, "Time budget of the automatic head search, in seconds; a small dataset "
+        "finishes sooner.", "Search budget (s)", min=1.0, max=3600.0)
+    label_smoothing: float = option(
+        0.0, "Share of each training label spread evenly over all classes (0: none).",
+        "Label smoothing", min=0.0, max=0.5, step=0.05)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, bool):  # runs saved before "auto" stored a bool
@@ -320,6 +343,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs.setdefault("fine_tune_averaging", False)  # runs from before it did not average
+        kwargs.setdefault("head", "manual")  # runs from before the search set the head by hand
         if "hidden_units" in kwargs:
             kwargs["hidden_units"] = tuple(int(u) for u in kwargs["hidden_units"])
         return cls(**kwargs)

@@ -26,12 +26,39 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core.config import TrainConfig
+
 # Keras' Adam defaults, as keras.optimizers.Adam(learning_rate) uses them.
 _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
 # Batches per call of the compiled steps: cancel is checked between calls, so it lands within
 # a few milliseconds. Fewer per call costs more (docs/benchmarks.md, design choices).
 STEPS_PER_CALL = 8
 _SCALAR, _MATRIX = tf.TensorShape([]), tf.TensorShape([None, None])
+
+
+def class_weight_for(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
+    """Balanced weights n / (k * count) as in scikit-learn, or None when off."""
+    if mode == "off":
+        return None
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = len(y) / (n_classes * np.maximum(counts, 1.0))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def build_head(feature_dim: int, n_classes: int, config: TrainConfig) -> Any:
+    """The new classifier: [Dropout, Dense relu]* -> Dropout -> Dense softmax (float32)."""
+    reg = keras.regularizers.L2(config.l2) if config.l2 else None
+    inputs = keras.Input((feature_dim,), name="features")
+    x = inputs
+    for i, units in enumerate(config.hidden_units):
+        x = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(x)
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg,
+                               name=f"hidden_{i}")(x)
+    x = keras.layers.Dropout(config.dropout, seed=config.seed + 99, name="dropout_out")(x)
+    # float32 output keeps softmax stable under mixed precision.
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=reg,
+                                 dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="head")
 
 
 def dense_layers(head: keras.Model) -> list[keras.layers.Dense]:
@@ -134,11 +161,22 @@ def _backward(grad: tf.Tensor, params: tf.Tensor, moments: tf.Tensor, velocities
     return params, moments, velocities
 
 
+def _smoothed(logits: tf.Tensor, labels: tf.Tensor, per_example: tf.Tensor,
+              d_logits: tf.Tensor, smoothing: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cross-entropy and its gradient against (1 - s) * one-hot + s / classes, as Keras'
+    CategoricalCrossentropy(label_smoothing=s) computes them."""
+    n_classes = tf.shape(logits)[1]
+    mean_log_prob = tf.reduce_mean(tf.nn.log_softmax(logits), axis=1)
+    loss = per_example * (1.0 - smoothing) - smoothing * mean_log_prob
+    target_shift = tf.one_hot(labels, n_classes) - 1.0 / tf.cast(n_classes, tf.float32)
+    return loss, d_logits + smoothing * target_shift
+
+
 def _train_steps(params: tf.Tensor, moments: tf.Tensor, velocities: tf.Tensor, step: tf.Tensor,
                  x: tf.Tensor, y: tf.Tensor, weights: tf.Tensor, order: tf.Tensor,
                  first: tf.Tensor, count: tf.Tensor, batch_size: tf.Tensor,
                  learning_rate: tf.Tensor, rate: tf.Tensor, l2: tf.Tensor, seed: tf.Tensor,
-                 ) -> tuple[Any, ...]:
+                 smoothing: tf.Tensor) -> tuple[Any, ...]:
     """Batches first..first+count-1 of `order`: forward, backward, Adam. Pure: returns state.
 
     params, moments and velocities are TensorLists [kernel 0, bias 0, kernel 1, ...]. Returns
@@ -156,6 +194,9 @@ def _train_steps(params: tf.Tensor, moments: tf.Tensor, velocities: tf.Tensor, s
         # The op behind sparse cross-entropy also returns its gradient (softmax - one-hot).
         per_example, d_logits = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
             features=logits, labels=yb)
+        per_example, d_logits = tf.cond(
+            smoothing > 0.0, lambda: _smoothed(logits, yb, per_example, d_logits, smoothing),
+            lambda: (per_example, d_logits))
         # Keras' "sum over batch size": weighted losses summed, divided by the count.
         loss = tf.reduce_sum(per_example * wb) / size + l2 * penalty
         t = tf.cast(step + 1, tf.float32)
@@ -183,6 +224,7 @@ _rows = tf.TensorSpec([None], tf.int32)
 _compiled_steps = tf.function(_train_steps, autograph=False, input_signature=[
     _list, _list, _list, _int, tf.TensorSpec([None, None], tf.float32), _rows,
     tf.TensorSpec([None], tf.float32), _rows, _int, _int, _int, _float, _float, _float, _int,
+    _float,
 ])
 
 
@@ -229,8 +271,8 @@ def fit_head(
     head: keras.Model,
     x_train: np.ndarray,
     y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
     *,
     epochs: int,
     batch_size: int,
@@ -238,6 +280,7 @@ def fit_head(
     dropout: float,
     l2: float,
     seed: int,
+    label_smoothing: float = 0.0,
     class_weight: dict[int, float] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> None:
@@ -249,13 +292,17 @@ def fit_head(
     batch end every STEPS_PER_CALL batches), and a callback that sets
     `head.stop_training` ends training after the current call: that is how cancel and
     early stopping act.
+
+    With x_val and y_val None (a refit on every labelled row, core.head_search) the epoch
+    logs hold only loss and accuracy. label_smoothing s trains against
+    (1 - s) * one-hot + s / classes; 0 is plain sparse cross-entropy, computed as before.
     """
-    if len(y_val) == 0:
-        raise ValueError("fit_head needs validation rows: early stopping and the logs use them")
+    if y_val is not None and len(y_val) == 0:
+        raise ValueError("fit_head needs validation rows (or none at all, x_val=y_val=None)")
     layers = dense_layers(head)
     state = _initial_state(layers)
     data = _Data.of(x_train, y_train, x_val, y_val, class_weight)
-    settings = _Settings.of(batch_size, learning_rate, dropout, l2, seed)
+    settings = _Settings.of(batch_size, learning_rate, dropout, l2, seed, label_smoothing)
     n_batches = math.ceil(len(y_train) / batch_size)
     rng = np.random.default_rng(seed)
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=head, epochs=epochs,
@@ -283,18 +330,20 @@ class _Data:
     x: tf.Tensor
     y: tf.Tensor
     weights: tf.Tensor
-    x_val: tf.Tensor
-    y_val: tf.Tensor
+    x_val: tf.Tensor | None
+    y_val: tf.Tensor | None
 
     @classmethod
-    def of(cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-           y_val: np.ndarray, class_weight: dict[int, float] | None) -> _Data:
+    def of(cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+           y_val: np.ndarray | None, class_weight: dict[int, float] | None) -> _Data:
         weights = np.ones(len(y_train), np.float32)
         if class_weight:
             weights = np.asarray([class_weight[int(label)] for label in y_train], np.float32)
+        has_val = x_val is not None and y_val is not None
         return cls(tf.constant(x_train, tf.float32), tf.constant(y_train, tf.int32),
-                   tf.constant(weights), tf.constant(x_val, tf.float32),
-                   tf.constant(y_val, tf.int32))
+                   tf.constant(weights),
+                   tf.constant(x_val, tf.float32) if has_val else None,
+                   tf.constant(y_val, tf.int32) if has_val else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,13 +355,14 @@ class _Settings:
     rate: tf.Tensor
     l2: tf.Tensor
     seed: tf.Tensor
+    smoothing: tf.Tensor
 
     @classmethod
     def of(cls, batch_size: int, learning_rate: float, dropout: float, l2: float,
-           seed: int) -> _Settings:
+           seed: int, smoothing: float) -> _Settings:
         return cls(tf.constant(int(batch_size)), tf.constant(learning_rate, tf.float32),
                    tf.constant(dropout, tf.float32), tf.constant(l2, tf.float32),
-                   tf.constant(int(seed), tf.int32))
+                   tf.constant(int(seed), tf.int32), tf.constant(smoothing, tf.float32))
 
 
 def _initial_state(layers: list[keras.layers.Dense]) -> tuple[tf.Tensor, ...]:
@@ -340,6 +390,7 @@ def _run_epoch(state: tuple[tf.Tensor, ...], data: _Data, settings: _Settings,
             params, moments, velocities, step, data.x, data.y, data.weights, order,
             tf.constant(first), tf.constant(count), settings.batch_size,
             settings.learning_rate, settings.rate, settings.l2, settings.seed,
+            settings.smoothing,
         )
         totals += [float(s) for s in sums]
         callback_list.on_train_batch_end(first + count - 1)
@@ -359,8 +410,10 @@ def _epoch_logs(totals: np.ndarray, params: tf.Tensor, data: _Data,
                 settings: _Settings) -> dict[str, float]:
     """The epoch's loss and accuracy, and the validation pass's, as fit logs them."""
     loss_sum, correct, seen = totals
+    logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+    if data.x_val is None:
+        return logs
     val_sum, val_correct, penalty = (float(v) for v in _compiled_evaluate(
         params, data.x_val, data.y_val, settings.l2))
     n_val = int(data.y_val.shape[0])
-    return {"loss": loss_sum / seen, "accuracy": correct / seen,
-            "val_loss": val_sum / n_val + penalty, "val_accuracy": val_correct / n_val}
+    return {**logs, "val_loss": val_sum / n_val + penalty, "val_accuracy": val_correct / n_val}

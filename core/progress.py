@@ -19,6 +19,7 @@ import keras
 PHASES = (
     "preparing",
     "extracting features",
+    "searching head",
     "training head",
     "fine-tuning",
     "evaluating",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core import head_choice
 from core.audit_choices import audit_text
 from core.errors import AppError
 
@@ -197,6 +198,18 @@ def _settings(run: Run) -> pd.DataFrame:
                         columns=["Setting", "Value"])
 
 
+def _head_choice(run: Run) -> str:
+    """The head search's paragraph and its table of settings tried (core.head_choice)."""
+    record = run.metrics.get("head_search")
+    text = f"<p>{html.escape(head_choice.record_text(record))}</p>"
+    table = head_choice.record_table(record)
+    if table.empty:
+        return text
+    for column in ("CV accuracy", "Spread (±)"):
+        table[column] = table[column].map(_pct)
+    return text + _table(table)
+
+
 def _versions_text(run: Run) -> str:
     versions = run.versions or {}
     return ", ".join(f"{name} {versions[name]}" for name in REPORTED_VERSIONS
@@ -263,6 +276,8 @@ def report_html(run: Run, result: EvalResult,
 {_table(confusion)}
 <h2>How it was trained</h2>
 {_table(_settings(run))}
+<h2>How the head was chosen</h2>
+{_head_choice(run)}
 {_formats_section(formats)}
 <p class="note">Made with Transfer Learning Studio, run {html.escape(run.run_id)}.
 Versions: {html.escape(_versions_text(run))}.</p>

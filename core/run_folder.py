@@ -32,6 +32,7 @@ SPLIT_FILE = "split.csv"
 HISTORY_FILE = "history.csv"
 EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.json"
+HEAD_SEARCH_FILE = "head_search.json"  # the settings the head search tried (core.head_search)
 MODEL_FILE = "model.keras"
 VERSIONS_FILE = "versions.json"
 STATUS_FILE = "status.json"

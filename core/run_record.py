@@ -93,6 +93,7 @@ class RunSummary:
         test_accuracy: Accuracy on the test split.
         epochs_run: Epochs trained, head and fine-tune together.
         error: The failure message, or why the run is interrupted or broken.
+        cv_accuracy: Cross-validated accuracy of the searched head (None: manual head).
     """
 
     run_id: str
@@ -113,6 +114,7 @@ class RunSummary:
     test_accuracy: float | None = None
     epochs_run: int = 0
     error: str | None = None
+    cv_accuracy: float | None = None
 
     @property
     def usable(self) -> bool:
@@ -270,4 +272,5 @@ class Run:
             best_val_accuracy=(facts["best_val_accuracy"] if facts["best_val_accuracy"]
                                is not None else _metric(self.metrics, "best_val_accuracy")),
             test_accuracy=self.test_accuracy, epochs_run=facts["epochs_run"], error=self.error,
+            cv_accuracy=(self.metrics.get("head_search") or {}).get("cv_accuracy"),
         )

@@ -33,6 +33,7 @@ from core.run_folder import (
     CONFIG_FILE,
     DATASET_FILE,
     EVENTS_FILE,
+    HEAD_SEARCH_FILE,
     HISTORY_FILE,
     LABELS_FILE,
     METRICS_FILE,
@@ -209,6 +210,14 @@ class RunWriter:
         "trainable", "non_trainable"}) and "depth"; any other JSON-ready keys are kept.
         """
         write_json_atomic(self.run_dir / METRICS_FILE, metrics)
+
+    def write_head_search(self, search: Mapping[str, Any]) -> None:
+        """Replaces the head search's record (head_search.SearchResult.to_dict()).
+
+        Written as soon as the search ends, so a run cancelled afterwards keeps the
+        settings tried and the best so far; a completed run also has it in its metrics.
+        """
+        write_json_atomic(self.run_dir / HEAD_SEARCH_FILE, search)
 
     def save_model(self, model: Any, frozen_base: Any | None = None) -> Path:
         """Saves a Keras model atomically and records its input size.

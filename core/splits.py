@@ -17,8 +17,11 @@ SPLIT_COLUMN = "split"
 SPLITS = ("train", "val", "test")
 _SPLIT_DTYPES = {
     "path": str, "label": str, "label_index": "int64", "sha256": str, "width": "int64",
-    "height": "int64", "format": str, SPLIT_COLUMN: str,
+    "height": "int64", "format": str, SPLIT_COLUMN: str, "group": str,
 }
+# Column naming each row's group when split() was given groups: the head search
+# (core.head_search) keeps a group in one cross-validation fold too.
+GROUP_COLUMN = "group"
 
 
 def _split_sizes(n: int, config: SplitConfig) -> tuple[int, int, int]:
@@ -53,7 +56,8 @@ def split(
 
     Returns:
         A copy of index (same row order, fresh RangeIndex) with a "split" column holding
-        "train", "val" or "test".
+        "train", "val" or "test", and, when groups were given, a "group" column naming
+        each row's group (identical files and named groups joined).
 
     Raises:
         DatasetError: When the index is empty, lacks columns, or a class is too small.
@@ -65,7 +69,7 @@ def split(
         )
     if index.empty:
         raise DatasetError("The dataset has no usable images to split; add images first.")
-    df = index.drop(columns=[SPLIT_COLUMN], errors="ignore").reset_index(drop=True)
+    df = index.drop(columns=[SPLIT_COLUMN, GROUP_COLUMN], errors="ignore").reset_index(drop=True)
     # A group is every row sharing one file content; it belongs to the class of its
     # first row (by path) and moves as a unit, so duplicates never straddle splits.
     keys = _group_keys(df, groups) if groups else df["sha256"].astype(str)
@@ -97,6 +101,8 @@ def split(
             name = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             assignment[shas[i]] = name
     df[SPLIT_COLUMN] = pd.Series([assignment[s] for s in keys], dtype=str)
+    if groups:
+        df[GROUP_COLUMN] = keys.astype(str).to_numpy()
     return df
 
 

@@ -22,13 +22,16 @@ from core import (
     device,
     evaluation,
     features,
+    head_search,
     head_training,
     images,
+    splits,
     status,
     uploads,
 )
 from core.config import TrainConfig, studio_home
 from core.errors import Cancelled, ConfigError, DatasetError
+from core.head_training import build_head, class_weight_for  # public here too, as before
 from core.history import FINE_TUNE, HEAD, history_frame
 from core.progress import EventSink, ProgressCallback, ProgressEvent, StopCheck, never_stop
 from core.runs import RunStore, RunWriter
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 _EXTRACT_EVENT_EVERY = 32
 # Fine-tuning batches are slow on a CPU, so report some batches, not only epochs.
 _FINE_TUNE_EVENT_EVERY_BATCHES = 5
+SEARCH_SKIPPED = ("Too few photos per class to cross-validate (a class needs 2 on training "
+                  "and validation together): the manual head settings were used.")
 # history.csv is rewritten at most this often while training, and always at the end.
 _HISTORY_WRITE_EVERY_SECONDS = 1.0
 
@@ -54,8 +59,11 @@ class TrainResult:
         test_accuracy: Accuracy on the test split (None when cancelled).
         best_val_accuracy: Best validation accuracy over all epochs.
         epochs_run: Epochs trained, head and fine-tune together.
-        seconds: Wall time of features, training (head + fine-tune) and total.
+        seconds: Wall time of features, head search, training (head + fine-tune) and
+            total.
         evaluation: Test-split evaluation, None when cancelled.
+        head_search: {"tried", "chosen", "cv_accuracy"} of the head search; None for a
+            manual head (or a dataset too small to cross-validate).
     """
 
     run_id: str
@@ -66,6 +74,7 @@ class TrainResult:
     epochs_run: int
     seconds: dict[str, float]
     evaluation: evaluation.EvalResult | None = None
+    head_search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The command line's JSON contract."""
@@ -77,6 +86,7 @@ class TrainResult:
             "best_val_accuracy": self.best_val_accuracy,
             "epochs_run": self.epochs_run,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "head_search": self.head_search,
         }
 
 
@@ -121,15 +131,6 @@ def _check_split(split_df: pd.DataFrame) -> None:
         raise DatasetError("Training needs at least 2 classes; add another class folder.")
 
 
-def class_weight_for(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
-    """Balanced weights n / (k * count) as in scikit-learn, or None when off."""
-    if mode == "off":
-        return None
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weights = len(y) / (n_classes * np.maximum(counts, 1.0))
-    return {i: float(w) for i, w in enumerate(weights)}
-
-
 def batch_sizes(info: Any, input_size: int, config: TrainConfig) -> tuple[int, int]:
     """(feature-extraction batch, fine-tuning batch) that fit the device.
 
@@ -142,22 +143,6 @@ def batch_sizes(info: Any, input_size: int, config: TrainConfig) -> tuple[int, i
     extract = device.suggest_batch_size(info, input_size, training=False, default=chosen)
     fits = device.suggest_batch_size(info, input_size, training=True, default=chosen)
     return max(extract, chosen), min(chosen, fits)
-
-
-def build_head(feature_dim: int, n_classes: int, config: TrainConfig) -> Any:
-    """The new classifier: [Dropout, Dense relu]* -> Dropout -> Dense softmax (float32)."""
-    reg = keras.regularizers.L2(config.l2) if config.l2 else None
-    inputs = keras.Input((feature_dim,), name="features")
-    x = inputs
-    for i, units in enumerate(config.hidden_units):
-        x = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(x)
-        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg,
-                               name=f"hidden_{i}")(x)
-    x = keras.layers.Dropout(config.dropout, seed=config.seed + 99, name="dropout_out")(x)
-    # float32 output keeps softmax stable under mixed precision.
-    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=reg,
-                                 dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="head")
 
 
 def _compile(model: Any, learning_rate: float) -> None:
@@ -265,6 +250,7 @@ class _Trainer:
         self.labels = labels_of(self.df)
         self.history_rows: list[dict[str, Any]] = []
         self.seconds = {"features": 0.0, "training": 0.0, "total": 0.0}
+        self.search: head_search.SearchResult | None = None
         self.writer: RunWriter | None = None
         self.cache_stats: dict[str, int] = {"hits": 0, "misses": 0}
         self.extract_batch = self.fine_tune_batch = config.batch_size
@@ -315,6 +301,7 @@ class _Trainer:
                 run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=status.CANCELLED,
                 test_accuracy=None, best_val_accuracy=self._best_val(),
                 epochs_run=len(self.history_rows), seconds=self.seconds,
+                head_search=self.search.summary() if self.search else None,
             )
         except BaseException as exc:
             self._write_history()
@@ -339,8 +326,16 @@ class _Trainer:
         # Seeded here, after the base: building one draws random numbers, and the base may
         # come built from an earlier run; the head must start the same either way.
         _seed(self.config.seed, tensorflow=self.config.fine_tune_layers > 0)
+        if self.config.head == "search":
+            t_search = time.monotonic()
+            self.search = self._search_head(feats)
+            self.seconds["search"] = time.monotonic() - t_search  # only when it ran
+            self.check_stop()
         t1 = time.monotonic()
-        head = self._train_head(feats, extractor.feature_dim)
+        if self.search is not None:
+            head = self._refit_head(feats, extractor.feature_dim)
+        else:
+            head = self._train_head(feats, extractor.feature_dim)
         tuned = None  # (base, model) when fine-tuned
         if self.config.fine_tune_layers > 0:
             tuned = self._fine_tune(spec, resolved, head, self.device_info)
@@ -361,6 +356,7 @@ class _Trainer:
             run_id=self.writer.run_id, run_dir=self.writer.run_dir, status=status.COMPLETED,
             test_accuracy=result.accuracy, best_val_accuracy=self._best_val(),
             epochs_run=len(self.history_rows), seconds=self.seconds, evaluation=result,
+            head_search=self.search.summary() if self.search else None,
         )
 
     def _evaluate(self, spec: Any, head: Any, feats: dict[str, np.ndarray],
@@ -382,7 +378,13 @@ class _Trainer:
         result = evaluation.evaluate_probabilities(
             test_probs, test["label_index"].to_numpy(), self.labels, test["path"].tolist()
         )
-        y_val = self.part("val")["label_index"].to_numpy()
+        if self.search is not None:
+            # Validation trained the head: the threshold comes from out-of-fold predictions.
+            rows = self.search.oof_rows()
+            val_probs, y_val = self.search.oof_probs[rows], self.searched_labels[rows]
+        else:
+            y_val = self.part("val")["label_index"].to_numpy()
+        self.val_labels = y_val
         return val_probs, result, evaluation.choose_unsure_threshold(val_probs, y_val)
 
     def _save_model(self, spec: Any, resolved: Any, extractor: Any, head: Any,
@@ -406,7 +408,7 @@ class _Trainer:
 
     def _write_metrics(self, spec: Any, extractor: Any, export: Any, result: Any,
                        val_probs: np.ndarray, threshold: float, *, fine_tuned: bool) -> None:
-        y_val = self.part("val")["label_index"].to_numpy()
+        y_val = self.val_labels
         self.writer.write_metrics({
             "test": result.to_dict(),
             "test_accuracy": result.accuracy,
@@ -425,17 +427,25 @@ class _Trainer:
             "fine_tune_averaged_epochs": (self.weight_averaging.averaged
                                           if self.weight_averaging else 0),
             # The saved model's own: with averaging, no single epoch's history row shows it.
-            "final_val_accuracy": float((val_probs.argmax(axis=1) == y_val).mean()),
+            # With the head search, validation trained the head: this is then the chosen
+            # setting's out-of-fold accuracy (its cross-validated estimate).
+            "final_val_accuracy": (float((val_probs.argmax(axis=1) == y_val).mean())
+                                   if len(y_val) else None),
+            "head_search": (self.search.to_dict() if self.search
+                            else {"skipped": SEARCH_SKIPPED} if self.config.head == "search"
+                            else None),
             "device": self.device_info.to_dict(),
         })
 
     def _extract_all(self, extractor: Any) -> dict[str, np.ndarray]:
         cfg = self.config
         views_for_train = cfg.augment_views if cfg.augments else 0
+        # The search trains folds on validation photos too, so they need their views.
+        views_for_val = views_for_train if cfg.head == "search" else 0
         jobs: list[tuple[str, list[int], pd.DataFrame]] = [
             # Every view of a training photo in one pass: each photo is decoded once.
             ("train", list(range(views_for_train + 1)), self.part("train")),
-            ("val", [0], self.part("val")),
+            ("val", list(range(views_for_val + 1)), self.part("val")),
             ("test", [0], self.part("test")),
         ]
         total = sum(len(views) * len(rows) for _, views, rows in jobs)
@@ -470,7 +480,10 @@ class _Trainer:
             hits += stats.hits
             misses += stats.misses
             # View-major rows: _train_head tiles the labels once per view.
-            out[name] = matrices.reshape(-1, matrices.shape[-1])
+            views_first = matrices.reshape(len(views), len(rows), -1)
+            out[f"{name}_views"] = views_first
+            out[name] = (views_first.reshape(-1, views_first.shape[-1]) if name == "train"
+                         else views_first[0])
             done_before += len(views) * len(rows)
         self.cache_stats = {"hits": hits, "misses": misses}
         return out
@@ -491,6 +504,50 @@ class _Trainer:
             class_weight=class_weight_for(y_train, len(self.labels), cfg.class_weights),
             callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
         )
+        if callback.cancelled:
+            raise Cancelled()
+        return head
+
+    def _search_head(self, feats: dict[str, np.ndarray]) -> head_search.SearchResult | None:
+        """Cross-validated search on train + validation (never test); its record is saved."""
+        train, val = self.part("train"), self.part("val")
+        n_views = min(len(feats["train_views"]), len(feats["val_views"]))
+        views = np.concatenate([feats["train_views"][:n_views], feats["val_views"][:n_views]],
+                               axis=1)
+        self.searched_labels = np.concatenate([train["label_index"].to_numpy(),
+                                               val["label_index"].to_numpy()])
+        both = pd.concat([train, val])
+        column = splits.GROUP_COLUMN if splits.GROUP_COLUMN in both.columns else "sha256"
+        self.emit(ProgressEvent(phase=head_search.PHASE, message="Searching the head's "
+                                "settings by cross-validation on train + validation"))
+        result = head_search.search(
+            views, self.searched_labels, n_classes=len(self.labels), config=self.config,
+            groups=both[column].astype(str).to_numpy(), on_event=self.emit,
+            should_stop=self.should_stop)
+        if result is None:
+            self.emit(ProgressEvent(phase=head_search.PHASE, message=SEARCH_SKIPPED))
+            return None
+        self.writer.write_head_search(result.to_dict())
+        return result
+
+    def _refit_head(self, feats: dict[str, np.ndarray], feature_dim: int) -> Any:
+        """The searched setting trained on train + validation (head_search.refit).
+
+        Its history rows hold the refit's training loss and accuracy, and as validation
+        the chosen setting's held-out loss and accuracy at that epoch averaged over the
+        folds: the validation photos are training photos now.
+        """
+        search = self.search
+        head = build_head(feature_dim, len(self.labels),
+                          search.chosen.setting.apply(self.config))
+        callback = ProgressCallback(
+            self.emit, self.should_stop, phase="training head",
+            total_epochs=search.refit_epochs,
+            on_epoch_row=lambda row: self._add_history(HEAD, row),
+        )
+        views = np.concatenate([feats["train_views"], feats["val_views"]], axis=1)
+        head_search.refit(head, views, self.searched_labels, search, self.config,
+                          callbacks=[callback])
         if callback.cancelled:
             raise Cancelled()
         return head

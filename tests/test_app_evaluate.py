@@ -201,3 +201,21 @@ def test_a_fine_tuned_run_says_its_model_averages_epochs(
 def test_a_frozen_run_has_no_averaging_note(home: Path) -> None:
     at = evaluate_page()
     assert not any("fine-tuning epochs" in c for c in texts(at.caption))
+
+
+def test_how_the_head_was_chosen_on_the_page_and_in_the_report(home: Path,
+                                                               trained: TrainResult) -> None:
+    at = evaluate_page()
+    assert not at.exception, at.exception
+    assert "How the head was chosen" in [h.value for h in at.header]
+    record = json.loads((trained.run_dir / "metrics.json").read_text())["head_search"]
+    assert f"among {record['tried']} settings" in all_text(at)
+    table = next(frame.value for frame in at.dataframe if "CV accuracy" in frame.value.columns)
+    assert len(table) == record["tried"]
+    assert table["Chosen"].tolist().count("✓") == 1
+    run = RunStore(home).load(trained.run_id)
+    page_html = report.report_html(run, run.evaluation, heatmaps=0)
+    assert "<h2>How the head was chosen</h2>" in page_html
+    assert f"among {record['tried']} settings" in page_html
+    (summary,) = [s for s in RunStore(home).list() if s.run_id == trained.run_id]
+    assert summary.cv_accuracy == record["cv_accuracy"]

@@ -139,6 +139,10 @@ def test_every_option_comes_from_train_config_with_bounds_and_help(
     assert at.selectbox(key=key + "augment").label == "Augmentation"
     assert at.slider(key=key + "augment_views").max == 20
     assert at.slider(key=key + "early_stopping_patience").max == 100
+    head = at.selectbox(key=key + "head")
+    assert (head.options, head.value) == (["automatic search", "manual settings"], "search")
+    assert at.number_input(key=key + "search_seconds").value == 20.0
+    assert at.slider(key=key + "label_smoothing").max == 0.5
     hidden = at.selectbox(key=state.TRAIN_HIDDEN_PRESET)
     assert hidden.options == [*HIDDEN_LAYER_PRESETS, train_form.CUSTOM_HIDDEN]
 
@@ -210,6 +214,8 @@ def test_training_from_upload_to_result_with_live_progress(
     assert not at.get("progress")
     success = " ".join(texts(at.success))
     assert "Finished" in success and f"test accuracy **{final.result.test_accuracy:.1%}**" in success
+    tried = final.result.head_search["tried"]
+    assert any(f"cross-validation among {tried} settings" in c for c in texts(at.caption))
     links = {link.proto.label: link.proto.page for link in at.get("page_link")}
     assert links["See how it does, class by class"] == "Evaluate"
     assert links["Try it on your own photos"] == "Predict"

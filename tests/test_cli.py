@@ -39,10 +39,17 @@ def test_train_prints_one_json_object_and_progress_on_stderr(trained: dict) -> N
     for key in ("run_id", "run_dir", "test_accuracy", "best_val_accuracy", "epochs_run"):
         assert key in result
     assert set(result["seconds"]) >= {"features", "training", "total"}
-    assert result["epochs_run"] == 2
+    # The searched head's epochs come from early stopping in its folds: at most --epochs.
+    epochs = result["epochs_run"]
+    assert 1 <= epochs <= 2
     assert Path(result["run_dir"]).parent == trained["home"] / "runs"
     assert "[extracting features]" in trained["stderr"]
-    assert "[training head] Epoch 2/2" in trained["stderr"]
+    assert f"[training head] Epoch {epochs}/{epochs}" in trained["stderr"]
+    # The default head is searched: what it tried is in the JSON.
+    search = result["head_search"]
+    assert search["tried"] >= 1 and 0.0 <= search["cv_accuracy"] <= 1.0
+    assert set(search["chosen"]) >= {"l2", "dropout", "learning_rate", "hidden_units"}
+    assert "[searching head]" in trained["stderr"]
 
 
 def test_evaluate_on_a_labelled_folder(trained: dict) -> None:

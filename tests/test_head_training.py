@@ -209,3 +209,34 @@ def test_no_validation_rows_is_refused_before_training() -> None:
                                learning_rate=1e-3, dropout=0.0, l2=0.0, seed=0)
     for a, b in zip(before, _weights(head)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_label_smoothing_matches_keras_categorical_crossentropy() -> None:
+    x, y = _data(60)
+    x_val, y_val = _data(20, seed=1)
+    config = TrainConfig(hidden_units=(16,), dropout=0.0, l2=1e-3, learning_rate=1e-2,
+                         batch_size=8, seed=3)
+    ours, reference = _head(config), _head(config)
+    reference.set_weights(ours.get_weights())
+    head_training.fit_head(ours, x, y, x_val, y_val, epochs=2, batch_size=8,
+                           learning_rate=1e-2, dropout=0.0, l2=1e-3, seed=3,
+                           label_smoothing=0.2)
+    reference.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.2))
+    one_hot = np.eye(3, dtype=np.float32)[y]
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        order = rng.permutation(len(y))
+        reference.fit(x[order], one_hot[order], batch_size=8, epochs=1, shuffle=False,
+                      verbose=0)
+    for mine, theirs in zip(_weights(ours), _weights(reference)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_refit_without_validation_rows_logs_training_metrics_only() -> None:
+    x, y = _data(40)
+    record = _Record()
+    head_training.fit_head(_head(TrainConfig()), x, y, None, None, epochs=2, batch_size=8,
+                           learning_rate=1e-3, dropout=0.5, l2=1e-4, seed=0,
+                           callbacks=[record])
+    assert [set(logs) for logs in record.logs] == [{"loss", "accuracy"}] * 2

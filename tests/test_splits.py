@@ -158,3 +158,16 @@ def test_manifest_errors(tmp_path):
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DatasetError, match="lacks columns"):
         load_split(tmp_path / "other.csv")
+
+
+def test_named_groups_are_kept_in_a_group_column_that_round_trips(tmp_path):
+    index = fake_index({"a": 6, "b": 6}, dup_of={"/data/b/005.jpg": "/data/b/004.jpg"})
+    groups = {"/data/a/000.jpg": "near/0", "/data/a/001.jpg": "near/0"}
+    df = split(index, SplitConfig(seed=0), groups=groups)
+    by_path = df.set_index("path")["group"]
+    assert by_path["/data/a/000.jpg"] == by_path["/data/a/001.jpg"]
+    assert by_path["/data/b/004.jpg"] == by_path["/data/b/005.jpg"]  # identical content
+    assert by_path.nunique() == len(df) - 2
+    save_split(df, tmp_path / "split.csv")
+    pd.testing.assert_frame_equal(load_split(tmp_path / "split.csv"), df)
+    assert "group" not in split(index, SplitConfig(seed=0)).columns

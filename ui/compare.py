@@ -28,8 +28,9 @@ def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
         "Base": s.backbone, "Parameters": s.total_params, "Depth": s.depth,
         "Model size (MB)": s.model_size_mb, "Avg s / epoch": s.seconds_per_epoch,
         "Epochs": s.epochs_run, "Best epoch": s.best_epoch,
-        "Best val. accuracy": s.best_val_accuracy, "Test accuracy": s.test_accuracy,
-        "Problem": s.error, links.OPEN_COLUMN: links.evaluate_link(s),
+        "Best val. accuracy": s.best_val_accuracy, "CV accuracy": s.cv_accuracy,
+        "Test accuracy": s.test_accuracy, "Problem": s.error,
+        links.OPEN_COLUMN: links.evaluate_link(s),
     } for s in summaries])
 
 
@@ -41,6 +42,9 @@ COLUMN_CONFIG = {
     "Best epoch": st.column_config.NumberColumn(
         help="Epoch with the best validation accuracy."),
     "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
+    "CV accuracy": st.column_config.NumberColumn(
+        format="percent", help="Cross-validated accuracy of the searched head (empty: the "
+                               "head was set by hand)."),
     "Test accuracy": st.column_config.NumberColumn(format="percent"),
     "Problem": st.column_config.TextColumn(width="large"),
     links.OPEN_COLUMN: links.open_column(),

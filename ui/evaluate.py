@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import charts, report
+from core import charts, head_choice, report
 from core.audit_choices import audit_text
 from core.errors import AppError
 from ui import explain as ui_explain
@@ -248,6 +248,23 @@ def averaging_note(run: Run) -> None:
     st.caption(f"The saved model averages the weights at the end of the last {averaged} "
                "fine-tuning epochs, which is steadier than any one of them, so no single point "
                f"above is that model{measured}.")
+
+
+def head_choice_section(run: Run) -> None:
+    """How the head was chosen: the search's settings and their cross-validated accuracy."""
+    record = run.metrics.get("head_search")
+    st.markdown(head_choice.record_text(record))
+    table = head_choice.record_table(record)
+    if table.empty:
+        return
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "CV accuracy": st.column_config.NumberColumn(
+            format="percent", help="Mean accuracy on the held-out folds."),
+        "Spread (±)": st.column_config.NumberColumn(
+            format="percent", help="Standard deviation over the folds."),
+        "Folds": st.column_config.NumberColumn(
+            help="Folds the setting was measured on: the best went on to more folds."),
+    })
 
 
 def _fine_tuned_text(run: Run) -> str:

@@ -25,9 +25,10 @@ WEIGHTS_KINDS = (WEIGHTS_IMAGENET, WEIGHTS_FILE, WEIGHTS_RANDOM)
 CUSTOM_HIDDEN = "custom sizes..."
 
 OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Training", ("epochs", "batch_size", "learning_rate", "early_stopping_patience",
-                  "class_weights", "seed")),
-    ("Head: hidden layers and regularisation", ("dropout", "l2")),
+    ("Training", ("head", "search_seconds", "epochs", "batch_size", "learning_rate",
+                  "early_stopping_patience", "class_weights", "seed")),
+    ("Head: hidden layers and regularisation (manual head; the search's starting point)",
+     ("dropout", "l2", "label_smoothing")),
     ("Augmentation", ("augment", "augment_views")),
     ("Fine-tuning (optional, slower: retrains the top of the base)",
      ("fine_tune_layers", "fine_tune_epochs", "fine_tune_learning_rate", "fine_tune_averaging")),

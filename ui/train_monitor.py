@@ -23,7 +23,8 @@ FINISHED_JOBS_LISTED = 5    # ended jobs kept in the jobs table under the active
 
 PHASE_TEXT = {
     "preparing": "Preparing", "extracting features": "Extracting features",
-    "training head": "Training the head", "fine-tuning": "Fine-tuning",
+    "searching head": "Searching the head's settings", "training head": "Training the head",
+    "fine-tuning": "Fine-tuning",
     "evaluating": "Evaluating", "saving": "Saving",
 }
 STATE_TEXT = {
@@ -189,12 +190,33 @@ def running_view(status: JobStatus) -> None:
     if eta is not None and fraction < 1:
         text += f" · about {duration_text(eta)} left in this phase"
     st.progress(min(max(fraction, 0.0), 1.0), text=text)
+    if phase == "searching head":
+        search_row(jobs.event_value(event, "metrics") or {})
     history = history_from_events(status.events)
     metrics_row(history)
+    if not history.empty and "searching head" in seen:
+        st.caption(SEARCHED_CURVES_TEXT)
     st.caption(f"Running for {duration_text(status.elapsed)}. You can switch pages or close "
                "the browser: training goes on, and this page shows it again.")
     if not history.empty:
         st.plotly_chart(charts.learning_curves(history), width="stretch")
+
+
+SEARCHED_CURVES_TEXT = (
+    "The head's settings were chosen by cross-validation, and the final head trains on the "
+    "training and validation photos together: its validation curve is the chosen setting's "
+    "accuracy on held-out folds at each epoch, averaged over the folds.")
+
+
+def search_row(metrics: dict[str, Any]) -> None:
+    """Settings tried so far and the best cross-validated accuracy, while the search runs."""
+    if not metrics:
+        return
+    left, right = st.columns(2)
+    left.metric("Head settings tried", f"{int(metrics.get('settings_tried', 0))}")
+    best = metrics.get("best_cv_accuracy")
+    if best is not None:
+        right.metric("Best cross-validated accuracy so far", f"{best:.1%}")
 
 
 def metrics_row(history: pd.DataFrame) -> None:
@@ -241,6 +263,11 @@ def ended_view(status: JobStatus) -> None:
         st.success(f"Finished{took}: test accuracy **{accuracy:.1%}** on photos the model never "
                    f"saw while training ({getattr(result, 'epochs_run', 0)} epochs).",
                    icon=":material/check_circle:")
+        search = getattr(result, "head_search", None)
+        if search:
+            st.caption(f"Head chosen by cross-validation among {search['tried']} settings "
+                       f"({search['cv_accuracy']:.1%} cross-validated accuracy); the Evaluate "
+                       "page shows them all.")
         st.session_state[state.LAST_RUN] = getattr(result, "run_id", None)
         nav.page_link(nav.EVALUATE, "See how it does, class by class", ":material/insights:")
         nav.page_link(nav.PREDICT, "Try it on your own photos", ":material/image_search:")

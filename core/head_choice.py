@@ -1,0 +1,47 @@
+"""How a run's head was chosen, for people: the head search's record as text and a table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def record_text(record: dict[str, Any] | None) -> str:
+    """One paragraph for people on how a run's head was chosen (its metrics "head_search")."""
+    if not record:
+        return ("Set by hand (manual head): the settings of the run's options, with the "
+                "validation photos held out to stop training and to set the unsure threshold.")
+    if record.get("skipped"):
+        return str(record["skipped"])
+    chosen = record.get("table") and next((r for r in record["table"] if r.get("chosen")), None)
+    spread = f" ± {record['cv_spread']:.1%}" if record.get("cv_spread") is not None else ""
+    how = {"finished": "", "budget": " The time budget ended the search early.",
+           "cancelled": " The search was cancelled: this is the best so far."}
+    text = (f"Chosen by {record.get('folds', '?')}-fold cross-validation on the training and "
+            f"validation photos together, among {record.get('tried', '?')} settings tried in "
+            f"{record.get('seconds', 0):.0f} s: {record['cv_accuracy']:.1%}{spread} accuracy on "
+            "held-out folds. The chosen head was then trained on all those photos for "
+            f"{record.get('refit_epochs', '?')} epochs; the test photos were used only at the "
+            "end, and the unsure threshold comes from the held-out folds' predictions.")
+    if chosen and chosen.get("folds", 0) < record.get("folds", 0):
+        text += " The chosen setting was measured on fewer folds than planned."
+    return text + how.get(record.get("stopped"), "")
+
+
+def record_table(record: dict[str, Any] | None) -> pd.DataFrame:
+    """The settings a search tried, best first, as a table for people (empty when none)."""
+    rows = (record or {}).get("table") or []
+    return pd.DataFrame([{
+        "Chosen": "✓" if row.get("chosen") else "",
+        "CV accuracy": row.get("cv_accuracy"),
+        "Spread (±)": row.get("cv_spread"),
+        "Folds": row.get("folds"),
+        "L2": row.get("l2"),
+        "Dropout": row.get("dropout"),
+        "Learning rate": row.get("learning_rate"),
+        "Label smoothing": row.get("label_smoothing"),
+        "Hidden layer": "-".join(map(str, row.get("hidden_units") or [])) or "none",
+        "Augmented views": "on" if row.get("views") else "off",
+        "Epochs": row.get("epochs"),
+    } for row in rows])
