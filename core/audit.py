@@ -192,7 +192,8 @@ def _features(
     if extractor is None:
         spec = backbones.get_spec(config.backbone)
         resolved = backbones.resolve_weights(spec, config.weights, seed=config.seed)
-        extractor = features.make_extractor(spec, resolved, home=home, defer_backend=True)
+        extractor = features.make_extractor(spec, resolved, home=home, defer_backend=True,
+                                            should_stop=should_stop)
     started = time.monotonic()
     last = [0.0]
 

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import augmentation, backbones, device, feature_cache, tflite
+from core import augmentation, background_work, backbones, device, feature_cache, tflite
 from core.backbones import BackboneSpec, ResolvedWeights
 from core.errors import Cancelled, ConfigError, ImageError
 
@@ -180,22 +180,30 @@ def tflite_file(home: str | Path, fingerprint: str) -> Path:
 
 
 def verified_interpreters(spec: BackboneSpec, fingerprint: str, model: keras.Model,
-                          home: str | Path) -> tuple[list[Any] | None, str]:
+                          home: str | Path, should_stop: Callable[[], bool] | None = None,
+                          ) -> tuple[list[Any] | None, str]:
     """TFLite interpreters of the base whose features match the Keras model's.
 
     The base is converted once per fingerprint (tflite_file), then checked on a small
     deterministic batch: the largest difference must stay under TFLITE_TOLERANCE of the
-    feature scale.
+    feature scale. With should_stop, a cancel does not wait for the conversion, which
+    finishes in the background for the next run (core.background_work).
 
     Returns:
         (interpreters, why they were chosen), or (None, why not) when conversion, loading or
         the check failed.
+
+    Raises:
+        Cancelled: should_stop() turned True while the base was being converted.
     """
     path = tflite_file(home, fingerprint)
     if not path.is_file():
         started = time.monotonic()
         try:
-            tflite.convert(model, path)
+            background_work.unless_stopped(f"tflite:{path}", lambda: tflite.convert(model, path),
+                                           should_stop)
+        except Cancelled:
+            raise
         except Exception as exc:
             return None, f"TFLite conversion failed ({type(exc).__name__}: {exc})"
         log.info("Converted %s to TFLite in %.1f s: %s", spec.name,
@@ -225,24 +233,29 @@ _bases: OrderedDict[str, keras.Model] = OrderedDict()
 _bases_lock = threading.Lock()
 
 
-def _frozen_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
+def _frozen_base(spec: BackboneSpec, resolved: ResolvedWeights,
+                 should_stop: Callable[[], bool] | None = None) -> keras.Model:
     """The frozen Keras base, built once per process for the last few fingerprints.
 
     A second training on the same base (the app's usual case) skips rebuilding it and loading
     its weights. Sharing is safe because a frozen base is never changed: fine-tuning builds
-    its own.
+    its own. With should_stop, a cancel does not wait for the weights to load.
     """
     key = resolved.fingerprint
     with _bases_lock:
         if key in _bases:
             _bases.move_to_end(key)
             return _bases[key]
-    model = backbones.build_base(spec, resolved)
-    with _bases_lock:
-        _bases[key] = model
-        while len(_bases) > _BASES_KEPT:
-            _bases.popitem(last=False)
-    return model
+
+    def build() -> keras.Model:
+        model = backbones.build_base(spec, resolved)
+        with _bases_lock:
+            _bases[key] = model
+            while len(_bases) > _BASES_KEPT:
+                _bases.popitem(last=False)
+        return model
+
+    return background_work.unless_stopped(f"base:{key}", build, should_stop)
 
 
 def forget_built_bases() -> None:
@@ -254,7 +267,8 @@ def forget_built_bases() -> None:
 def make_extractor(spec: BackboneSpec, resolved: ResolvedWeights, *, home: str | Path,
                    prefer_tflite: bool = True, device_info: device.DeviceInfo | None = None,
                    strategy: tf.distribute.Strategy | None = None,
-                   defer_backend: bool = False) -> FeatureExtractor:
+                   defer_backend: bool = False,
+                   should_stop: Callable[[], bool] | None = None) -> FeatureExtractor:
     """Builds the frozen base and picks the fastest faithful way to run it.
 
     On CPU the base is converted once per fingerprint to a float32 TFLite model cached at
@@ -273,9 +287,12 @@ def make_extractor(spec: BackboneSpec, resolved: ResolvedWeights, *, home: str |
             split CPU devices in tests); chosen from the devices when None.
         defer_backend: Choose the backend (and convert, load and check a TFLite model) only
             when the first batch needs it, so a run whose features are all cached skips it.
+        should_stop: Polled while the base is built and converted; True raises Cancelled
+            at once (the step finishes in the background for the next run).
 
     Raises:
         WeightsUnavailableError: The weights do not fit the base.
+        Cancelled: should_stop() turned True while the base was built or converted.
     """
     info = device_info or device.detect()
     if strategy is None and info.kind == "gpu" and len(info.gpus) > 1:
@@ -285,7 +302,7 @@ def make_extractor(spec: BackboneSpec, resolved: ResolvedWeights, *, home: str |
         with strategy.scope():
             model = backbones.build_base(spec, resolved)
     else:
-        model = _frozen_base(spec, resolved)
+        model = _frozen_base(spec, resolved, should_stop)
     feature_dim = int(model.output_shape[-1])
 
     def choose() -> tuple[str, str, list[Any]]:
@@ -295,7 +312,8 @@ def make_extractor(spec: BackboneSpec, resolved: ResolvedWeights, *, home: str |
             return "keras", "Keras on GPU", []
         if strategy is not None:
             return "keras", "Keras under a distribution strategy", []
-        interpreters, reason = verified_interpreters(spec, fingerprint, model, home)
+        interpreters, reason = verified_interpreters(spec, fingerprint, model, home,
+                                                     should_stop)
         if interpreters is not None:
             log.info("Features of %s: %s", spec.name, reason)
             return "tflite", reason, interpreters

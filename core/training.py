@@ -315,7 +315,8 @@ class _Trainer:
         spec, resolved = self.spec, self.resolved
         self.check_stop()  # each stage starts only if nobody asked to stop meanwhile
         # The backend (TFLite conversion and check) is prepared only if a feature is missing.
-        extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True)
+        extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True,
+                                            should_stop=self.should_stop)
         self.check_stop()
         t0 = time.monotonic()
         self.extract_batch, self.fine_tune_batch = batch_sizes(self.device_info,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import keras
@@ -382,3 +384,37 @@ def test_extract_batch_is_safe_from_several_threads(tflite, photos) -> None:
         got = list(pool.map(tflite.extract_batch, batches * 3))
     for i, result in enumerate(got):
         np.testing.assert_array_equal(result, want[i % 4])
+
+
+def test_cancel_does_not_wait_for_the_conversion_which_finishes_for_the_next_run(
+    spec, resolved, tmp_path: Path, photos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting a base cannot be interrupted; a cancel must not wait for it (issue 20 #13)."""
+    paths, shas = photos
+    real_convert = core.tflite.convert
+    converting = threading.Event()
+
+    def slow_convert(model, path):
+        converting.set()
+        time.sleep(3)  # a loaded server: minutes
+        return real_convert(model, path)
+
+    monkeypatch.setattr(core.tflite, "convert", slow_convert)
+    ex = features.make_extractor(spec, resolved, home=tmp_path, defer_backend=True,
+                                 should_stop=converting.is_set)
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        features.extract(ex, paths, shas, home=tmp_path, should_stop=converting.is_set)
+    assert time.monotonic() - started < 2.5
+    assert ex.backend == "pending"  # chosen again by whoever runs next
+    tflite_path = features.tflite_file(tmp_path, resolved.fingerprint)
+    deadline = time.monotonic() + 60
+    while not tflite_path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tflite_path.is_file()  # the conversion went on and was kept
+
+    again = features.make_extractor(spec, resolved, home=tmp_path, defer_backend=True,
+                                    should_stop=lambda: False)
+    monkeypatch.setattr(core.tflite, "convert", lambda *_a: pytest.fail("converted twice"))
+    feats, stats = features.extract(again, paths, shas, home=tmp_path)
+    assert again.backend == "tflite" and stats.misses == len(paths) and feats.shape[0] == len(paths)
