@@ -142,9 +142,8 @@ def _check_zip_limits(zf: zipfile.ZipFile, config: IngestConfig, home: Path) -> 
 
 
 def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> str | None:
-    """Writes one entry; returns why it was skipped, or None when written."""
+    """Writes one entry (its folder exists); returns why it was skipped, or None when written."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         return None
@@ -168,8 +167,30 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> 
 _MAX_NAME_BYTES = 255
 
 
+class _Written:
+    """What extraction has written so far, so conflicts are found without asking the disk.
+
+    The extraction folder is private and new, so everything in it came through here.
+    """
+
+    def __init__(self) -> None:
+        self.folders: set[tuple[str, ...]] = {()}
+        self.files: set[tuple[str, ...]] = set()
+
+    def conflicts(self, parts: tuple[str, ...], is_dir: bool) -> bool:
+        if any(parts[:depth] in self.files for depth in range(1, len(parts))):
+            return True
+        return parts in (self.files if is_dir else self.folders)
+
+    def add(self, parts: tuple[str, ...], is_dir: bool) -> None:
+        last = len(parts) if is_dir else len(parts) - 1
+        self.folders.update(parts[:depth] for depth in range(1, last + 1))
+        if not is_dir:
+            self.files.add(parts)
+
+
 def _skip_reason(info: zipfile.ZipInfo, name: str, parts: tuple[str, ...] | None,
-                 root: Path, max_file_bytes: int | None) -> str | None:
+                 written: _Written, max_file_bytes: int | None) -> str | None:
     """Why an entry must not be written, or None.
 
     Checked before writing anything: unsafe paths, links, nested zips, names file systems
@@ -189,18 +210,12 @@ def _skip_reason(info: zipfile.ZipInfo, name: str, parts: tuple[str, ...] | None
     if any(len(os.fsencode(p)) > _MAX_NAME_BYTES for p in parts):
         return (f"a name in its path is longer than {_MAX_NAME_BYTES} bytes, more than file "
                 "systems allow; shorten it")
-    target = root.joinpath(*parts)
-    if os.path.commonpath([root, target]) != str(root):  # belt and braces
-        return "unsafe path in the zip; skipped"
-    conflict = ("the zip holds a file and a folder of the same name here; rename one of them "
+    if written.conflicts(parts, is_dir):
+        return ("the zip holds a file and a folder of the same name here; rename one of them "
                 "and zip again")
-    for depth in range(1, len(parts)):
-        parent = root.joinpath(*parts[:depth])
-        if parent.exists() and not parent.is_dir():
-            return conflict
-    if target.exists() and target.is_dir() != is_dir:
-        return conflict
-    if not is_dir and max_file_bytes is not None and info.file_size > max_file_bytes:
+    if is_dir:
+        return None
+    if max_file_bytes is not None and info.file_size > max_file_bytes:
         return (f"{_format_bytes(info.file_size)} unpacked, more than an image can be (limit "
                 f"{_format_bytes(max_file_bytes)}); not unpacked")
     return None
@@ -210,29 +225,36 @@ def extract_zip(
     zf: zipfile.ZipFile, dest: Path, on_progress: ProgressFn | None,
     max_file_bytes: int | None = None,
 ) -> list[dict[str, str]]:
-    """Extracts the safe entries of zf into dest; returns the entries skipped, with reasons.
+    """Extracts the safe entries of zf into dest (new and empty); returns the entries skipped.
 
     Unsafe entries (paths leaving dest, symbolic links), nested zips, entries no file system
     accepts (names over 255 bytes, a file and a folder of one name), entries larger than
-    max_file_bytes and entries that cannot be written are skipped, each as
-    {"file": name in the zip, "reason": why}; one bad entry never stops the others.
+    max_file_bytes, and entries that cannot be written are skipped,
+    each as {"file": name in the zip, "reason": why}; one bad entry never stops the others.
     """
     skipped: list[dict[str, str]] = []
     infos = zf.infolist()
     root = dest.resolve()
+    written = _Written()
+    made: set[tuple[str, ...]] = {()}  # folders created on disk
     for n, info in enumerate(infos, 1):
         name = _entry_name(info)
         parts = _safe_parts(name)
-        reason = _skip_reason(info, name, parts, root, max_file_bytes)
+        reason = _skip_reason(info, name, parts, written, max_file_bytes)
         if reason is None and parts:
-            target = root.joinpath(*parts)
-            if info.is_dir() or name.endswith("/"):
-                try:
-                    target.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    reason = f"cannot be unpacked ({exc.strerror or exc}); skipped"
+            is_dir = info.is_dir() or name.endswith("/")
+            folder = parts if is_dir else parts[:-1]
+            try:
+                if folder not in made:
+                    root.joinpath(*folder).mkdir(parents=True, exist_ok=True)
+                    made.update(folder[:depth] for depth in range(1, len(folder) + 1))
+            except OSError as exc:
+                reason = f"cannot be unpacked ({exc.strerror or exc}); skipped"
             else:
-                reason = _extract_entry(zf, info, target)
+                if not is_dir:
+                    reason = _extract_entry(zf, info, root.joinpath(*parts))
+            if reason is None:
+                written.add(parts, is_dir)
         if reason:
             skipped.append({"file": name, "reason": reason})
         if on_progress and (n % 256 == 0 or n == len(infos)):
