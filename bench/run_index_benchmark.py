@@ -5,16 +5,19 @@ archive, then copied under new run ids) in a temporary home, and times:
 - "cold": the first listing, which reads every run and writes the index;
 - "warm": later listings with nothing changed (median), what every page rerun pays;
 - "one_changed": a listing after one run's status changed (median);
-- "no_index": a listing after the index was deleted (rebuilt from the folders).
-No TensorFlow, weights or data needed.
+- "no_index": a listing after the index was deleted (rebuilt from the folders);
+- "page_rerun": a whole script run of the Home and Compare pages through Streamlit's AppTest
+  (median of later reruns; AppTest's own work included, so an upper bound).
+No weights or data needed.
 
-Usage: .venv/bin/python bench/run_index_benchmark.py [--runs 1000] [--repeat 5]
+Usage: .venv/bin/python bench/run_index_benchmark.py [--runs 1000] [--repeat 5] [--no-pages]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -73,10 +76,30 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, value
 
 
+def _page_reruns(home: Path, repeat: int) -> dict[str, dict[str, float]]:
+    """Seconds of the first script run and the median later rerun of Home and Compare."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["TL_STUDIO_HOME"] = str(home)
+    repo = Path(__file__).resolve().parents[1]
+    out = {}
+    for name in ("0_Home", "5_Compare"):
+        at = AppTest.from_file(str(repo / "streamlit_app.py"), default_timeout=300)
+        at.switch_page(f"app_pages/{name}.py")
+        first, _ = _timed(at.run)
+        assert not at.exception, [e.value for e in at.exception]
+        reruns = [_timed(at.run)[0] for _ in range(repeat)]
+        out[name] = {"first_seconds": round(first, 3),
+                     "rerun_seconds_median": round(statistics.median(reruns), 3),
+                     "rerun_seconds_max": round(max(reruns), 3)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="runs to generate")
     parser.add_argument("--repeat", type=int, default=5, help="timed listings per case")
+    parser.add_argument("--no-pages", action="store_true", help="skip the page reruns")
     args = parser.parse_args()
 
     from core.runs import RunStore, RunWriter
@@ -95,6 +118,7 @@ def main() -> None:
         cold, listed = _timed(store.list)
         assert len(listed) == args.runs, len(listed)
         warm = [_timed(store.list)[0] for _ in range(args.repeat)]
+        pages = {} if args.no_pages else _page_reruns(home, args.repeat)
         one_changed = []
         for i in range(args.repeat):
             RunWriter(store.runs_dir / ids[i], {"status": COMPLETED}).set_status(FAILED, "bench")
@@ -111,6 +135,8 @@ def main() -> None:
         "one_changed_list_seconds_median": round(statistics.median(one_changed), 4),
         "no_index_list_seconds": round(no_index, 4),
         "index_bytes": index_bytes,
+        "page_rerun": pages,
+        "load_average": os.getloadavg(),
     }, indent=2))
 
 

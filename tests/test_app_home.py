@@ -112,3 +112,36 @@ def test_an_unwritable_home_is_explained_on_every_page(monkeypatch) -> None:
         assert not at.exception, (page.file, at.exception)
         errors = [e.value for e in at.error]
         assert any("/sys/kernel" in e and "TL_STUDIO_HOME" in e for e in errors), errors
+
+
+def test_a_page_rerun_leaves_keras_state_of_running_trainings_alone(studio_home: Path) -> None:
+    """Streamlit clears Keras' session after every script run; in Keras 3 that resets the
+    global state of every thread, a training's included (ui/keras_state.py)."""
+    import threading
+
+    import keras
+    from keras.src.backend.common import global_state
+
+    policy_seen: list[str] = []
+    set_up, rerun_done = threading.Event(), threading.Event()
+
+    def training_thread() -> None:  # as a fine-tuning job on a GPU sets its policy
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        set_up.set()
+        rerun_done.wait(300)
+        policy_seen.append(keras.mixed_precision.global_policy().name)
+        keras.mixed_precision.set_global_policy("float32")
+
+    global_state.set_global_attribute("tl_studio_probe", "kept")
+    job = threading.Thread(target=training_thread)
+    job.start()
+    set_up.wait(60)
+    try:
+        at = home()
+        at.run()
+        assert not at.exception, at.exception
+    finally:
+        rerun_done.set()
+        job.join(60)
+    assert policy_seen == ["mixed_float16"]
+    assert global_state.get_global_attribute("tl_studio_probe") == "kept"

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -390,3 +391,83 @@ def test_a_shared_link_opens_the_run_in_a_fresh_browser(
                 shared.by.CSS_SELECTOR, "[data-testid='stImage']")), timeout=90)
         shared.settle()
         shared.shot("11-demo")
+
+
+SESSIONS = 5
+
+
+def test_five_browser_sessions_upload_train_and_predict_at_once(
+    server: str, tmp_path: Path
+) -> None:
+    """Five people at once on one server: no error anywhere, trainings run in the order started.
+
+    Each session uploads the same zip, trains with its own batch size (which names its run),
+    and predicts. The sessions press "Start training" one after another while earlier runs
+    still train, so the queue holds several jobs at once.
+    """
+    from core.runs import RunStore
+
+    data = make_class_folders(tmp_path / "pets", {name: 8 for name in CLASSES})
+    zip_path = zip_folder(data, tmp_path / "pets.zip", arc_prefix="pets/")
+    photo = tmp_path / "a cat.png"
+    patterned_image(0, 779, 96).save(photo)
+    turns = [threading.Event() for _ in range(SESSIONS)]
+    turns[0].set()
+    started: list[int] = []  # batch sizes, in the order Start was pressed
+    failures: dict[int, BaseException] = {}
+
+    def session(number: int) -> None:
+        batch = 4 + number
+        try:
+            with chromium() as driver:
+                app = App(driver, server)
+                driver.get(f"{server}/Dataset")
+                app.upload(zip_path)
+                app.wait_text("Report: pets.zip", timeout=300)
+                app.settle(300)
+                app.click("Use this dataset")
+                app.wait_text("In use for training: pets.zip", timeout=120)
+                app.go("Train")
+                app.choose_radio("Random weights (for quick tests)")
+                app.type_into("Epochs", "2")
+                app.type_into("Batch size", str(batch))
+                app.wait_text("pets.zip · MobileNetV2 · random weights · 2 epochs", timeout=120)
+                if not turns[number].wait(900):
+                    raise AssertionError("the session before never pressed Start")
+                app.click("Start training")
+                started.append(batch)
+                app.wait("the job to be queued or running", lambda: driver.find_elements(
+                    app.by.CSS_SELECTOR, "[data-testid='stProgress']")
+                    or "Waiting in the queue" in app.text() or "Finished in" in app.text())
+                if number + 1 < SESSIONS:
+                    turns[number + 1].set()
+                app.wait_text("Finished in", timeout=TRAINING_SECONDS * SESSIONS)
+                app.settle()
+                app.go("Predict")
+                app.upload(photo)
+                app.wait("the top prediction", lambda: any(
+                    re.fullmatch(r"(cats|dogs|fish) · \d+%", h.text.strip())
+                    for h in driver.find_elements(app.by.CSS_SELECTOR, "h3")), timeout=180)
+                app.settle()
+                shown = driver.find_elements(app.by.CSS_SELECTOR, "[data-testid='stException']")
+                assert not shown, f"session {number}: {shown[0].text[:500]}"
+                app.shot(f"20-session-{number}")
+        except BaseException as exc:  # reported from the main thread
+            failures[number] = exc
+            for later in turns[number + 1:]:
+                later.set()  # the others need not wait for a session that failed
+
+    threads = [threading.Thread(target=session, args=(n,), name=f"session-{n}")
+               for n in range(SESSIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TRAINING_SECONDS * SESSIONS + 900)
+    assert not any(t.is_alive() for t in threads), "a session never finished"
+    assert not failures, "; ".join(f"session {n}: {e!r}" for n, e in sorted(failures.items()))
+
+    store = RunStore(tmp_path / "studio-home")
+    runs = sorted(store.list(), key=lambda summary: summary.created)
+    assert [s.status for s in runs] == ["completed"] * SESSIONS
+    ran = [store.load(s.run_id).config.batch_size for s in runs]
+    assert ran == started, "the runs did not train in the order their sessions started them"
