@@ -227,11 +227,19 @@ class DatasetStore:
 
     def resolve_source(self, text: str | Path) -> str | Path:
         """What ingest should read for a command-line argument: an existing path as given,
-        else the root of the saved dataset of that name, else the text (ingest explains)."""
+        else the root of the saved dataset of that name.
+
+        Raises:
+            DatasetError: Neither a path nor a saved dataset's name; names the saved ones.
+        """
         if isinstance(text, str) and not Path(text).expanduser().exists():
             found = self._find(text)
             if found is not None:
                 return self._root(*found)
+            known = ", ".join(sorted(m["name"] for _f, m in self._metas())) or "none yet"
+            raise DatasetError(f"{text} does not exist, and no saved dataset has that name "
+                               f"(saved: {known}). Give a folder with one sub-folder per "
+                               "class, a zip of such folders, or a saved dataset's name.")
         return text
 
     # -- saving -----------------------------------------------------------------------
@@ -454,3 +462,41 @@ class DatasetStore:
                         arc = f"{meta['name']}/{path.relative_to(root).as_posix()}"
                         zf.write(path, arc)
         return buf.getvalue()
+
+
+def ingest_saved(source: str | Path | bytes | Any, *, home: str | Path | None = None,
+                 name: str | None = None, config: IngestConfig = IngestConfig(),
+                 on_progress: Any = None) -> tuple[Any, SavedDataset | None]:
+    """Ingests a path, a zip (path, bytes or file) or a saved dataset's name, and saves it.
+
+    A name that is not an existing path opens the saved dataset of that name. A zip or
+    folder read for the first time becomes a saved dataset named after it (made unique).
+
+    Args:
+        source: What core.datasets.ingest accepts, or a saved dataset's name.
+        home: Studio home.
+        name: What to call an upload (its file name); default the path's name.
+        config: Ingestion limits.
+        on_progress: ingest's progress callback.
+
+    Returns:
+        (the core.datasets.Dataset, its SavedDataset); the second is None when the dataset
+        could not be saved (the studio home is read-only), which never stops the reading.
+    """
+    from core import datasets
+
+    store = DatasetStore(home)
+    resolved = store.resolve_source(source) if isinstance(source, str) else source
+    dataset = datasets.ingest(resolved, home=store.home, config=config,
+                              on_progress=on_progress)
+    is_path = isinstance(resolved, (str, os.PathLike))
+    is_folder = is_path and Path(resolved).expanduser().is_dir()
+    label = name or (Path(resolved).name if is_path else "upload")
+    try:
+        saved = store.register(dataset.root, name=label,
+                               source=str(Path(resolved).expanduser().resolve()) if is_path
+                               else label, kind="folder" if is_folder else "upload")
+    except (OSError, DatasetError) as exc:
+        log.warning("Could not save %s in the list of datasets: %s", label, exc)
+        saved = None
+    return dataset, saved
