@@ -1,6 +1,6 @@
-"""Saved datasets under <home>/datasets: built here, or uploads and folders registered on first use.
+"""Saved datasets (<home>/saved-datasets): built here, or uploads and folders registered on use.
 
-Each saved dataset is a folder <home>/datasets/<id>/ holding saved.json (name, created,
+Each saved dataset is a folder <home>/saved-datasets/<id>/ with saved.json (name, created,
 source, kind, root) and, for datasets built or changed here, photos/<class>/<file>. An
 uploaded zip or a server folder is registered, not copied: its root is recorded. The first
 change to it (a photo or class added, renamed or removed) copies its class folders into
@@ -35,7 +35,7 @@ from core.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-STORE_DIR = "datasets"
+STORE_DIR = "saved-datasets"  # not "datasets": the container mounts photos at /data/datasets
 META_FILE = "saved.json"
 PHOTOS_DIR = "photos"
 LOCK_FILE = ".lock"
@@ -50,7 +50,7 @@ class SavedDataset:
     """One saved dataset as listed.
 
     Attributes:
-        id: Its folder name under <home>/datasets (stable across renames).
+        id: Its folder name under <home>/saved-datasets (stable across renames).
         name: Its name for people (unique, ignoring case).
         created: When it was saved (UTC, ISO 8601).
         source: Where it came from: "built here", the zip's name or the folder's path.
@@ -104,10 +104,20 @@ class AddResult:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on folder (threads and processes alike), held inside the block."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+b") as fh:
+def _locked(folder: Path, *, create: bool = True) -> Iterator[None]:
+    """An exclusive lock on folder (threads and processes alike), held inside the block.
+
+    Raises:
+        DatasetError: create is False and the folder is gone (the dataset was deleted).
+    """
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fh = open(folder / LOCK_FILE, "a+b")
+    except FileNotFoundError as exc:
+        raise DatasetError("This dataset was deleted meanwhile (perhaps in another tab). "
+                           "Reload the page.") from exc
+    with fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -313,9 +323,10 @@ class DatasetStore:
             if runs and not confirm_runs:
                 raise DatasetError(f"Runs were trained on '{meta['name']}': {', '.join(runs)}. "
                                    "They keep working without it; confirm to delete it anyway.")
-            with contextlib.suppress(OSError):
-                (folder / META_FILE).unlink()  # unlisted first, so no reader sees half of it
-            shutil.rmtree(folder, ignore_errors=True)
+            with _locked(folder, create=False):  # waits for a change under way to end
+                with contextlib.suppress(OSError):
+                    (folder / META_FILE).unlink()  # unlisted first: no reader sees half of it
+                shutil.rmtree(folder, ignore_errors=True)
         log.info("Deleted saved dataset %s (%s)", meta["name"], folder)
         return runs
 
@@ -345,7 +356,7 @@ class DatasetStore:
     def _changing(self, name: str) -> Iterator[Path]:
         """Locks a dataset for a change and yields its own class folder root."""
         folder, _meta = self._require(name)
-        with _locked(folder):
+        with _locked(folder, create=False):
             folder, meta = self._require(name)  # re-read: it may have changed meanwhile
             yield self._own_root(folder, meta)
 

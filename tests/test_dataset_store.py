@@ -152,3 +152,31 @@ def test_rename_delete_and_zip(store: DatasetStore) -> None:
     assert store.list() == []
     with pytest.raises(DatasetError, match="No saved dataset"):
         store.get("renamed")
+
+
+def _add_in_process(home: str, offset: int) -> int:
+    store = DatasetStore(home)
+    added = 0
+    for i in range(4):
+        added += len(store.add_photos("d", "a", [(f"{i}.png", img_bytes(2, offset + i))]).added)
+    return added
+
+
+def test_two_processes_adding_at_once_lose_nothing(store: DatasetStore) -> None:
+    import multiprocessing
+
+    store.create("d")
+    store.add_class("d", "a")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        counts = pool.starmap(_add_in_process, [(str(store.home), 0), (str(store.home), 100)])
+    assert counts == [4, 4]
+    assert len(store.photos("d", "a")) == 8
+
+
+def test_a_deleted_dataset_cannot_be_changed(store: DatasetStore) -> None:
+    store.create("d")
+    store.add_class("d", "a")
+    store.delete("d")
+    with pytest.raises(DatasetError, match="No saved dataset"):
+        store.add_photos("d", "a", [("x.png", img_bytes(0, 0))])
+    assert not any(store.dir.iterdir()) or [p.name for p in store.dir.iterdir()] == [".lock"]
