@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from app_helpers import all_text, page
 from dataset_helpers import img_bytes
 from streamlit.testing.v1 import AppTest
 
+from core import backbones
+from core.config import SplitConfig
 from core.dataset_store import DatasetStore
 from ui import state
 
@@ -123,3 +126,27 @@ def test_rename_and_delete_a_saved_dataset_with_confirmation(studio_home: Path) 
     at.button(key=state.SAVED_DELETE_YES).click().run()
     assert not at.exception, at.exception
     assert store.list() == [] and "No saved datasets yet" in all_text(at)
+
+
+def test_train_now_goes_through_the_train_page_start(
+        studio_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline without cached weights, the default options cannot start: the same refusal as
+    the Train page's, after the dataset was loaded and split with the default split."""
+    keras_home = tmp_path / "keras-home"
+    (keras_home / "models").mkdir(parents=True)
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    monkeypatch.setenv(backbones.OFFLINE_ENV_VAR, "1")
+    store = DatasetStore(studio_home)
+    saved = store.create("quick")
+    for k, cls in enumerate(["a", "b"]):
+        store.add_class("quick", cls)
+        store.add_photos("quick", cls, [(n, b) for n, b, _m in pngs(k, 3)])
+    at = open_builder()
+    at.session_state[state.BUILD_DATASET] = saved.id
+    at.run()
+    at.button(key=state.BUILD_TRAIN_NOW).click().run()
+    assert not at.exception, at.exception
+    current = at.session_state[state.CURRENT]
+    assert current.name == "quick" and current.split_config == SplitConfig()
+    assert any("Cannot start training" in str(e.value) for e in at.error)
+    assert state.JOB_ID not in at.session_state

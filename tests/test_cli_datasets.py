@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from dataset_helpers import img_bytes
 from test_cli import run_cli
 
 from core.dataset_store import DatasetStore
+from core.errors import DatasetError
 
 
 def test_datasets_json_lists_saved_and_train_accepts_a_name(tmp_path: Path) -> None:
@@ -34,6 +36,14 @@ def test_datasets_json_lists_saved_and_train_accepts_a_name(tmp_path: Path) -> N
     assert rows[0]["runs"] == [run_id]
     runs = json.loads(run_cli("runs", "--json", home=home).stdout)
     assert runs[0]["dataset"] == "pets"
+
+    with pytest.raises(DatasetError, match=run_id):  # deleting asks first, naming the run
+        store.delete("pets")
+    assert store.delete("pets", confirm_runs=True) == [run_id]
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(img_bytes(0, 99))
+    predicted = run_cli("predict", run_id, str(photo), "--json", home=home)
+    assert "cats" in predicted.stdout  # the run still predicts without its dataset
 
 
 def test_a_folder_read_once_becomes_a_saved_dataset(tmp_path: Path) -> None:
