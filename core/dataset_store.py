@@ -70,6 +70,12 @@ class SavedDataset:
     runs: list[str] = field(default_factory=list)
 
     @property
+    def available(self) -> bool:
+        """Whether its photos are on the server: an upload's extraction may have been removed
+        by the uploads' size budget (uploading the same zip again brings it back)."""
+        return self.root.is_dir()
+
+    @property
     def photos(self) -> int:
         """Photo files over all classes."""
         return sum(self.classes.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 import zipfile
 from pathlib import Path
@@ -137,6 +138,13 @@ def test_registered_upload_is_named_after_the_zip_and_copied_on_change(
     assert store.get("flowers (2)").classes == {"a": 4, "b": 3}
     assert sorted(p.name for p in (folder / "a").iterdir()) == ["0.png", "1.png", "2.png"]
     assert store.resolve_source("FLOWERS (2)") == store.get("flowers (2)").root
+    assert first.available
+    shutil.rmtree(dataset.root.parent)  # the uploads' size budget removed the extraction
+    assert not store.get("flowers").available and store.get("flowers").classes == {}
+    again = datasets.ingest(zip_bytes(two_classes(3, "flowers/")), home=store.home)
+    assert store.register(again.root, name="flowers.zip", source="flowers.zip",
+                          kind="upload").id == first.id
+    assert store.get("flowers").available  # the same zip uploaded again brings it back
 
 
 def test_rename_delete_and_zip(store: DatasetStore) -> None:

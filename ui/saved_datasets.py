@@ -42,7 +42,8 @@ def _delete(dataset_id: str, name: str) -> None:
 def _table(saved: list[SavedDataset]) -> pd.DataFrame:
     return pd.DataFrame([{
         "dataset": s.name,
-        "classes": ", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet",
+        "classes": (", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet")
+        if s.available else "its photos are gone: upload the zip again",
         "photos": s.photos, "created": s.created.replace("T", " ")[:16], "source": s.source,
         "runs": len(s.runs),
     } for s in saved])
@@ -64,7 +65,13 @@ def saved_list() -> None:
     choice = st.selectbox("Saved dataset", names, key=state.SAVED_CHOICE)
     chosen = next(s for s in saved if s.name == choice)
     cols = st.columns(3)
+    if not chosen.available:
+        st.warning(f"The photos of '{chosen.name}' are no longer on the server (extracted "
+                   "uploads are removed, least recently used first, to stay under the size "
+                   "budget). Upload the same zip again to bring them back.",
+                   icon=":material/warning:")
     if cols[0].button("Open", key=state.SAVED_OPEN, type="primary", icon=":material/folder_open:",
+                      disabled=not chosen.available,
                       help="Checks its photos and shows the report and split below; nothing "
                            "is uploaded again."):
         ui_dataset.ingest_with_progress(chosen.root, chosen.name, origin(chosen.id))
