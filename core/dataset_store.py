@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import io
 import logging
 import os
@@ -152,11 +153,20 @@ def class_counts(root: Path) -> dict[str, int]:
     return {p.name: _count_files(p) for p in _visible(root) if p.is_dir()}
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def _link_by_content(src: str, dst: str) -> None:
+    """copytree's copy function: the file under <sha256[:24]><suffix>, as photos added here
+    are named, so a photo added later is known as a duplicate; a hard link where possible."""
+    digest = hashlib.sha256()
+    with open(src, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    target = Path(dst).with_name(digest.hexdigest()[:24] + Path(src).suffix.lower())
+    if target.exists():  # an identical file in the same folder: ingestion keeps one anyway
+        return
     try:
-        os.link(src, dst)
+        os.link(src, target)
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(src, target)
 
 
 class DatasetStore:
@@ -339,7 +349,10 @@ class DatasetStore:
     # -- classes and photos -----------------------------------------------------------
 
     def _own_root(self, folder: Path, meta: dict[str, Any]) -> Path:
-        """photos/ of the dataset, copying a registered root there first (under its lock)."""
+        """photos/ of the dataset, copying a registered root there first (under its lock).
+
+        The copies are named by content like the photos added here (see _link_by_content).
+        """
         photos = folder / PHOTOS_DIR
         if not meta.get("root"):
             photos.mkdir(exist_ok=True)
@@ -348,7 +361,7 @@ class DatasetStore:
         tmp = Path(tempfile.mkdtemp(prefix=".copying-", dir=folder))
         for cls in _visible(source):
             if cls.is_dir():
-                shutil.copytree(cls, tmp / cls.name, copy_function=_link_or_copy,
+                shutil.copytree(cls, tmp / cls.name, copy_function=_link_by_content,
                                 ignore=lambda _d, names: [n for n in names
                                                           if uploads.is_ignored_name(n)])
         os.replace(tmp, photos)

@@ -136,6 +136,9 @@ def test_registered_upload_is_named_after_the_zip_and_copied_on_change(
     assert second.name == "flowers (2)" and second.classes == {"a": 3, "b": 3}
     store.add_photos("flowers (2)", "a", [("new.png", img_bytes(0, 50))])
     assert store.get("flowers (2)").classes == {"a": 4, "b": 3}
+    known = store.add_photos("flowers (2)", "a", [("copy.png", (folder / "b" / "1.png")
+                                                     .read_bytes())])
+    assert known.duplicates == [{"file": "copy.png", "reason": "already in class 'b'"}]
     assert sorted(p.name for p in (folder / "a").iterdir()) == ["0.png", "1.png", "2.png"]
     assert store.resolve_source("FLOWERS (2)") == store.get("flowers (2)").root
     assert first.available
