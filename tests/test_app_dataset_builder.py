@@ -151,3 +151,22 @@ def test_train_now_goes_through_the_train_page_start(
     assert any("Cannot start training" in str(e.value) for e in at.error)
     assert state.JOB_ID not in at.session_state
 
+
+
+def test_a_saved_dataset_opens_again_without_uploading(studio_home: Path) -> None:
+    store = DatasetStore(studio_home)
+    store.create("kept")
+    for k, cls in enumerate(["x", "y"]):
+        store.add_class("kept", cls)
+        store.add_photos("kept", cls, [(n, b) for n, b, _m in pngs(k, 4)])
+    at = page("1_Dataset").run()
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_SAVED).run()
+    table = at.dataframe[0].value
+    assert table.iloc[0]["dataset"] == "kept" and table.iloc[0]["photos"] == 8
+    assert table.iloc[0]["source"] == "built here"
+    at.button(key=state.SAVED_OPEN).click().run()
+    assert not at.exception, at.exception
+    assert "Report: kept" in all_text(at)
+    assert {m.label: m.value for m in at.metric}["Usable images"] == "8"
+    at.button(key=state.USE_DATASET).click().run()
+    assert at.session_state[state.CURRENT].loaded.source.startswith("saved:")
