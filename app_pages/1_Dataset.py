@@ -1,4 +1,4 @@
-"""Dataset page: upload a zip or name a server folder, check the report, split, use it."""
+"""Dataset page: upload a zip, name a server folder, open or build a saved dataset; split, use."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import streamlit as st
 from core.audit_choices import audit_record
 from core.config import SplitConfig
 from ui import audit as ui_audit
+from ui import dataset_builder, saved_datasets
 from ui import dataset as ui_dataset
 from ui import nav, state, widgets
 
@@ -22,7 +23,8 @@ if current is not None:
     ui_dataset.current_dataset_banner(current)
     nav.page_link(nav.TRAIN, "Continue to training", ":material/arrow_forward:")
 
-kind = st.radio("Where are the photos?", [state.SOURCE_UPLOAD, state.SOURCE_FOLDER],
+kind = st.radio("Where are the photos?", [state.SOURCE_UPLOAD, state.SOURCE_FOLDER,
+                                          state.SOURCE_SAVED, state.SOURCE_BUILD],
                 horizontal=True, key=state.SOURCE_KIND, persist_state="session")
 if kind == state.SOURCE_UPLOAD:
     limit_mb = int(st.get_option("server.maxUploadSize"))
@@ -32,21 +34,26 @@ if kind == state.SOURCE_UPLOAD:
     )
     st.caption(f"Upload limit: {limit_mb:,} MB per zip (server.maxUploadSize in "
                ".streamlit/config.toml). For larger datasets, copy them to the server and "
-               "choose \"Folder on the server\".")
+               "choose \"Folder on the server\". No zip? Choose \"New dataset\".")
     if upload is not None:
         ui_dataset.load_upload(upload)
-else:
+elif kind == state.SOURCE_FOLDER:
     folder = st.text_input("Folder on the server", key=state.FOLDER, persist_state="session",
                            placeholder="/data/flowers",
                            help=ui_dataset.folder_help())
     if st.button("Load this folder", key=state.LOAD_FOLDER, icon=":material/folder_open:"):
         ui_dataset.load_folder(folder)
+elif kind == state.SOURCE_SAVED:
+    saved_datasets.saved_list()
+else:
+    dataset_builder.builder()
 
 loaded = state.loaded_dataset()
 if loaded is None:
-    st.info("No dataset loaded yet. Upload a zip with one folder per class, or choose "
-            "\"Folder on the server\", type its path and press **Load this folder**.",
-            icon=":material/arrow_upward:")
+    if kind in (state.SOURCE_UPLOAD, state.SOURCE_FOLDER):
+        st.info("No dataset loaded yet. Upload a zip with one folder per class, or choose "
+                "\"Folder on the server\", type its path and press **Load this folder**.",
+                icon=":material/arrow_upward:")
     st.stop()
 
 report = loaded.dataset.report

@@ -1,4 +1,4 @@
-"""Command line: python -m core inspect|train|evaluate|predict|runs|export|explain|bases|audit."""
+"""Command line: python -m core inspect|train|evaluate|predict|runs|datasets|export|explain|bases|audit."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core import datasets, splits
+from core.dataset_store import DatasetStore, ingest_saved
 from core.config import SplitConfig, TrainConfig, studio_home
 from core.errors import AppError
 from core.flags import add_config_flags, config_from_flags
@@ -84,7 +85,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         0 when the dataset is usable, 2 when the report has errors.
     """
 
-    dataset = datasets.ingest(args.source, home=args.home)
+    dataset, _saved = ingest_saved(args.source, home=args.home)
     report = dataset.report.to_dict()
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
@@ -100,7 +101,8 @@ def _add_inspect(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                     "and report usable images per class, rejected files, duplicates and "
                     "problems. Exit code 0: usable; 2: not usable.",
     )
-    p.add_argument("source", metavar="PATH_OR_ZIP", help="dataset folder or .zip file")
+    p.add_argument("source", metavar="PATH_OR_NAME",
+                   help="dataset folder, .zip file, or a saved dataset's name")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_inspect)
 
@@ -114,7 +116,8 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Train a new head on a pretrained base. Every option of the Train page is a "
                     "flag here, with the same help and range.",
     )
-    p.add_argument("data", help="zip file or folder with one sub-folder per class")
+    p.add_argument("data", help="zip file or folder with one sub-folder per class, or a saved "
+                                  "dataset's name (python -m core datasets)")
     add_config_flags(p, TrainConfig)
     default_split = SplitConfig()
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
@@ -137,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # weights before it creates the run folder.
     backbones.get_spec(config.backbone, hub_handle=config.hub_handle,
                        hub_input_size=config.hub_input_size)
-    dataset = datasets.ingest(args.data, home=home)
+    dataset, saved = ingest_saved(args.data, home=home)
     if dataset.report.errors:
         for error in dataset.report.errors:
             print(f"error: {error}", file=sys.stderr)
@@ -148,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = training.train(
             split_df, config, home=home, on_event=_print_progress, should_stop=stop.is_set,
-            dataset_info={"name": Path(args.data).name, "source": str(args.data),
+            dataset_info={"name": saved.name if saved else Path(args.data).name,
+                          "source": str(args.data), "root": str(dataset.root),
                           "classes": dataset.report.classes},
         )
     finally:
@@ -190,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     home = studio_home(args.home)
     run_dir = RunStore(home).resolve(args.run)
-    dataset = datasets.ingest(args.data, home=home)
+    dataset = datasets.ingest(DatasetStore(home).resolve_source(args.data), home=home)
     if dataset.report.errors:
         for error in dataset.report.errors:
             print(f"error: {error}", file=sys.stderr)
@@ -266,6 +270,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['run_id']}  {r['status']:<11} {r['backbone']:<18} "
                   f"test accuracy {_pct(r['test_accuracy'])}")
+    return 0
+
+
+def _add_datasets(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("datasets", parents=[common], help="list the saved datasets",
+                       description="List the saved datasets (built on the Dataset page, or "
+                                   "zips and folders read before), newest first.")
+    p.add_argument("--json", action="store_true",
+                   help='print [{"name", "classes", "created", "source", "runs"}]')
+    p.set_defaults(func=cmd_datasets)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """Lists the saved datasets with their classes, photo counts and runs."""
+    saved = DatasetStore(studio_home(args.home)).list()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in saved], ensure_ascii=False))
+    elif not saved:
+        print("No saved datasets yet. Build one on the Dataset page, or read a zip or folder "
+              "with: python -m core inspect PATH")
+    else:
+        for s in saved:
+            classes = ", ".join(f"{c} {n}" for c, n in s.classes.items()) or "no classes"
+            runs = f", {len(s.runs)} runs" if s.runs else ""
+            print(f"{s.name}  ({classes}; from {s.source}, {s.created}{runs})")
     return 0
 
 
@@ -392,7 +421,8 @@ def _add_audit(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                     "splits) and outliers, most suspicious first. Exit code 0: the audit ran; "
                     "2: the dataset is not usable.",
     )
-    p.add_argument("source", metavar="PATH_OR_ZIP", help="dataset folder or .zip file")
+    p.add_argument("source", metavar="PATH_OR_NAME",
+                   help="dataset folder, .zip file, or a saved dataset's name")
     p.add_argument("--backbone", default=AuditConfig.backbone,
                    help="pretrained base whose features are compared")
     p.add_argument("--weights", default=AuditConfig.weights,
@@ -407,7 +437,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from core.config import AuditConfig
 
     home = studio_home(args.home)
-    dataset = datasets.ingest(args.source, home=home)
+    dataset, _saved = ingest_saved(args.source, home=home)
     if not dataset.report.usable:
         for error in dataset.report.errors:
             print(f"error: {error}", file=sys.stderr)
@@ -429,6 +459,7 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
     _add_evaluate,
     _add_predict,
     _add_runs,
+    _add_datasets,
     _add_export,
     _add_bases,
     _add_explain,

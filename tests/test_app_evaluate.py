@@ -170,7 +170,7 @@ def test_missing_photos_and_missing_results_are_explained(
 
     at = evaluate_page()
     assert not at.exception, at.exception
-    assert any("cannot show" in c for c in texts(at.caption))
+    assert any("no longer on the server" in c for c in texts(at.caption))
     assert not at.get("image")
 
     del metrics["test"]

@@ -471,3 +471,70 @@ def test_five_browser_sessions_upload_train_and_predict_at_once(
     assert [s.status for s in runs] == ["completed"] * SESSIONS
     ran = [store.load(s.run_id).config.batch_size for s in runs]
     assert ran == started, "the runs did not train in the order their sessions started them"
+
+
+def test_build_a_dataset_from_files_train_and_predict_in_a_real_browser(
+    server: str, browser: Any, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    photos: dict[str, list[str]] = {}
+    for k, name in enumerate(("cats", "dogs")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(6):
+            patterned_image(k, i, 64).save(folder / f"{name}-{i}.png")
+        photos[name] = [str(p) for p in sorted(folder.iterdir())]
+    photo = tmp_path / "a dog.png"
+    patterned_image(1, 777, 96).save(photo)
+
+    app = App(browser, server)
+    browser.get(server)
+    app.wait_text("Where to start", timeout=120)
+    app.settle(120)
+    app.go("Dataset")
+    app.choose_radio("New dataset")
+    app.type_into("Dataset name", "my pets")
+    app.click("Create dataset")
+    app.wait_text("Dataset: my pets")
+    for name in photos:
+        app.type_into("New class", name)
+        app.click("Add class")
+        app.wait_text(f"{name} · 0 photos")
+    def file_inputs() -> list[Any]:
+        return browser.find_elements(
+            app.by.CSS_SELECTOR, "[data-testid='stFileUploader'] input[type='file']")
+
+    for n, name in enumerate(photos):
+        fields = app.wait("a file input per class", lambda: len(file_inputs()) == 2
+                          and file_inputs())
+        fields[n].send_keys("\n".join(photos[name]))
+        app.wait_text(f"{name} · 6 photos", timeout=90)
+        app.settle()
+    app.shot("20-builder")
+    app.click("Use this dataset")
+    app.wait_text("Report: my pets", timeout=120)
+    app.settle(120)
+    app.wait_text("Split")
+    use = app.wait("the split's Use this dataset", lambda: [
+        b for b in browser.find_elements(app.by.CSS_SELECTOR, "button")
+        if b.text.strip().endswith("Use this dataset") and b.is_enabled()][-1])
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); "
+                           "arguments[0].click();", use)
+    app.settle()
+    app.wait_text("In use for training: my pets")
+
+    app.go("Train")
+    app.choose_radio("Random weights (for quick tests)")
+    app.type_into("Epochs", "2")
+    app.type_into("Batch size", "4")
+    app.click("Start training")
+    app.wait_text("Finished in", timeout=2 * TRAINING_SECONDS)  # a loaded machine
+    app.settle()
+
+    app.go("Predict")
+    app.upload(photo)
+    heading = app.wait("the top prediction", lambda: next(
+        h.text for h in browser.find_elements(app.by.CSS_SELECTOR, "h3")
+        if re.fullmatch(r"(cats|dogs) · \d+%", h.text.strip())), timeout=90)
+    assert heading.split(" · ")[0] in photos
+    print(f"browser build-train-predict: {time.monotonic() - started:.0f} s")

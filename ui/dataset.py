@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import pandas as pd
 import streamlit as st
 
-from core import charts, datasets, splits
+from core import charts, dataset_store, splits
 from core.config import SplitConfig
 from core.errors import AppError
 from ui import resources, roles, state
@@ -69,7 +69,8 @@ def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
         started = time.monotonic()
         with show_user_errors() as outcome:
             roles.require("load datasets")
-            dataset = datasets.ingest(source, home=resources.home(), on_progress=bar)
+            dataset, _saved = dataset_store.ingest_saved(
+                source, home=resources.home(), name=name, on_progress=bar)
         bar.empty()
         if outcome.failed:
             status.update(label=f"Could not load {name}", state="error", expanded=True)

@@ -178,6 +178,9 @@ def photo_tile(row: Any, key: str = "tile", run_dir: Path | None = None) -> None
     path = str(row.path)
     try:
         pixels = resources.thumbnail(path, resources.THUMBNAIL_SIZE, resources.file_stamp(path))
+    except FileNotFoundError:
+        st.caption(f"{Path(path).name}: no longer on the server (its dataset was deleted or "
+                   f"moved); predicted {row.predicted} · true {row.true}")
     except (AppError, OSError) as exc:
         st.caption(f"{Path(path).name}: cannot show ({exc})")
     else:

@@ -28,6 +28,39 @@ USE_DATASET = "tl_dataset_use"
 THUMBNAIL_CLASSES = "tl_thumbnail_classes"
 SPLIT_PREFIX = "tl_split"
 
+# Dataset page: saved datasets (ui.saved_datasets) and the builder (ui.dataset_builder).
+# Keys ending in "." take "<dataset id>.<class>[.<photo>]" after them.
+SAVED_CHOICE = "tl_saved_choice"
+SAVED_OPEN = "tl_saved_open"
+SAVED_EDIT = "tl_saved_edit"
+SAVED_DOWNLOAD = "tl_saved_download"
+SAVED_RENAME = "tl_saved_rename"
+SAVED_RENAME_GO = "tl_saved_rename_go"
+SAVED_DELETE = "tl_saved_delete"
+SAVED_DELETE_ASK = "tl_saved_delete_ask"
+SAVED_DELETE_YES = "tl_saved_delete_yes"
+SAVED_DELETE_NO = "tl_saved_delete_no"
+SAVED_MESSAGES = "tl_saved_messages"      # (kind, text) said by callbacks, shown once
+BUILD_DATASET = "tl_build_dataset"        # id of the saved dataset the builder edits
+BUILD_SEEN = "tl_build_seen"              # file ids of uploads and camera shots added already
+BUILD_NAME = "tl_build_name"
+BUILD_CREATE = "tl_build_create"
+BUILD_CLOSE = "tl_build_close"
+BUILD_NEW_CLASS = "tl_build_new_class"
+BUILD_ADD_CLASS = "tl_build_add_class"
+BUILD_FILES = "tl_build_files."
+BUILD_CAMERA_ON = "tl_build_camera_on."
+BUILD_CAMERA = "tl_build_camera."
+BUILD_REMOVE_PHOTO = "tl_build_remove_photo."
+BUILD_RENAME = "tl_build_rename."
+BUILD_RENAME_GO = "tl_build_rename_go."
+BUILD_REMOVE_CLASS = "tl_build_remove_class."
+BUILD_REMOVE_CLASS_ASK = "tl_build_remove_class_ask"
+BUILD_REMOVE_CLASS_YES = "tl_build_remove_class_yes"
+BUILD_REMOVE_CLASS_NO = "tl_build_remove_class_no"
+BUILD_USE = "tl_build_use"
+BUILD_TRAIN_NOW = "tl_build_train_now"
+
 # Train page.
 TRAIN_PREFIX = "tl_train"             # widgets built from TrainConfig metadata: "tl_train.<field>"
 TRAIN_BASE = "tl_train_base"
@@ -68,6 +101,8 @@ COMPARE_DELETED = "tl_compare_deleted"
 
 SOURCE_UPLOAD = "Upload a zip"
 SOURCE_FOLDER = "Folder on the server"
+SOURCE_SAVED = "Saved datasets"
+SOURCE_BUILD = "New dataset"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,172 @@
+"""The Dataset page's builder and saved datasets, driven by Streamlit's AppTest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from app_helpers import all_text, page
+from dataset_helpers import img_bytes
+from streamlit.testing.v1 import AppTest
+
+from core import backbones
+from core.config import SplitConfig
+from core.dataset_store import DatasetStore
+from ui import state
+
+
+def open_builder() -> AppTest:
+    at = page("1_Dataset").run()
+    return at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_BUILD).run()
+
+
+def create(at: AppTest, name: str, classes: list[str]) -> str:
+    at.text_input(key=state.BUILD_NAME).input(name)
+    at.button(key=state.BUILD_CREATE).click().run()
+    for cls in classes:
+        at.text_input(key=state.BUILD_NEW_CLASS).input(cls)
+        at.button(key=state.BUILD_ADD_CLASS).click().run()
+    assert not at.exception, at.exception
+    return at.session_state[state.BUILD_DATASET]
+
+
+def pngs(k: int, n: int, start: int = 0) -> list[tuple[str, bytes, str]]:
+    return [(f"{k}-{i}.png", img_bytes(k, i), "image/png") for i in range(start, start + n)]
+
+
+def headings(at: AppTest) -> list[str]:
+    return [m for m in (str(e.value) for e in at.markdown) if m.startswith("#### ")]
+
+
+def test_build_two_classes_from_uploads_then_use_it(studio_home: Path) -> None:
+    at = open_builder()
+    dataset_id = create(at, "pets", ["cats", "dogs"])
+    at.file_uploader(key=f"{state.BUILD_FILES}{dataset_id}.cats").set_value(pngs(0, 3))
+    at.file_uploader(key=f"{state.BUILD_FILES}{dataset_id}.dogs").set_value(
+        [*pngs(1, 3), ("broken.jpg", b"\xff\xd8\xff\xe0 cut short", "image/jpeg")])
+    at.run()
+    assert not at.exception, at.exception
+    assert headings(at) == ["#### cats · 3 photos", "#### dogs · 3 photos"]
+    assert any("broken.jpg: refused" in str(e.value) for e in at.error)
+    at.run()  # a rerun sends the same files again: nothing is added twice
+    assert headings(at) == ["#### cats · 3 photos", "#### dogs · 3 photos"]
+    assert not at.warning and not at.error
+    assert DatasetStore(studio_home).get("pets").classes == {"cats": 3, "dogs": 3}
+
+    at.button(key=state.BUILD_USE).click().run()
+    assert not at.exception, at.exception
+    assert "Report: pets" in all_text(at)
+    at.button(key=state.USE_DATASET).click().run()
+    current = at.session_state[state.CURRENT]
+    assert current.name == "pets" and len(current.split) == 6
+
+
+def test_camera_shots_are_added_once_each(studio_home: Path) -> None:
+    at = open_builder()
+    dataset_id = create(at, "desk", ["mug", "pen"])
+    at.toggle(key=f"{state.BUILD_CAMERA_ON}{dataset_id}.mug").set_value(True).run()
+    camera = at.camera_input(key=f"{state.BUILD_CAMERA}{dataset_id}.mug")
+    camera.upload("shot.jpg", img_bytes(2, 1, fmt="JPEG")).run()
+    assert headings(at)[0] == "#### mug · 1 photo · add 2 more"
+    at.run()  # the same frame comes back on every rerun
+    assert headings(at)[0] == "#### mug · 1 photo · add 2 more"
+    assert not at.warning
+    at.camera_input(key=f"{state.BUILD_CAMERA}{dataset_id}.mug").upload(
+        "shot.jpg", img_bytes(2, 2, fmt="JPEG")).run()
+    assert headings(at)[0] == "#### mug · 2 photos · add 1 more"
+    assert "Class 'pen' needs 3 more photo(s)." in all_text(at)
+    assert at.button(key=state.BUILD_USE).disabled
+
+
+def test_reopen_in_a_new_session_rename_a_class_and_remove_a_photo(studio_home: Path) -> None:
+    store = DatasetStore(studio_home)
+    saved = store.create("fruit")
+    store.add_class("fruit", "aples")
+    added = store.add_photos("fruit", "aples", [(n, b) for n, b, _m in pngs(0, 3)]).added
+    at = page("1_Dataset").run()  # a new session: nothing uploaded
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_SAVED).run()
+    assert "aples (3)" in at.dataframe[0].value["classes"].iloc[0]
+    at.button(key=state.SAVED_EDIT).click().run()
+    assert at.session_state[state.SOURCE_KIND] == state.SOURCE_BUILD
+    assert headings(at) == ["#### aples · 3 photos"]
+
+    at.text_input(key=f"{state.BUILD_RENAME}{saved.id}.aples").input("apples")
+    at.button(key=f"{state.BUILD_RENAME_GO}{saved.id}.aples").click().run()
+    assert headings(at) == ["#### apples · 3 photos"]
+    at.button(key=f"{state.BUILD_REMOVE_PHOTO}{saved.id}.apples.{added[0]}").click().run()
+    assert not at.exception, at.exception
+    assert headings(at) == ["#### apples · 2 photos · add 1 more"]
+    assert store.get("fruit").classes == {"apples": 2}
+    assert added[0] not in [p.name for p in store.photos("fruit", "apples")]
+
+
+def test_bad_names_are_refused_with_what_to_do(studio_home: Path) -> None:
+    at = open_builder()
+    at.text_input(key=state.BUILD_NAME).input("a/b")
+    at.button(key=state.BUILD_CREATE).click().run()
+    assert any("contains /" in str(e.value) for e in at.error)
+    create(at, "ok", ["Cats"])
+    for bad, words in (("cats", "only in case"), ("CON", "Windows keeps"), ("x.", "ends with")):
+        at.text_input(key=state.BUILD_NEW_CLASS).input(bad)
+        at.button(key=state.BUILD_ADD_CLASS).click().run()
+        assert any(words in str(e.value) for e in at.error), (bad, [e.value for e in at.error])
+    assert DatasetStore(studio_home).get("ok").classes == {"Cats": 0}
+
+
+def test_rename_and_delete_a_saved_dataset_with_confirmation(studio_home: Path) -> None:
+    store = DatasetStore(studio_home)
+    store.create("old")
+    at = page("1_Dataset").run()
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_SAVED).run()
+    at.text_input(key=state.SAVED_RENAME).input("new")
+    at.button(key=state.SAVED_RENAME_GO).click().run()
+    assert [s.name for s in store.list()] == ["new"]
+    at.button(key=state.SAVED_DELETE).click().run()
+    assert "Delete 'new'?" in all_text(at) and "No run was trained on it" in all_text(at)
+    at.button(key=state.SAVED_DELETE_YES).click().run()
+    assert not at.exception, at.exception
+    assert store.list() == [] and "No saved datasets yet" in all_text(at)
+
+
+def test_train_now_goes_through_the_train_page_start(
+        studio_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline without cached weights, the default options cannot start: the same refusal as
+    the Train page's, after the dataset was loaded and split with the default split."""
+    keras_home = tmp_path / "keras-home"
+    (keras_home / "models").mkdir(parents=True)
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    monkeypatch.setenv(backbones.OFFLINE_ENV_VAR, "1")
+    store = DatasetStore(studio_home)
+    saved = store.create("quick")
+    for k, cls in enumerate(["a", "b"]):
+        store.add_class("quick", cls)
+        store.add_photos("quick", cls, [(n, b) for n, b, _m in pngs(k, 3)])
+    at = open_builder()
+    at.session_state[state.BUILD_DATASET] = saved.id
+    at.run()
+    at.button(key=state.BUILD_TRAIN_NOW).click().run()
+    assert not at.exception, at.exception
+    current = at.session_state[state.CURRENT]
+    assert current.name == "quick" and current.split_config == SplitConfig()
+    assert any("Cannot start training" in str(e.value) for e in at.error)
+    assert state.JOB_ID not in at.session_state
+
+
+
+def test_a_saved_dataset_opens_again_without_uploading(studio_home: Path) -> None:
+    store = DatasetStore(studio_home)
+    store.create("kept")
+    for k, cls in enumerate(["x", "y"]):
+        store.add_class("kept", cls)
+        store.add_photos("kept", cls, [(n, b) for n, b, _m in pngs(k, 4)])
+    at = page("1_Dataset").run()
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_SAVED).run()
+    table = at.dataframe[0].value
+    assert table.iloc[0]["dataset"] == "kept" and table.iloc[0]["photos"] == 8
+    assert table.iloc[0]["source"] == "built here"
+    at.button(key=state.SAVED_OPEN).click().run()
+    assert not at.exception, at.exception
+    assert "Report: kept" in all_text(at)
+    assert {m.label: m.value for m in at.metric}["Usable images"] == "8"
+    at.button(key=state.USE_DATASET).click().run()
+    assert at.session_state[state.CURRENT].loaded.source.startswith("saved:")

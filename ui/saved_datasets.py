@@ -1,0 +1,104 @@
+"""The Dataset page's list of saved datasets: open again, edit, rename, download, delete."""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import streamlit as st
+
+from core.dataset_store import SavedDataset
+from ui import dataset as ui_dataset
+from ui import state
+from ui.dataset_builder import act, edit, forget_loaded, origin, say, show_messages, store
+
+
+def _rename(dataset_id: str) -> None:
+    new_name = st.session_state.get(state.SAVED_RENAME, "")
+    if act(store().rename, dataset_id, new_name):
+        st.session_state[state.SAVED_RENAME] = ""
+        st.session_state[state.SAVED_CHOICE] = store().get(dataset_id).name
+        say("success", f"Renamed to '{new_name.strip()}'.")
+
+
+def _ask_delete(dataset_id: str) -> None:
+    st.session_state[state.SAVED_DELETE_ASK] = dataset_id
+
+
+def _cancel_delete() -> None:
+    st.session_state.pop(state.SAVED_DELETE_ASK, None)
+
+
+def _delete(dataset_id: str, name: str) -> None:
+    st.session_state.pop(state.SAVED_DELETE_ASK, None)
+    if act(functools.partial(store().delete, confirm_runs=True), dataset_id):
+        forget_loaded(dataset_id)
+        if st.session_state.get(state.BUILD_DATASET) == dataset_id:
+            st.session_state.pop(state.BUILD_DATASET, None)
+        st.session_state.pop(state.SAVED_CHOICE, None)
+        say("success", f"Deleted '{name}'.")
+
+
+def _table(saved: list[SavedDataset]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "dataset": s.name,
+        "classes": (", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet")
+        if s.available else "its photos are gone: upload the zip again",
+        "photos": s.photos, "created": s.created.replace("T", " ")[:16], "source": s.source,
+        "runs": len(s.runs),
+    } for s in saved])
+
+
+def saved_list() -> None:
+    """Every saved dataset, and what can be done with the one chosen."""
+    show_messages()
+    saved = store().list()
+    if not saved:
+        st.info("No saved datasets yet. Upload a zip, load a folder on the server, or build "
+                "one under \"New dataset\": each is kept here to open again.",
+                icon=":material/inventory_2:")
+        return
+    st.dataframe(_table(saved), hide_index=True, width="stretch")
+    names = [s.name for s in saved]
+    if st.session_state.get(state.SAVED_CHOICE) not in names:
+        st.session_state.pop(state.SAVED_CHOICE, None)
+    choice = st.selectbox("Saved dataset", names, key=state.SAVED_CHOICE)
+    chosen = next(s for s in saved if s.name == choice)
+    cols = st.columns(3)
+    if not chosen.available:
+        st.warning(f"The photos of '{chosen.name}' are no longer on the server (extracted "
+                   "uploads are removed, least recently used first, to stay under the size "
+                   "budget). Upload the same zip again to bring them back.",
+                   icon=":material/warning:")
+    if cols[0].button("Open", key=state.SAVED_OPEN, type="primary", icon=":material/folder_open:",
+                      disabled=not chosen.available,
+                      help="Checks its photos and shows the report and split below; nothing "
+                           "is uploaded again."):
+        ui_dataset.ingest_with_progress(chosen.root, chosen.name, origin(chosen.id))
+    cols[1].button("Add photos, edit classes", key=state.SAVED_EDIT, icon=":material/edit:",
+                   on_click=edit, args=(chosen.id,))
+    cols[2].download_button("Download zip", key=state.SAVED_DOWNLOAD,
+                            data=functools.partial(store().zip_bytes, chosen.id),
+                            file_name=f"{chosen.name}.zip", mime="application/zip",
+                            icon=":material/download:", on_click="ignore")
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    left.text_input(f"New name for {chosen.name}", key=state.SAVED_RENAME, max_chars=100)
+    right.button("Rename", key=state.SAVED_RENAME_GO, on_click=_rename, args=(chosen.id,))
+    _delete_controls(chosen)
+
+
+def _delete_controls(chosen: SavedDataset) -> None:
+    st.button("Delete", key=state.SAVED_DELETE, icon=":material/delete:",
+              on_click=_ask_delete, args=(chosen.id,))
+    if st.session_state.get(state.SAVED_DELETE_ASK) != chosen.id:
+        return
+    where = ("its photos are deleted from the server" if chosen.kind == "built" else
+             "it leaves the list; the zip or folder it came from is kept")
+    runs = (f" Runs trained on it: {', '.join(chosen.runs)}. They keep their models, so they "
+            "still load and predict; galleries that show its photos say they are gone."
+            if chosen.runs else " No run was trained on it.")
+    st.warning(f"Delete '{chosen.name}'? {where.capitalize()}.{runs}", icon=":material/warning:")
+    yes, no = st.columns(2)
+    yes.button("Yes, delete it", key=state.SAVED_DELETE_YES, type="primary",
+               on_click=_delete, args=(chosen.id, chosen.name))
+    no.button("Cancel", key=state.SAVED_DELETE_NO, on_click=_cancel_delete)
