@@ -451,7 +451,7 @@ def test_five_browser_sessions_upload_train_and_predict_at_once(
                 app.settle()
                 shown = driver.find_elements(app.by.CSS_SELECTOR, "[data-testid='stException']")
                 assert not shown, f"session {number}: {shown[0].text[:500]}"
-                app.shot(f"20-session-{number}")
+                app.shot(f"30-session-{number}")
         except BaseException as exc:  # reported from the main thread
             failures[number] = exc
             for later in turns[number + 1:]:
