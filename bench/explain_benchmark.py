@@ -31,7 +31,7 @@ FLOOR_SECONDS = 0.5  # the issue's limit for one photo on this machine
 def _model(weights: str | None, folder: Path) -> tuple[object, str]:
     import keras
 
-    from core import backbones, training
+    from core import backbones, fine_tuning, training
     from core.config import TrainConfig
 
     spec = backbones.get_spec("mobilenet_v2")
@@ -39,7 +39,7 @@ def _model(weights: str | None, folder: Path) -> tuple[object, str]:
     base = backbones.build_base(spec, resolved)
     head = training.build_head(spec.feature_dim, 5, TrainConfig(weights=weights))
     path = folder / "model.keras"
-    training.assemble_model(base, head, spec.input_size).save(path)
+    fine_tuning.assemble_model(base, head, spec.input_size).save(path)
     return keras.saving.load_model(path, compile=False), resolved.kind
 
 

@@ -190,3 +190,12 @@ def _epoch_message(epoch: int, total: int, metrics: dict[str, float]) -> str:
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.3f}")
     return ", ".join(parts)
+
+
+def early_stopping(patience: int, *, restore_best: bool = True) -> list[Any]:
+    """Keras' EarlyStopping on validation loss as a callback list; empty when patience is 0."""
+    if patience <= 0:
+        return []
+    return [keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=restore_best, verbose=0,
+    )]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import time
 import traceback
@@ -17,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from core import (
-    augmentation,
     backbones,
     device,
     evaluation,
     features,
+    fine_tuning,
     head_search,
     head_training,
     images,
@@ -33,15 +32,20 @@ from core.config import TrainConfig, studio_home
 from core.errors import Cancelled, ConfigError, DatasetError
 from core.head_training import build_head, class_weight_for  # public here too, as before
 from core.history import FINE_TUNE, HEAD, history_frame
-from core.progress import EventSink, ProgressCallback, ProgressEvent, StopCheck, never_stop
+from core.progress import (
+    EventSink,
+    ProgressCallback,
+    ProgressEvent,
+    StopCheck,
+    early_stopping,
+    never_stop,
+)
 from core.runs import RunStore, RunWriter
 
 log = logging.getLogger(__name__)
 
 # Feature-extraction progress is reported every this many images at most.
 _EXTRACT_EVENT_EVERY = 32
-# Fine-tuning batches are slow on a CPU, so report some batches, not only epochs.
-_FINE_TUNE_EVENT_EVERY_BATCHES = 5
 SEARCH_SKIPPED = ("Too few photos per class to cross-validate (a class needs 2 on training "
                   "and validation together): the manual head settings were used.")
 # history.csv is rewritten at most this often while training, and always at the end.
@@ -145,84 +149,6 @@ def batch_sizes(info: Any, input_size: int, config: TrainConfig) -> tuple[int, i
     return max(extract, chosen), min(chosen, fits)
 
 
-def _compile(model: Any, learning_rate: float) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-
-
-def _early_stopping(patience: int, *, restore_best: bool = True) -> list[Any]:
-    if patience <= 0:
-        return []
-    return [keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=restore_best, verbose=0,
-    )]
-
-
-class WeightAveraging(keras.callbacks.Callback):
-    """Stochastic weight averaging: training ends with the mean of the epoch-end weights.
-
-    Averages the trainable weights at the end of every epoch from `first_epoch` (0-based) on
-    and writes the mean into the model when training ends. With BatchNorm frozen there are no
-    batch statistics to recompute, so the averaged model is ready as it is. Fine-tuning on a
-    thousand photos lands on weights that differ by a few points of test accuracy from seed to
-    seed; their average is steadier and usually better than any one of them.
-    """
-
-    def __init__(self, first_epoch: int = 1) -> None:
-        super().__init__()
-        self.first_epoch = first_epoch
-        self.averaged = 0
-        self._mean: list[np.ndarray] | None = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.averaged, self._mean = 0, None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch < self.first_epoch:
-            return
-        current = [np.array(w, dtype=np.float32) for w in self.model.trainable_weights]
-        self.averaged += 1
-        if self._mean is None:
-            self._mean = current
-        else:
-            for mean, value in zip(self._mean, current):
-                mean += (value - mean) / self.averaged
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._mean is None:
-            return  # too few epochs to average: the last weights stay
-        for weight, mean in zip(self.model.trainable_weights, self._mean):
-            weight.assign(mean.astype(weight.dtype))
-
-
-def unfreeze_top(base: Any, n_layers: int) -> int:
-    """Makes the top n_layers of the base trainable, BatchNorm excepted; returns how many."""
-    inner = backbones.nested_base(base)
-    base.trainable = True
-    inner.trainable = True
-    layers = inner.layers
-    cut = max(0, len(layers) - n_layers)
-    unfrozen = 0
-    for i, layer in enumerate(layers):
-        # Frozen BatchNorm runs in inference mode in Keras 3, keeping ImageNet statistics.
-        trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = trainable
-        unfrozen += int(trainable and bool(layer.weights))
-    return unfrozen
-
-
-def assemble_model(base: Any, head: Any, input_size: int, augmenter: Any | None = None) -> Any:
-    """Raw RGB (S,S,3) -> [augmentation] -> base (inference mode) -> head -> probabilities."""
-    inputs = keras.Input((input_size, input_size, 3), name="image")
-    x = augmenter(inputs) if augmenter is not None else inputs
-    feats = base(x, training=False)
-    outputs = head(feats)
-    return keras.Model(inputs, outputs, name="classifier")
-
-
 def _count_params(model: Any) -> dict[str, int]:
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     total = int(model.count_params())
@@ -254,7 +180,7 @@ class _Trainer:
         self.writer: RunWriter | None = None
         self.cache_stats: dict[str, int] = {"hits": 0, "misses": 0}
         self.extract_batch = self.fine_tune_batch = config.batch_size
-        self.weight_averaging: WeightAveraging | None = None
+        self.fine_tune_averaged = 0  # epochs averaged into the fine-tuned weights
         self._history_written = 0.0
 
     def emit(self, event: ProgressEvent) -> None:
@@ -402,7 +328,7 @@ class _Trainer:
             if base is None:
                 base = backbones.build_base(spec, resolved)
         base.trainable = False
-        export = assemble_model(base, head, spec.input_size)
+        export = fine_tuning.assemble_model(base, head, spec.input_size)
         self.writer.save_model(export, frozen_base=frozen_base)
         self._write_history()
         return export
@@ -425,8 +351,7 @@ class _Trainer:
             "input_size": spec.input_size,
             "fine_tuned": fine_tuned,
             # Epochs whose weights the fine-tuned model averages (0: one epoch's weights).
-            "fine_tune_averaged_epochs": (self.weight_averaging.averaged
-                                          if self.weight_averaging else 0),
+            "fine_tune_averaged_epochs": self.fine_tune_averaged,
             # The saved model's own: with averaging, no single epoch's history row shows it.
             # With the head search, validation trained the head: this is then the chosen
             # setting's out-of-fold accuracy (its cross-validated estimate).
@@ -503,7 +428,7 @@ class _Trainer:
             epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             dropout=cfg.dropout, l2=cfg.l2, seed=cfg.seed,
             class_weight=class_weight_for(y_train, len(self.labels), cfg.class_weights),
-            callbacks=[callback, *_early_stopping(cfg.early_stopping_patience)],
+            callbacks=[callback, *early_stopping(cfg.early_stopping_patience)],
         )
         if callback.cancelled:
             raise Cancelled()
@@ -554,62 +479,13 @@ class _Trainer:
         return head
 
     def _fine_tune(self, spec: Any, resolved: Any, head: Any, info: Any) -> tuple[Any, Any]:
-        cfg = self.config
-        train, val = self.part("train"), self.part("val")
-        strategy = device.distribution_strategy(info)
-        mixed = device.use_mixed_precision(info)
-        previous_policy = keras.mixed_precision.global_policy()
-        if mixed:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        try:
-            with strategy.scope():
-                base = backbones.build_base(spec, resolved)
-                unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
-                augmenter = augmentation.make_augmenter(cfg.seed) if cfg.augments else None
-                model = assemble_model(base, head, spec.input_size, augmenter)
-                _compile(model, cfg.fine_tune_learning_rate)
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
-        log.info("Fine-tuning %d layers with weights", unfrozen)
-        batch = self.fine_tune_batch
-        if batch < cfg.batch_size:
-            self.emit(ProgressEvent(
-                phase="fine-tuning", message=f"Batch size {cfg.batch_size} does not fit the GPU's "
-                f"memory for fine-tuning; using {batch}",
-            ))
-        train_ds = images.make_tf_dataset(
-            train["path"].tolist(), train["label_index"].tolist(), spec.input_size, batch,
-            shuffle=True, seed=cfg.seed,
-        )
-        val_ds = images.make_tf_dataset(
-            val["path"].tolist(), val["label_index"].tolist(), spec.input_size, batch,
-        )
-        steps = math.ceil(len(train) / batch)
-        callback = ProgressCallback(
-            self.emit, self.should_stop, phase="fine-tuning", total_epochs=cfg.fine_tune_epochs,
-            steps_per_epoch=steps, batch_event_every=_FINE_TUNE_EVENT_EVERY_BATCHES,
-            on_epoch_row=lambda row: self._add_history(FINE_TUNE, row),
-        )
-        model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, verbose=0,
-            shuffle=False,  # make_tf_dataset reshuffles every epoch itself
-            class_weight=class_weight_for(train["label_index"].to_numpy(), len(self.labels),
-                                          cfg.class_weights),
-            callbacks=[callback, *self._fine_tune_ending()],
-        )
-        if callback.cancelled:
-            raise Cancelled()
-        return base, model
-
-    def _fine_tune_ending(self) -> list[Any]:
-        """Early stopping, and either the averaged weights or the best epoch's at the end."""
-        cfg = self.config
-        if not cfg.fine_tune_averaging:
-            return _early_stopping(cfg.early_stopping_patience)
-        # The average replaces restoring one epoch; stopping early still ends the phase.
-        self.weight_averaging = WeightAveraging(first_epoch=1)
-        return [*_early_stopping(cfg.early_stopping_patience, restore_best=False),
-                self.weight_averaging]
+        tuned = fine_tuning.fine_tune(
+            spec, resolved, head, self.config, self.part("train"), self.part("val"),
+            n_classes=len(self.labels), info=info, batch=self.fine_tune_batch,
+            on_event=self.emit, should_stop=self.should_stop,
+            on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))
+        self.fine_tune_averaged = tuned.averaged_epochs
+        return tuned.base, tuned.model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
         ds = images.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)

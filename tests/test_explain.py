@@ -15,7 +15,7 @@ from app_helpers import FAST, page, png_bytes, texts, train_run
 from conftest import MOBILENET_V2_NO_TOP, make_class_folders, require_asset
 from PIL import Image
 
-from core import backbones, explain, report, training
+from core import backbones, explain, fine_tuning, report, training
 from core.__main__ import main
 from core.config import TrainConfig
 from core.explain import ExplainError
@@ -123,7 +123,7 @@ def test_mixed_precision_model_gives_a_float32_map() -> None:
     try:
         base = backbones.build_base(spec, backbones.resolve_weights(spec, None, seed=1))
         head = training.build_head(base.output_shape[-1], 2, FAST)
-        model = training.assemble_model(base, head, spec.input_size)
+        model = fine_tuning.assemble_model(base, head, spec.input_size)
         assert backbones.nested_base(base).layers[-2].compute_dtype == "float16"
         heat = explain.Explainer(model, ["a", "b"]).explain(photo(4), "b")
     finally:
@@ -137,10 +137,10 @@ def test_a_fine_tuned_model_with_its_augmentation_layers_explains_the_same() -> 
 
     spec = backbones.get_spec("mobilenet_v2")
     base = backbones.build_base(spec, backbones.resolve_weights(spec, None, seed=2))
-    training.unfreeze_top(base, 10)
+    fine_tuning.unfreeze_top(base, 10)
     head = training.build_head(base.output_shape[-1], 3, FAST)
-    plain = training.assemble_model(base, head, spec.input_size)
-    augmented = training.assemble_model(base, head, spec.input_size, augmentation.make_augmenter(0))
+    plain = fine_tuning.assemble_model(base, head, spec.input_size)
+    augmented = fine_tuning.assemble_model(base, head, spec.input_size, augmentation.make_augmenter(0))
     image = photo(6)
     expected = explain.Explainer(plain, LABELS).explain(image, "dogs")
     got = explain.Explainer(augmented, LABELS).explain(image, "dogs")
@@ -155,14 +155,14 @@ def test_a_head_without_a_softmax_dense_falls_back_to_the_probability() -> None:
     for activation, score in (("sigmoid", explain.SCORE_PROBABILITY),
                               ("linear", explain.SCORE_PROBABILITY)):
         head = keras.Model(features, keras.layers.Dense(2, activation=activation)(features))
-        model = training.assemble_model(base, head, spec.input_size)
+        model = fine_tuning.assemble_model(base, head, spec.input_size)
         explainer = explain.Explainer(model, ["a", "b"])
         assert explainer.score == score
         heat = explainer.explain(photo(7), "a")
         assert np.isfinite(heat.values).all() and 0.0 <= heat.values.min()
     logits = keras.layers.Dense(2)(features)
     head = keras.Model(features, keras.layers.Softmax()(logits))
-    model = training.assemble_model(base, head, spec.input_size)
+    model = fine_tuning.assemble_model(base, head, spec.input_size)
     assert explain.Explainer(model, ["a", "b"]).score == explain.SCORE_LOGIT
 
 
@@ -179,7 +179,7 @@ def test_a_tf_hub_base_cannot_be_explained_and_says_why(tmp_path: Path) -> None:
     tf.saved_model.save(_TinyHubModule(), str(folder))
     spec = backbones.get_spec("tfhub", hub_handle=str(folder), hub_input_size=32)
     base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
-    model = training.assemble_model(base, training.build_head(3, 2, FAST), 32)
+    model = fine_tuning.assemble_model(base, training.build_head(3, 2, FAST), 32)
     with pytest.raises(ExplainError, match="TF Hub base is one opaque layer"):
         explain.Explainer(model, ["a", "b"])
 

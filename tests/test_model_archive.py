@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import backbones, model_archive, training
+from core import backbones, fine_tuning, model_archive, training
 from core.config import TrainConfig
 
 
@@ -33,7 +33,7 @@ def classifier(base: keras.Model, hidden_units: tuple[int, ...] = (), seed: int 
                ) -> keras.Model:
     keras.utils.set_random_seed(seed)
     head = training.build_head(1280, 3, TrainConfig(hidden_units=hidden_units))
-    return training.assemble_model(base, head, 224)
+    return fine_tuning.assemble_model(base, head, 224)
 
 
 def weights_tree(path: Path) -> dict[str, tuple[dict, np.ndarray | None]]:
@@ -104,7 +104,7 @@ def test_other_layers_before_the_base_are_saved_by_keras(base: keras.Model,
     """An augmenter before the base changes the base's group name: Keras saves it."""
     model_archive.save_model(classifier(base), tmp_path / "plain.keras", base)
     head = training.build_head(1280, 3, TrainConfig())
-    augmented = training.assemble_model(base, head, 224, keras.layers.RandomFlip(seed=1))
+    augmented = fine_tuning.assemble_model(base, head, 224, keras.layers.RandomFlip(seed=1))
     path = tmp_path / "augmented.keras"
     assert model_archive.save_model(augmented, path, base) is False
     assert model_archive.save_model(augmented, tmp_path / "again.keras", base) is True

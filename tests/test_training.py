@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from core import datasets, features, model_archive, splits, training
+from core import datasets, features, fine_tuning, model_archive, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.errors import ConfigError, WeightsUnavailableError
 from core.progress import PHASES, ProgressEvent
@@ -211,7 +211,7 @@ def test_weight_averaging_hooks_called_directly() -> None:
     model = keras.Model(inputs, keras.layers.Dense(1, name="tuned")(frozen(inputs)))
     frozen_before = [np.array(w) for w in frozen.weights]
     tuned = model.get_layer("tuned")
-    averaging = training.WeightAveraging(first_epoch=1)
+    averaging = fine_tuning.WeightAveraging(first_epoch=1)
     averaging.set_model(model)
     averaging.on_train_begin()
     for epoch, value in enumerate([5.0, 1.0, 2.0, 6.0]):
@@ -223,7 +223,7 @@ def test_weight_averaging_hooks_called_directly() -> None:
     for before, after in zip(frozen_before, frozen.weights):
         np.testing.assert_array_equal(before, np.array(after))
 
-    single = training.WeightAveraging(first_epoch=1)
+    single = fine_tuning.WeightAveraging(first_epoch=1)
     single.set_model(model)
     single.on_train_begin()
     tuned.kernel.assign(np.full((2, 1), 7.0, np.float32))
@@ -244,7 +244,7 @@ def test_unfreeze_top_keeps_batchnorm_frozen() -> None:
 
     spec = backbones.get_spec("mobilenet_v2")
     base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
-    training.unfreeze_top(base, 20)
+    fine_tuning.unfreeze_top(base, 20)
     inner = backbones.nested_base(base)
     trainable = [layer for layer in inner.layers if layer.trainable and layer.weights]
     assert trainable, "some top layers must be trainable"
