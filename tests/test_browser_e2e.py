@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,29 @@ class App:
             self.by.CSS_SELECTOR, "[data-testid='stFileUploader'] input[type='file']"))
         field.send_keys(str(path))
 
+    def open_home(self) -> None:
+        """Loads the app's address and waits for the Home page."""
+        self.d.get(self.url)
+        self.wait_text("Where to start", timeout=120)
+        self.settle(120)
+
+    def quick_training_settings(self, batch_size: int) -> None:
+        """Train page: random weights (no download), 2 epochs, the given batch size."""
+        self.go("Train")
+        self.wait_text("Pretrained base")
+        self.choose_radio("Random weights (for quick tests)")
+        self.type_into("Epochs", "2")
+        self.type_into("Batch size", str(batch_size))
+
+    def top_prediction(self, photo: Path, classes: Iterable[str], timeout: float = 90) -> str:
+        """Predict page: uploads the photo and returns its answer's heading ("cats · 40%")."""
+        self.go("Predict")
+        self.upload(photo)
+        answer = re.compile(rf"({'|'.join(map(re.escape, classes))}) · \d+%")
+        return self.wait("the top prediction", lambda: next(
+            h.text for h in self.d.find_elements(self.by.CSS_SELECTOR, "h3")
+            if answer.fullmatch(h.text.strip())), timeout=timeout)
+
     def shot(self, name: str) -> Path:
         """A full-page screenshot into test-artifacts/browser/<name>.png."""
         height = self.d.execute_script(
@@ -240,9 +263,7 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     patterned_image(1, 777, 96).save(photo)
 
     app = App(browser, server)
-    browser.get(server)
-    app.wait_text("Where to start", timeout=120)
-    app.settle(120)
+    app.open_home()
     app.shot("01-home")
 
     # Dataset: upload the zip, use it.
@@ -257,11 +278,7 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     app.wait_text("In use for training: pets.zip")
 
     # Train: random weights, 2 epochs, small batches; start and watch.
-    app.go("Train")
-    app.wait_text("Pretrained base")
-    app.choose_radio("Random weights (for quick tests)")
-    app.type_into("Epochs", "2")
-    app.type_into("Batch size", "8")
+    app.quick_training_settings(batch_size=8)
     app.wait_text("pets.zip · MobileNetV2 · random weights · 2 epochs")
     # Augmentation is automatic unless chosen: open its group and read the choice shown.
     group = app.wait("the Augmentation group", lambda: next(
@@ -314,11 +331,7 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     app.shot("06-evaluate")
 
     # Predict: upload a photo, read the top prediction.
-    app.go("Predict")
-    app.upload(photo)
-    heading = app.wait("the top prediction", lambda: next(
-        h.text for h in browser.find_elements(app.by.CSS_SELECTOR, "h3")
-        if re.fullmatch(r"(cats|dogs|fish) · \d+%", h.text.strip())), timeout=90)
+    heading = app.top_prediction(photo, CLASSES)
     app.settle()
     app.wait_text("Top predictions")
     assert heading.split(" · ")[0] in CLASSES
@@ -427,10 +440,7 @@ def test_five_browser_sessions_upload_train_and_predict_at_once(
                 app.settle(300)
                 app.click("Use this dataset")
                 app.wait_text("In use for training: pets.zip", timeout=120)
-                app.go("Train")
-                app.choose_radio("Random weights (for quick tests)")
-                app.type_into("Epochs", "2")
-                app.type_into("Batch size", str(batch))
+                app.quick_training_settings(batch)
                 app.wait_text("pets.zip · MobileNetV2 · random weights · 2 epochs", timeout=120)
                 if not turns[number].wait(900):
                     raise AssertionError("the session before never pressed Start")
@@ -443,11 +453,7 @@ def test_five_browser_sessions_upload_train_and_predict_at_once(
                     turns[number + 1].set()
                 app.wait_text("Finished in", timeout=TRAINING_SECONDS * SESSIONS)
                 app.settle()
-                app.go("Predict")
-                app.upload(photo)
-                app.wait("the top prediction", lambda: any(
-                    re.fullmatch(r"(cats|dogs|fish) · \d+%", h.text.strip())
-                    for h in driver.find_elements(app.by.CSS_SELECTOR, "h3")), timeout=180)
+                app.top_prediction(photo, CLASSES, timeout=180)
                 app.settle()
                 shown = driver.find_elements(app.by.CSS_SELECTOR, "[data-testid='stException']")
                 assert not shown, f"session {number}: {shown[0].text[:500]}"
@@ -488,9 +494,7 @@ def test_build_a_dataset_from_files_train_and_predict_in_a_real_browser(
     patterned_image(1, 777, 96).save(photo)
 
     app = App(browser, server)
-    browser.get(server)
-    app.wait_text("Where to start", timeout=120)
-    app.settle(120)
+    app.open_home()
     app.go("Dataset")
     app.choose_radio("New dataset")
     app.type_into("Dataset name", "my pets")
@@ -500,6 +504,7 @@ def test_build_a_dataset_from_files_train_and_predict_in_a_real_browser(
         app.type_into("New class", name)
         app.click("Add class")
         app.wait_text(f"{name} · 0 photos")
+
     def file_inputs() -> list[Any]:
         return browser.find_elements(
             app.by.CSS_SELECTOR, "[data-testid='stFileUploader'] input[type='file']")
@@ -523,18 +528,11 @@ def test_build_a_dataset_from_files_train_and_predict_in_a_real_browser(
     app.settle()
     app.wait_text("In use for training: my pets")
 
-    app.go("Train")
-    app.choose_radio("Random weights (for quick tests)")
-    app.type_into("Epochs", "2")
-    app.type_into("Batch size", "4")
+    app.quick_training_settings(batch_size=4)
     app.click("Start training")
     app.wait_text("Finished in", timeout=2 * TRAINING_SECONDS)  # a loaded machine
     app.settle()
 
-    app.go("Predict")
-    app.upload(photo)
-    heading = app.wait("the top prediction", lambda: next(
-        h.text for h in browser.find_elements(app.by.CSS_SELECTOR, "h3")
-        if re.fullmatch(r"(cats|dogs) · \d+%", h.text.strip())), timeout=90)
+    heading = app.top_prediction(photo, photos)
     assert heading.split(" · ")[0] in photos
     print(f"browser build-train-predict: {time.monotonic() - started:.0f} s")
