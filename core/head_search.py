@@ -34,7 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from core import head_training
+from core import head_training, splits
 from core.config import TrainConfig
 from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
 
@@ -263,44 +263,6 @@ def refit(head: keras.Model, features: np.ndarray, labels: np.ndarray,
         class_weight=head_training.class_weight_for(y, head.output_shape[-1],
                                                     config.class_weights),
         callbacks=[CrossValidatedLogs(result.cv_curve()), *callbacks])
-
-
-def fold_count(labels: np.ndarray, groups: np.ndarray | None, wanted: int) -> int:
-    """Folds possible: at most `wanted`, at most the number of groups of the rarest class."""
-    labels = np.asarray(labels)
-    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-    per_class = [len(np.unique(groups[labels == c])) for c in np.unique(labels)]
-    return int(min([wanted, *per_class])) if per_class else 0
-
-
-def stratified_folds(labels: np.ndarray, k: int, seed: int,
-                     groups: np.ndarray | None = None) -> np.ndarray:
-    """The fold (0..k-1) of each row: classes spread evenly, each group in one fold.
-
-    Groups (identical photos, an audit's near-duplicates) are dealt, largest first within
-    each class in a seeded random order, to the fold holding fewest rows of that class.
-    """
-    labels = np.asarray(labels)
-    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-    names, inverse = np.unique(groups, return_inverse=True)
-    n_classes = int(labels.max()) + 1 if len(labels) else 0
-    group_label = np.zeros(len(names), np.int64)
-    group_size = np.bincount(inverse, minlength=len(names))
-    for g in range(len(names)):  # a group's class: its most common label
-        group_label[g] = np.bincount(labels[inverse == g], minlength=n_classes).argmax()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(names))
-    order = order[np.lexsort((-group_size[order], group_label[order]))]
-    per_class = np.zeros((k, n_classes), np.int64)
-    sizes = np.zeros(k, np.int64)
-    fold_of_group = np.zeros(len(names), np.int64)
-    for g in order:
-        c = group_label[g]
-        fold = min(range(k), key=lambda f: (per_class[f, c], sizes[f], f))
-        fold_of_group[g] = fold
-        per_class[fold, c] += group_size[g]
-        sizes[fold] += group_size[g]
-    return fold_of_group[inverse]
 
 
 def settings_to_try(first: HeadSetting, seed: int, *, views: bool) -> Iterator[HeadSetting]:
@@ -573,11 +535,11 @@ def search(
     if views.ndim == 2:
         views = views[np.newaxis]
     y = np.asarray(labels, np.int64)
-    k = fold_count(y, None if groups is None else np.asarray(groups), folds)
+    k = splits.fold_count(y, None if groups is None else np.asarray(groups), folds)
     if k < 2:
         log.info("Head search skipped: a class has fewer than 2 groups of photos")
         return None
-    fold_of_row = stratified_folds(y, k, config.seed,
+    fold_of_row = splits.stratified_folds(y, k, config.seed,
                                    None if groups is None else np.asarray(groups))
     budget = float(config.search_seconds if budget_seconds is None else budget_seconds)
     plan = (scaled_budget(config.search_seconds, len(y)) if budget_seconds is None

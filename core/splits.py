@@ -1,4 +1,4 @@
-"""Stratified, seeded, duplicate-safe train/val/test splits and their CSV manifest."""
+"""Stratified, seeded, duplicate-safe train/val/test splits, their CSV manifest, and k folds."""
 
 from __future__ import annotations
 
@@ -174,3 +174,44 @@ def load_split(path: str | Path) -> pd.DataFrame:
             f"Split manifest {source} lacks columns {sorted(missing)}; make the split again."
         )
     return df
+
+
+# --------------------------------------------------------------------------- k folds
+
+
+def fold_count(labels: np.ndarray, groups: np.ndarray | None, wanted: int) -> int:
+    """Folds possible: at most `wanted`, at most the number of groups of the rarest class."""
+    labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    per_class = [len(np.unique(groups[labels == c])) for c in np.unique(labels)]
+    return int(min([wanted, *per_class])) if per_class else 0
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int,
+                     groups: np.ndarray | None = None) -> np.ndarray:
+    """The fold (0..k-1) of each row: classes spread evenly, each group in one fold.
+
+    Groups (identical photos, an audit's near-duplicates) are dealt, largest first within
+    each class in a seeded random order, to the fold holding fewest rows of that class.
+    """
+    labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    n_classes = int(labels.max()) + 1 if len(labels) else 0
+    group_label = np.zeros(len(names), np.int64)
+    group_size = np.bincount(inverse, minlength=len(names))
+    for g in range(len(names)):  # a group's class: its most common label
+        group_label[g] = np.bincount(labels[inverse == g], minlength=n_classes).argmax()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(names))
+    order = order[np.lexsort((-group_size[order], group_label[order]))]
+    per_class = np.zeros((k, n_classes), np.int64)
+    sizes = np.zeros(k, np.int64)
+    fold_of_group = np.zeros(len(names), np.int64)
+    for g in order:
+        c = group_label[g]
+        fold = min(range(k), key=lambda f: (per_class[f, c], sizes[f], f))
+        fold_of_group[g] = fold
+        per_class[fold, c] += group_size[g]
+        sizes[fold] += group_size[g]
+    return fold_of_group[inverse]

@@ -61,19 +61,6 @@ def test_hidden_layer_wins_where_a_linear_head_cannot_separate() -> None:
     assert min(t.mean_accuracy for t in result.trials) < 0.75
 
 
-def test_folds_are_stratified_and_keep_groups_together() -> None:
-    y = np.array([0] * 30 + [1] * 20)
-    groups = np.array([f"g{i // 3}" for i in range(50)])  # threes, never across classes
-    folds = head_search.stratified_folds(y, 5, seed=0, groups=groups)
-    for name in np.unique(groups):
-        assert len(set(folds[groups == name])) == 1
-    for fold in range(5):
-        counts = np.bincount(y[folds == fold], minlength=2)
-        assert 3 <= counts[0] <= 9 and 3 <= counts[1] <= 6
-    assert head_search.fold_count(y, groups, 5) == 5
-    assert head_search.fold_count(np.array([0, 0, 1, 1, 1]), None, 5) == 2
-
-
 def test_search_is_skipped_when_a_class_cannot_fill_two_folds() -> None:
     x, y = _noisy(10, 8)
     assert head_search.search(x, y, n_classes=3, config=CONFIG, budget_seconds=5,

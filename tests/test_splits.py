@@ -1,16 +1,17 @@
-"""core.splits: split / save_split / load_split, stratified, seeded, duplicate-safe."""
+"""core.splits: split / save_split / load_split, stratified, seeded, duplicate-safe; k folds."""
 
 from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from core.config import SplitConfig
 from core.datasets import INDEX_COLUMNS, ingest
 from core.errors import ConfigError, DatasetError
-from core.splits import SPLITS, load_split, save_split, split
+from core.splits import SPLITS, fold_count, load_split, save_split, split, stratified_folds
 
 
 def fake_index(counts: dict[str, int], *, dup_of: dict[str, str] | None = None) -> pd.DataFrame:
@@ -171,3 +172,16 @@ def test_named_groups_are_kept_in_a_group_column_that_round_trips(tmp_path):
     save_split(df, tmp_path / "split.csv")
     pd.testing.assert_frame_equal(load_split(tmp_path / "split.csv"), df)
     assert "group" not in split(index, SplitConfig(seed=0)).columns
+
+
+def test_folds_are_stratified_and_keep_groups_together() -> None:
+    y = np.array([0] * 30 + [1] * 20)
+    groups = np.array([f"g{i // 3}" for i in range(50)])  # threes, never across classes
+    folds = stratified_folds(y, 5, seed=0, groups=groups)
+    for name in np.unique(groups):
+        assert len(set(folds[groups == name])) == 1
+    for fold in range(5):
+        counts = np.bincount(y[folds == fold], minlength=2)
+        assert 3 <= counts[0] <= 9 and 3 <= counts[1] <= 6
+    assert fold_count(y, groups, 5) == 5
+    assert fold_count(np.array([0, 0, 1, 1, 1]), None, 5) == 2
