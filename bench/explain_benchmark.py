@@ -31,11 +31,11 @@ FLOOR_SECONDS = 0.5  # the issue's limit for one photo on this machine
 def _model(weights: str | None, folder: Path) -> tuple[object, str]:
     import keras
 
-    from core import backbones, fine_tuning, training
+    from core import backbones, base_weights, fine_tuning, training
     from core.config import TrainConfig
 
     spec = backbones.get_spec("mobilenet_v2")
-    resolved = backbones.resolve_weights(spec, weights)
+    resolved = base_weights.resolve_weights(spec, weights)
     base = backbones.build_base(spec, resolved)
     head = training.build_head(spec.feature_dim, 5, TrainConfig(weights=weights))
     path = folder / "model.keras"

@@ -74,12 +74,12 @@ def run_extraction(data: Path, limit: int | None, repeat: int = 1) -> dict:
     (work / "keras" / "models" / WEIGHTS).symlink_to(weights)
     os.environ["KERAS_HOME"] = str(work / "keras")  # read at call time by core.backbones
 
-    from core import backbones, device, features
+    from core import backbones, base_weights, device, features
 
     files = _image_files(data, limit)
     shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
     spec = backbones.get_spec("mobilenet_v2")
-    resolved = backbones.resolve_weights(spec, "imagenet")
+    resolved = base_weights.resolve_weights(spec, "imagenet")
     model = backbones.build_base(spec, resolved)
 
     load_before = os.getloadavg()[0]
@@ -175,12 +175,12 @@ def run_relative_speed(batches: int) -> dict:
     """
     import numpy as np
 
-    from core import backbones, features
+    from core import backbones, base_weights, features
 
     keras_speed, tflite_speed, notes = {}, {}, {}
     work = Path(tempfile.mkdtemp(prefix="tl-speed-"))
     for name, spec in backbones.BACKBONES.items():
-        resolved = backbones.resolve_weights(spec, None)
+        resolved = base_weights.resolve_weights(spec, None)
         model = backbones.build_base(spec, resolved)
         _realistic_statistics(model)
         x = np.random.default_rng(0).uniform(0, 255, (32, spec.input_size, spec.input_size, 3))

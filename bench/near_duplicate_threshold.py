@@ -103,10 +103,10 @@ def main() -> None:
                     shas.append(hashlib.sha256(data).hexdigest())
                     edit_of.append(name)
                     orig_of.append(i)
-        from core import backbones, features
+        from core import backbones, base_weights, features
 
         spec = backbones.get_spec(config.backbone)
-        extractor = features.make_extractor(spec, backbones.resolve_weights(spec, "imagenet"),
+        extractor = features.make_extractor(spec, base_weights.resolve_weights(spec, "imagenet"),
                                             home=home)
         edited, _stats_ = features.extract(extractor, paths, shas, home=home)
         sims = np.sum(nd.normalize(edited) * unit[np.asarray(orig_of)], axis=1)

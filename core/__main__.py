@@ -354,14 +354,14 @@ def _add_bases(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def cmd_bases(args: argparse.Namespace) -> int:
     """Lists the registry's bases; never downloads (weights_here: the file is in the cache)."""
-    from core import backbones
+    from core import backbones, base_weights
 
-    folder = backbones.keras_models_dir()
+    folder = base_weights.keras_models_dir()
     rows = [{
         "name": spec.name, "display_name": spec.display_name, "input_size": spec.input_size,
         "params": spec.params, "depth": spec.depth, "weights_file": spec.weights_file,
         "weights_mb": spec.weights_mb, "relative_speed": spec.relative_speed,
-        "weights_here": backbones.weights_available(spec, allow_download=False),
+        "weights_here": base_weights.weights_available(spec, allow_download=False),
     } for spec in backbones.BACKBONES.values()]
     if args.json:
         print(json.dumps(rows))

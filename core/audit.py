@@ -187,11 +187,11 @@ def _features(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, Any]:
     """dataset_features, returning the FeatureExtractor used instead of its fingerprint."""
-    from core import backbones, features  # lazy: TensorFlow only when features are needed
+    from core import backbones, base_weights, features  # lazy: TensorFlow only when features are needed
 
     if extractor is None:
         spec = backbones.get_spec(config.backbone)
-        resolved = backbones.resolve_weights(spec, config.weights, seed=config.seed)
+        resolved = base_weights.resolve_weights(spec, config.weights, seed=config.seed)
         extractor = features.make_extractor(spec, resolved, home=home, defer_backend=True,
                                             should_stop=should_stop)
     started = time.monotonic()

@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from core import augmentation, background_work, backbones, device, feature_cache, tflite
-from core.backbones import BackboneSpec, ResolvedWeights
+from core.backbones import BackboneSpec
+from core.base_weights import ResolvedWeights
 from core.errors import Cancelled, ConfigError, ImageError
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from core import (
     backbones,
+    base_weights,
     device,
     evaluation,
     features,
@@ -206,7 +207,7 @@ class _Trainer:
         _check_split(self.df)
         self.spec = backbones.get_spec(cfg.backbone, hub_handle=cfg.hub_handle,
                                        hub_input_size=cfg.hub_input_size)
-        self.resolved = backbones.resolve_weights(self.spec, cfg.weights, seed=cfg.seed,
+        self.resolved = base_weights.resolve_weights(self.spec, cfg.weights, seed=cfg.seed,
                                                   hub_handle=cfg.hub_handle)
         self.device_info = device.detect()
         self.writer = store.create(

@@ -9,7 +9,7 @@ from app_helpers import all_text, page
 from dataset_helpers import img_bytes
 from streamlit.testing.v1 import AppTest
 
-from core import backbones
+from core import base_weights
 from core.config import SplitConfig
 from core.dataset_store import DatasetStore
 from ui import state
@@ -135,7 +135,7 @@ def test_train_now_goes_through_the_train_page_start(
     keras_home = tmp_path / "keras-home"
     (keras_home / "models").mkdir(parents=True)
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
-    monkeypatch.setenv(backbones.OFFLINE_ENV_VAR, "1")
+    monkeypatch.setenv(base_weights.OFFLINE_ENV_VAR, "1")
     store = DatasetStore(studio_home)
     saved = store.create("quick")
     for k, cls in enumerate(["a", "b"]):

@@ -25,7 +25,7 @@ from app_helpers import (
 from conftest import zip_folder
 from streamlit.testing.v1 import AppTest
 
-from core import backbones, jobs
+from core import backbones, base_weights, jobs
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from core.errors import Cancelled
 from core.progress import ProgressCallback, ProgressEvent
@@ -47,7 +47,7 @@ def offline_empty_keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     keras_home = tmp_path / "keras-home"
     (keras_home / "models").mkdir(parents=True)
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
-    monkeypatch.setenv(backbones.OFFLINE_ENV_VAR, "1")
+    monkeypatch.setenv(base_weights.OFFLINE_ENV_VAR, "1")
     return keras_home
 
 

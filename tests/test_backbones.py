@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import write_informative_weights
 
-from core import backbones
-from core.backbones import BACKBONES, ResolvedWeights, build_base, get_spec, resolve_weights
+from core import backbones, base_weights
+from core.backbones import BACKBONES, build_base, get_spec
+from core.base_weights import ResolvedWeights, resolve_weights
 from core.errors import ConfigError, WeightsUnavailableError
 
 REQUIRED = [
@@ -156,11 +157,11 @@ def test_imagenet_weights_found_in_keras_home_read_at_call_time(
     (home / "models" / spec.weights_file).write_bytes(b"pretend weights")
     monkeypatch.setenv("KERAS_HOME", str(home))  # after keras was imported
     monkeypatch.setenv("TL_STUDIO_OFFLINE", "1")
-    assert backbones.keras_models_dir() == home / "models"
+    assert base_weights.keras_models_dir() == home / "models"
     resolved = resolve_weights(spec, "imagenet")
     assert resolved.kind == "imagenet"
     assert resolved.path == home / "models" / spec.weights_file
-    assert backbones.weights_available(spec)
+    assert base_weights.weights_available(spec)
 
 
 def test_offline_and_missing_fails_before_any_work_naming_file_and_folder(
@@ -180,24 +181,24 @@ def test_offline_and_missing_fails_before_any_work_naming_file_and_folder(
     assert spec.weights_file in message
     assert str(empty_keras_home / "models") in message
     assert "KERAS_HOME" in message
-    assert not backbones.weights_available(spec)
+    assert not base_weights.weights_available(spec)
 
 
 def test_network_check_is_bounded_and_obeys_offline_switch(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TL_STUDIO_OFFLINE", "1")
-    assert backbones.network_available() is False
+    assert base_weights.network_available() is False
     monkeypatch.delenv("TL_STUDIO_OFFLINE")
     # A port nobody listens on: refused (or unroutable) -> False, quickly.
-    assert backbones.network_available("127.0.0.1", 9, timeout=0.5) is False
+    assert base_weights.network_available("127.0.0.1", 9, timeout=0.5) is False
 
 
 def test_missing_weights_download_into_keras_home_when_online(
     empty_keras_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TL_STUDIO_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones, "network_available", lambda *a, **k: True)
+    monkeypatch.setattr(base_weights, "network_available", lambda *a, **k: True)
     seen = {}
 
     def fake_get_file(fname, origin, *, cache_dir, cache_subdir, file_hash):
@@ -219,7 +220,7 @@ def test_missing_weights_download_into_keras_home_when_online(
 def test_failed_download_says_where_to_put_the_file(
     empty_keras_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backbones, "network_available", lambda *a, **k: True)
+    monkeypatch.setattr(base_weights, "network_available", lambda *a, **k: True)
 
     def broken(*_a, **_k):
         raise OSError("connection reset")
@@ -309,12 +310,12 @@ def test_keras_home_defaults_to_dot_keras(monkeypatch: pytest.MonkeyPatch,
                                           tmp_path: Path) -> None:
     monkeypatch.delenv("KERAS_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert backbones.keras_models_dir() == tmp_path / ".keras" / "models"
+    assert base_weights.keras_models_dir() == tmp_path / ".keras" / "models"
 
 
 def test_nested_base_finds_the_pretrained_network_at_any_depth() -> None:
     spec = dataclasses.replace(backbones.get_spec("mobilenet_v2"), input_size=32)
-    base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+    base = backbones.build_base(spec, base_weights.resolve_weights(spec, None))
     network = backbones.nested_base(base)
     assert network is not base and len(network.layers) == spec.depth
     inputs = keras.Input((32, 32, 3))

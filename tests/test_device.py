@@ -134,11 +134,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from core import backbones, device, features
+    from core import backbones, base_weights, device, features
 
     strategy = device.distribution_strategy(devices=["/cpu:0", "/cpu:1"])
     spec = dataclasses.replace(backbones.get_spec("mobilenet_v2"), input_size=32)
-    resolved = backbones.resolve_weights(spec, sys.argv[2])
+    resolved = base_weights.resolve_weights(spec, sys.argv[2])
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
     dist = features.make_extractor(spec, resolved, home=sys.argv[1], strategy=strategy)
     plain = features.make_extractor(spec, resolved, home=sys.argv[1], prefer_tflite=False)
@@ -148,7 +148,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     with strategy.scope():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
         model.compile("adam", "sparse_categorical_crossentropy")
-    from core.training import WeightAveraging
+    from core.fine_tuning import WeightAveraging
 
     class Record(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

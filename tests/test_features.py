@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import make_class_folders, write_informative_weights
 
 import core.tflite
-from core import backbones, feature_cache, features, images
+from core import backbones, base_weights, feature_cache, features, images
 from core.errors import Cancelled, ConfigError, ImageError
 
 SIZE = 64
@@ -28,9 +28,9 @@ def spec() -> backbones.BackboneSpec:
 
 @pytest.fixture(scope="module")
 def resolved(spec: backbones.BackboneSpec, tmp_path_factory: pytest.TempPathFactory
-             ) -> backbones.ResolvedWeights:
+             ) -> base_weights.ResolvedWeights:
     folder = tmp_path_factory.mktemp("weights")
-    return backbones.resolve_weights(
+    return base_weights.resolve_weights(
         spec, write_informative_weights(spec, folder / "informative.h5", seed=1)
     )
 

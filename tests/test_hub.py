@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import make_class_folders
 
-from core import backbones, features, hub
+from core import backbones, base_weights, features, hub
 from core.errors import ConfigError, WeightsUnavailableError
 
 SIZE = 48
@@ -70,7 +70,7 @@ def _spec(folder: Path | str) -> backbones.BackboneSpec:
 
 def test_hub_base_scales_to_unit_range_and_returns_features(hub_folder: Path) -> None:
     spec = _spec(hub_folder)
-    resolved = backbones.resolve_weights(spec, "imagenet")
+    resolved = base_weights.resolve_weights(spec, "imagenet")
     assert resolved.kind == "hub" and resolved.path == hub_folder.resolve()
     model = backbones.build_base(spec, resolved)
     assert model.input_shape == (None, SIZE, SIZE, 3)
@@ -83,7 +83,7 @@ def test_hub_base_scales_to_unit_range_and_returns_features(hub_folder: Path) ->
 
 def test_saved_model_reloads_from_its_handle(hub_folder: Path, tmp_path: Path) -> None:
     spec = _spec(hub_folder)
-    model = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+    model = backbones.build_base(spec, base_weights.resolve_weights(spec, None))
     layer = model.get_layer("hub_features")
     assert layer.get_config()["handle"] == str(hub_folder.resolve())
     model.save(tmp_path / "hub.keras")
@@ -97,7 +97,7 @@ def test_hub_layer_stays_float32_under_mixed_precision(hub_folder: Path) -> None
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+        model = backbones.build_base(spec, base_weights.resolve_weights(spec, None))
         out = model(_images(2))
     finally:
         keras.mixed_precision.set_global_policy(previous)
@@ -108,7 +108,7 @@ def test_signature_only_saved_model_works(tmp_path: Path) -> None:
     module = SignatureOnlyModule()
     folder = _save(module, tmp_path / "sig", signatures={"serving_default": module.features})
     spec = _spec(folder)
-    model = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+    model = backbones.build_base(spec, base_weights.resolve_weights(spec, None))
     x = _images(2)
     want = (x / 255.0).mean(axis=(1, 2)) @ np.ones((3, DIM), np.float32)
     np.testing.assert_allclose(np.asarray(model(x)), want, rtol=1e-5)
@@ -118,9 +118,9 @@ def test_fingerprint_follows_the_saved_model_content(tmp_path: Path) -> None:
     a = _save(FeatureVectorModule(seed=1), tmp_path / "a")
     b = Path(shutil.copytree(a, tmp_path / "b"))  # same bytes elsewhere
     c = _save(FeatureVectorModule(seed=2), tmp_path / "c")
-    fa, fb, fc = (backbones.resolve_weights(_spec(p), None).fingerprint for p in (a, b, c))
+    fa, fb, fc = (base_weights.resolve_weights(_spec(p), None).fingerprint for p in (a, b, c))
     assert fa == fb != fc
-    resolved = backbones.resolve_weights(_spec(a), None)
+    resolved = base_weights.resolve_weights(_spec(a), None)
     before = resolved.fingerprint
     _save(FeatureVectorModule(seed=5), a)  # replaced in place
     assert resolved.fingerprint != before
@@ -130,18 +130,18 @@ def test_bad_handles_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError, match="handle"):
         backbones.get_spec("tfhub", hub_handle="  ")
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
-        backbones.resolve_weights(_spec(tmp_path / "missing"), None)
+        base_weights.resolve_weights(_spec(tmp_path / "missing"), None)
     (tmp_path / "empty").mkdir()
     with pytest.raises(WeightsUnavailableError, match="saved_model.pb"):
-        backbones.resolve_weights(_spec(tmp_path / "empty"), None)
+        base_weights.resolve_weights(_spec(tmp_path / "empty"), None)
     monkeypatch.setenv("TL_STUDIO_OFFLINE", "1")
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub-cache"))
     url = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
     with pytest.raises(WeightsUnavailableError, match="not reachable") as err:
-        backbones.resolve_weights(_spec(url), None)
+        base_weights.resolve_weights(_spec(url), None)
     assert "TFHUB_CACHE_DIR" in str(err.value) and "SavedModel folder" in str(err.value)
-    assert not backbones.weights_available(_spec(url))
-    assert backbones.weights_available(_spec(tmp_path / "missing")) is False
+    assert not base_weights.weights_available(_spec(url))
+    assert base_weights.weights_available(_spec(tmp_path / "missing")) is False
 
 
 def test_cached_remote_handle_needs_no_network(tmp_path: Path,
@@ -151,14 +151,14 @@ def test_cached_remote_handle_needs_no_network(tmp_path: Path,
     _save(FeatureVectorModule(seed=1), cache / hashlib.sha1(url.encode()).hexdigest())
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
     monkeypatch.setenv("TL_STUDIO_OFFLINE", "1")
-    resolved = backbones.resolve_weights(_spec(url), None)
+    resolved = base_weights.resolve_weights(_spec(url), None)
     assert resolved.kind == "hub" and resolved.hub_handle == url and resolved.path is None
-    assert backbones.weights_available(_spec(url))
+    assert base_weights.weights_available(_spec(url))
 
 
 def test_hub_features_through_the_extractor(hub_folder: Path, tmp_path: Path) -> None:
     spec = _spec(hub_folder)
-    resolved = backbones.resolve_weights(spec, None)
+    resolved = base_weights.resolve_weights(spec, None)
     ex = features.make_extractor(spec, resolved, home=tmp_path)
     assert ex.feature_dim == DIM
     assert ex.backend == "tflite", ex.reason  # the wrapped SavedModel converts too

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import backbones, fine_tuning, model_archive, training
+from core import backbones, base_weights, fine_tuning, model_archive, training
 from core.config import TrainConfig
 
 
@@ -20,7 +20,7 @@ from core.config import TrainConfig
 def base() -> keras.Model:
     """A frozen MobileNetV2 base as the studio builds it (random weights)."""
     spec = backbones.get_spec("mobilenet_v2")
-    return backbones.build_base(spec, backbones.resolve_weights(spec, None))
+    return backbones.build_base(spec, base_weights.resolve_weights(spec, None))
 
 
 @pytest.fixture(autouse=True)

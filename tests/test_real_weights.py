@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import require_asset
 
-from core import backbones, features, images
+from core import backbones, base_weights, features, images
 
 pytestmark = pytest.mark.real
 
@@ -34,9 +34,9 @@ def _real_photos() -> list[Path]:
 
 @pytest.fixture
 def mobilenet(keras_home_with_mobilenet: Path) -> tuple[backbones.BackboneSpec,
-                                                        backbones.ResolvedWeights]:
+                                                        base_weights.ResolvedWeights]:
     spec = backbones.get_spec("mobilenet_v2")
-    resolved = backbones.resolve_weights(spec, "imagenet")
+    resolved = base_weights.resolve_weights(spec, "imagenet")
     assert resolved.kind == "imagenet"
     assert resolved.path.parent == keras_home_with_mobilenet / "models"
     return spec, resolved

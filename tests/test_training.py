@@ -240,10 +240,10 @@ def test_runs_saved_before_weight_averaging_read_back_without_it() -> None:
 
 
 def test_unfreeze_top_keeps_batchnorm_frozen() -> None:
-    from core import backbones
+    from core import backbones, base_weights
 
     spec = backbones.get_spec("mobilenet_v2")
-    base = backbones.build_base(spec, backbones.resolve_weights(spec, None))
+    base = backbones.build_base(spec, base_weights.resolve_weights(spec, None))
     fine_tuning.unfreeze_top(base, 20)
     inner = backbones.nested_base(base)
     trainable = [layer for layer in inner.layers if layer.trainable and layer.weights]

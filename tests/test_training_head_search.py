@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import backbones, datasets, evaluation, features, head_search, head_training, splits
+from core import backbones, base_weights, datasets, evaluation, features, head_search, head_training, splits
 from core import training
 from core.config import SplitConfig, TrainConfig
 from core.progress import ProgressEvent
@@ -41,7 +41,7 @@ def split_df(small_dataset: Path) -> pd.DataFrame:
 def _features_of(rows: pd.DataFrame, config: TrainConfig, home: Path) -> np.ndarray:
     """The cached features of some photos (view 0), as the run computed them."""
     spec = backbones.get_spec(config.backbone)
-    resolved = backbones.resolve_weights(spec, config.weights, seed=config.seed)
+    resolved = base_weights.resolve_weights(spec, config.weights, seed=config.seed)
     extractor = features.make_extractor(spec, resolved, home=home, defer_backend=True)
     matrices, _ = features.extract_views(extractor, rows["path"].tolist(),
                                          rows["sha256"].tolist(), home=home)

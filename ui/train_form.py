@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import streamlit as st
 
-from core import backbones, training
+from core import backbones, base_weights, training
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from ui import resources, roles, state, widgets
 from ui.errors import show_user_errors
@@ -38,22 +38,22 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 @st.cache_data(ttl=300, show_spinner="Checking whether weights can be downloaded...")
 def _download_possible(offline_flag: str) -> bool:
     del offline_flag  # part of the cache key: TL_STUDIO_OFFLINE changes the answer
-    return backbones.network_available()
+    return base_weights.network_available()
 
 
 def download_possible() -> bool:
     """Whether Keras' weights server is reachable (checked at most every 5 minutes)."""
-    return _download_possible(os.environ.get(backbones.OFFLINE_ENV_VAR, ""))
+    return _download_possible(os.environ.get(base_weights.OFFLINE_ENV_VAR, ""))
 
 
 def weights_here(spec: backbones.BackboneSpec) -> bool:
     """Whether the base's ImageNet weights file is in Keras' cache folder right now."""
-    return backbones.weights_available(spec, allow_download=False)
+    return base_weights.weights_available(spec, allow_download=False)
 
 
 def missing_weights_text(spec: backbones.BackboneSpec) -> str:
     """Where to put a base's weights file when it is not here and cannot be downloaded."""
-    folder = backbones.keras_models_dir()
+    folder = base_weights.keras_models_dir()
     return (f"The ImageNet weights of {spec.display_name} are not on this machine and cannot "
             f"be downloaded. Put the file `{spec.weights_file}` (from {spec.weights_url}) into "
             f"the folder `{folder}`, or set KERAS_HOME to a folder whose `models/` subfolder "
@@ -129,7 +129,7 @@ def base_picker() -> dict[str, Any]:
     if kind == WEIGHTS_IMAGENET:
         if weights_here(spec):
             st.caption(f":material/check_circle: Weights file `{spec.weights_file}` is in "
-                       f"`{backbones.keras_models_dir()}`.")
+                       f"`{base_weights.keras_models_dir()}`.")
         elif download_possible():
             st.caption(f":material/download: `{spec.weights_file}` ({spec.weights_mb:.0f} MB) "
                        "will be downloaded into Keras' cache when training starts.")
@@ -195,7 +195,7 @@ def check_weights(config: TrainConfig) -> None:
         return
     spec = backbones.get_spec(config.backbone)
     if not weights_here(spec) and not download_possible():
-        backbones.resolve_weights(spec, "imagenet")  # raises, naming the file and the folder
+        base_weights.resolve_weights(spec, "imagenet")  # raises, naming the file and the folder
 
 
 def start(current: CurrentDataset, config: TrainConfig) -> str | None:
