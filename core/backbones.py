@@ -9,16 +9,13 @@ import dataclasses
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 
 import core.keras_fixes  # noqa: F401  applied before any model is saved or loaded
 from core import hub  # also registers HubFeatureVector, so saved TF Hub models load
 from core.errors import ConfigError
-
-if TYPE_CHECKING:  # core.base_weights imports this module
-    from core.base_weights import ResolvedWeights
 
 
 DEFAULT_BACKBONE = "mobilenet_v2"
@@ -282,7 +279,7 @@ def application(spec: BackboneSpec) -> keras.Model:
                        pooling="avg", **dict(spec.constructor_kwargs))
 
 
-def build_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
+def build_base(spec: BackboneSpec, resolved: Any) -> keras.Model:
     """Builds the frozen feature extractor: raw RGB in, pooled features out.
 
     The returned model takes float32 (S, S, 3) images with values 0..255 and returns the
@@ -295,7 +292,8 @@ def build_base(spec: BackboneSpec, resolved: ResolvedWeights) -> keras.Model:
 
     Args:
         spec: The base.
-        resolved: Its weights, from resolve_weights.
+        resolved: Its weights, a core.base_weights.ResolvedWeights (not imported here:
+            base_weights builds on this module).
 
     Raises:
         WeightsUnavailableError: The weights file does not fit the architecture.
