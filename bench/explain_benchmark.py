@@ -31,13 +31,13 @@ FLOOR_SECONDS = 0.5  # the issue's limit for one photo on this machine
 def _model(weights: str | None, folder: Path) -> tuple[object, str]:
     import keras
 
-    from core import backbones, base_weights, fine_tuning, training
+    from core import backbones, base_weights, fine_tuning, head_training
     from core.config import TrainConfig
 
     spec = backbones.get_spec("mobilenet_v2")
     resolved = base_weights.resolve_weights(spec, weights)
     base = backbones.build_base(spec, resolved)
-    head = training.build_head(spec.feature_dim, 5, TrainConfig(weights=weights))
+    head = head_training.build_head(spec.feature_dim, 5, TrainConfig(weights=weights))
     path = folder / "model.keras"
     fine_tuning.assemble_model(base, head, spec.input_size).save(path)
     return keras.saving.load_model(path, compile=False), resolved.kind

@@ -31,7 +31,7 @@ def main() -> None:
 
     import numpy as np
 
-    from core import head_training, training
+    from core import head_training
     from core.config import TrainConfig
 
     rng = np.random.default_rng(0)
@@ -40,7 +40,7 @@ def main() -> None:
 
     def timed(hidden: tuple[int, ...]) -> tuple[float, float]:
         config = TrainConfig(hidden_units=hidden)
-        head = training.build_head(1280, 5, config)
+        head = head_training.build_head(1280, 5, config)
         wall, cpu = time.perf_counter(), time.process_time()
         head_training.fit_head(head, x, y, x_val, y_val, epochs=10, batch_size=32,
                                learning_rate=config.learning_rate, dropout=config.dropout,

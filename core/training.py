@@ -31,7 +31,7 @@ from core import (
 )
 from core.config import TrainConfig, studio_home
 from core.errors import Cancelled, ConfigError, DatasetError
-from core.head_training import build_head, class_weight_for  # public here too, as before
+from core.head_training import build_head, class_weight_for
 from core.history import FINE_TUNE, HEAD, history_frame
 from core.progress import (
     EventSink,

@@ -15,7 +15,7 @@ from app_helpers import FAST, page, png_bytes, texts, train_run
 from conftest import MOBILENET_V2_NO_TOP, make_class_folders, require_asset
 from PIL import Image
 
-from core import backbones, base_weights, explain, fine_tuning, report, training
+from core import backbones, base_weights, explain, fine_tuning, head_training, report
 from core.__main__ import main
 from core.config import TrainConfig
 from core.explain import ExplainError
@@ -122,7 +122,7 @@ def test_mixed_precision_model_gives_a_float32_map() -> None:
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         base = backbones.build_base(spec, base_weights.resolve_weights(spec, None, seed=1))
-        head = training.build_head(base.output_shape[-1], 2, FAST)
+        head = head_training.build_head(base.output_shape[-1], 2, FAST)
         model = fine_tuning.assemble_model(base, head, spec.input_size)
         assert backbones.nested_base(base).layers[-2].compute_dtype == "float16"
         heat = explain.Explainer(model, ["a", "b"]).explain(photo(4), "b")
@@ -138,7 +138,7 @@ def test_a_fine_tuned_model_with_its_augmentation_layers_explains_the_same() -> 
     spec = backbones.get_spec("mobilenet_v2")
     base = backbones.build_base(spec, base_weights.resolve_weights(spec, None, seed=2))
     fine_tuning.unfreeze_top(base, 10)
-    head = training.build_head(base.output_shape[-1], 3, FAST)
+    head = head_training.build_head(base.output_shape[-1], 3, FAST)
     plain = fine_tuning.assemble_model(base, head, spec.input_size)
     augmented = fine_tuning.assemble_model(base, head, spec.input_size, augmentation.make_augmenter(0))
     image = photo(6)
@@ -179,7 +179,7 @@ def test_a_tf_hub_base_cannot_be_explained_and_says_why(tmp_path: Path) -> None:
     tf.saved_model.save(_TinyHubModule(), str(folder))
     spec = backbones.get_spec("tfhub", hub_handle=str(folder), hub_input_size=32)
     base = backbones.build_base(spec, base_weights.resolve_weights(spec, None))
-    model = fine_tuning.assemble_model(base, training.build_head(3, 2, FAST), 32)
+    model = fine_tuning.assemble_model(base, head_training.build_head(3, 2, FAST), 32)
     with pytest.raises(ExplainError, match="TF Hub base is one opaque layer"):
         explain.Explainer(model, ["a", "b"])
 

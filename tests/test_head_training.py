@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from core import head_training
 from core.config import TrainConfig
-from core.training import build_head, class_weight_for
+from core.head_training import build_head, class_weight_for
 
 
 def _data(n: int, dim: int = 24, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, ...]:

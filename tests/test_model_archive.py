@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import backbones, base_weights, fine_tuning, model_archive, training
+from core import backbones, base_weights, fine_tuning, head_training, model_archive
 from core.config import TrainConfig
 
 
@@ -32,7 +32,7 @@ def nothing_kept() -> None:
 def classifier(base: keras.Model, hidden_units: tuple[int, ...] = (), seed: int = 0,
                ) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    head = training.build_head(1280, 3, TrainConfig(hidden_units=hidden_units))
+    head = head_training.build_head(1280, 3, TrainConfig(hidden_units=hidden_units))
     return fine_tuning.assemble_model(base, head, 224)
 
 
@@ -103,7 +103,7 @@ def test_other_layers_before_the_base_are_saved_by_keras(base: keras.Model,
                                                          tmp_path: Path) -> None:
     """An augmenter before the base changes the base's group name: Keras saves it."""
     model_archive.save_model(classifier(base), tmp_path / "plain.keras", base)
-    head = training.build_head(1280, 3, TrainConfig())
+    head = head_training.build_head(1280, 3, TrainConfig())
     augmented = fine_tuning.assemble_model(base, head, 224, keras.layers.RandomFlip(seed=1))
     path = tmp_path / "augmented.keras"
     assert model_archive.save_model(augmented, path, base) is False

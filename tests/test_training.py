@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from core import datasets, features, fine_tuning, model_archive, splits, training
+from core import datasets, features, fine_tuning, head_training, model_archive, splits, training
 from core.config import SplitConfig, TrainConfig
 from core.errors import ConfigError, WeightsUnavailableError
 from core.progress import PHASES, ProgressEvent
@@ -296,13 +296,13 @@ def test_missing_weights_fail_before_work_and_leave_no_run(
 
 def test_balanced_class_weights() -> None:
     y = np.array([0, 0, 0, 1])
-    weights = training.class_weight_for(y, 2, "balanced")
+    weights = head_training.class_weight_for(y, 2, "balanced")
     assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
-    assert training.class_weight_for(y, 2, "off") is None
+    assert head_training.class_weight_for(y, 2, "off") is None
 
 
 def test_head_recipe_layers() -> None:
-    head = training.build_head(32, 4, replace(FAST, hidden_units=(64, 32, 16), l2=1e-3))
+    head = head_training.build_head(32, 4, replace(FAST, hidden_units=(64, 32, 16), l2=1e-3))
     dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
     assert [d.units for d in dense] == [64, 32, 16, 4]
     assert dense[-1].dtype_policy.compute_dtype == "float32"
