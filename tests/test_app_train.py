@@ -341,6 +341,34 @@ def test_a_job_just_started_is_the_one_shown(studio_home: Path, small_dataset: P
     assert manager().wait(started, timeout=60).done
 
 
+def test_the_job_chosen_stays_chosen_when_its_state_changes(
+    studio_home: Path, small_dataset: Path
+) -> None:
+    """Running -> finished must not move the "Show job" choice to another job.
+
+    The browser sends a select box's value back as its label, and the label holds the job's
+    state; were it matched by label alone, the choice would fall back to the newest job and a
+    person watching their own training would see someone else's.
+    """
+    first_steps: queue.Queue = queue.Queue()
+    second_steps: queue.Queue = queue.Queue()
+    first = manager().submit(scripted_job, title="pets · first", steps=first_steps)
+    second = manager().submit(scripted_job, title="pets · second", steps=second_steps)
+    wait_for(lambda: manager().status(first).state == jobs.RUNNING)
+    at = train_page(current_dataset(small_dataset, studio_home))
+    at.selectbox(key=state.TRAIN_WATCH).set_value(first).run()
+    assert at.selectbox(key=state.TRAIN_WATCH).value == first
+
+    first_steps.put(None)
+    wait_for(lambda: manager().status(second).state == jobs.RUNNING)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key=state.TRAIN_WATCH).value == first
+    assert any("Finished in" in s for s in texts(at.success))
+    manager().cancel(second)
+    assert manager().wait(second, timeout=10).done
+
+
 def test_a_failed_job_shows_its_error_not_a_traceback(
     studio_home: Path, small_dataset: Path, tmp_path: Path
 ) -> None:
