@@ -465,6 +465,7 @@ def wait_for_the_end(app: App, store: Any, batch: int, timeout: float) -> str:
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(TRAINING_SECONDS * SESSIONS + 900)  # the sessions' own limits come first
 def test_five_browser_sessions_upload_train_and_predict_at_once(
     server: str, tmp_path: Path
 ) -> None:
