@@ -111,7 +111,7 @@ class IngestConfig:
         max_zip_bytes: Largest total uncompressed size of a zip, checked before extraction.
         max_zip_entries: Largest number of entries in a zip, checked before extraction.
         max_uploads_bytes: Size budget of the extracted uploads; the least recently used are
-            removed first when a new one makes them exceed it.
+            removed first when a new one makes them exceed it, never one a saved dataset uses.
         drop_cross_class_duplicates: Leave out images whose exact content appears in two classes.
         min_images_per_class: A class with fewer usable images makes the dataset unusable.
         warn_images_per_class: A class with fewer usable images gets a warning.

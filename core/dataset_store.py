@@ -72,8 +72,8 @@ class SavedDataset:
 
     @property
     def available(self) -> bool:
-        """Whether its photos are on the server: an upload's extraction may have been removed
-        by the uploads' size budget (uploading the same zip again brings it back)."""
+        """Whether its photos are on the server: a server folder may have been moved or
+        deleted (the uploads' size budget never removes an upload a saved dataset uses)."""
         return self.root.is_dir()
 
     @property
@@ -304,6 +304,8 @@ class DatasetStore:
             metas = self._metas()
             for folder, meta in metas:
                 if str(root) in self._roots_of(folder, meta):
+                    if meta.get("root") == str(root):
+                        self._pin(root, folder)
                     return self._saved(folder, meta, None)
             try:
                 base = clean_name(Path(name).stem if name.lower().endswith(".zip") else name,
@@ -311,7 +313,16 @@ class DatasetStore:
             except DatasetError:
                 base = "dataset"
             unique = unique_name(base, (m["name"] for _f, m in metas))
-            return self._new(unique, source, kind, root)
+            saved = self._new(unique, source, kind, root)
+            self._pin(root, self.dir / saved.id)
+            return saved
+
+    def _pin(self, root: Path, folder: Path) -> None:
+        """Keeps an upload's extraction from the uploads' size budget while folder exists."""
+        try:
+            uploads.pin(root, folder, self.home)
+        except OSError as exc:  # the dataset is saved all the same; the budget may take it
+            log.warning("Could not keep %s from the uploads' size budget: %s", root, exc)
 
     def rename(self, name: str, new_name: str) -> SavedDataset:
         """Renames a saved dataset; its runs keep pointing to it."""
@@ -368,6 +379,7 @@ class DatasetStore:
         meta["past_roots"] = sorted({*meta.get("past_roots", []), str(source)})
         meta["root"] = None
         files.write_json_atomic(folder / META_FILE, meta)
+        uploads.unpin(source, folder, self.home)  # its photos are its own now
         log.info("Copied %s into saved dataset %s before changing it", source, meta["name"])
         return photos
 

@@ -354,6 +354,59 @@ def hold(folder: str | Path) -> Iterator[None]:
                 del _held[key]
 
 
+PINS_DIR = ".pins"  # <uploads>/.pins/<extraction>/<owner digest>.json: who still needs it
+
+
+def _pins(folder: Path) -> Path:
+    return folder.parent / PINS_DIR / folder.name
+
+
+def _pin_file(folder: Path, owner: str | Path) -> Path:
+    digest = hashlib.sha256(str(Path(owner).resolve()).encode()).hexdigest()[:16]
+    return _pins(folder) / f"{digest}.json"
+
+
+def pin(path: str | Path, owner: str | Path, home: str | Path) -> bool:
+    """Keeps the extraction holding path from the size budget for as long as owner exists.
+
+    A saved dataset registered from an upload pins the extraction with its own folder as
+    owner, so deleting the saved dataset ends the pin without a second step.
+
+    Returns:
+        Whether path is inside an extraction of home's uploads (otherwise nothing to pin).
+    """
+    found = upload_folders([path], home)
+    for folder in found:
+        _pins(folder).mkdir(parents=True, exist_ok=True)
+        files.write_json_atomic(_pin_file(folder, owner), {"owner": str(Path(owner).resolve())})
+    return bool(found)
+
+
+def unpin(path: str | Path, owner: str | Path, home: str | Path) -> None:
+    """Ends owner's pin on the extraction holding path (its photos were copied elsewhere)."""
+    for folder in upload_folders([path], home):
+        with contextlib.suppress(OSError):
+            _pin_file(folder, owner).unlink()
+
+
+def pinned(folder: Path) -> bool:
+    """Whether an owner that still exists pins the extraction; stale pins are removed."""
+    live = False
+    for pin_file in _pins(folder).glob("*.json"):
+        try:
+            owner = files.read_json(pin_file).get("owner")
+        except (OSError, ValueError, AttributeError):
+            log.warning("Unreadable pin %s: keeping %s to be safe", pin_file, folder)
+            live = True
+            continue
+        if isinstance(owner, str) and Path(owner).is_dir():
+            live = True
+        else:
+            with contextlib.suppress(OSError):
+                pin_file.unlink()
+    return live
+
+
 def upload_folders(paths: Iterable[str | Path], home: str | Path) -> set[Path]:
     """The extracted uploads (<home>/uploads/<digest>) that hold any of these files."""
     uploads = (Path(home) / "uploads").resolve()
@@ -384,9 +437,9 @@ def prune_uploads(uploads: Path, budget_bytes: int, keep: Iterable[str | Path] =
                   ) -> list[Path]:
     """Removes the least recently used extractions until the uploads fit the budget.
 
-    Never removes a folder in keep, one held (hold()), or one used within
-    RECENTLY_USED_SECONDS. A removed folder loses its marker first, so no reader takes what
-    remains for a complete extraction.
+    Never removes a folder in keep, one held (hold()), one pinned by a saved dataset (pin()),
+    or one used within RECENTLY_USED_SECONDS. A removed folder loses its marker first, so no
+    reader takes what remains for a complete extraction.
 
     Args:
         uploads: <home>/uploads.
@@ -415,13 +468,15 @@ def prune_uploads(uploads: Path, budget_bytes: int, keep: Iterable[str | Path] =
     for used, folder, size in sorted(found, key=lambda item: item[0]):
         if total <= budget_bytes:
             break
-        if folder.resolve() in protected or now - used < RECENTLY_USED_SECONDS:
+        if (folder.resolve() in protected or now - used < RECENTLY_USED_SECONDS
+                or pinned(folder)):
             continue
         log.info("Removing the least recently used upload %s (%s) to keep the uploads under "
                  "%s", folder, _format_bytes(size), _format_bytes(budget_bytes))
         with contextlib.suppress(OSError):
             (folder / UPLOAD_MARKER).unlink()
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(_pins(folder), ignore_errors=True)
         total -= size
         removed.append(folder)
     return removed

@@ -170,3 +170,33 @@ def test_a_saved_dataset_opens_again_without_uploading(studio_home: Path) -> Non
     assert {m.label: m.value for m in at.metric}["Usable images"] == "8"
     at.button(key=state.USE_DATASET).click().run()
     assert at.session_state[state.CURRENT].loaded.source.startswith("saved:")
+
+
+def test_a_saved_dataset_whose_photos_are_gone_says_how_to_bring_them_back(
+        studio_home: Path, tmp_path: Path) -> None:
+    """An upload's extraction or a server folder deleted outside the studio: listed, not opened."""
+    import shutil
+
+    from dataset_helpers import two_classes, write_files, zip_bytes
+
+    from core import datasets
+
+    store = DatasetStore(studio_home)
+    upload = datasets.ingest(zip_bytes(two_classes(3, "pets/")), home=studio_home)
+    store.register(upload.root, name="pets.zip", source="pets.zip", kind="upload")
+    folder = write_files(tmp_path / "flowers", two_classes(3))
+    store.register(folder, name="flowers", source=str(folder), kind="folder")
+    shutil.rmtree(upload.root.parent)
+    shutil.rmtree(folder)
+    at = page("1_Dataset").run()
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_SAVED).run()
+    assert not at.exception, at.exception
+    classes = dict(zip(at.dataframe[0].value["dataset"], at.dataframe[0].value["classes"],
+                       strict=True))
+    assert classes == {"pets": "its photos are gone: upload the zip again",
+                       "flowers": "its folder is gone from the server"}
+    for name, again in (("pets", "Upload the same zip again"),
+                        ("flowers", f"Put the folder back at {folder}")):
+        at.selectbox(key=state.SAVED_CHOICE).set_value(name).run()
+        assert any(again in w.value for w in at.warning), [w.value for w in at.warning]
+        assert at.button(key=state.SAVED_OPEN).disabled

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from dataset_helpers import img_bytes, two_classes, write_files, zip_bytes
 
 from core import datasets
+from core import uploads as core_uploads
 from core.dataset_names import clean_name, unique_name
 from core.dataset_store import DatasetStore
 from core.errors import DatasetError
@@ -142,12 +145,61 @@ def test_registered_upload_is_named_after_the_zip_and_copied_on_change(
     assert sorted(p.name for p in (folder / "a").iterdir()) == ["0.png", "1.png", "2.png"]
     assert store.resolve_source("FLOWERS (2)") == store.get("flowers (2)").root
     assert first.available
-    shutil.rmtree(dataset.root.parent)  # the uploads' size budget removed the extraction
+    shutil.rmtree(dataset.root.parent)  # the extraction deleted outside the studio
     assert not store.get("flowers").available and store.get("flowers").classes == {}
     again = datasets.ingest(zip_bytes(two_classes(3, "flowers/")), home=store.home)
     assert store.register(again.root, name="flowers.zip", source="flowers.zip",
                           kind="upload").id == first.id
     assert store.get("flowers").available  # the same zip uploaded again brings it back
+
+
+def _age(uploads_dir: Path) -> None:
+    """Makes every extraction look last used two hours ago (older than recent use)."""
+    old = time.time() - 2 * core_uploads.RECENTLY_USED_SECONDS
+    for marker in uploads_dir.glob(f"*/{core_uploads.UPLOAD_MARKER}"):
+        os.utime(marker, (old, old))
+
+
+def test_the_uploads_budget_never_removes_an_upload_a_saved_dataset_uses(
+        store: DatasetStore) -> None:
+    """Issue 20 #5: least recently used extractions go first, never one a saved dataset needs.
+
+    The pin ends when the saved dataset is deleted, or when a change copied its photos into
+    its own folder (hard links: the copy keeps the photos when the extraction goes).
+    """
+    uploads_dir = store.home / "uploads"
+    kept = datasets.ingest(zip_bytes(two_classes(3, "kept/")), home=store.home)
+    changed = datasets.ingest(zip_bytes(two_classes(3, "changed/")), home=store.home)
+    gone = datasets.ingest(zip_bytes(two_classes(3, "gone/")), home=store.home)
+    unsaved = datasets.ingest(zip_bytes(two_classes(3, "unsaved/")), home=store.home)
+    for ds in (kept, changed, gone):
+        store.register(ds.root, name=f"{ds.root.name}.zip", source="x.zip", kind="upload")
+    store.add_photos("changed", "a", [("new.png", img_bytes(0, 77))])  # copies, then unpins
+    store.delete("gone")
+    _age(uploads_dir)
+
+    removed = core_uploads.prune_uploads(uploads_dir, 1)
+
+    assert set(removed) == {changed.root.parent, gone.root.parent, unsaved.root.parent}
+    assert kept.root.is_dir() and store.get("kept").available
+    assert store.get("changed").classes == {"a": 4, "b": 3}  # its own photos remain
+    again = datasets.ingest(store.get("changed").root, home=store.home)
+    assert again.report.classes == {"a": 4, "b": 3}  # and still trains
+    assert sorted(p.name for p in (uploads_dir / core_uploads.PINS_DIR).iterdir()) == [
+        kept.root.parent.name]  # the pins of removed extractions went with them
+    store.delete("kept")
+    assert core_uploads.prune_uploads(uploads_dir, 1) == [kept.root.parent]
+
+
+def test_an_unreadable_pin_keeps_its_extraction(store: DatasetStore) -> None:
+    ds = datasets.ingest(zip_bytes(two_classes(3, "ds/")), home=store.home)
+    store.register(ds.root, name="ds.zip", source="ds.zip", kind="upload")
+    pins = store.home / "uploads" / core_uploads.PINS_DIR / ds.root.parent.name
+    for pin in pins.iterdir():
+        pin.write_text("{torn")
+    _age(store.home / "uploads")
+    assert core_uploads.prune_uploads(store.home / "uploads", 1) == []
+    assert ds.root.is_dir()
 
 
 def test_rename_delete_and_zip(store: DatasetStore) -> None:

@@ -43,7 +43,8 @@ def _table(saved: list[SavedDataset]) -> pd.DataFrame:
     return pd.DataFrame([{
         "dataset": s.name,
         "classes": (", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet")
-        if s.available else "its photos are gone: upload the zip again",
+        if s.available else ("its photos are gone: upload the zip again" if s.kind == "upload"
+                             else "its folder is gone from the server"),
         "photos": s.photos, "created": s.created.replace("T", " ")[:16], "source": s.source,
         "runs": len(s.runs),
     } for s in saved])
@@ -66,10 +67,10 @@ def saved_list() -> None:
     chosen = next(s for s in saved if s.name == choice)
     cols = st.columns(3)
     if not chosen.available:
-        st.warning(f"The photos of '{chosen.name}' are no longer on the server (extracted "
-                   "uploads are removed, least recently used first, to stay under the size "
-                   "budget). Upload the same zip again to bring them back.",
-                   icon=":material/warning:")
+        again = ("Upload the same zip again to bring them back." if chosen.kind == "upload"
+                 else f"Put the folder back at {chosen.root} to bring them back.")
+        st.warning(f"The photos of '{chosen.name}' are no longer on the server (moved or "
+                   f"deleted outside the studio). {again}", icon=":material/warning:")
     if cols[0].button("Open", key=state.SAVED_OPEN, type="primary", icon=":material/folder_open:",
                       disabled=not chosen.available,
                       help="Checks its photos and shows the report and split below; nothing "
