@@ -131,7 +131,8 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Ingests, splits and trains; progress on stderr, result on stdout."""
-    from core import backbones, training
+    from core import audit as dataset_audit
+    from core import audit_choices, backbones, training
 
     config = config_from_flags(TrainConfig, args)
     split_config = SplitConfig(*args.split, seed=args.seed)
@@ -145,7 +146,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         for error in dataset.report.errors:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
-    split_df = splits.split(dataset.index, split_config)
+    result_of_audit = dataset_audit.load_audit(dataset, home)
+    choices = audit_choices.load_choices(dataset, home)
+    split_df = audit_choices.audited_split(dataset, split_config, result_of_audit, choices)
+    audit_info = audit_choices.audit_record(result_of_audit, choices)
+    if audit_info["ran"]:
+        print(f"Audit {audit_info['audit_id']}: its {audit_info['near_duplicate_groups']} "
+              f"near-duplicate groups stay in one split; {audit_info['excluded']} photos "
+              f"excluded and {audit_info['moved']} moved by the choices made on it.",
+              file=sys.stderr)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -153,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             split_df, config, home=home, on_event=_print_progress, should_stop=stop.is_set,
             dataset_info={"name": saved.name if saved else Path(args.data).name,
                           "source": str(args.data), "root": str(dataset.root),
-                          "classes": dataset.report.classes},
+                          "classes": dataset.report.classes, "audit": audit_info},
         )
     finally:
         signal.signal(signal.SIGINT, previous)

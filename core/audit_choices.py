@@ -119,6 +119,20 @@ def split_groups(dataset: Any, result: AuditResult | None) -> dict[str, str]:
     return groups
 
 
+def audited_split(dataset: Any, config: Any, result: AuditResult | None,
+                  choices: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """The split of the dataset as the choices corrected it, each near-duplicate group of the
+    audit kept in one split: what the Dataset page and `python -m core train` both train on.
+
+    Raises:
+        DatasetError: The corrected dataset cannot be split (a class left too small).
+    """
+    from core import splits
+
+    return splits.split(corrected_index(dataset, choices), config,
+                        groups=split_groups(dataset, result))
+
+
 def audit_record(result: AuditResult | None, choices: dict[str, dict[str, str]]
                  ) -> dict[str, Any]:
     """What a run stores about the audit its split respected (dataset_info["audit"])."""

@@ -249,3 +249,50 @@ def test_bases_lists_size_parameters_and_whether_weights_are_here(
     assert main(["bases"]) == 0
     text = capsys.readouterr().out
     assert "mobilenet_v2" in text and str(tmp_path / "keras" / "models") in text
+
+
+def test_train_splits_as_the_saved_audit_and_its_choices_say(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: after an audit, `train` keeps its near-duplicate groups in one split, applies
+    the choices made on it (exclude, move) and records the audit in the run, like the page."""
+    from types import SimpleNamespace
+
+    from core import audit, audit_choices, datasets, training
+    from core import __main__ as cli
+
+    home = tmp_path / "home"
+    data = make_class_folders(tmp_path / "data", {"cats": 8, "dogs": 8, "fish": 8})
+    dataset = datasets.ingest(data, home=home)
+    names = audit.relative_names(dataset.index, dataset.root)
+    group = [n for n in names if n.startswith("cats/")][:4]
+    key = audit.dataset_key(dataset)
+    audit.save_audit(audit.AuditResult(
+        label_issues=[], outliers=[],
+        near_duplicates=[{"files": group, "similarity": 0.99, "cross_class": False,
+                          "spans_splits": True}],
+        summary={"audit_id": "a-1", "dataset_key": key, "backbone": "mobilenet_v2"}), home)
+    excluded = next(n for n in names if n.startswith("dogs/"))
+    moved = next(n for n in names if n.startswith("fish/"))
+    audit_choices.set_choice(dataset, excluded, audit_choices.EXCLUDE, home=home)
+    audit_choices.set_choice(dataset, moved, audit_choices.MOVE, "cats", home=home)
+    seen = {}
+
+    def fake_train(split_df, config, **kwargs):
+        seen.update(split=split_df, info=kwargs["dataset_info"])
+        return SimpleNamespace(status="completed", to_dict=dict, run_id="r", test_accuracy=1.0,
+                               best_val_accuracy=1.0, epochs_run=1, seconds={"total": 0.0},
+                               run_dir=home, head_search=None)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    assert cli.main(["--home", str(home), "train", str(data), "--weights", "none"]) == 0
+
+    split = seen["split"]
+    by_name = dict(zip(audit.relative_names(split, dataset.root), split["split"], strict=True))
+    assert len({by_name[n] for n in group}) == 1  # the group stays in one split
+    assert excluded not in by_name
+    relabelled = split.loc[[Path(p).name == Path(moved).name and "fish" in p
+                            for p in split["path"]], "label"]
+    assert relabelled.tolist() == ["cats"]
+    record = seen["info"]["audit"]
+    assert record["ran"] and record["audit_id"] == "a-1"
+    assert record["excluded"] == 1 and record["moved"] == 1 and record["near_duplicate_groups"] == 1

@@ -215,8 +215,6 @@ def split_with_audit(loaded: state.LoadedDataset, config: SplitConfig,
                      choices: dict[str, dict[str, str]]) -> pd.DataFrame | None:
     """The split of the corrected dataset keeping near-duplicate groups together (None after
     showing why it cannot be split)."""
-    index = audit_choices.corrected_index(loaded.dataset, choices)
-    groups = audit_choices.split_groups(loaded.dataset, result)
     with show_user_errors("Cannot split this dataset:") as outcome:
-        split = splits.split(index, config, groups=groups)
+        split = audit_choices.audited_split(loaded.dataset, config, result, choices)
     return None if outcome.failed else split
