@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core import datasets, splits
+from core import datasets
 from core.dataset_store import DatasetStore, ingest_saved
 from core.config import SplitConfig, TrainConfig, studio_home
 from core.errors import AppError

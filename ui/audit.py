@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import audit, audit_choices, jobs, splits
+from core import audit, audit_choices, jobs
 from core.config import AuditConfig, SplitConfig
 from core.errors import JobError
 from ui import resources, roles, state
