@@ -22,7 +22,8 @@ import tensorflow as tf
 from conftest import REPO_ROOT, make_class_folders
 from PIL import Image
 
-from core import datasets, evaluation, export, files, images, splits
+from core import (datasets, evaluation, export, export_formats, export_verify, files, images,
+                  splits)
 from core.__main__ import main as cli
 from core.config import SplitConfig, TrainConfig
 from core.errors import Cancelled
@@ -340,6 +341,43 @@ def test_a_tf_hub_base_is_unavailable_as_keras_and_exit_code_3(tiny: dict,
     assert "TF Hub" in meta["formats"]["keras"]["note"]
     assert meta["formats"]["tflite_float32"]["status"] == "ok"
     assert not (tmp_path / "out" / run.run_id / "model.keras").exists()
+
+
+def test_a_format_that_fails_to_convert_is_reported_and_the_others_export(
+        tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("converter crashed on this model")
+
+    monkeypatch.setattr(export_formats, "write_saved_model", broken)
+    code, out = run_cli("--home", str(tiny["root"] / "home"), "export", tiny["run"].run_id,
+                        "--out", str(tmp_path / "out"), "--formats", "keras,saved_model",
+                        "--json")
+    meta = json.loads(out)
+    assert code == 3
+    failed = meta["formats"]["saved_model"]
+    assert failed["status"] == "failed"
+    assert "conversion failed" in failed["error"] and "converter crashed" in failed["error"]
+    assert meta["formats"]["keras"]["status"] == "ok"
+    folder = tmp_path / "out" / tiny["run"].run_id
+    assert (folder / "model.keras").is_file() and not (folder / "saved_model").exists()
+
+
+@pytest.mark.parametrize(("fmt", "accuracy", "recommended"), [
+    ("tflite_float32", 0.895, True),    # 0.5 points below: within the 1-point limit
+    ("tflite_float32", 0.885, False),   # 1.5 points below
+    ("tflite_int8", 0.885, True),       # int8 may lose 2 points
+    ("tflite_int8", 0.87, False),
+])
+def test_a_format_that_loses_accuracy_is_marked_not_recommended_with_the_figure(
+        fmt: str, accuracy: float, recommended: bool) -> None:
+    result = export.FormatResult(fmt, export.FILES[fmt])
+    export._judge(result, [export_verify.Measurement(
+        "tf.lite", test_accuracy=accuracy, agreement=0.9, max_probability_difference=0.1,
+        latency_ms_p50=1.0)], keras_accuracy=0.9)
+    assert result.status == export.OK and result.recommended is recommended
+    if not recommended:
+        drop = f"{(0.9 - accuracy) * 100:.1f} points below"
+        assert result.note.startswith("not recommended") and drop in result.note
 
 
 @pytest.mark.real
