@@ -32,7 +32,7 @@ from typing import Any
 from core import files, images, uploads
 from core.config import MIN_IMAGES_PER_CLASS, IngestConfig, studio_home
 from core.dataset_names import clean_name, refuse_duplicate, same_name, unique_name
-from core.errors import DatasetError
+from core.errors import DatasetError, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +155,18 @@ def class_counts(root: Path) -> dict[str, int]:
 
 def _link_by_content(src: str, dst: str) -> None:
     """copytree's copy function: the file under <sha256[:24]><suffix>, as photos added here
-    are named, so a photo added later is known as a duplicate; a hard link where possible."""
+    are named, so a photo added later is known as a duplicate; a hard link where possible.
+
+    Only regular files up to the size limit are copied: a named pipe or a link to a device
+    in a server folder must not hang the copy (and the dataset's lock) or read forever.
+    """
+    try:
+        fh = images.open_regular(src)
+    except (ImageError, OSError) as exc:
+        log.warning("Not copying %s into the saved dataset: %s", src, exc)
+        return
     digest = hashlib.sha256()
-    with open(src, "rb") as fh:
+    with fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     target = Path(dst).with_name(digest.hexdigest()[:24] + Path(src).suffix.lower())
@@ -167,6 +176,13 @@ def _link_by_content(src: str, dst: str) -> None:
         os.link(src, target)
     except OSError:
         shutil.copy2(src, target)
+
+
+def _not_copied(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: hidden and system files, and linked folders (a link to / or to a
+    parent would copy the whole disk or never end)."""
+    return [n for n in names if uploads.is_ignored_name(n)
+            or os.path.islink(os.path.join(folder, n)) and os.path.isdir(os.path.join(folder, n))]
 
 
 class DatasetStore:
@@ -373,8 +389,7 @@ class DatasetStore:
         for cls in _visible(source):
             if cls.is_dir():
                 shutil.copytree(cls, tmp / cls.name, copy_function=_link_by_content,
-                                ignore=lambda _d, names: [n for n in names
-                                                          if uploads.is_ignored_name(n)])
+                                ignore=_not_copied)
         os.replace(tmp, photos)
         meta["past_roots"] = sorted({*meta.get("past_roots", []), str(source)})
         meta["root"] = None

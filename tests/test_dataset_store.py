@@ -243,3 +243,26 @@ def test_a_deleted_dataset_cannot_be_changed(store: DatasetStore) -> None:
     with pytest.raises(DatasetError, match="No saved dataset"):
         store.add_photos("d", "a", [("x.png", img_bytes(0, 0))])
     assert not any(store.dir.iterdir()) or [p.name for p in store.dir.iterdir()] == [".lock"]
+
+
+def test_copying_a_server_folder_skips_pipes_devices_and_linked_folders(
+        store: DatasetStore, tmp_path: Path) -> None:
+    """Issue 20 #1, where a saved dataset copies a server folder before its first change."""
+    folder = write_files(tmp_path / "server", two_classes(3))
+    os.mkfifo(folder / "a" / "pipe.png")
+    (folder / "a" / "zero.png").symlink_to("/dev/zero")
+    (folder / "a" / "loop").symlink_to(folder)  # a linked folder that contains itself
+    store.register(folder, name="server", source=str(folder), kind="folder")
+    done = threading.Event()
+
+    def add() -> None:
+        store.add_photos("server", "b", [("new.png", img_bytes(1, 60))])
+        done.set()
+
+    worker = threading.Thread(target=add, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert done.is_set(), "the copy hung on a pipe, a device or a linked folder"
+    copied = store.get("server").root
+    assert store.get("server").classes == {"a": 3, "b": 4}
+    assert not any(p.is_symlink() or not p.is_file() for p in copied.rglob("*.png"))
