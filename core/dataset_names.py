@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from core.errors import DatasetError
 
 MAX_NAME_CHARS = 100
+MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems
 # Names Windows keeps for devices, with or without an extension (CON, con.txt, COM1...).
 _RESERVED = frozenset(
     {"con", "prn", "aux", "nul"}
@@ -40,6 +41,10 @@ def clean_name(text: str, what: str = "class") -> str:
     if len(name) > MAX_NAME_CHARS:
         raise DatasetError(f"The {what} name is {len(name)} characters long, over the limit "
                            f"of {MAX_NAME_CHARS}. {fix}, shorter.")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:  # a folder name on Linux: 255 bytes
+        raise DatasetError(f"The {what} name takes {len(name.encode('utf-8'))} bytes, more "
+                           f"than a folder name can hold ({MAX_NAME_BYTES}; letters outside "
+                           f"English take 2-4 bytes each). {fix}, shorter.")
     bad = sorted({c for c in name if c in _FORBIDDEN})
     if bad:
         raise DatasetError(f"The {what} name '{name}' contains {' '.join(bad)}, which folder "

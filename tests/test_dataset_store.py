@@ -33,6 +33,15 @@ def test_invalid_class_names_are_refused_with_what_to_do(bad: str) -> None:
         clean_name(bad)
 
 
+def test_a_name_too_long_in_bytes_for_a_folder_is_refused(store: DatasetStore) -> None:
+    """100 characters of Chinese are 300 bytes: over the 255 a Linux folder name may hold."""
+    store.create("d")
+    with pytest.raises(DatasetError, match="bytes"):
+        store.add_class("d", "猫" * 100)
+    assert store.add_class("d", "猫" * 85) == "猫" * 85  # 255 bytes: the most that fits
+    assert store.get("d").classes == {"猫" * 85: 0}
+
+
 def test_valid_names_are_kept_normalised() -> None:
     assert clean_name("  cats ") == "cats"
     assert clean_name("e\u0301clair") == "\u00e9clair"
