@@ -182,7 +182,7 @@ def _settings(run: Run) -> pd.DataFrame:
     averaged = run.averaged_epochs
     rows: list[tuple[str, Any]] = [
         ("Pretrained base", run.backbone),
-        ("Weights", config.get("weights") or ("TF Hub" if config.get("hub_handle") else "random")),
+        ("Weights", _weights_text(config)),
         ("Input size", f"{run.input_size} px" if run.input_size else None),
         ("Epochs trained", run.metrics.get("epochs_run")),
         ("Learning rate", config.get("learning_rate")),
@@ -196,6 +196,14 @@ def _settings(run: Run) -> pd.DataFrame:
     ]
     return pd.DataFrame([(k, "–" if v is None else v) for k, v in rows],
                         columns=["Setting", "Value"])
+
+
+def _weights_text(config: Mapping[str, Any]) -> str:
+    """imagenet, random, TF Hub or the weights file's name: never a path on the server."""
+    weights = config.get("weights")
+    if weights in (None, "", "none"):
+        return "TF Hub" if config.get("hub_handle") else "random"
+    return str(weights) if weights == "imagenet" else f"file {Path(str(weights)).name}"
 
 
 def _head_choice(run: Run) -> str:

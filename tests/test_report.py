@@ -38,3 +38,24 @@ def test_the_readme_recipe_sees_the_pixels_the_studio_sees(tmp_path: Path,
     photo.save(tmp_path / "photo.jpg", "JPEG", quality=92, exif=exif.tobytes())
     studio = images.load_resized(tmp_path / "photo.jpg", 96)
     np.testing.assert_array_equal(recipe_pixels(tmp_path, 96), studio)
+
+
+@pytest.mark.parametrize(("config", "shown"), [
+    ({"weights": "/srv/models/base.h5"}, "file base.h5"),
+    ({"weights": "imagenet"}, "imagenet"),
+    ({"weights": None}, "random"),
+    ({"weights": None, "hub_handle": "/srv/hub/efficientnet"}, "TF Hub"),
+])
+def test_the_report_names_the_weights_without_the_servers_path(config: dict, shown: str
+                                                              ) -> None:
+    """Issue 20: the report keeps only what a reader needs (no paths of the server)."""
+    from types import SimpleNamespace
+
+    from core import report
+
+    run = SimpleNamespace(config=SimpleNamespace(to_dict=lambda: config, augments=False),
+                          metrics={}, averaged_epochs=1, backbone="mobilenet_v2",
+                          input_size=224, dataset={})
+    table = report._settings(run)
+    assert dict(zip(table["Setting"], table["Value"], strict=True))["Weights"] == shown
+    assert "/srv" not in table.to_string()
