@@ -16,7 +16,7 @@ import threading
 import types
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -129,6 +129,32 @@ class _Layout:
     top_files: list[Path]  # loose files directly under root
     ignored: int
     refused: list[tuple[Path, str]] = field(default_factory=list)  # (file, why), never read
+
+
+OUTSIDE_SHARED = ("a link to a place outside the folders this server shares: copy the photo "
+                  "into the folder instead")
+
+
+def _confine(layout: _Layout, within: Sequence[Path]) -> None:
+    """Refuses, without reading, every file whose real place (links followed) is outside
+    within: a link planted in a shared folder must not lead a visitor to other files."""
+    roots = [Path(root).resolve() for root in within]
+
+    def inside(path: Path) -> bool:
+        real = path.resolve()
+        return any(real == root or root in real.parents for root in roots)
+
+    for name, paths in list(layout.class_files.items()):
+        verdicts = [(p, inside(p)) for p in paths]
+        kept = [p for p, ok in verdicts if ok]
+        layout.refused.extend((p, OUTSIDE_SHARED) for p, ok in verdicts if not ok)
+        if kept or not paths:
+            layout.class_files[name] = kept
+        else:  # a linked class folder: not a class of this dataset
+            del layout.class_files[name]
+    verdicts = [(p, inside(p)) for p in layout.top_files]
+    layout.refused.extend((p, OUTSIDE_SHARED) for p, ok in verdicts if not ok)
+    layout.top_files = [p for p, ok in verdicts if ok]
 
 
 def _count_files(folder: Path) -> int:
@@ -401,6 +427,7 @@ def ingest(
     home: Path | None = None,
     config: IngestConfig = IngestConfig(),
     on_progress: ProgressFn | None = None,
+    within: Sequence[Path] | None = None,
 ) -> Dataset:
     """Turns a folder or a zip of class folders into a validated dataset.
 
@@ -414,6 +441,8 @@ def ingest(
         config: Limits and thresholds.
         on_progress: Called as on_progress(stage, done, total) with stage "extracting"
             or "checking".
+        within: For a folder: files whose real place (links followed) is outside these
+            folders are refused unread (a server's TL_STUDIO_DATA_ROOTS).
 
     Returns:
         The Dataset; problems with the data as a whole are in dataset.report.errors.
@@ -424,6 +453,8 @@ def ingest(
     """
     top, zip_skipped = _source_folder(source, studio_home(home), config, on_progress)
     layout = _scan(top)
+    if within and isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir():
+        _confine(layout, within)  # a zip's extraction is the studio's own
     report = ValidationReport(root=str(layout.root), ignored=layout.ignored)
     report.rejected.extend(_zip_rejections(zip_skipped, top, layout.root))
     report.rejected.extend({"file": _rel(path, layout.root), "reason": reason}

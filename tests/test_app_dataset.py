@@ -158,11 +158,28 @@ def test_server_folders_are_limited_to_the_data_roots(
         assert any("outside the folders this server shares" in e and str(shared) in e
                    for e in texts(at.error)), (outside, texts(at.error))
         assert state.LOADED not in at.session_state, outside
+    # Links inside a shared folder do not lead out of it either: a linked class folder and a
+    # linked photo are listed as refused, never read or shown.
+    (shared / "pets" / "fish").symlink_to(secret / "cats", target_is_directory=True)
+    (shared / "pets" / "cats" / "stolen.png").symlink_to(next((secret / "dogs").iterdir()))
     at.text_input(key=state.FOLDER).input(str(shared / "pets"))
     at.button(key=state.LOAD_FOLDER).click().run()
     assert not at.exception, at.exception
-    assert at.session_state[state.LOADED].name == "pets"
-    assert at.session_state[state.LOADED].dataset.report.classes == {"cats": 4, "dogs": 4}
+    loaded = at.session_state[state.LOADED]
+    assert loaded.name == "pets"
+    assert loaded.dataset.report.classes == {"cats": 4, "dogs": 4}
+    assert not any(str(secret) in p for p in loaded.dataset.index["path"])
+    refused = {r["file"]: r["reason"] for r in loaded.dataset.report.rejected}
+    assert "outside the folders this server shares" in refused["cats/stolen.png"]
+    assert sum("outside the folders" in r for f, r in refused.items() if f.startswith("fish/")) == 4
+    # Opened again from the saved datasets, the same links stay refused.
+    at.radio(key=state.SOURCE_KIND).set_value(state.SOURCE_SAVED).run()
+    at.selectbox(key=state.SAVED_CHOICE).set_value("pets").run()
+    at.button(key=state.SAVED_OPEN).click().run()
+    assert not at.exception, at.exception
+    again = at.session_state[state.LOADED].dataset
+    assert again.report.classes == {"cats": 4, "dogs": 4}
+    assert not any(str(secret) in p for p in again.index["path"])
 
 
 def test_missing_folder_and_empty_path_give_clear_errors(

@@ -53,13 +53,15 @@ class _ProgressBar:
 
 
 def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
-                         origin: str) -> state.LoadedDataset | None:
+                         origin: str, within: list[Path] | None = None
+                         ) -> state.LoadedDataset | None:
     """Ingests a zip or folder showing progress, keeps it in session state, and returns it.
 
     Args:
         source: What core.datasets.ingest accepts: a folder or zip path, zip bytes or a file.
         name: Short name for people (zip file name or folder name).
         origin: What was loaded ("upload:<file id>" or the folder path), to avoid reloading.
+        within: The folders this server shares: links leading out of them are refused.
 
     Returns:
         The loaded dataset, or None after an error was shown with st.error.
@@ -70,7 +72,7 @@ def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
         with show_user_errors() as outcome:
             roles.require("load datasets")
             dataset, _saved = dataset_store.ingest_saved(
-                source, home=resources.home(), name=name, on_progress=bar)
+                source, home=resources.home(), name=name, on_progress=bar, within=within)
         bar.empty()
         if outcome.failed:
             status.update(label=f"Could not load {name}", state="error", expanded=True)
@@ -111,6 +113,15 @@ def within_data_roots(path: Path, roots: list[Path]) -> bool:
     return any(resolved == root or root in resolved.parents for root in roots)
 
 
+def confinement(root: Path) -> list[Path] | None:
+    """The shared folders a dataset root's links must stay in: none for the studio's own
+    files (uploads, datasets built here), else $TL_STUDIO_DATA_ROOTS (None when unset)."""
+    home = resources.home().resolve()
+    if Path(root).resolve() == home or home in Path(root).resolve().parents:
+        return None
+    return data_roots() or None
+
+
 def folder_help() -> str:
     """What "Folder on the server" accepts here."""
     roots = data_roots()
@@ -139,7 +150,7 @@ def load_folder(text: str) -> state.LoadedDataset | None:
         return None
     if roots:
         path = path.resolve()  # read what was checked, not a link that may change
-    return ingest_with_progress(path, path.name or str(path), str(path))
+    return ingest_with_progress(path, path.name or str(path), str(path), within=roots or None)
 
 
 def split_dataset(loaded: state.LoadedDataset, config: SplitConfig) -> pd.DataFrame | None:

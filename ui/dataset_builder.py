@@ -251,7 +251,8 @@ def _footer(saved: SavedDataset) -> None:
     if use.button("Use this dataset", key=state.BUILD_USE, disabled=not ready or in_view,
                   type="primary", icon=":material/check:",
                   help="Checks every photo, then shows the report and the split below."):
-        ui_dataset.ingest_with_progress(saved.root, saved.name, origin(saved.id))
+        ui_dataset.ingest_with_progress(saved.root, saved.name, origin(saved.id),
+                                        within=ui_dataset.confinement(saved.root))
     elif in_view:
         st.caption("Its report and split are below.")
     if now.button("Train now with the defaults", key=state.BUILD_TRAIN_NOW, disabled=not ready,
@@ -264,7 +265,8 @@ def train_now(saved: SavedDataset) -> str | None:
     """Loads, splits (default split) and starts training with the default options."""
     from ui import train_form
 
-    loaded = ui_dataset.ingest_with_progress(saved.root, saved.name, origin(saved.id))
+    loaded = ui_dataset.ingest_with_progress(saved.root, saved.name, origin(saved.id),
+                                             within=ui_dataset.confinement(saved.root))
     if loaded is None:
         return None
     if not loaded.dataset.report.usable:

@@ -75,7 +75,8 @@ def saved_list() -> None:
                       disabled=not chosen.available,
                       help="Checks its photos and shows the report and split below; nothing "
                            "is uploaded again."):
-        ui_dataset.ingest_with_progress(chosen.root, chosen.name, origin(chosen.id))
+        ui_dataset.ingest_with_progress(chosen.root, chosen.name, origin(chosen.id),
+                                        within=ui_dataset.confinement(chosen.root))
     cols[1].button("Add photos, edit classes", key=state.SAVED_EDIT, icon=":material/edit:",
                    on_click=edit, args=(chosen.id,))
     cols[2].download_button("Download zip", key=state.SAVED_DOWNLOAD,
