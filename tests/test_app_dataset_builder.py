@@ -76,6 +76,36 @@ def test_camera_shots_are_added_once_each(studio_home: Path) -> None:
     assert headings(at)[0] == "#### mug · 2 photos · add 1 more"
     assert "Class 'pen' needs 3 more photo(s)." in all_text(at)
     assert at.button(key=state.BUILD_USE).disabled
+    # The camera alone builds a usable two-class dataset.
+    at.camera_input(key=f"{state.BUILD_CAMERA}{dataset_id}.mug").upload(
+        "shot.jpg", img_bytes(2, 3, fmt="JPEG")).run()
+    at.toggle(key=f"{state.BUILD_CAMERA_ON}{dataset_id}.pen").set_value(True).run()
+    for i in range(3):
+        at.camera_input(key=f"{state.BUILD_CAMERA}{dataset_id}.pen").upload(
+            "shot.jpg", img_bytes(3, i, fmt="JPEG")).run()
+    assert headings(at) == ["#### mug · 3 photos", "#### pen · 3 photos"]
+    at.button(key=state.BUILD_USE).click().run()
+    assert not at.exception, at.exception
+    assert "Report: desk" in all_text(at)
+    assert {m.label: m.value for m in at.metric}["Usable images"] == "6"
+
+
+def test_every_photo_of_a_large_class_can_be_shown_and_removed(studio_home: Path) -> None:
+    at = open_builder()
+    dataset_id = create(at, "many", ["a", "b"])
+    DatasetStore(studio_home).add_photos("many", "a", [(n, b) for n, b, _m in pngs(0, 30)])
+    at.run()
+
+    def removes() -> list:
+        return [b for b in at.button
+                if str(b.key).startswith(f"{state.BUILD_REMOVE_PHOTO}{dataset_id}.a.")]
+
+    assert len(removes()) == 24 and "Showing 24 of 30 photos." in all_text(at)
+    at.button(key=f"{state.BUILD_SHOW_MORE}{dataset_id}.a").click().run()
+    assert len(removes()) == 30 and "Showing" not in all_text(at)
+    removes()[0].click().run()  # the oldest photo, hidden before "Show more"
+    assert not at.exception, at.exception
+    assert headings(at)[0] == "#### a · 29 photos"
 
 
 def test_reopen_in_a_new_session_rename_a_class_and_remove_a_photo(studio_home: Path) -> None:
@@ -200,3 +230,17 @@ def test_a_saved_dataset_whose_photos_are_gone_says_how_to_bring_them_back(
         at.selectbox(key=state.SAVED_CHOICE).set_value(name).run()
         assert any(again in w.value for w in at.warning), [w.value for w in at.warning]
         assert at.button(key=state.SAVED_OPEN).disabled
+
+
+def test_the_saved_list_names_the_runs_trained_on_each_dataset(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from core.dataset_store import SavedDataset
+    from ui.saved_datasets import _table
+
+    pets = SavedDataset(id="x", name="pets", created="2026-12-03T08:00:00+00:00",
+                        source="pets.zip", kind="upload", root=tmp_path, classes={"a": 3},
+                        runs=[f"run-{i}" for i in range(5)])
+    table = _table([pets, replace(pets, name="two", runs=["r1", "r2"]),
+                    replace(pets, name="new", runs=[])])
+    assert table["runs"].tolist() == ["run-0, run-1, run-2 and 2 more", "r1, r2", "none"]

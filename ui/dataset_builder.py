@@ -200,9 +200,10 @@ def _class_section(dataset_id: str, cls: str) -> None:
 
 
 def _thumbnails(dataset_id: str, cls: str, photos: list[Path]) -> None:
-    shown = photos[-THUMBNAILS_SHOWN:]
-    if len(photos) > len(shown):
-        st.caption(f"Showing {len(shown)} of {len(photos)} photos.")
+    """The newest photos first shown, each with its Remove button; "Show more" for the rest."""
+    key = f"{state.BUILD_SHOWN}{dataset_id}.{cls}"
+    count = st.session_state.get(key, THUMBNAILS_SHOWN)
+    shown = photos[-count:]
     for start in range(0, len(shown), THUMBNAIL_COLUMNS):
         cols = st.columns(THUMBNAIL_COLUMNS)
         for col, path in zip(cols, shown[start:start + THUMBNAIL_COLUMNS], strict=False):
@@ -215,6 +216,11 @@ def _thumbnails(dataset_id: str, cls: str, photos: list[Path]) -> None:
                 st.button("Remove", key=f"{state.BUILD_REMOVE_PHOTO}{dataset_id}.{cls}."
                                         f"{path.name}", icon=":material/delete:",
                           on_click=_remove_photo, args=(dataset_id, cls, path.name))
+    if len(photos) > len(shown):
+        st.caption(f"Showing {len(shown)} of {len(photos)} photos.")
+        st.button(f"Show {min(THUMBNAILS_SHOWN, len(photos) - len(shown))} more",
+                  key=f"{state.BUILD_SHOW_MORE}{dataset_id}.{cls}",
+                  on_click=lambda: st.session_state.__setitem__(key, count + THUMBNAILS_SHOWN))
 
 
 def _class_actions(dataset_id: str, cls: str, key: str, count: int) -> None:

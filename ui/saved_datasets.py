@@ -46,8 +46,19 @@ def _table(saved: list[SavedDataset]) -> pd.DataFrame:
         if s.available else ("its photos are gone: upload the zip again" if s.kind == "upload"
                              else "its folder is gone from the server"),
         "photos": s.photos, "created": s.created.replace("T", " ")[:16], "source": s.source,
-        "runs": len(s.runs),
+        "runs": _runs_text(s.runs),
     } for s in saved])
+
+
+RUNS_LISTED = 3
+
+
+def _runs_text(runs: list[str]) -> str:
+    """The runs trained on a dataset, newest first: a few ids, then how many more."""
+    if not runs:
+        return "none"
+    more = len(runs) - RUNS_LISTED
+    return ", ".join(runs[:RUNS_LISTED]) + (f" and {more} more" if more > 0 else "")
 
 
 def saved_list() -> None:
