@@ -219,3 +219,22 @@ def test_how_the_head_was_chosen_on_the_page_and_in_the_report(home: Path,
     assert f"among {record['tried']} settings" in page_html
     (summary,) = [s for s in RunStore(home).list() if s.run_id == trained.run_id]
     assert summary.cv_accuracy == record["cv_accuracy"]
+
+
+def test_the_audit_a_runs_split_respected_is_on_the_page_and_in_the_report(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.run_folder import DATASET_FILE
+
+    home, run_dir, _metrics = copy_of_run(trained, tmp_path, monkeypatch)
+    info = json.loads((run_dir / DATASET_FILE).read_text())
+    info["audit"] = {"ran": True, "audit_id": "a-7", "near_duplicate_groups": 4,
+                     "label_issues": 2, "outliers": 1, "excluded": 3, "moved": 1}
+    (run_dir / DATASET_FILE).write_text(json.dumps(info))
+    at = evaluate_page()
+    assert not at.exception, at.exception
+    facts = next(f.value for f in at.dataframe if "Value" in f.value.columns)
+    shown = dict(zip(facts[""], facts["Value"], strict=True))["Dataset audit"]
+    assert "Audited (a-7)" in shown and "4 near-duplicate groups" in shown
+    run = RunStore(home).load(trained.run_id)
+    assert shown in report.report_html(run, run.evaluation, heatmaps=0)
