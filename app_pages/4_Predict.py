@@ -32,10 +32,15 @@ with right:
     top_k = st.slider("Guesses shown", 1, min(5, len(predictor.labels)),
                       min(3, len(predictor.labels)), key=state.PREDICT_TOP_K,
                       help="How many of the most probable classes to show per photo.")
-phone_file = ui_export.phone_model(summary.run_id)
-if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=phone_file is None,
-             help="Predict with the run's exported TensorFlow Lite file (int8, else float16), "
+phone_files = ui_export.phone_models(summary.run_id)
+if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=not phone_files,
+             help="Predict with the run's exported TensorFlow Lite file (int8 or float16), "
                   "the one you would deploy. Export the run on the Export page first."):
+    chosen = st.radio("Phone model", list(phone_files), key=ui_export.PHONE_FORMAT_KEY,
+                      format_func=ui_export.title, horizontal=True,
+                      help="int8 is the smallest and fastest; float16 stays closest to the "
+                           "trained model.") if len(phone_files) > 1 else next(iter(phone_files))
+    phone_file = phone_files[chosen]
     with show_user_errors("Cannot load the exported model:") as phone_loading:
         predictor = ui_predict.phone_predictor(phone_file, predictor)
     if phone_loading.failed:

@@ -28,7 +28,8 @@ def test_export_runs_in_the_background_then_shows_the_table_and_downloads(
     at = page("6_Export").run()
     assert not at.exception, at.exception
     assert "not been exported yet" in all_text(at)
-    at.multiselect(key="tl_export_formats").set_value(["tflite_float32", "tflite_int8"])
+    at.multiselect(key="tl_export_formats").set_value(["tflite_float32", "tflite_int8",
+                                                       "tflite_float16"])
     at.button(key="tl_export_start").click().run()
     assert not at.exception, at.exception
     metadata = home / "exports" / run.run_id / "metadata.json"
@@ -40,18 +41,22 @@ def test_export_runs_in_the_background_then_shows_the_table_and_downloads(
     at.run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert list(table["File"]) == ["model_float32.tflite", "model_int8.tflite"]
+    assert list(table["File"]) == ["model_float32.tflite", "model_float16.tflite",
+                                   "model_int8.tflite"]
     assert set(table["Verdict"]) == {"recommended"}
     assert (table["Latency p50 (ms)"] > 0).all() and (table["Size (MB)"] > 0).all()
     labels = {b.proto.label for b in at.get("download_button")}
     assert labels == {"Whole export folder (zip)", "TensorFlow Lite, float32",
-                      "TensorFlow Lite, int8 (full integer)"}
+                      "TensorFlow Lite, int8 (full integer)", "TensorFlow Lite, float16"}
 
     predict = page("4_Predict").run()
     assert not predict.exception, predict.exception
     predict.toggle(key="tl_predict_phone").set_value(True).run()
     assert not predict.exception, predict.exception
-    assert "model_int8.tflite" in all_text(predict)
+    assert "model_int8.tflite" in all_text(predict)  # int8 first: what a phone would run
+    predict.radio(key="tl_predict_phone_format").set_value("tflite_float16").run()
+    assert not predict.exception, predict.exception
+    assert "model_float16.tflite" in all_text(predict)
     predict.file_uploader(key="tl_predict_upload").upload("fish.png", png_bytes(2, 50),
                                                           "image/png")
     predict.run()

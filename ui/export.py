@@ -23,6 +23,7 @@ RUN_KEY = "tl_export_run"
 CANCEL_KEY = "tl_export_cancel"
 PHONE_KEY = "tl_predict_phone"  # the Predict page's "As it runs on a phone" toggle
 PHONE_FORMATS = ("tflite_int8", "tflite_float16")  # what the Predict page can run
+PHONE_FORMAT_KEY = "tl_predict_phone_format"       # which of them, when both were exported
 
 
 def exports_dir() -> Path:
@@ -44,15 +45,21 @@ def read_metadata(run_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def phone_model(run_id: str) -> Path | None:
-    """The run's exported int8 (else float16) TFLite file that verified, or None."""
+def title(name: str) -> str:
+    """A format's name for people ("TensorFlow Lite, int8 (full integer)")."""
+    return export.TITLES.get(name, name)
+
+
+def phone_models(run_id: str) -> dict[str, Path]:
+    """The run's exported TFLite files a phone runs that verified: int8 first, then float16."""
     meta = read_metadata(run_id) or {}
+    found = {}
     for name in PHONE_FORMATS:
         entry = (meta.get("formats") or {}).get(name) or {}
         path = export_folder(run_id) / str(entry.get("file") or "")
         if entry.get("status") == export.OK and path.is_file():
-            return path
-    return None
+            found[name] = path
+    return found
 
 
 def run_export(home: str, run_id: str, out_dir: str, formats: list[str], *, on_event: Any,
