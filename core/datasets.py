@@ -1,4 +1,4 @@
-"""Folder and zip ingestion: scan, probe in worker processes, duplicates, validation report."""
+"""Folder and zip ingestion: probe the walk's files in worker processes, duplicates, report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import logging
 import multiprocessing
 import os
-import stat
 import sys
 import threading
 import types
@@ -23,20 +22,14 @@ from typing import IO, Any
 
 import pandas as pd
 
-from core import images, uploads
+from core import dataset_walk, images, uploads
 from core.config import IngestConfig, studio_home
 from core.errors import DatasetError
-from core.uploads import UPLOAD_MARKER, ProgressFn
+from core.uploads import ProgressFn
 
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["path", "label", "label_index", "sha256", "width", "height", "format"]
-# Extensions that make a loose top-level file count as an image when deciding whether a
-# single folder wraps the dataset (before content is checked).
-_IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-     ".mpo", ".heic", ".heif"}
-)
 # Below this many files, probing in this process beats starting worker processes.
 POOL_MIN_FILES = 200
 
@@ -114,166 +107,6 @@ class Dataset:
     def classes(self) -> list[str]:
         """Class names with usable images, sorted; label_index is the position here."""
         return sorted(self.index["label"].unique().tolist())
-
-
-# ---------------------------------------------------------------------------------------
-# Folder walk
-
-
-@dataclass
-class _Layout:
-    """Files found under a dataset root, before their content is checked."""
-
-    root: Path
-    class_files: dict[str, list[Path]]  # folder name -> files, sorted
-    top_files: list[Path]  # loose files directly under root
-    ignored: int
-    refused: list[tuple[Path, str]] = field(default_factory=list)  # (file, why), never read
-
-
-OUTSIDE_SHARED = ("a link to a place outside the folders this server shares: copy the photo "
-                  "into the folder instead")
-
-
-def _confine(layout: _Layout, within: Sequence[Path]) -> None:
-    """Refuses, without reading, every file whose real place (links followed) is outside
-    within: a link planted in a shared folder must not lead a visitor to other files."""
-    roots = [Path(root).resolve() for root in within]
-
-    def inside(path: Path) -> bool:
-        real = path.resolve()
-        return any(real == root or root in real.parents for root in roots)
-
-    for name, paths in list(layout.class_files.items()):
-        verdicts = [(p, inside(p)) for p in paths]
-        kept = [p for p, ok in verdicts if ok]
-        layout.refused.extend((p, OUTSIDE_SHARED) for p, ok in verdicts if not ok)
-        if kept or not paths:
-            layout.class_files[name] = kept
-        else:  # a linked class folder: not a class of this dataset
-            del layout.class_files[name]
-    verdicts = [(p, inside(p)) for p in layout.top_files]
-    layout.refused.extend((p, OUTSIDE_SHARED) for p, ok in verdicts if not ok)
-    layout.top_files = [p for p, ok in verdicts if ok]
-
-
-def _count_files(folder: Path) -> int:
-    total = 0
-    for _dirpath, _dirs, files in os.walk(folder):
-        total += len(files)
-    return total
-
-
-def _visible_children(folder: Path) -> tuple[list[Path], list[Path], int]:
-    """(sub-folders, files, ignored file count) directly inside folder, sorted."""
-    dirs: list[Path] = []
-    files: list[Path] = []
-    ignored = 0
-    with os.scandir(folder) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if entry.name == UPLOAD_MARKER:
-                continue
-            is_dir = entry.is_dir()
-            if uploads.is_ignored_name(entry.name):
-                ignored += _count_files(Path(entry.path)) if is_dir else 1
-            elif is_dir:
-                dirs.append(Path(entry.path))
-            elif entry.is_file():
-                files.append(Path(entry.path))
-    return dirs, files, ignored
-
-
-def is_utf8(name: str) -> bool:
-    """Whether a file name (as os.fsdecode gives it) is valid UTF-8 text.
-
-    On Linux a name is any bytes; the ones that are not UTF-8 come back with surrogate
-    escapes, which no file format of the index (CSV, JSON, Arrow) can hold.
-    """
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def printable(name: str) -> str:
-    """A name safe to show and store: bytes that are not UTF-8 become U+FFFD."""
-    return os.fsencode(name).decode("utf-8", "replace")
-
-
-_NOT_UTF8 = ("its name is not valid UTF-8 text, so it cannot be stored in the dataset "
-             "index; rename it (for example with convmv) and load the folder again")
-
-
-def _refusal(path: Path) -> str | None:
-    """Why a file found by the walk must not be read at all, or None.
-
-    The type is checked with stat, without opening: only regular files (or links to
-    them) are candidates. Opening a named pipe waits for a writer, and a device such as
-    /dev/zero never ends.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        return f"cannot read the file: {exc.strerror or exc}"
-    if not stat.S_ISREG(mode):
-        return images.NOT_REGULAR_FILE
-    return None
-
-
-def _walk_files(folder: Path) -> tuple[list[Path], int, list[tuple[Path, str]]]:
-    """All visible files under folder (any depth), sorted, the count of ignored ones, and
-    the files refused without reading (special files, names that are not UTF-8)."""
-    found: list[Path] = []
-    refused: list[tuple[Path, str]] = []
-    ignored = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        keep = []
-        for d in dirnames:
-            if uploads.is_ignored_name(d):
-                ignored += _count_files(Path(dirpath) / d)
-            else:
-                keep.append(d)
-        dirnames[:] = sorted(keep)
-        for name in filenames:
-            path = Path(dirpath) / name
-            if uploads.is_ignored_name(name) or name == UPLOAD_MARKER:
-                ignored += name != UPLOAD_MARKER
-            elif not is_utf8(str(path)):
-                refused.append((path, _NOT_UTF8))
-            elif (reason := _refusal(path)) is not None:
-                refused.append((path, reason))
-            else:
-                found.append(path)
-    return sorted(found), ignored, refused
-
-
-def _scan(top: Path) -> _Layout:
-    """Finds the dataset root (unwrapping single wrapping folders) and its class folders."""
-    root = top
-    ignored = 0
-    dirs, files, hidden = _visible_children(root)
-    # A lone folder that itself holds folders wraps the dataset (flowers.zip -> flowers/...).
-    # A lone folder holding only images is a (single) class, so it is not unwrapped.
-    while len(dirs) == 1 and not any(f.suffix.lower() in _IMAGE_SUFFIXES for f in files):
-        sub_dirs, sub_files, sub_hidden = _visible_children(dirs[0])
-        if not sub_dirs:
-            break
-        ignored += hidden + len(files)  # loose non-image files beside the wrapper
-        root, dirs, files, hidden = dirs[0], sub_dirs, sub_files, sub_hidden
-    ignored += hidden
-    class_files: dict[str, list[Path]] = {}
-    refused: list[tuple[Path, str]] = []
-    for folder in dirs:
-        found, skipped, not_read = _walk_files(folder)
-        ignored += skipped
-        if is_utf8(folder.name):
-            class_files[folder.name] = found
-            refused.extend(not_read)
-        else:  # not a class: its name could not be a label
-            reason = _NOT_UTF8.replace("its name", "its class folder's name")
-            refused.extend((path, reason) for path in sorted(found + [p for p, _ in not_read]))
-    return _Layout(root, class_files, files, ignored, refused)
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,7 +193,7 @@ def _probe_all(
 
 
 def _rel(path: Path | str, root: Path) -> str:
-    return printable(Path(path).relative_to(root).as_posix())
+    return dataset_walk.printable(Path(path).relative_to(root).as_posix())
 
 
 def _plural(n: int, word: str) -> str:
@@ -452,9 +285,9 @@ def ingest(
             damaged zip, zip over the limits).
     """
     top, zip_skipped = _source_folder(source, studio_home(home), config, on_progress)
-    layout = _scan(top)
+    layout = dataset_walk.scan(top)
     if within and isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir():
-        _confine(layout, within)  # a zip's extraction is the studio's own
+        dataset_walk.confine(layout, within)  # a zip's extraction is the studio's own
     report = ValidationReport(root=str(layout.root), ignored=layout.ignored)
     report.rejected.extend(_zip_rejections(zip_skipped, top, layout.root))
     report.rejected.extend({"file": _rel(path, layout.root), "reason": reason}
@@ -484,10 +317,11 @@ def _source_folder(
             f"{path} does not exist. Give the path of a folder with one sub-folder per "
             "class, or of a zip of such folders."
         )
-    if not is_utf8(str(path)):
+    if not dataset_walk.is_utf8(str(path)):
         raise DatasetError(
-            f"The path {printable(str(path))} is not valid UTF-8 text, so the dataset index "
-            "cannot store it; rename the folders on it (for example with convmv) and retry."
+            f"The path {dataset_walk.printable(str(path))} is not valid UTF-8 text, so the "
+            "dataset index cannot store it; rename the folders on it (for example with convmv) "
+            "and retry."
         )
     if path.is_dir():
         return path.resolve(), []
@@ -509,7 +343,7 @@ def _zip_rejections(
     return rejected
 
 
-def _labelled_files(layout: _Layout) -> list[tuple[Path, str]]:
+def _labelled_files(layout: dataset_walk.Layout) -> list[tuple[Path, str]]:
     """(file, class) for every file in a class folder.
 
     Labels are NFC-normalised: macOS writes decomposed names (e + combining accent), which
@@ -520,7 +354,7 @@ def _labelled_files(layout: _Layout) -> list[tuple[Path, str]]:
 
 
 def _check_files(
-    layout: _Layout, report: ValidationReport, config: IngestConfig,
+    layout: dataset_walk.Layout, report: ValidationReport, config: IngestConfig,
     on_progress: ProgressFn | None,
 ) -> list[tuple[str, str, images.ProbeResult]]:
     """Probes every file; returns the usable ones as (relative path, class, probe).
@@ -546,7 +380,7 @@ def _check_files(
 
 
 def _class_counts(
-    layout: _Layout, kept: list[tuple[str, str, images.ProbeResult]]
+    layout: dataset_walk.Layout, kept: list[tuple[str, str, images.ProbeResult]]
 ) -> dict[str, int]:
     """Usable images per class folder, 0 for a folder with none."""
     names = sorted({unicodedata.normalize("NFC", f) for f in layout.class_files})
