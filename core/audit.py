@@ -187,7 +187,8 @@ def _features(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, Any]:
     """dataset_features, returning the FeatureExtractor used instead of its fingerprint."""
-    from core import backbones, base_weights, features  # lazy: TensorFlow only when features are needed
+    # Lazy: TensorFlow only when features are needed.
+    from core import backbones, base_weights, features
 
     if extractor is None:
         spec = backbones.get_spec(config.backbone)

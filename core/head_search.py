@@ -540,7 +540,7 @@ def search(
         log.info("Head search skipped: a class has fewer than 2 groups of photos")
         return None
     fold_of_row = splits.stratified_folds(y, k, config.seed,
-                                   None if groups is None else np.asarray(groups))
+                                          None if groups is None else np.asarray(groups))
     budget = float(config.search_seconds if budget_seconds is None else budget_seconds)
     plan = (scaled_budget(config.search_seconds, len(y)) if budget_seconds is None
             else budget)

@@ -208,7 +208,7 @@ class _Trainer:
         self.spec = backbones.get_spec(cfg.backbone, hub_handle=cfg.hub_handle,
                                        hub_input_size=cfg.hub_input_size)
         self.resolved = base_weights.resolve_weights(self.spec, cfg.weights, seed=cfg.seed,
-                                                  hub_handle=cfg.hub_handle)
+                                                     hub_handle=cfg.hub_handle)
         self.device_info = device.detect()
         self.writer = store.create(
             self.config, self.labels, self.df, self.dataset_info,

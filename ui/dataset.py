@@ -116,8 +116,8 @@ def within_data_roots(path: Path, roots: list[Path]) -> bool:
 def confinement(root: Path) -> list[Path] | None:
     """The shared folders a dataset root's links must stay in: none for the studio's own
     files (uploads, datasets built here), else $TL_STUDIO_DATA_ROOTS (None when unset)."""
-    home = resources.home().resolve()
-    if Path(root).resolve() == home or home in Path(root).resolve().parents:
+    home, real = resources.home().resolve(), Path(root).resolve()
+    if real == home or home in real.parents:
         return None
     return data_roots() or None
 
