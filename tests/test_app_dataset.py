@@ -79,6 +79,14 @@ def test_config_sets_an_upload_limit_of_at_least_one_gigabyte() -> None:
     assert config["client"]["showErrorDetails"] in ("type", "none")
 
 
+def test_config_turns_off_the_full_garbage_collection_after_every_script_run() -> None:
+    """With TensorFlow loaded a full collection holds the GIL for about a second, and every
+    open Train page reruns its live panel each second: on by default, it starved training
+    (bench/live_panel_gc.py)."""
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
+
+
 def test_uploaded_zip_shows_the_report_and_can_be_used(
     studio_home: Path, messy_folder: Path, tmp_path: Path
 ) -> None:
