@@ -159,11 +159,14 @@ class App:
 
     def wait(self, what: str, condition: Callable[[], Any], timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
+        last_error = ""
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 value = condition()
                 if value:
                     return value
+            except Exception as exc:  # an element replaced while read: try again, say it if stuck
+                last_error = f"; the last failed check: {exc!r}"[:300]
             if time.monotonic() > deadline:
                 thread = threading.current_thread()
                 who = "" if thread is threading.main_thread() else f"{thread.name}-"
@@ -172,11 +175,14 @@ class App:
                 with contextlib.suppress(Exception):
                     page = " ".join(self.text().split())[-600:]
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} "
-                                     f"({shot.name}); the page ends: {page!r}")
+                                     f"({shot.name}); the page ends: {page!r}{last_error}")
             time.sleep(0.25)
 
     def text(self) -> str:
-        return self.d.find_element(self.by.CSS_SELECTOR, "[data-testid='stMain']").text
+        """The main area's text as shown, read in one script (no element to go stale)."""
+        return self.d.execute_script(
+            "const m = document.querySelector('[data-testid=\"stMain\"]');"
+            "return m ? m.innerText : '';")
 
     def wait_text(self, words: str, timeout: float = 60) -> None:
         self.wait(f"'{words}'", lambda: words in self.text(), timeout)
@@ -433,11 +439,14 @@ def wait_for_the_end(app: App, store: Any, batch: int, timeout: float) -> str:
     """
     deadline = time.monotonic() + timeout
     ended_on_disk: float | None = None
+    failed_reads: list[str] = []
     while True:
-        with contextlib.suppress(Exception):
+        try:
             shown = next((words for words in ENDINGS if words in app.text()), None)
             if shown:
                 return shown
+        except Exception as exc:  # kept for the messages below
+            failed_reads = [*failed_reads[-4:], repr(exc)[:200]]
         run = None
         with contextlib.suppress(Exception):  # a run being written
             run = next((s for s in store.list() if s.status != "running"
@@ -454,14 +463,16 @@ def wait_for_the_end(app: App, store: Any, batch: int, timeout: float) -> str:
             warnings.warn(f"{name}: the page did not show the end of its job (run {run.run_id}, "
                           f"{run.status}) {STALE_PAGE_SECONDS} s after it ended; reloaded. "
                           f"Screenshot {shot.name}; page: {page!r}; "
-                          f"browser console: {console}", stacklevel=1)
+                          f"browser console: {console}; failed reads: {failed_reads}",
+                          stacklevel=1)
             app.d.refresh()
             app.settle()
             return "Finished in" if run.status == "completed" else f"run {run.status}: {run.error}"
         if time.monotonic() > deadline:
             app.shot(f"timeout-{threading.current_thread().name}-the-end")
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for the job to end; "
-                                 f"the page ends: {app.text()[-600:]!r}")
+                                 f"the page ends: {app.text()[-600:]!r}; "
+                                 f"failed reads: {failed_reads}")
         time.sleep(0.5)
 
 
