@@ -101,7 +101,7 @@ def test_every_photo_of_a_large_class_can_be_shown_and_removed(studio_home: Path
                 if str(b.key).startswith(f"{state.BUILD_REMOVE_PHOTO}{dataset_id}.a.")]
 
     assert len(removes()) == 24 and "Showing 24 of 30 photos." in all_text(at)
-    at.button(key=f"{state.BUILD_SHOW_MORE}{dataset_id}.a").click().run()
+    at.button(key=f"{state.BUILD_SHOWN}{dataset_id}.a.more").click().run()
     assert len(removes()) == 30 and "Showing" not in all_text(at)
     removes()[0].click().run()  # the oldest photo, hidden before "Show more"
     assert not at.exception, at.exception

@@ -123,3 +123,25 @@ def test_show_user_errors_shows_app_errors_and_lets_bugs_through() -> None:
     assert at.exception  # a bug is not dressed up as a user error
     assert at.exception[0].proto.type == "ValueError"
     assert len(at.error) == 1
+
+
+def paged_list_script() -> None:
+    import streamlit as st
+
+    from ui import paging
+
+    shown = paging.shown_count("items", 30, page=12)
+    st.write(f"items 1-{shown}")
+    paging.show_more("items", 30, page=12, noun="items")
+
+
+def test_a_long_list_shows_a_page_more_per_press_until_all_show() -> None:
+    at = AppTest.from_function(paged_list_script, default_timeout=30).run()
+    assert at.markdown[0].value == "items 1-12"
+    assert at.caption[0].value == "Showing 12 of 30 items."
+    assert at.button(key="items.more").label == "Show 12 more"
+    at.button(key="items.more").click().run()
+    assert at.button(key="items.more").label == "Show 6 more"
+    at.button(key="items.more").click().run()
+    assert at.markdown[0].value == "items 1-30"
+    assert not at.button and not at.caption

@@ -11,7 +11,7 @@ import streamlit as st
 from core import audit, audit_choices, jobs
 from core.config import AuditConfig, SplitConfig
 from core.errors import JobError
-from ui import resources, roles, state
+from ui import paging, resources, roles, state
 from ui.errors import show_user_errors
 
 START = "tl_audit_start"
@@ -19,7 +19,6 @@ CANCEL = "tl_audit_cancel"
 JOBS = "tl_audit_jobs"            # {dataset key: job id} of audits started in this session
 SHOW_PREFIX = "tl_audit_show"     # how many items of a section are shown
 CHOICE_PREFIX = "tl_audit_choice"  # one radio per photo and section
-PAGE = 24
 THUMB = 160
 
 ACTION_TEXT = {audit_choices.KEEP: "Keep", audit_choices.EXCLUDE: "Exclude",
@@ -129,17 +128,8 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
         _gallery("outlier", items, loaded, choices, root)
 
 
-def _shown(section: str, total: int) -> int:
-    key = f"{SHOW_PREFIX}.{section}"
-    return min(total, st.session_state.get(key, PAGE))
-
-
-def _more_button(section: str, total: int) -> None:
-    key = f"{SHOW_PREFIX}.{section}"
-    shown = _shown(section, total)
-    if shown < total:
-        st.button(f"Show {min(PAGE, total - shown)} more", key=f"{key}.more",
-                  on_click=lambda: st.session_state.__setitem__(key, shown + PAGE))
+def _show_key(section: str) -> str:
+    return f"{SHOW_PREFIX}.{section}"
 
 
 def _gallery(section: str, items: list[tuple[str, str, str | None]],
@@ -148,13 +138,13 @@ def _gallery(section: str, items: list[tuple[str, str, str | None]],
     if not items:
         st.success("Nothing found here.", icon=":material/check_circle:")
         return
-    shown = _shown(section, len(items))
+    shown = paging.shown_count(_show_key(section), len(items))
     cols = st.columns(4)
     for n, (name, caption, suggested) in enumerate(items[:shown]):
         with cols[n % 4]:
             _photo(root / name, f"`{name}`  \n{caption}")
             _choice(section, name, suggested, loaded, choices)
-    _more_button(section, len(items))
+    paging.show_more(_show_key(section), len(items))
 
 
 def _groups(result: audit.AuditResult, loaded: state.LoadedDataset,
@@ -165,7 +155,7 @@ def _groups(result: audit.AuditResult, loaded: state.LoadedDataset,
         return
     labels = dict(zip(audit.relative_names(loaded.dataset.index, root),
                       loaded.dataset.index["label"]))
-    for g, group in enumerate(groups[:_shown("groups", len(groups))]):
+    for g, group in enumerate(groups[:paging.shown_count(_show_key("groups"), len(groups))]):
         tags = [t for t, on in (("label conflict", group["cross_class"]),
                                 ("would leak between splits", group["spans_splits"])) if on]
         st.markdown(f"**Group {g + 1}** · similarity {group['similarity']:.3f}"
@@ -175,7 +165,7 @@ def _groups(result: audit.AuditResult, loaded: state.LoadedDataset,
             with cols[n % len(cols)]:
                 _photo(root / name, f"`{name}`  \n**{labels.get(name, '?')}**")
                 _choice(f"group{g}", name, None, loaded, choices)
-    _more_button("groups", len(groups))
+    paging.show_more(_show_key("groups"), len(groups), noun="groups")
 
 
 def _photo(path: Any, caption: str) -> None:

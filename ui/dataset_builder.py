@@ -12,10 +12,10 @@ from core.config import MIN_IMAGES_PER_CLASS, SplitConfig, TrainConfig
 from core.dataset_store import RECOMMENDED_PER_CLASS, DatasetStore, SavedDataset
 from core.errors import AppError, DatasetError
 from ui import dataset as ui_dataset
-from ui import nav, resources, roles, state
+from ui import nav, paging, resources, roles, state
 from ui.errors import show_user_errors
 
-THUMBNAILS_SHOWN = 24
+THUMBNAILS_SHOWN = paging.PAGE
 THUMBNAIL_COLUMNS = 6
 ACTION = "change datasets"
 
@@ -202,7 +202,7 @@ def _class_section(dataset_id: str, cls: str) -> None:
 def _thumbnails(dataset_id: str, cls: str, photos: list[Path]) -> None:
     """The newest photos first shown, each with its Remove button; "Show more" for the rest."""
     key = f"{state.BUILD_SHOWN}{dataset_id}.{cls}"
-    count = st.session_state.get(key, THUMBNAILS_SHOWN)
+    count = paging.shown_count(key, len(photos), THUMBNAILS_SHOWN)
     shown = photos[-count:]
     for start in range(0, len(shown), THUMBNAIL_COLUMNS):
         cols = st.columns(THUMBNAIL_COLUMNS)
@@ -216,11 +216,7 @@ def _thumbnails(dataset_id: str, cls: str, photos: list[Path]) -> None:
                 st.button("Remove", key=f"{state.BUILD_REMOVE_PHOTO}{dataset_id}.{cls}."
                                         f"{path.name}", icon=":material/delete:",
                           on_click=_remove_photo, args=(dataset_id, cls, path.name))
-    if len(photos) > len(shown):
-        st.caption(f"Showing {len(shown)} of {len(photos)} photos.")
-        st.button(f"Show {min(THUMBNAILS_SHOWN, len(photos) - len(shown))} more",
-                  key=f"{state.BUILD_SHOW_MORE}{dataset_id}.{cls}",
-                  on_click=lambda: st.session_state.__setitem__(key, count + THUMBNAILS_SHOWN))
+    paging.show_more(key, len(photos), THUMBNAILS_SHOWN, noun="photos")
 
 
 def _class_actions(dataset_id: str, cls: str, key: str, count: int) -> None:

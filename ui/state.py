@@ -53,7 +53,6 @@ BUILD_CAMERA_ON = "tl_build_camera_on."
 BUILD_CAMERA = "tl_build_camera."
 BUILD_REMOVE_PHOTO = "tl_build_remove_photo."
 BUILD_SHOWN = "tl_build_shown."            # how many thumbnails of a class are shown
-BUILD_SHOW_MORE = "tl_build_show_more."
 BUILD_RENAME = "tl_build_rename."
 BUILD_RENAME_GO = "tl_build_rename_go."
 BUILD_REMOVE_CLASS = "tl_build_remove_class."
