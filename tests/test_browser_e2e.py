@@ -173,18 +173,20 @@ class App:
                 shot = self.shot(f"timeout-{who}{re.sub(r'[^a-z0-9]+', '-', what.lower())}")
                 page = ""
                 with contextlib.suppress(Exception):
-                    page = " ".join(self.text().split())[-600:]
+                    page = self.text()[-600:]
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} "
                                      f"({shot.name}); the page ends: {page!r}{last_error}")
             time.sleep(0.25)
 
     def text(self) -> str:
-        """The main area's text as shown, read in one script (no element to go stale)."""
-        return self.d.execute_script(
+        """The main area's text as shown, in single spaces; read in one script (no element
+        to go stale between finding and reading it)."""
+        return " ".join(self.d.execute_script(
             "const m = document.querySelector('[data-testid=\"stMain\"]');"
-            "return m ? m.innerText : '';")
+            "return m ? m.innerText : '';").split())
 
     def wait_text(self, words: str, timeout: float = 60) -> None:
+        words = " ".join(words.split())
         self.wait(f"'{words}'", lambda: words in self.text(), timeout)
 
     def running(self) -> bool:
