@@ -212,18 +212,14 @@ class DatasetStore:
         return {str(self._root(folder, meta)), *meta.get("past_roots", [])}
 
     def _runs_by_root(self) -> dict[str, list[str]]:
-        """Dataset root -> ids of the runs trained on it (from each run's dataset.json)."""
-        from core.run_folder import DATASET_FILE
+        """Dataset root -> ids of the runs trained on it (from the run list, which the run
+        index keeps: no run folder is read when nothing changed)."""
         from core.runs import RunStore
 
         found: dict[str, list[str]] = {}
         for summary in RunStore(self.home).list():
-            try:
-                root = files.read_json(summary.run_dir / DATASET_FILE).get("root")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if isinstance(root, str) and root:
-                found.setdefault(str(Path(root)), []).append(summary.run_id)
+            if summary.dataset_root:
+                found.setdefault(str(Path(summary.dataset_root)), []).append(summary.run_id)
         return found
 
     def _saved(self, folder: Path, meta: dict[str, Any],

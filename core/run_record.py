@@ -94,6 +94,7 @@ class RunSummary:
         epochs_run: Epochs trained, head and fine-tune together.
         error: The failure message, or why the run is interrupted or broken.
         cv_accuracy: Cross-validated accuracy of the searched head (None: manual head).
+        dataset_root: The folder the run's photos were read from, when recorded.
     """
 
     run_id: str
@@ -115,6 +116,7 @@ class RunSummary:
     epochs_run: int = 0
     error: str | None = None
     cv_accuracy: float | None = None
+    dataset_root: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -273,4 +275,6 @@ class Run:
                                is not None else _metric(self.metrics, "best_val_accuracy")),
             test_accuracy=self.test_accuracy, epochs_run=facts["epochs_run"], error=self.error,
             cv_accuracy=(self.metrics.get("head_search") or {}).get("cv_accuracy"),
+            dataset_root=(str(self.dataset["root"]) if isinstance(self.dataset.get("root"), str)
+                          and self.dataset["root"] else None),
         )
