@@ -450,6 +450,20 @@ def _write_extras(run: Any, staging: Path, metadata: dict[str, Any]) -> None:
         files.write_bytes_atomic(staging / "per_class.csv", report.per_class_csv(result))
 
 
+def export_stored_run(home: str, run_id: str, out_dir: str, formats: list[str], *,
+                      on_event: Callable[[Any], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> ExportResult:
+    """The export job: loads the run from its home and exports it (export_run).
+
+    Its arguments are plain strings, so a queued export survives a server restart
+    (core.job_kinds.EXPORT).
+    """
+    from core.runs import RunStore
+
+    return export_run(RunStore(home).load(run_id), out_dir, formats=formats,
+                      on_event=on_event, should_stop=should_stop)
+
+
 def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | None = None,
                on_event: Callable[[Any], None] | None = None,
                should_stop: Callable[[], bool] | None = None) -> ExportResult:

@@ -75,8 +75,9 @@ def _decode_training(stored: Mapping[str, Any]) -> dict[str, Any]:
 
 
 TRAIN = JobKind("train", "core.training:train", _encode_training, _decode_training)
+EXPORT = JobKind("export", "core.export:export_stored_run")  # its arguments are plain strings
 
 
 def resumable_kinds() -> dict[str, JobKind]:
     """The kinds the studio's job manager keeps across restarts, by name."""
-    return {kind.name: kind for kind in (TRAIN,)}
+    return {kind.name: kind for kind in (TRAIN, EXPORT)}

@@ -487,3 +487,13 @@ def test_a_training_job_is_stored_and_recreated() -> None:
     pd.testing.assert_frame_equal(again["split_df"], split)
     assert again["config"] == kwargs["config"] and again["home"] == kwargs["home"]
     assert again["dataset_info"] == {"name": "pets"}
+
+
+def test_an_export_job_is_stored_and_recreated() -> None:
+    from core import export, job_kinds
+
+    kind = job_kinds.resumable_kinds()["export"]
+    assert kind.made_by(export.export_stored_run) and kind.resolve() is export.export_stored_run
+    kwargs = {"home": "/tmp/h", "run_id": "20261203-093820-mobilenet_v2-69214e",
+              "out_dir": "/tmp/h/exports", "formats": ["keras", "tflite_int8"]}
+    assert kind.decode(json.loads(json.dumps(kind.encode(kwargs)))) == kwargs

@@ -10,12 +10,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import export, files, jobs
-from core.runs import RunStore
+from core import export, files, job_kinds, jobs
 from ui import resources, roles
 
 POLL_SECONDS = 1.0
-KIND = "export"
+KIND = job_kinds.EXPORT.name  # a queued export survives a server restart
 FORMATS_KEY = "tl_export_formats"
 START_KEY = "tl_export_start"
 JOB_KEY = "tl_export_job"
@@ -62,14 +61,6 @@ def phone_models(run_id: str) -> dict[str, Path]:
     return found
 
 
-def run_export(home: str, run_id: str, out_dir: str, formats: list[str], *, on_event: Any,
-               should_stop: Any) -> export.ExportResult:
-    """The job: load the run and export it (runs in the job manager's worker thread)."""
-    run = RunStore(home).load(run_id)
-    return export.export_run(run, out_dir, formats=formats, on_event=on_event,
-                             should_stop=should_stop)
-
-
 def start(run_id: str, formats: list[str]) -> str:
     """Submits the export to the server's job manager (admins only); returns the job id.
 
@@ -78,7 +69,8 @@ def start(run_id: str, formats: list[str]) -> str:
     """
     roles.require("export runs")
     job_id = resources.job_manager().submit(
-        run_export, title=f"Export {run_id}", kind=KIND, home=str(resources.home()),
+        export.export_stored_run, title=f"Export {run_id}", kind=KIND,
+        home=str(resources.home()),
         run_id=run_id, out_dir=str(exports_dir()), formats=list(formats))
     st.session_state[JOB_KEY] = job_id
     return job_id
