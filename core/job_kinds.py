@@ -6,6 +6,7 @@ a restarted server can re-create and run it (core.jobs.JobManager.resume).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,12 +51,18 @@ class JobKind:
         return f"{module}:{getattr(fn, '__qualname__', None)}" == self.function
 
 
+def _encode_table(table: pd.DataFrame) -> dict[str, Any]:
+    return {"columns": [str(c) for c in table.columns],
+            "data": table.astype(object).where(table.notna(), None).values.tolist()}
+
+
+def _decode_table(stored: Mapping[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(stored["data"], columns=stored["columns"]).infer_objects()
+
+
 def _encode_training(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    split_df = kwargs["split_df"]
     return to_jsonable({
-        "split_df": {"columns": [str(c) for c in split_df.columns],
-                     "data": split_df.astype(object).where(split_df.notna(), None)
-                     .values.tolist()},
+        "split_df": _encode_table(kwargs["split_df"]),
         "config": kwargs["config"].to_dict(),
         "home": str(kwargs["home"]),
         "dataset_info": kwargs.get("dataset_info"),
@@ -65,9 +72,8 @@ def _encode_training(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def _decode_training(stored: Mapping[str, Any]) -> dict[str, Any]:
     from core.config import TrainConfig
 
-    table = stored["split_df"]
     return {
-        "split_df": pd.DataFrame(table["data"], columns=table["columns"]).infer_objects(),
+        "split_df": _decode_table(stored["split_df"]),
         "config": TrainConfig.from_dict(stored["config"]),
         "home": Path(stored["home"]),
         "dataset_info": stored.get("dataset_info"),
@@ -78,6 +84,36 @@ TRAIN = JobKind("train", "core.training:train", _encode_training, _decode_traini
 EXPORT = JobKind("export", "core.export:export_stored_run")  # its arguments are plain strings
 
 
+@dataclass(frozen=True)
+class StoredDataset:
+    """What an audit needs of a dataset, re-created from a stored job: its index and folder."""
+
+    index: pd.DataFrame
+    root: Path
+
+
+def _encode_audit(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    from core.audit import dataset_root, index_of
+
+    dataset = kwargs["dataset_or_index"]
+    return to_jsonable({
+        "index": _encode_table(index_of(dataset)), "root": str(dataset_root(dataset)),
+        "home": str(kwargs["home"]), "config": dataclasses.asdict(kwargs["config"]),
+    })
+
+
+def _decode_audit(stored: Mapping[str, Any]) -> dict[str, Any]:
+    from core.config import AuditConfig
+
+    return {
+        "dataset_or_index": StoredDataset(_decode_table(stored["index"]), Path(stored["root"])),
+        "home": Path(stored["home"]), "config": AuditConfig(**stored["config"]),
+    }
+
+
+AUDIT = JobKind("audit", "core.audit:audit", _encode_audit, _decode_audit)
+
+
 def resumable_kinds() -> dict[str, JobKind]:
     """The kinds the studio's job manager keeps across restarts, by name."""
-    return {kind.name: kind for kind in (TRAIN, EXPORT)}
+    return {kind.name: kind for kind in (TRAIN, EXPORT, AUDIT)}

@@ -497,3 +497,22 @@ def test_an_export_job_is_stored_and_recreated() -> None:
     kwargs = {"home": "/tmp/h", "run_id": "20261203-093820-mobilenet_v2-69214e",
               "out_dir": "/tmp/h/exports", "formats": ["keras", "tflite_int8"]}
     assert kind.decode(json.loads(json.dumps(kind.encode(kwargs)))) == kwargs
+
+
+def test_an_audit_job_is_stored_and_recreated_under_the_same_dataset_key(tmp_path: Path) -> None:
+    from conftest import make_class_folders
+
+    from core import audit, datasets, job_kinds
+    from core.config import AuditConfig
+
+    dataset = datasets.ingest(make_class_folders(tmp_path / "pets", {"cats": 3, "dogs": 2}))
+    kwargs = {"dataset_or_index": dataset, "home": tmp_path / "home",
+              "config": AuditConfig(folds=3, seed=7)}
+    kind = job_kinds.resumable_kinds()["audit"]
+    assert kind.made_by(audit.audit) and kind.resolve() is audit.audit
+    again = kind.decode(json.loads(json.dumps(kind.encode(kwargs))))
+    assert again["config"] == kwargs["config"] and again["home"] == kwargs["home"]
+    assert audit.dataset_root(again["dataset_or_index"]) == dataset.root
+    assert audit.dataset_key(again["dataset_or_index"]) == audit.dataset_key(dataset)
+    assert audit.index_of(again["dataset_or_index"])["path"].tolist() == \
+        dataset.index["path"].tolist()
