@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import charts
 from ui import evaluate, nav, state
+from ui import export as ui_export
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
 
@@ -54,4 +55,5 @@ evaluate.model_section(run)
 
 st.header("Downloads")
 evaluate.downloads(run, result)
+ui_export.verified_downloads(run.run_id)
 nav.page_link(nav.PREDICT, "Try this model on your own photos", ":material/image_search:")

@@ -108,6 +108,32 @@ def test_a_viewer_sees_the_viewer_pages_and_downloads(home: Path) -> None:
     assert not any(b.key == state.COMPARE_DELETE_ASK for b in at.button)
 
 
+def test_a_viewer_takes_the_verified_export_files_from_the_evaluate_page(
+    home: Path, trained: TrainResult
+) -> None:
+    import json
+
+    from core import export
+
+    at = open_page("3_Evaluate")
+    assert "Verified exports" not in all_text(at)  # not exported yet
+    folder = home / "exports" / trained.run_id
+    folder.mkdir(parents=True)
+    (folder / "model_int8.tflite").write_bytes(b"TFL3")
+    (folder / "metadata.json").write_text(json.dumps({
+        "exported": "2026-12-03T10:00:00+00:00", "keras_test_accuracy": 0.9, "test_photos": 9,
+        "formats": {"tflite_int8": {"status": export.OK, "file": "model_int8.tflite",
+                                    "size_bytes": 4, "test_accuracy": 0.9, "agreement": 1.0,
+                                    "recommended": True},
+                    "saved_model": {"status": "failed", "error": "no space left"}}}))
+    at = open_page("3_Evaluate")
+    assert not at.exception, at.exception
+    assert "Verified exports (2026-12-03T10:00:00+00:00)" in all_text(at)
+    labels = [b.label for b in at.get("download_button")]
+    assert export.TITLES["tflite_int8"] in labels and "Whole export folder (zip)" in labels
+    assert export.TITLES["saved_model"] not in labels  # a failed format is not offered
+
+
 def test_the_password_makes_an_admin_and_signing_out_a_viewer(studio_home: Path) -> None:
     at = open_page("2_Train")
     sign_in(at, "wrong")

@@ -157,6 +157,17 @@ def _zip(folder: Path, inner: Path | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def verified_downloads(run_id: str) -> None:
+    """On the pages anyone may open: the files of the run's last export, when there is one
+    (exporting is for admins; taking a verified file is not)."""
+    meta = read_metadata(run_id)
+    if meta is None:
+        return
+    st.subheader(f"Verified exports ({meta.get('exported', '')})")
+    show_table(meta)
+    downloads(run_id, meta)
+
+
 def downloads(run_id: str, meta: dict[str, Any]) -> None:
     """One button per exported format (the SavedModel zipped) and one for the whole folder."""
     folder = export_folder(run_id)
