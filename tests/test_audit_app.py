@@ -99,3 +99,28 @@ def test_audit_button_runs_a_background_job(studio_home: Path, tmp_path: Path) -
     else:
         assert status.state == "completed"
         assert "Likely wrong labels" in [m.label for m in at.metric]
+
+
+def test_an_audit_running_for_another_session_is_shown_not_started_again(
+        studio_home: Path, tmp_path: Path) -> None:
+    import threading
+
+    from ui import resources
+
+    folder = make_class_folders(tmp_path / "bugs", {"ants": 6, "bees": 6}, size=32)
+    key = audit.dataset_key(datasets.ingest(folder, home=studio_home))
+    release = threading.Event()
+    manager = resources.job_manager()
+    job = manager.submit(lambda on_event, should_stop: release.wait(60),
+                         title=ui_audit.job_title("bugs", key), kind="audit")
+    other = manager.submit(lambda on_event, should_stop: None,
+                           title=ui_audit.job_title("bugs", "another-dataset"), kind="audit")
+    try:
+        at = _load(folder)  # a fresh session: it did not start the audit
+        assert not at.exception, at.exception
+        assert not [b for b in at.button if b.key == ui_audit.START]
+        assert any(b.key == f"{ui_audit.CANCEL}.{job}" for b in at.button)
+    finally:
+        release.set()
+        manager.wait(job, timeout=60)
+        manager.wait(other, timeout=60)
