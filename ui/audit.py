@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import audit, audit_choices, jobs
+from core import audit, audit_choices, job_kinds, jobs
 from core.config import AuditConfig, SplitConfig
 from core.errors import JobError
 from ui import paging, resources, roles, state
@@ -20,6 +20,7 @@ JOBS = "tl_audit_jobs"            # {dataset key: job id} of audits started in t
 SHOW_PREFIX = "tl_audit_show"     # how many items of a section are shown
 CHOICE_PREFIX = "tl_audit_choice"  # one radio per photo and section
 THUMB = 160
+KIND = job_kinds.AUDIT.name  # a queued audit survives a server restart
 
 ACTION_TEXT = {audit_choices.KEEP: "Keep", audit_choices.EXCLUDE: "Exclude",
                audit_choices.MOVE: "Move to suggested"}
@@ -42,7 +43,7 @@ def _job_id(key: str) -> str | None:
     known = st.session_state.setdefault(JOBS, {}).get(key)
     if known:
         return known
-    active = [j for j in resources.job_manager().jobs(kind="audit", active_only=True)
+    active = [j for j in resources.job_manager().jobs(kind=KIND, active_only=True)
               if j.title.endswith(f"({key})")]
     return active[-1].job_id if active else None
 
@@ -60,7 +61,7 @@ def _start(loaded: state.LoadedDataset, key: str) -> None:
     with show_user_errors("Cannot start the audit:"):
         roles.require("audit datasets")
         job_id = resources.job_manager().submit(
-            audit.audit, title=job_title(loaded.name, key), kind="audit",
+            audit.audit, title=job_title(loaded.name, key), kind=KIND,
             dataset_or_index=loaded.dataset, home=resources.home(), config=AuditConfig(),
         )
         st.session_state.setdefault(JOBS, {})[key] = job_id
