@@ -259,6 +259,7 @@ class Run:
     def summary(self) -> RunSummary:
         """The run's row in the run list."""
         facts = history_table.history_facts(self.history)
+        root = self.dataset.get("root")
         params = self.metrics.get("params") or {}
         size = self.model_path.stat().st_size / 1e6 if self.model_path else None
         counts = self.dataset.get("split_counts") or {}
@@ -275,6 +276,5 @@ class Run:
                                is not None else _metric(self.metrics, "best_val_accuracy")),
             test_accuracy=self.test_accuracy, epochs_run=facts["epochs_run"], error=self.error,
             cv_accuracy=(self.metrics.get("head_search") or {}).get("cv_accuracy"),
-            dataset_root=(str(self.dataset["root"]) if isinstance(self.dataset.get("root"), str)
-                          and self.dataset["root"] else None),
+            dataset_root=root if isinstance(root, str) and root else None,
         )

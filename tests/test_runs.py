@@ -178,8 +178,7 @@ def test_list_is_newest_first_and_empty_home(studio_home: Path) -> None:
     assert all(s.status == "running" for s in store.list())
 
 
-def test_the_run_list_names_each_runs_dataset_folder_from_the_index(studio_home: Path,
-                                                                     tmp_path: Path) -> None:
+def test_the_run_list_names_each_runs_dataset_folder(studio_home: Path, tmp_path: Path) -> None:
     store = RunStore(studio_home)
     root = tmp_path / "pets"
     run_id = store.create(TrainConfig(weights=None), LABELS, split_table(),
@@ -187,8 +186,9 @@ def test_the_run_list_names_each_runs_dataset_folder_from_the_index(studio_home:
     other = new_run(store).run_id  # no folder recorded
     first = {s.run_id: s.dataset_root for s in store.list()}
     assert first == {run_id: str(root), other: None}
-    (studio_home / "runs" / run_id / "dataset.json").write_text("{}")  # the index is not stale:
-    os.utime(studio_home / "runs" / run_id, ns=(1, 1))                 # a changed folder rereads
+    # The run index keeps it; a changed run folder is read again.
+    (studio_home / "runs" / run_id / "dataset.json").write_text("{}")
+    os.utime(studio_home / "runs" / run_id, ns=(1, 1))
     assert {s.run_id: s.dataset_root for s in store.list()} == {run_id: None, other: None}
 
 

@@ -70,8 +70,8 @@ def start(run_id: str, formats: list[str]) -> str:
     roles.require("export runs")
     job_id = resources.job_manager().submit(
         export.export_stored_run, title=f"Export {run_id}", kind=KIND,
-        home=str(resources.home()),
-        run_id=run_id, out_dir=str(exports_dir()), formats=list(formats))
+        home=str(resources.home()), run_id=run_id, out_dir=str(exports_dir()),
+        formats=list(formats))
     st.session_state[JOB_KEY] = job_id
     return job_id
 
