@@ -78,6 +78,8 @@ class JobStatus:
         job_id: Identifier returned by submit().
         title: Human-readable title given at submit time.
         kind: Kind of work ("train" by default).
+        subject: What the job works on (a dataset key, a run id), given at submit time so
+            that any session finds the job of a subject again; "" when not given.
         device: Device queue the job runs on; one job at a time per device.
         state: queued, running, completed, cancelled, failed or interrupted (the server
             stopped while it ran, or before it started and it could not be re-created).
@@ -97,6 +99,7 @@ class JobStatus:
     job_id: str
     title: str
     kind: str
+    subject: str
     device: str
     state: str
     position: int | None
@@ -130,6 +133,7 @@ class JobStatus:
             "job_id": self.job_id,
             "title": self.title,
             "kind": self.kind,
+            "subject": self.subject,
             "device": self.device,
             "state": self.state,
             "position": self.position,
@@ -157,6 +161,7 @@ class _Job:
     kwargs: dict[str, Any]
     events: collections.deque[Any]
     submitted: float
+    subject: str = ""
     stored_kwargs: dict[str, Any] | None = None  # encoded by its JobKind: resumable
     state: str = QUEUED
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -212,6 +217,7 @@ class JobManager:
         *,
         title: str,
         kind: str = "train",
+        subject: str = "",
         device: str = DEFAULT_DEVICE,
         **kwargs: Any,
     ) -> str:
@@ -221,6 +227,8 @@ class JobManager:
             fn: The work; called in a worker thread with on_event and should_stop added.
             title: Shown in job lists.
             kind: Kind of work, for filtering ("train" by default).
+            subject: What the job works on (a dataset key, a run id), for finding it with
+                jobs(subject=...) from any session and after a restart.
             device: Queue to run on; jobs on the same device run one at a time, in order.
             **kwargs: Passed to fn unchanged.
 
@@ -240,9 +248,10 @@ class JobManager:
             job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{next(self._counter):04d}-" \
                      f"{uuid.uuid4().hex[:6]}"
             job = _Job(
-                job_id=job_id, title=str(title), kind=str(kind), device=str(device), fn=fn,
-                kwargs=dict(kwargs), events=collections.deque(maxlen=self._max_events),
-                submitted=time.time(), stored_kwargs=stored,
+                job_id=job_id, title=str(title), kind=str(kind), subject=str(subject),
+                device=str(device), fn=fn, kwargs=dict(kwargs),
+                events=collections.deque(maxlen=self._max_events), submitted=time.time(),
+                stored_kwargs=stored,
             )
             self._enqueue_locked(job)
         logger.info("job %s queued on %s: %s", job_id, device, title)
@@ -257,12 +266,14 @@ class JobManager:
         with self._lock:
             return self._snapshot(self._get(job_id))
 
-    def jobs(self, *, kind: str | None = None, active_only: bool = False) -> list[JobStatus]:
+    def jobs(self, *, kind: str | None = None, subject: str | None = None,
+             active_only: bool = False) -> list[JobStatus]:
         """Snapshots of every known job in submission order, optionally filtered."""
         with self._lock:
             return [
                 self._snapshot(job) for job in self._jobs.values()
                 if (kind is None or job.kind == kind)
+                and (subject is None or job.subject == subject)
                 and (not active_only or job.state in ACTIVE_STATES)
             ]
 
@@ -343,7 +354,8 @@ class JobManager:
         if job.state == QUEUED:
             position = self._queues[job.device].index(job.job_id) + 1
         return JobStatus(
-            job_id=job.job_id, title=job.title, kind=job.kind, device=job.device,
+            job_id=job.job_id, title=job.title, kind=job.kind, subject=job.subject,
+            device=job.device,
             state=job.state, position=position,
             cancel_requested=job.stop.is_set(), latest_event=job.latest_event,
             events=tuple(job.events), events_dropped=job.events_dropped, result=job.result,
@@ -491,7 +503,8 @@ class JobManager:
     def _restored_job(self, record: Mapping[str, Any]) -> _Job:
         job = _Job(
             job_id=record["job_id"], title=str(record.get("title", "")),
-            kind=str(record.get("kind", "")), device=str(record.get("device", DEFAULT_DEVICE)),
+            kind=str(record.get("kind", "")), subject=str(record.get("subject", "")),
+            device=str(record.get("device", DEFAULT_DEVICE)),
             fn=None, kwargs={}, events=collections.deque(maxlen=self._max_events),
             submitted=float(record.get("submitted") or time.time()),
             started=record.get("started"),

@@ -112,9 +112,9 @@ def test_an_audit_running_for_another_session_is_shown_not_started_again(
     release = threading.Event()
     manager = resources.job_manager()
     job = manager.submit(lambda on_event, should_stop: release.wait(60),
-                         title=ui_audit.job_title("bugs", key), kind="audit")
-    other = manager.submit(lambda on_event, should_stop: None,
-                           title=ui_audit.job_title("bugs", "another-dataset"), kind="audit")
+                         title="Audit of bugs", kind="audit", subject=key)
+    other = manager.submit(lambda on_event, should_stop: release.wait(60),
+                           title="Audit of bugs", kind="audit", subject="another-dataset")
     try:
         at = _load(folder)  # a fresh session: it did not start the audit
         assert not at.exception, at.exception

@@ -305,14 +305,17 @@ def test_unknown_job_ids_raise_a_clear_job_error(manager: JobManager) -> None:
 
 def test_jobs_filters_and_ended_jobs_stay_queryable(manager: JobManager) -> None:
     gate, started = threading.Event(), threading.Event()
-    a = manager.submit(lambda **_: 1, title="a", kind="predict")
+    a = manager.submit(lambda **_: 1, title="a", kind="predict", subject="run-1")
     manager.wait(a, WAIT)
-    b = manager.submit(blocker(gate, started), title="b")
+    b = manager.submit(blocker(gate, started), title="b", subject="run-1")
     assert started.wait(WAIT)
     c = manager.submit(blocker(gate), title="c")
     assert [s.job_id for s in manager.jobs()] == [a, b, c]
     assert [s.job_id for s in manager.jobs(active_only=True)] == [b, c]
     assert [s.job_id for s in manager.jobs(kind="predict")] == [a]
+    assert [s.job_id for s in manager.jobs(subject="run-1")] == [a, b]
+    assert [s.job_id for s in manager.jobs(subject="run-1", active_only=True)] == [b]
+    assert manager.status(c).subject == "" and manager.status(a).to_dict()["subject"] == "run-1"
     gate.set()
     manager.wait(c, WAIT)
     assert manager.status(a).state == "completed" and manager.status(a).result == 1
@@ -399,7 +402,8 @@ jm = JobManager(Path(sys.argv[1]), kinds=kinds)
 running = jm.submit(k.hold, title="long", kind="hold", seconds=600)
 while jm.status(running).state != "running":
     pass
-first = jm.submit(k.write, title="first", kind="write", path=sys.argv[2] + "/a.txt", text="A")
+first = jm.submit(k.write, title="first", kind="write", subject="a",
+                  path=sys.argv[2] + "/a.txt", text="A")
 jm.submit(k.write, title="second", kind="write", path=sys.argv[2] + "/b.txt", text="B")
 jm.submit(lambda **_: 1, title="not resumable", kind="write")
 print(running, flush=True)
@@ -439,6 +443,7 @@ def test_queued_jobs_survive_a_server_restart(tmp_path: Path,
     try:
         resumed = jm.resume()
         assert [jm.status(j).title for j in resumed] == ["first", "second"]  # order kept
+        assert [s.title for s in jm.jobs(subject="a")] == ["first"]  # found again by subject
         for job in resumed:
             assert jm.wait(job, WAIT).state == "completed"
         assert (out / "a.txt").read_text() == "A" and (out / "b.txt").read_text() == "B"

@@ -32,19 +32,13 @@ def choice_key(*parts: Any) -> str:
     return f"{CHOICE_PREFIX}.{parts[0]}.{digest}"
 
 
-def job_title(name: str, key: str) -> str:
-    """An audit job's title: the dataset's name for people, its key to find the job again."""
-    return f"Audit of {name} ({key})"
-
-
 def _job_id(key: str) -> str | None:
     """This session's audit of the dataset, else one another session started or a restarted
-    server queued again (so nobody starts it twice)."""
+    server queued again (so nobody starts it twice); the job's subject is the dataset key."""
     known = st.session_state.setdefault(JOBS, {}).get(key)
     if known:
         return known
-    active = [j for j in resources.job_manager().jobs(kind=KIND, active_only=True)
-              if j.title.endswith(f"({key})")]
+    active = resources.job_manager().jobs(kind=KIND, subject=key, active_only=True)
     return active[-1].job_id if active else None
 
 
@@ -61,7 +55,7 @@ def _start(loaded: state.LoadedDataset, key: str) -> None:
     with show_user_errors("Cannot start the audit:"):
         roles.require("audit datasets")
         job_id = resources.job_manager().submit(
-            audit.audit, title=job_title(loaded.name, key), kind=KIND,
+            audit.audit, title=f"Audit of {loaded.name}", kind=KIND, subject=key,
             dataset_or_index=loaded.dataset, home=resources.home(), config=AuditConfig(),
         )
         st.session_state.setdefault(JOBS, {})[key] = job_id

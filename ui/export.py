@@ -69,7 +69,7 @@ def start(run_id: str, formats: list[str]) -> str:
     """
     roles.require("export runs")
     job_id = resources.job_manager().submit(
-        export.export_stored_run, title=f"Export {run_id}", kind=KIND,
+        export.export_stored_run, title=f"Export {run_id}", kind=KIND, subject=run_id,
         home=str(resources.home()), run_id=run_id, out_dir=str(exports_dir()),
         formats=list(formats))
     st.session_state[JOB_KEY] = job_id
@@ -78,7 +78,7 @@ def start(run_id: str, formats: list[str]) -> str:
 
 def latest_job(run_id: str) -> jobs.JobStatus | None:
     """The newest export job of this run known to the server (any session started it)."""
-    found = [j for j in resources.job_manager().jobs(kind=KIND) if j.title == f"Export {run_id}"]
+    found = resources.job_manager().jobs(kind=KIND, subject=run_id)
     return found[-1] if found else None
 
 
