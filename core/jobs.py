@@ -355,8 +355,7 @@ class JobManager:
             position = self._queues[job.device].index(job.job_id) + 1
         return JobStatus(
             job_id=job.job_id, title=job.title, kind=job.kind, subject=job.subject,
-            device=job.device,
-            state=job.state, position=position,
+            device=job.device, state=job.state, position=position,
             cancel_requested=job.stop.is_set(), latest_event=job.latest_event,
             events=tuple(job.events), events_dropped=job.events_dropped, result=job.result,
             error=job.error, error_traceback=job.error_traceback, submitted=job.submitted,
