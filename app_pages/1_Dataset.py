@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.audit_choices import audit_record
+from core.audit.choices import audit_record
 from core.config import SplitConfig
 from ui import audit as ui_audit
-from ui import dataset_builder, saved_datasets
 from ui import dataset as ui_dataset
-from ui import nav, state, widgets
+from ui import dataset_builder, nav, saved_datasets, state, widgets
 
 st.title("Dataset")
 st.markdown(

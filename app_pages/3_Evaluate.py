@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts
+from core.results import charts
 from ui import evaluate, nav, state
 from ui import export as ui_export
 from ui import runs as ui_runs

@@ -30,7 +30,8 @@ def _peak_mb() -> float:
 
 def flowers(home: Path, data: str) -> dict:
     """Audit of flower_photos_300: once to warm the cache (and the process), then timed."""
-    from core import audit, datasets
+    from core.audit import findings as audit
+    from core.data import datasets
 
     dataset = datasets.ingest(data, home=home)
     t0 = time.monotonic()
@@ -56,7 +57,7 @@ def generated(home: Path, n: int, dim: int = 1280, classes: int = 10) -> dict:
     """Audit of n generated feature vectors (no image files: no pixel check), 1% near-copies."""
     import pandas as pd
 
-    from core import audit
+    from core.audit import findings as audit
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, classes, n)

@@ -1,4 +1,4 @@
-"""One photo's Grad-CAM heatmap with MobileNetV2 (core.explain), first and warm; prints JSON.
+"""One photo's Grad-CAM heatmap with MobileNetV2 (core.results.explain), first and warm; prints JSON.
 
 The model is laid out as a studio run's: preprocessing + the nested MobileNetV2 base (ImageNet
 weights from $KERAS_HOME/models, or --weights FILE; random weights with --random) + a softmax
@@ -31,8 +31,11 @@ FLOOR_SECONDS = 0.5  # the issue's limit for one photo on this machine
 def _model(weights: str | None, folder: Path) -> tuple[object, str]:
     import keras
 
-    from core import backbones, base_weights, fine_tuning, head_training
     from core.config import TrainConfig
+    from core.features import backbones
+    from core.features import weights as base_weights
+    from core.training import fine_tuning
+    from core.training import head as head_training
 
     spec = backbones.get_spec("mobilenet_v2")
     resolved = base_weights.resolve_weights(spec, weights)
@@ -63,8 +66,8 @@ def main() -> None:
     import numpy as np
     from PIL import Image
 
-    from core import explain
-    from core.prediction import Predictor
+    from core.results import explain
+    from core.results.prediction import Predictor
 
     load_before = os.getloadavg()
     labels = ["a", "b", "c", "d", "e"]

@@ -1,7 +1,7 @@
 """Export benchmark of issue 15 on the offline flower photos; prints one JSON object.
 
 Trains MobileNetV2 (ImageNet weights, frozen base, default head) on flower_photos_300 with
-the default split, exports every format with core.export (each reloaded in a clean process
+the default split, exports every format with core.export.exporter (each reloaded in a clean process
 and scored on the test photos) and reports, per format: export time, file size, single-photo
 latency p50, test accuracy and agreement with the Keras model; then the floors of the issue:
 int8 file at most 30% of the float32 file, int8 latency at most float32's, int8 accuracy
@@ -49,9 +49,11 @@ def main() -> None:
         os.environ["KERAS_HOME"] = str(_keras_home(tmp))
         os.environ["TL_STUDIO_OFFLINE"] = "1"
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from core import datasets, export, splits, training
         from core.config import SplitConfig, TrainConfig
-        from core.runs import RunStore
+        from core.data import datasets, splits
+        from core.export import exporter as export
+        from core.runs.store import RunStore
+        from core.training import pipeline as training
 
         load_before = os.getloadavg()
         dataset = datasets.ingest(args.data, home=tmp / "home")

@@ -72,9 +72,12 @@ def run_extraction(data: Path, limit: int | None, repeat: int = 1) -> dict:
     work = Path(tempfile.mkdtemp(prefix="tl-bench-"))
     (work / "keras" / "models").mkdir(parents=True)
     (work / "keras" / "models" / WEIGHTS).symlink_to(weights)
-    os.environ["KERAS_HOME"] = str(work / "keras")  # read at call time by core.backbones
+    os.environ["KERAS_HOME"] = str(work / "keras")  # read at call time by core.features.backbones
 
-    from core import backbones, base_weights, device, features
+    from core import device
+    from core.features import backbones
+    from core.features import extraction as features
+    from core.features import weights as base_weights
 
     files = _image_files(data, limit)
     shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
@@ -175,7 +178,9 @@ def run_relative_speed(batches: int) -> dict:
     """
     import numpy as np
 
-    from core import backbones, base_weights, features
+    from core.features import backbones
+    from core.features import extraction as features
+    from core.features import weights as base_weights
 
     keras_speed, tflite_speed, notes = {}, {}, {}
     work = Path(tempfile.mkdtemp(prefix="tl-speed-"))

@@ -1,4 +1,4 @@
-"""The head trainer alone (core.head_training.fit_head) on random features; prints JSON.
+"""The head trainer alone (core.training.head.fit_head) on random features; prints JSON.
 
 For each head, in the order a user might try them in one process: the wall and CPU time of
 its first training (the process's first also traces the compiled steps, which every later
@@ -31,8 +31,8 @@ def main() -> None:
 
     import numpy as np
 
-    from core import head_training
     from core.config import TrainConfig
+    from core.training import head as head_training
 
     rng = np.random.default_rng(0)
     x, y = rng.random((1050, 1280), np.float32), rng.integers(0, 5, 1050)

@@ -94,9 +94,9 @@ def main() -> None:
                         help="ingest N generated 32 px images instead of DATASET")
     args = parser.parse_args()
     # Imported here, not at the top: spawned workers re-run this script's top level, and
-    # should pay only for what the studio's own workers import (core.images).
+    # should pay only for what the studio's own workers import (core.data.images).
     from core.config import IngestConfig
-    from core.datasets import ingest, worker_count
+    from core.data.datasets import ingest, worker_count
 
     with tempfile.TemporaryDirectory(prefix="tl-bench-") as tmp:
         source = Path(args.dataset)

@@ -25,9 +25,10 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import audit, datasets
-from core import near_duplicates as nd
+from core.audit import findings as audit
+from core.audit import near_duplicates as nd
 from core.config import AuditConfig
+from core.data import datasets
 
 
 def _jpeg(img: Image.Image, quality: int) -> bytes:
@@ -103,7 +104,9 @@ def main() -> None:
                     shas.append(hashlib.sha256(data).hexdigest())
                     edit_of.append(name)
                     orig_of.append(i)
-        from core import backbones, base_weights, features
+        from core.features import backbones
+        from core.features import extraction as features
+        from core.features import weights as base_weights
 
         spec = backbones.get_spec(config.backbone)
         extractor = features.make_extractor(spec, base_weights.resolve_weights(spec, "imagenet"),

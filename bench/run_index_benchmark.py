@@ -1,4 +1,4 @@
-"""Listing a studio home of many runs (core.runs.RunStore.list) with the run index; prints JSON.
+"""Listing a studio home of many runs (core.runs.store.RunStore.list) with the run index; prints JSON.
 
 Generates N completed runs (one made through the RunStore with a small stand-in model
 archive, then copied under new run ids) in a temporary home, and times:
@@ -45,7 +45,7 @@ def _make_runs(home: Path, count: int) -> list[str]:
     import pandas as pd
 
     from core.config import TrainConfig
-    from core.runs import RunStore, new_run_id
+    from core.runs.store import RunStore, new_run_id
     from core.status import COMPLETED
 
     labels = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--no-pages", action="store_true", help="skip the page reruns")
     args = parser.parse_args()
 
-    from core.runs import RunStore, RunWriter
+    from core.runs.store import RunStore, RunWriter
     from core.status import COMPLETED, FAILED
 
     with tempfile.TemporaryDirectory(prefix="run-index-bench-") as tmp:

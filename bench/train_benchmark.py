@@ -9,7 +9,7 @@ Parts (run all by default, or name some with --parts):
             a cold first run with augmentation on (2 cached views per photo)
   accuracy  test accuracy of the default frozen config, with augmentation on, and of a
             fine-tuning config; then the frozen configs on two other splits
-  predict   warm single-photo prediction latency (p50, p90) through core.prediction
+  predict   warm single-photo prediction latency (p50, p90) through core.results.prediction
   memory    peak RSS of a frozen-base training on a generated 20,000-image dataset
   head-search  (only when named) the searched head (the default) against the manual head
             (today's settings), same split, three training seeds: test accuracy, the
@@ -59,15 +59,15 @@ def _keras_home(tmp: Path) -> Path:
 
 
 def _split(data: Path, home: Path):
-    from core import datasets, splits
     from core.config import SplitConfig
+    from core.data import datasets, splits
 
     dataset = datasets.ingest(data, home=home)
     return splits.split(dataset.index, SplitConfig(seed=0))
 
 
 def _train(split_df, config, home: Path) -> dict:
-    from core import training
+    from core.training import pipeline as training
 
     started = time.perf_counter()
     result = training.train(split_df, config, home=home)
@@ -140,8 +140,8 @@ def _home_with_converted_base(source_home: Path, target: Path) -> Path:
 
 
 def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
-    from core import features
     from core.config import TrainConfig
+    from core.features import extraction as features
 
     home = tmp / "speed-home"
     split_df = _split(data, home)
@@ -198,8 +198,8 @@ def part_speed(data: Path, tmp: Path, keras_home: Path) -> dict:
 
 
 def part_accuracy(data: Path, tmp: Path) -> dict:
-    from core import datasets, splits
     from core.config import SplitConfig, TrainConfig
+    from core.data import datasets, splits
 
     home = tmp / "accuracy-home"
     split_df = _split(data, home)
@@ -224,8 +224,9 @@ def part_accuracy(data: Path, tmp: Path) -> dict:
 def part_head_search(data: Path, tmp: Path, seeds: list[int],
                      split_seeds: list[int] = (0,)) -> dict:
     """Searched default vs manual default: accuracy over training seeds (and splits), time."""
-    from core import datasets, features, splits
     from core.config import SplitConfig, TrainConfig
+    from core.data import datasets, splits
+    from core.features import extraction as features
 
     def summary(run: dict) -> dict:
         keep = ("test_accuracy", "best_val_accuracy", "final_val_accuracy", "wall_seconds",
@@ -330,7 +331,7 @@ def part_fine_tune_seeds(data: Path, tmp: Path, epochs: list[int], seeds: list[i
 
 def part_predict(data: Path, tmp: Path) -> dict:
     from core.config import TrainConfig
-    from core.prediction import Predictor
+    from core.results.prediction import Predictor
 
     home = tmp / "predict-home"
     split_df = _split(data, home)
@@ -369,7 +370,9 @@ for i in range({n_images}):
     pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     pixels[:, :, i % 3] = (i % 10) * 25
     Image.fromarray(pixels).save(folder / f"img_{{i:05d}}.jpg", quality=85)
-from core import datasets, splits, training
+from core.data import datasets
+from core.data import splits
+from core.training import pipeline as training
 from core.config import SplitConfig, TrainConfig
 home = Path({str(tmp / "memory-home")!r})
 dataset = datasets.ingest(data, home=home)

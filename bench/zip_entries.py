@@ -1,4 +1,4 @@
-"""A hostile upload: a zip of many one-byte entries through core.datasets.ingest; prints JSON.
+"""A hostile upload: a zip of many one-byte entries through core.data.datasets.ingest; prints JSON.
 
 Issue 20 measured 200,000 one-byte entries at 59 s and 787 MB. Every entry is extracted and
 checked (and rejected: none is an image); the time of each stage and the peak memory of this
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=200_000)
     args = parser.parse_args()
-    from core import datasets
+    from core.data import datasets
 
     with tempfile.TemporaryDirectory(prefix="zip-entries-") as tmp:
         archive = Path(tmp) / "many.zip"

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core import datasets
-from core.dataset_store import DatasetStore, ingest_saved
 from core.config import SplitConfig, TrainConfig, studio_home
+from core.data import datasets
+from core.data.store import DatasetStore, ingest_saved
 from core.errors import AppError
 from core.flags import add_config_flags, config_from_flags
-from core.runs import RunStore
+from core.runs.store import RunStore
 from core.status import COMPLETED
 
 log = logging.getLogger("core")
@@ -131,8 +131,10 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Ingests, splits and trains; progress on stderr, result on stdout."""
-    from core import audit as dataset_audit
-    from core import audit_choices, backbones, training
+    from core.audit import choices as audit_choices
+    from core.audit import findings as dataset_audit
+    from core.features import backbones
+    from core.training import pipeline as training
 
     config = config_from_flags(TrainConfig, args)
     split_config = SplitConfig(*args.split, seed=args.seed)
@@ -199,7 +201,7 @@ def _add_evaluate(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluates a saved run on every usable image of a labelled dataset."""
-    from core.prediction import Predictor, evaluate_dataset
+    from core.results.prediction import Predictor, evaluate_dataset
 
     home = studio_home(args.home)
     run_dir = RunStore(home).resolve(args.run)
@@ -235,7 +237,7 @@ def _add_predict(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predicts each image; a bad image gets an error entry, the others still run."""
-    from core.prediction import Predictor
+    from core.results.prediction import Predictor
 
     run_dir = RunStore(studio_home(args.home)).resolve(args.run)
     predictions = Predictor.from_run(run_dir).predict(args.images, top_k=args.top_k)
@@ -308,7 +310,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from core.export import FORMATS
+    from core.export.exporter import FORMATS
 
     p = sub.add_parser(
         "export", parents=[common],
@@ -331,7 +333,7 @@ def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Exports and verifies a run's formats; progress on stderr, the result on stdout."""
-    from core import export
+    from core.export import exporter as export
 
     formats = export.parse_formats(args.formats)
     run = RunStore(studio_home(args.home)).load(args.run)
@@ -363,7 +365,8 @@ def _add_bases(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def cmd_bases(args: argparse.Namespace) -> int:
     """Lists the registry's bases; never downloads (weights_here: the file is in the cache)."""
-    from core import backbones, base_weights
+    from core.features import backbones
+    from core.features import weights as base_weights
 
     folder = base_weights.keras_models_dir()
     rows = [{
@@ -400,7 +403,7 @@ def _add_explain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Writes the Grad-CAM heatmap of a photo for a class over the photo, as a PNG."""
-    from core import explain
+    from core.results import explain
 
     run = RunStore(studio_home(args.home)).load(args.run)
     heatmap = explain.write_explanation(run, args.photo, args.out, args.target)
@@ -442,7 +445,7 @@ def _add_audit(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Ingests and audits a dataset; the audit is also saved with the dataset."""
-    from core import audit
+    from core.audit import findings as audit
     from core.config import AuditConfig
 
     home = studio_home(args.home)

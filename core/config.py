@@ -189,7 +189,7 @@ class SplitConfig:
 # TrainConfig.augment: "auto" augments only when fine-tuning.
 AUGMENT_CHOICES = ("auto", "on", "off")
 
-# TrainConfig.head: "search" chooses the head's settings by cross-validation (core.head_search).
+# TrainConfig.head: "search" chooses the head's settings by cross-validation (core.training.head_search).
 HEAD_CHOICES = ("search", "manual")
 
 HIDDEN_LAYER_PRESETS: dict[str, tuple[int, ...]] = {
@@ -229,7 +229,7 @@ class TrainConfig:
         seed: Seed for weights initialisation, shuffling and augmentation.
         head: "search" (the default): the head's L2, dropout, learning rate, label smoothing,
             hidden layer and augmented views are chosen by cross-validation on the cached
-            features of train + validation (core.head_search), and the winner is refitted on
+            features of train + validation (core.training.head_search), and the winner is refitted on
             both; "manual": the settings above as given, validation held out (as before).
         search_seconds: Time budget of the search; a small dataset finishes sooner.
         label_smoothing: Share of each training label spread evenly over all classes.
@@ -351,7 +351,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """How a dataset is audited for wrong labels, near-duplicates and outliers (core.audit).
+    """How a dataset is audited for wrong labels, near-duplicates and outliers (core.audit.findings).
 
     Attributes:
         backbone: Pretrained base whose (cached) features the audit reads.

@@ -13,9 +13,10 @@ import numpy as np
 from conftest import patterned_image
 from streamlit.testing.v1 import AppTest
 
-from core import datasets, splits, training
 from core.config import SplitConfig, TrainConfig
-from core.training import TrainResult
+from core.data import datasets, splits
+from core.training import pipeline as training
+from core.training.pipeline import TrainResult
 from ui import state
 
 REPO = Path(__file__).resolve().parents[1]

@@ -92,7 +92,7 @@ def keras_home_with_mobilenet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def write_informative_weights(spec, path: Path, seed: int = 0) -> Path:
-    """Writes random no-top weights for a core.backbones spec in Keras' legacy .h5 layout.
+    """Writes random no-top weights for a core.features.backbones spec in Keras' legacy .h5 layout.
 
     Unlike a fresh random init (whose BatchNorm statistics make features vanish), the
     BatchNorm/Normalization statistics get non-trivial values, so features have scale ~1 and

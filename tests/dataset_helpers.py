@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import patterned_image
 
-from core.datasets import ValidationReport
+from core.data.datasets import ValidationReport
 
 
 def img_bytes(cls: int = 0, var: int = 0, size: int = 32, fmt: str = "PNG") -> bytes:

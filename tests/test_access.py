@@ -6,7 +6,7 @@ import pytest
 
 from core import access
 from core.access import AccessDenied, AccessSettings, settings_from
-from core.runs import is_run_id
+from core.runs.store import is_run_id
 
 
 def test_no_settings_is_open_and_everyone_is_admin() -> None:

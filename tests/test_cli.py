@@ -112,7 +112,7 @@ def test_export_of_a_run_without_results_says_what_to_do(trained: dict, tmp_path
     import pandas as pd
 
     from core.config import TrainConfig
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     split = pd.DataFrame({"path": ["a.png", "b.png"], "label": ["x", "y"], "label_index": [0, 1],
                           "sha256": ["0" * 64, "1" * 64], "split": ["train", "test"]})
@@ -209,7 +209,7 @@ def test_bad_options_leave_no_run_behind(flags: tuple[str, ...], tmp_path: Path,
 
 
 def test_run_ids_never_hold_parts_of_a_typed_path() -> None:
-    from core.runs import new_run_id
+    from core.runs.store import new_run_id
 
     assert "mobilenet_v2" in new_run_id("mobilenet_v2")
     for typed in ("/etc/passwd", "../../etc", "C:\\temp\\x", "tfhub/../../x"):
@@ -233,7 +233,7 @@ def test_bases_lists_size_parameters_and_whether_weights_are_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from core.__main__ import main
-    from core.backbones import BACKBONES
+    from core.features.backbones import BACKBONES
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     spec = BACKBONES["mobilenet_v2"]
@@ -257,8 +257,11 @@ def test_train_splits_as_the_saved_audit_and_its_choices_say(
     the choices made on it (exclude, move) and records the audit in the run, like the page."""
     from types import SimpleNamespace
 
-    from core import audit, audit_choices, datasets, training
     from core import __main__ as cli
+    from core.audit import choices as audit_choices
+    from core.audit import findings as audit
+    from core.data import datasets
+    from core.training import pipeline as training
 
     home = tmp_path / "home"
     data = make_class_folders(tmp_path / "data", {"cats": 8, "dogs": 8, "fish": 8})

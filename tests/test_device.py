@@ -15,8 +15,9 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, write_informative_weights
 
-from core import backbones, device
+from core import device
 from core.device import DeviceInfo, GpuInfo
+from core.features import backbones
 
 
 class FakeGpu:
@@ -134,7 +135,10 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from core import backbones, base_weights, device, features
+    from core import device
+    from core.features import backbones
+    from core.features import weights as base_weights
+    from core.features import extraction as features
 
     strategy = device.distribution_strategy(devices=["/cpu:0", "/cpu:1"])
     spec = dataclasses.replace(backbones.get_spec("mobilenet_v2"), input_size=32)
@@ -148,7 +152,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     with strategy.scope():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
         model.compile("adam", "sparse_categorical_crossentropy")
-    from core.fine_tuning import WeightAveraging
+    from core.training.fine_tuning import WeightAveraging
 
     class Record(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

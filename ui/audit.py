@@ -8,9 +8,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import audit, audit_choices, job_kinds, jobs
+from core.audit import choices as audit_choices
+from core.audit import findings as audit
 from core.config import AuditConfig, SplitConfig
 from core.errors import JobError
+from core.jobs import kinds as job_kinds
+from core.jobs import manager as jobs
 from ui import paging, resources, roles, state
 from ui.errors import show_user_errors
 

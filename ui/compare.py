@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from core import charts
 from core.errors import AppError
-from core.runs import RunSummary
+from core.results import charts
+from core.runs.store import RunSummary
 from core.status import BROKEN, FAILED, INTERRUPTED
 from ui import links, roles, state
 from ui import runs as ui_runs

@@ -10,14 +10,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import pandas as pd
 import streamlit as st
 
-from core import charts, dataset_store, splits
 from core.config import SplitConfig
+from core.data import splits
+from core.data import store as dataset_store
 from core.errors import AppError
+from core.results import charts
 from ui import resources, roles, state
 from ui.errors import show_user_errors
 
 if TYPE_CHECKING:
-    from core.datasets import Dataset, ValidationReport
+    from core.data.datasets import Dataset, ValidationReport
     from ui.state import CurrentDataset
 
 PROGRESS_EVERY_SECONDS = 0.25
@@ -58,7 +60,7 @@ def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
     """Ingests a zip or folder showing progress, keeps it in session state, and returns it.
 
     Args:
-        source: What core.datasets.ingest accepts: a folder or zip path, zip bytes or a file.
+        source: What core.data.datasets.ingest accepts: a folder or zip path, zip bytes or a file.
         name: Short name for people (zip file name or folder name).
         origin: What was loaded ("upload:<file id>" or the folder path), to avoid reloading.
         within: The folders this server shares: links leading out of them are refused.

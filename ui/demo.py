@@ -10,8 +10,8 @@ from typing import Any
 
 import streamlit as st
 
-from core.prediction import Prediction
-from core.runs import RunSummary
+from core.results.prediction import Prediction
+from core.runs.store import RunSummary
 from ui import explain as ui_explain
 from ui import links
 from ui import predict as ui_predict

@@ -12,15 +12,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import charts, head_choice, report
-from core.audit_choices import audit_text
+from core.audit.choices import audit_text
 from core.errors import AppError
+from core.results import charts, report
+from core.runs import head_choice
 from ui import explain as ui_explain
 from ui import resources, state
 
 if TYPE_CHECKING:
-    from core.evaluation import EvalResult
-    from core.runs import Run
+    from core.runs.evaluation import EvalResult
+    from core.runs.store import Run
 
 GALLERY_COLUMNS = 6
 GALLERY_PAGE_SIZE = 24

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core import explain, images
-from core.explain import Explainer, Heatmap
+from core.data import images
+from core.results import explain
+from core.results.explain import Explainer, Heatmap
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
@@ -88,7 +89,7 @@ def why_section(prediction: Any, source: Any, run_dir: str | Path, key: str, *,
     photo (upright), with an opacity slider. Nothing is computed while it is closed.
 
     Args:
-        prediction: A core.prediction.Prediction that was read (prediction.ok).
+        prediction: A core.results.prediction.Prediction that was read (prediction.ok).
         source: The photo it came from (upload, camera shot, path or bytes).
         run_dir: The run whose model made the prediction.
         key: Unique per photo on the page; the widgets' keys are made from it.
@@ -133,7 +134,7 @@ def answer_heatmap(prediction: Any, source: Any, run_dir: str | Path) -> None:
     For Predict's demo view: no choices, the top class at the default opacity.
 
     Args:
-        prediction: A core.prediction.Prediction that was read (prediction.ok).
+        prediction: A core.results.prediction.Prediction that was read (prediction.ok).
         source: The photo it came from (upload, camera shot, path or bytes).
         run_dir: The run whose model made the prediction.
     """

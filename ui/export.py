@@ -10,7 +10,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import export, files, job_kinds, jobs
+from core import files
+from core.export import exporter as export
+from core.jobs import kinds as job_kinds
+from core.jobs import manager as jobs
 from ui import resources, roles
 
 POLL_SECONDS = 1.0

@@ -41,7 +41,7 @@ def runs_table(summaries: Sequence[Any]) -> pd.DataFrame:
 
 def recent_runs() -> list[Any]:
     """Shows the newest runs of the studio home; returns their summaries (maybe empty)."""
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     summaries = RunStore(resources.home()).list()[:RECENT_RUNS]
     if not summaries:

@@ -1,7 +1,7 @@
 """Links to a run: `?run=<run id>` in the address selects it, `&view=demo` opens Predict's demo.
 
 The address is read and written here only. A value from the address is only ever compared
-with the ids of the store's runs (core.runs.is_run_id first): it is never used as a path.
+with the ids of the store's runs (core.runs.store.is_run_id first): it is never used as a path.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from core.runs import RunSummary, is_run_id
+from core.runs.store import RunSummary, is_run_id
 from core.status import BROKEN
 from ui import nav
 

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core.prediction import Prediction, Predictor
+from core.results import charts
+from core.results.prediction import Prediction, Predictor
 from ui import resources, state
 from ui import runs as ui_runs
 
@@ -36,7 +36,7 @@ def predictor(run_dir: str | Path) -> Predictor:
 def _phone_predictor(path: str, stamp: int, labels: tuple[str, ...], threshold: float
                      ) -> Predictor:
     del stamp  # part of the key: a new export is loaded again
-    from core.export_runtime import TFLitePredictor
+    from core.export.runtime import TFLitePredictor
 
     return TFLitePredictor(path, labels, threshold=threshold)
 

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from core.config import studio_home
-from core.jobs import JobManager
+from core.jobs.manager import JobManager
 
 if TYPE_CHECKING:
     from core.device import DeviceInfo
@@ -24,7 +24,7 @@ def home() -> Path:
 
 @st.cache_resource(show_spinner=False)
 def _job_manager_for(home_path: str) -> JobManager:
-    from core import job_kinds
+    from core.jobs import kinds as job_kinds
 
     manager = JobManager(Path(home_path), kinds=job_kinds.resumable_kinds())
     manager.resume()  # the queued jobs of a server that stopped run now; running ones: interrupted
@@ -48,13 +48,13 @@ def device_info() -> DeviceInfo:
 def thumbnail(path: str, size: int = THUMBNAIL_SIZE, modified_ns: int = 0) -> np.ndarray:
     """A small upright RGB copy of one image (aspect kept), as uint8 pixels.
 
-    Decoded by core.images (EXIF orientation, colour modes); modified_ns is part of the cache
+    Decoded by core.data.images (EXIF orientation, colour modes); modified_ns is part of the cache
     key, so an edited file gets a fresh thumbnail. Raises ImageError or OSError when the file
     cannot be read.
     """
     from PIL import Image
 
-    from core import images
+    from core.data import images
 
     with Image.open(path) as stored:
         if stored.format == "JPEG":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.runs import Run, RunStore, RunSummary
+from core.runs.store import Run, RunStore, RunSummary
 from core.status import BROKEN
 from ui import links, nav, resources, state
 from ui.errors import show_user_errors

@@ -11,7 +11,7 @@ import streamlit as st
 from core.config import SplitConfig
 
 if TYPE_CHECKING:
-    from core.datasets import Dataset
+    from core.data.datasets import Dataset
 
 # Data kept by the app (not widget values): survive page switches.
 LOADED = "tl_loaded_dataset"          # LoadedDataset just ingested on the Dataset page
@@ -111,7 +111,7 @@ class LoadedDataset:
     """An ingested dataset and where it came from.
 
     Attributes:
-        dataset: The result of core.datasets.ingest().
+        dataset: The result of core.data.datasets.ingest().
         name: Short name for people: the zip's file name or the folder's name.
         source: What was loaded: "upload:<file id>" or the folder path given.
     """
@@ -130,7 +130,7 @@ class CurrentDataset:
         split: Its index with a "split" column (train/val/test).
         split_config: The settings that made the split.
         audit: The audit the split respected and the choices applied
-            (core.audit_choices.audit_record), None when none ran.
+            (core.audit.choices.audit_record), None when none ran.
     """
 
     loaded: LoadedDataset
@@ -187,7 +187,7 @@ def use_dataset(loaded: LoadedDataset, split: pd.DataFrame, config: SplitConfig,
                 audit: dict[str, Any] | None = None) -> CurrentDataset:
     """Chooses a dataset and its split for the next pages; returns what was stored."""
     if "split" not in split.columns:
-        raise ValueError("the split table needs a 'split' column (from core.splits.split)")
+        raise ValueError("the split table needs a 'split' column (from core.data.splits.split)")
     current = CurrentDataset(loaded=loaded, split=split.copy(), split_config=config,
                              audit=audit)
     st.session_state[CURRENT] = current

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import streamlit as st
 
-from core import backbones, base_weights, training
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
+from core.features import backbones
+from core.features import weights as base_weights
+from core.training import pipeline as training
 from ui import resources, roles, state, widgets
 from ui.errors import show_user_errors
 from ui.widgets import InvalidInput

@@ -9,11 +9,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts, jobs
-from core import history as history_table
 from core.errors import JobError
-from core.jobs import JobStatus
+from core.jobs import manager as jobs
+from core.jobs.manager import JobStatus
 from core.progress import PHASES
+from core.results import charts
+from core.runs import history as history_table
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, roles, state
 from ui.errors import show_user_errors
@@ -36,7 +37,7 @@ METRIC_TEXT = (("loss", "Training loss"), ("accuracy", "Training accuracy"),
 
 
 def history_from_events(events: Sequence[Any]) -> pd.DataFrame:
-    """The live epoch history of a training job, in core.history's shape."""
+    """The live epoch history of a training job, in core.runs.history's shape."""
     return history_table.from_events(events)
 
 

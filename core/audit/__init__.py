@@ -1,0 +1,1 @@
+"""The dataset audit: likely label errors, near-duplicates, outliers, choices made on them."""

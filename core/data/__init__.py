@@ -1,0 +1,1 @@
+"""Photos in: decoding, zip safety, folder walks, datasets, saved datasets, names, splits."""

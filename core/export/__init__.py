@@ -1,0 +1,1 @@
+"""Deployable formats: one record per format, writers, clean-process verification."""

@@ -1,0 +1,74 @@
+"""An exported TFLite file run inside the studio: the Predict page's "as it runs on a phone"."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from core.errors import RunNotFoundError
+from core.results.prediction import DEFAULT_THRESHOLD, Predictor
+
+
+def tflite_interpreter(path: str | Path) -> Any:
+    """ai_edge_litert's Interpreter when installed, else tf.lite.Interpreter, allocated."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice about ai_edge_litert
+        interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+class TFLitePredictor(Predictor):
+    """A Predictor whose model is an exported .tflite file (float or full-integer).
+
+    Photos are decoded exactly as for the Keras model; uint8 pixels go into an int8 file as
+    they are, and its output is dequantized with the tensor's scale and zero point.
+
+    Args:
+        path: The .tflite file.
+        labels: Class names in output order.
+        threshold: Top probability below which a prediction is flagged unsure.
+    """
+
+    def __init__(self, path: str | Path, labels: Sequence[str], *,
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
+        try:
+            self.interpreter = tflite_interpreter(path)
+        except Exception as exc:
+            raise RunNotFoundError(f"The exported file {path} cannot be loaded "
+                                   f"({type(exc).__name__}: {exc}); export the run again.") from exc
+        self.path = Path(path)
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        shape = tuple(int(n) for n in self._in["shape"])
+        shim = SimpleNamespace(input_shape=(None, *shape[1:]),
+                               output_shape=(None, int(self._out["shape"][-1])))
+        super().__init__(shim, labels, threshold=threshold, batch_size=1)
+        self._tflite_lock = threading.Lock()
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities [B, C] of uint8 images [B, S, S, 3], one photo per call."""
+        rows = []
+        scale, zero = self._out["quantization"]
+        with self._tflite_lock:
+            for photo in np.asarray(batch):
+                self.interpreter.set_tensor(self._in["index"],
+                                            photo[None].astype(self._in["dtype"]))
+                self.interpreter.invoke()
+                y = self.interpreter.get_tensor(self._out["index"])[0]
+                if self._out["dtype"] != np.float32 and scale:
+                    y = (y.astype(np.float32) - zero) * scale
+                rows.append(np.asarray(y, np.float64))
+        return np.stack(rows).reshape(len(rows), len(self.labels))

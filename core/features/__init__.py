@@ -1,0 +1,1 @@
+"""The pretrained base and what it computes: registry, weights, extraction, cache, views."""

@@ -1,0 +1,1 @@
+"""Background jobs: the queue, its executors, kinds that survive a restart."""

@@ -1,0 +1,1 @@
+"""What a trained run answers: prediction, Grad-CAM, the report, charts."""

@@ -1,0 +1,1 @@
+"""The run store: folder layout, index, record, writer, history, evaluation."""

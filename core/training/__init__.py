@@ -1,0 +1,1 @@
+"""A run's training: the stages, the head, its search, fine-tuning."""
