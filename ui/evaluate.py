@@ -300,6 +300,7 @@ def model_section(run: Run) -> None:
         "Base depth (layers)": run.metrics.get("depth"),
         "Hidden layers": (", ".join(map(str, config.hidden_units)) or "none") if config else None,
         "Fine-tuned": _fine_tuned_text(run),
+        "Fine-tune learning rate": run.fine_tune_rate_text,
         "Epochs": run.metrics.get("epochs_run"),
         "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,
         "Feature extraction": _BACKEND_NAMES.get(run.metrics.get("feature_backend"),

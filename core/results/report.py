@@ -188,6 +188,7 @@ def _settings(run: Run) -> pd.DataFrame:
         ("Learning rate", config.get("learning_rate")),
         ("Hidden layers", ", ".join(map(str, config.get("hidden_units") or [])) or "none"),
         ("Fine-tuned layers", config.get("fine_tune_layers")),
+        ("Fine-tune learning rate", run.fine_tune_rate_text),
         ("Fine-tuned weights", f"average of {averaged} epochs" if averaged > 1 else None),
         ("Augmentation", "yes" if run.config is not None and run.config.augments else "no"),
         ("Parameters", f"{params['total']:,}" if params.get("total") else None),

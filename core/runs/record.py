@@ -239,6 +239,18 @@ class Run:
         return int(value) if value is not None else 0
 
     @property
+    def fine_tune_rate_text(self) -> str | None:
+        """The fine-tuning learning rate used and where it came from; None: no fine-tuning."""
+        if not self.metrics.get("fine_tuned"):
+            return None
+        used = self.metrics.get("fine_tune_learning_rate")
+        if isinstance(used, Mapping) and isinstance(used.get("value"), (int, float)):
+            return f"{used['value']:g} ({used.get('source') or 'as set'})"
+        config = self.config  # runs from before the rate was recorded: the one set
+        rate = config.fine_tune_learning_rate if config is not None else None
+        return f"{rate:g}" if rate is not None else None
+
+    @property
     def fine_tune_start_epoch(self) -> int | None:
         """First epoch of the fine-tune phase, or None when the run did not fine-tune."""
         return history_table.fine_tune_start_epoch(self.history)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -176,6 +177,7 @@ class _Trainer:
         self.cache_stats: dict[str, int] = {"hits": 0, "misses": 0}
         self.extract_batch = self.fine_tune_batch = config.batch_size
         self.fine_tune_averaged = 0  # epochs averaged into the fine-tuned weights
+        self.fine_tune_rate: dict[str, Any] | None = None  # set when fine-tuning runs
         self._history_written = 0.0
 
     def emit(self, event: ProgressEvent) -> None:
@@ -347,6 +349,8 @@ class _Trainer:
             "fine_tuned": fine_tuned,
             # Epochs whose weights the fine-tuned model averages (0: one epoch's weights).
             "fine_tune_averaged_epochs": self.fine_tune_averaged,
+            # {"value", "source"}: the rate fine-tuning used and where it came from.
+            "fine_tune_learning_rate": self.fine_tune_rate,
             # The saved model's own: with averaging, no single epoch's history row shows it.
             # With the head search, validation trained the head: this is then the chosen
             # setting's out-of-fold accuracy (its cross-validated estimate).
@@ -474,8 +478,14 @@ class _Trainer:
         return head
 
     def _fine_tune(self, spec: Any, resolved: Any, head: Any, info: Any) -> tuple[Any, Any]:
+        # The rate is resolved against the head's rate this run used, and recorded.
+        head_rate = (self.search.chosen.setting.learning_rate if self.search is not None
+                     else self.config.learning_rate)
+        rate, source = self.config.fine_tune_rate(head_rate, searched=self.search is not None)
+        self.fine_tune_rate = {"value": rate, "source": source}
+        config = dataclasses.replace(self.config, fine_tune_learning_rate=rate)
         tuned = fine_tuning.fine_tune(
-            spec, resolved, head, self.config, self.part("train"), self.part("val"),
+            spec, resolved, head, config, self.part("train"), self.part("val"),
             n_classes=len(self.labels), info=info, batch=self.fine_tune_batch,
             on_event=self.emit, should_stop=self.should_stop,
             on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))

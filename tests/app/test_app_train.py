@@ -154,9 +154,20 @@ def test_every_option_comes_from_train_config_with_bounds_and_help(
     assert at.button(key=state.TRAIN_START).disabled
 
     at.text_input(key=key + "hidden_units").input("64, 32").run()
-    at.number_input(key=key + "fine_tune_layers").set_value(20)
+    at.number_input(key=key + "fine_tune_layers").set_value(20).run()
+    # Left empty, the fine-tune rate is a tenth of the head's the run uses: never refused,
+    # whether the search or the user sets the head's rate (issue 27).
+    assert at.number_input(key=key + "fine_tune_learning_rate").value is None
+    assert not at.error
+    at.selectbox(key=key + "head").set_value("manual").run()
+    at.number_input(key=key + "learning_rate").set_value(1e-4).run()
+    assert not at.error, texts(at.error)
+    # A rate the user set that breaks the relation with their own head's rate is refused
+    # here, before any job starts.
     at.number_input(key=key + "fine_tune_learning_rate").set_value(0.001).run()
     assert any("too large" in e for e in texts(at.error)), texts(at.error)
+    assert at.button(key=state.TRAIN_START).disabled
+    at.number_input(key=key + "learning_rate").set_value(1e-3).run()
     at.number_input(key=key + "fine_tune_learning_rate").set_value(1e-5).run()
     assert not at.error
     assert not at.button(key=state.TRAIN_START).disabled

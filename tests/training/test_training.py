@@ -182,8 +182,9 @@ def test_default_frozen_run_computes_no_augmented_views(split_df: pd.DataFrame,
 
 def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
                                                   studio_home: Path) -> None:
+    # The fine-tune rate is left unset: a tenth of the rate the head search chose (issue 27).
     config = replace(FAST, epochs=2, fine_tune_layers=10, fine_tune_epochs=1,
-                     fine_tune_learning_rate=1e-5, augment="auto", augment_views=1)
+                     augment="auto", augment_views=1, search_seconds=1.0)
     events: list[ProgressEvent] = []
     result = training.train(split_df, config, home=studio_home, on_event=events.append)
     assert result.status == "completed"
@@ -194,6 +195,9 @@ def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["fine_tuned"] is True
     assert metrics["fine_tune_averaged_epochs"] == 0  # one epoch: nothing to average
+    chosen = metrics["head_search"]["chosen"]["learning_rate"]
+    assert metrics["fine_tune_learning_rate"]["value"] == pytest.approx(chosen / 10)
+    assert "chosen by the head search" in metrics["fine_tune_learning_rate"]["source"]
     assert 0.0 <= metrics["final_val_accuracy"] <= 1.0
     # "auto" augments when fine-tuning: the head trained on one cached view per photo too.
     n_train_val = int(split_df["split"].isin(["train", "val"]).sum())
