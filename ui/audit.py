@@ -218,3 +218,15 @@ def split_with_audit(loaded: state.LoadedDataset, config: SplitConfig,
     with show_user_errors("Cannot split this dataset:") as outcome:
         split = audit_choices.audited_split(loaded.dataset, config, result, choices)
     return None if outcome.failed else split
+
+
+def use_audited(loaded: state.LoadedDataset, config: SplitConfig) -> state.CurrentDataset | None:
+    """Chooses the dataset for training as the Dataset page shows it: the audit's choices
+    applied and its near-duplicate groups kept together (None after showing why not)."""
+    home = resources.home()
+    result = audit.load_audit(loaded.dataset, home)
+    choices = audit_choices.load_choices(loaded.dataset, home)
+    split = split_with_audit(loaded, config, result, choices)
+    if split is None:
+        return None
+    return state.use_dataset(loaded, split, config, audit_choices.audit_record(result, choices))

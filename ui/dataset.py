@@ -257,9 +257,9 @@ def thumbnail_grid(dataset: Dataset) -> None:
                     pixels = resources.thumbnail(str(path), resources.THUMBNAIL_SIZE,
                                                  resources.file_stamp(path))
                 except (AppError, OSError) as exc:
-                    st.caption(f"{Path(path).name}: cannot show ({exc})")
+                    st.caption(f"{dataset_store.given_name(path)}: cannot show ({exc})")
                     continue
-                st.image(pixels, caption=Path(path).name, width="stretch")
+                st.image(pixels, caption=dataset_store.given_name(path), width="stretch")
 
 
 # ----------------------------------------------------------------------------- splits

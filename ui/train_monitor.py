@@ -90,6 +90,17 @@ def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def picker_label(job: JobStatus) -> str:
+    """A job's name in the "Show job" picker: only facts that cannot go stale.
+
+    The picker is drawn once per page run while the job goes on in the background, so a
+    state word that can still change ("queued", "running") would soon be false there; an
+    ended state never changes. The jobs table and the panel show the live state.
+    """
+    label = f"{job.title} · {time.strftime('%H:%M', time.localtime(job.submitted))}"
+    return f"{label} ({STATE_TEXT.get(job.state, job.state)})" if job.done else label
+
+
 def jobs_section() -> None:
     """Every training job of this server, and the live progress of the one watched.
 
@@ -109,8 +120,7 @@ def jobs_section() -> None:
         # Set through Session State (never only as a default), so the browser shows it too.
         if st.session_state.get(state.TRAIN_WATCH) not in ids:
             st.session_state[state.TRAIN_WATCH] = watched.job_id if watched else ids[0]
-        titles = {j.job_id: f"{j.title} · {time.strftime('%H:%M', time.localtime(j.submitted))}"
-                            f" ({STATE_TEXT.get(j.state, j.state)})" for j in all_jobs}
+        titles = {j.job_id: picker_label(j) for j in all_jobs}
         chosen = st.selectbox("Show job", ids, format_func=titles.get, key=state.TRAIN_WATCH)
         watched = next(j for j in all_jobs if j.job_id == chosen)
     if watched is None:

@@ -378,6 +378,12 @@ def test_the_job_chosen_stays_chosen_when_its_state_changes(
     assert not at.exception, at.exception
     assert at.selectbox(key=state.TRAIN_WATCH).value == first
     assert any("Finished in" in s for s in texts(at.success))
+    # The picker names no state that can still change: drawn while a job runs, "(running)"
+    # stayed on screen after it had finished or failed (issue 27). Ended states are final.
+    labels = at.selectbox(key=state.TRAIN_WATCH).options
+    assert not any("running" in label or "queued" in label for label in labels), labels
+    assert any(label.startswith("pets · first") and label.endswith("(finished)")
+               for label in labels), labels
     manager().cancel(second)
     assert manager().wait(second, timeout=10).done
 
