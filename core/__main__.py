@@ -134,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.audit import choices as audit_choices
     from core.audit import findings as dataset_audit
     from core.features import backbones
+    from core.results import interval
     from core.training import pipeline as training
 
     config = config_from_flags(TrainConfig, args)
@@ -171,10 +172,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
+        measured = result.test_interval()
+        tested = (interval.Accuracy(**measured) if measured else None)
         print(f"Run {result.run_id}: {result.status}, test accuracy "
-              f"{_pct(result.test_accuracy)}, best validation accuracy "
-              f"{_pct(result.best_val_accuracy)}, {result.epochs_run} epochs, "
+              f"{tested.text() if tested else _pct(result.test_accuracy)}, "
+              f"{result.epochs_run} epochs, "
               f"{result.seconds['total']:.1f} s\nSaved in {result.run_dir}")
+        if tested is not None and tested.warning():
+            print(f"warning: {tested.warning()}", file=sys.stderr)
         if result.head_search:
             search = result.head_search
             print(f"Head chosen by cross-validation among {search['tried']} settings: "

@@ -14,8 +14,8 @@ import streamlit as st
 
 from core.audit.choices import audit_text
 from core.errors import AppError
-from core.results import charts, report
-from core.runs import head_choice
+from core.results import charts, interval, report
+from core.runs import evaluation, head_choice
 from ui import explain as ui_explain
 from ui import resources, state
 
@@ -34,19 +34,22 @@ GALLERY_FILTERS = ("Mistakes first", "Only mistakes", "Only correct")
 
 
 def headline(run: Run, result: EvalResult) -> None:
-    """Test accuracy, top-k accuracy, test photos, best validation accuracy, epochs."""
-    cols = st.columns(5)
+    """Test accuracy with its interval, informative top-k, test photos, a held-out estimate."""
+    cols = st.columns(4)
     right = int(result.predictions["correct"].sum())
-    cols[0].metric("Test accuracy", f"{result.accuracy:.1%}",
+    tested = interval.accuracy(result.accuracy, result.num_samples)
+    cols[0].metric("Test accuracy", f"{result.accuracy:.0%}",
                    help=f"{right} of {result.num_samples} test photos named correctly.")
-    ks = sorted(k for k in result.top_k_accuracy if k > 1)
-    for col, k in zip(cols[1:3], ks, strict=False):
+    if tested is not None:
+        cols[0].caption(f"95% interval: {tested.low:.0%}-{tested.high:.0%}")
+    for col, k in zip(cols[1:2], evaluation.informative_top_k(result), strict=False):
         col.metric(f"Top-{k} accuracy", f"{result.top_k_accuracy[k]:.1%}",
                    help=f"The true class is among the model's {k} best guesses.")
-    cols[3].metric("Test photos", f"{result.num_samples:,}")
-    best = run.best_val_accuracy
-    cols[4].metric("Best validation accuracy", "–" if best is None else f"{best:.1%}",
-                   help="Best accuracy on the validation photos over the epochs.")
+    cols[2].metric("Test photos", f"{result.num_samples:,}")
+    label, value, tip = run.held_out_estimate()
+    cols[3].metric(label, "–" if value is None else f"{value:.1%}", help=tip)
+    if tested is not None and tested.warning():
+        st.warning(tested.warning(), icon=":material/straighten:")
 
 
 def per_class_section(result: EvalResult) -> None:

@@ -19,7 +19,8 @@ import pandas as pd
 
 from core.audit.choices import audit_text
 from core.errors import AppError
-from core.runs import head_choice
+from core.results import interval
+from core.runs import evaluation, head_choice
 
 if TYPE_CHECKING:
     from core.runs.evaluation import EvalResult
@@ -114,7 +115,14 @@ def _plain_words(result: EvalResult) -> str:
     total = result.num_samples
     text = (f"Out of <b>{total}</b> test photos the model had never seen while training, it "
             f"named <b>{right}</b> correctly.")
-    k = max((k for k in result.top_k_accuracy if k > 1), default=None)
+    tested = interval.accuracy(result.accuracy, total)
+    if tested is not None:
+        text += (f" With so many photos, the true accuracy is, with 95% confidence, between "
+                 f"{_pct(tested.low)} and {_pct(tested.high)}.")
+        if tested.warning():
+            text += f" <b>{html.escape(tested.warning())}</b>"
+    shown = evaluation.informative_top_k(result)
+    k = shown[-1] if shown else None
     if k is not None:
         text += (f" The right answer was among its {k} best guesses for "
                  f"{_pct(result.top_k_accuracy[k])} of them.")
@@ -263,7 +271,7 @@ def report_html(run: Run, result: EvalResult,
     per_class.columns = ["Class", "Precision", "Recall", "F1", "Test photos"]
     confusion = pd.DataFrame(result.confusion, columns=result.labels)
     confusion.insert(0, "True class \\ predicted", result.labels)
-    best = run.best_val_accuracy
+    held_label, held_value, held_meaning = run.held_out_estimate()
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Model report: {html.escape(dataset)}</title>
 <style>{_STYLE}</style></head><body>
@@ -272,7 +280,7 @@ def report_html(run: Run, result: EvalResult,
 {len(result.labels)} classes: {html.escape(", ".join(result.labels))}</p>
 <p class="big">{_pct(result.accuracy)} correct</p>
 <p>{_plain_words(result)}</p>
-<p class="note">Best accuracy on the validation photos while training: {_pct(best)}.</p>
+<p class="note">{html.escape(held_label)}: {_pct(held_value)}. {html.escape(held_meaning)}</p>
 <h2>Class by class</h2>
 <p class="note"><b>Precision</b>: when the model says a class, how often it is right.
 <b>Recall</b>: of the photos of a class, how many it finds. <b>F1</b> combines both.</p>

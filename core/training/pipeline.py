@@ -34,6 +34,7 @@ from core.progress import (
 from core.runs import evaluation
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
+from core.results import interval
 from core.training import fine_tuning, head_search
 from core.training import head as head_training
 from core.training.head import build_head, class_weight_for
@@ -76,6 +77,13 @@ class TrainResult:
     evaluation: evaluation.EvalResult | None = None
     head_search: dict[str, Any] | None = None
 
+    def test_interval(self) -> dict[str, Any] | None:
+        """{"value", "photos", "low", "high"} of the test accuracy, None when not measured."""
+        if self.evaluation is None:
+            return None
+        measured = interval.accuracy(self.test_accuracy, self.evaluation.num_samples)
+        return measured.to_dict() if measured else None
+
     def to_dict(self) -> dict[str, Any]:
         """The command line's JSON contract."""
         return {
@@ -83,6 +91,8 @@ class TrainResult:
             "run_dir": str(self.run_dir),
             "status": self.status,
             "test_accuracy": self.test_accuracy,
+            # The test accuracy's 95% Wilson interval and sample size (core.results.interval).
+            "test_accuracy_interval": self.test_interval(),
             "best_val_accuracy": self.best_val_accuracy,
             "epochs_run": self.epochs_run,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -485,7 +495,9 @@ class _Trainer:
         self.fine_tune_rate = {"value": rate, "source": source}
         config = dataclasses.replace(self.config, fine_tune_learning_rate=rate)
         tuned = fine_tuning.fine_tune(
-            spec, resolved, head, config, self.part("train"), self.part("val"),
+            spec, resolved, head, config, self.part("train"),
+            # The search trained the head on the validation photos: none is held out now.
+            None if self.search is not None else self.part("val"),
             n_classes=len(self.labels), info=info, batch=self.fine_tune_batch,
             on_event=self.emit, should_stop=self.should_stop,
             on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))

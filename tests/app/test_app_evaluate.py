@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from core.results import report
 from core.runs.store import RunStore
 from core.training.pipeline import TrainResult
+from core.results import interval
 from ui import evaluate, state
 
 
@@ -53,8 +54,13 @@ def test_numbers_tables_and_charts_of_the_newest_run(home: Path, trained: TrainR
     assert at.selectbox(key=state.EVAL_RUN).value == trained.run_id
 
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Test accuracy"] == f"{result.accuracy:.1%}"
-    assert metrics["Top-3 accuracy"] == f"{result.top_k_accuracy[3]:.1%}"
+    assert metrics["Test accuracy"] == f"{result.accuracy:.0%}"
+    # With its 95% interval, and a warning: a few test photos say little (issue 27).
+    tested = interval.accuracy(result.accuracy, result.num_samples)
+    assert f"95% interval: {tested.low:.0%}-{tested.high:.0%}" in texts(at.caption)
+    assert any(f"Only {result.num_samples} test photos" in w for w in texts(at.warning))
+    # Top-3 of 3 classes is always 100%: not shown.
+    assert not any(label.startswith("Top-") for label in metrics), metrics
     assert metrics["Test photos"] == str(result.num_samples)
     stored = json.loads((trained.run_dir / "metrics.json").read_text())["params"]
     assert metrics["Total parameters"] == f"{stored['total']:,}"

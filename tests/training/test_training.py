@@ -198,6 +198,9 @@ def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
     chosen = metrics["head_search"]["chosen"]["learning_rate"]
     assert metrics["fine_tune_learning_rate"]["value"] == pytest.approx(chosen / 10)
     assert "chosen by the head search" in metrics["fine_tune_learning_rate"]["source"]
+    # The search trained the head on the validation photos: the fine-tuning rows have no
+    # "validation" figure (it read 100% on photos the model had learnt, issue 27).
+    assert history.loc[history["phase"] == "fine-tune", "val_accuracy"].isna().all()
     assert 0.0 <= metrics["final_val_accuracy"] <= 1.0
     # "auto" augments when fine-tuning: the head trained on one cached view per photo too.
     n_train_val = int(split_df["split"].isin(["train", "val"]).sum())
