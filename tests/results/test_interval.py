@@ -15,7 +15,7 @@ def test_the_issues_example_and_known_values() -> None:
     assert interval.wilson(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
     low, high = interval.wilson(0, 10)
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)  # never zero width at 0%
-    assert interval.wilson(10, 10)[1] == 1.0
+    assert interval.wilson(10, 10)[1] == pytest.approx(1.0)
 
 
 def test_many_photos_give_a_narrow_interval_and_no_warning() -> None:
