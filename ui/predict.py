@@ -69,6 +69,11 @@ def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
     } for p in predictions])
 
 
+# What a probability means, said wherever one is shown: the softmax spreads 100% over the
+# classes the model knows, so a photo of something else still gets a high one.
+CLOSEST_NOTE = "the closest of the classes it knows"
+
+
 def prediction_card(prediction: Prediction, input_size: int, position: int) -> None:
     """The photo as the model saw it, the top-k bars, and a warning when the model is unsure.
 
@@ -88,6 +93,8 @@ def prediction_card(prediction: Prediction, input_size: int, position: int) -> N
                  caption=f"As the model saw it: upright, squashed to {input_size}×{input_size}")
     with right:
         st.markdown(f"### {prediction.label} · {prediction.probability:.0%}")
+        st.caption(f"{CLOSEST_NOTE.capitalize()}: the {prediction.probability:.0%} is shared "
+                   "among its classes only, so a photo of something else still gets one.")
         if prediction.unsure:
             st.warning(
                 f"**The model is unsure**: its best guess has {prediction.probability:.0%} "
