@@ -111,13 +111,15 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
                 choices: dict[str, dict[str, str]]) -> None:
     """Summary, then one tab per kind of problem, each a gallery with choices."""
     s = result.summary
-    cols = st.columns(4)
-    cols[0].metric("Likely wrong labels", len(result.label_issues))
+    # One count of likely wrong labels: a second estimate (a share) disagreed with it.
+    cols = st.columns(3)
+    cols[0].metric("Likely wrong labels", len(result.label_issues),
+                   help="Photos a model trained without them finds unlike their label.")
     cols[1].metric("Near-duplicate groups", len(result.near_duplicates),
                    help=f"{s.get('cross_class_groups', 0)} span classes, "
                         f"{s.get('leaking_groups', 0)} would span splits")
-    cols[2].metric("Outliers", len(result.outliers))
-    cols[3].metric("Estimated wrong labels", f"{s.get('estimated_wrong_label_share', 0):.1%}")
+    cols[2].metric("Outliers", len(result.outliers),
+                   help="Photos unlike the rest of their class.")
     moved = sum(c["action"] == audit_choices.MOVE for c in choices.values())
     excluded = sum(c["action"] == audit_choices.EXCLUDE for c in choices.values())
     st.caption(f"Audit {result.audit_id} with {s.get('backbone')} features · your choices: "
@@ -127,15 +129,27 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
                     f"Outliers ({len(result.outliers)})"])
     root = loaded.dataset.root
     with tabs[0]:
-        items = [(i["file"], f"**{i['given']}** → {i['suggested']} · {i['score']:.2f}",
-                  i["suggested"]) for i in result.label_issues]
+        items = [(i["file"], label_issue_text(i), i["suggested"])
+                 for i in result.label_issues]
         _gallery("label", items, loaded, choices, root)
     with tabs[1]:
         _groups(result, loaded, choices, root)
     with tabs[2]:
-        items = [(o["file"], f"**{o['label']}** · {o['score']:.1f}× its class's distance",
-                  None) for o in result.outliers]
+        items = [(o["file"], outlier_text(o), None) for o in result.outliers]
         _gallery("outlier", items, loaded, choices, root)
+
+
+def label_issue_text(issue: dict[str, Any]) -> str:
+    """'Labelled **daisy**, looks like **roses**: only 3% like daisy' (score = 1 - that)."""
+    like_given = max(0.0, 1.0 - float(issue["score"]))
+    return (f"Labelled **{issue['given']}**, looks like **{issue['suggested']}**: only "
+            f"{like_given:.0%} like {issue['given']} to a model that never saw it")
+
+
+def outlier_text(outlier: dict[str, Any]) -> str:
+    """'**daisy** · 2.3 times farther from its class than its photos usually are'."""
+    return (f"**{outlier['label']}** · {float(outlier['score']):.1f} times farther from the "
+            "other photos of its class than they usually are")
 
 
 def _show_key(section: str) -> str:
@@ -168,7 +182,7 @@ def _groups(result: audit.AuditResult, loaded: state.LoadedDataset,
     for g, group in enumerate(groups[:paging.shown_count(_show_key("groups"), len(groups))]):
         tags = [t for t, on in (("label conflict", group["cross_class"]),
                                 ("would leak between splits", group["spans_splits"])) if on]
-        st.markdown(f"**Group {g + 1}** · similarity {group['similarity']:.3f}"
+        st.markdown(f"**Group {g + 1}** · {group['similarity']:.0%} alike"
                     + (f" · :orange[{', '.join(tags)}]" if tags else ""))
         cols = st.columns(max(4, min(len(group["files"]), 6)))
         for n, name in enumerate(group["files"]):

@@ -260,11 +260,18 @@ def averaging_note(run: Run) -> None:
 def head_choice_section(run: Run) -> None:
     """How the head was chosen: the search's settings and their cross-validated accuracy."""
     record = run.metrics.get("head_search")
-    st.markdown(head_choice.record_text(record))
+    config = run.config
+    usual = None if config is None else {
+        "l2": config.l2, "dropout": config.dropout, "learning_rate": config.learning_rate,
+        "label_smoothing": config.label_smoothing, "hidden_units": list(config.hidden_units),
+        "views": config.augments}
+    st.markdown(head_choice.plain_text(record, usual))
     table = head_choice.record_table(record)
     if table.empty:
         return
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
+    details = st.expander("Details: how the search works and every setting it tried")
+    details.markdown(head_choice.record_text(record))
+    details.dataframe(table, hide_index=True, width="stretch", column_config={
         "CV accuracy": st.column_config.NumberColumn(
             format="percent", help="Mean accuracy on the held-out folds."),
         "Spread (±)": st.column_config.NumberColumn(

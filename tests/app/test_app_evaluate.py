@@ -216,6 +216,10 @@ def test_how_the_head_was_chosen_on_the_page_and_in_the_report(home: Path,
     assert "How the head was chosen" in [h.value for h in at.header]
     record = json.loads((trained.run_dir / "metrics.json").read_text())["head_search"]
     assert f"among {record['tried']} settings" in all_text(at)
+    # Plain words first (issue 27); the technical text and the table behind a fold.
+    assert any(m.value.startswith(f"Tried {record['tried']} settings of the head")
+               for m in at.markdown)
+    assert any(e.label.startswith("Details:") for e in at.expander)
     table = next(frame.value for frame in at.dataframe if "CV accuracy" in frame.value.columns)
     assert len(table) == record["tried"]
     assert table["Chosen"].tolist().count("✓") == 1
