@@ -15,9 +15,11 @@ st.markdown(
     "switch pages or close the browser and come back."
 )
 
-train_monitor.jobs_section()
-
 current = state.current_dataset()
+# A job this session started shows where its Start button was (the bottom), in view.
+monitor_below = current is not None and train_monitor.started_here()
+if not monitor_below:
+    train_monitor.jobs_section()
 if current is None:
     st.info("No dataset chosen yet. Upload a zip of class folders on the Dataset page and "
             "press **Use this dataset**, then come back here.", icon=":material/arrow_back:")
@@ -43,3 +45,5 @@ if st.button("Start training", type="primary", key=state.TRAIN_START,
              help="Queues the training on this server; one training runs at a time."):
     if config is not None and train_form.start(current, config) is not None:
         st.rerun()
+if monitor_below:
+    train_monitor.jobs_section()

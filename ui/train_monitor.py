@@ -90,6 +90,11 @@ def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def started_here() -> bool:
+    """Whether this session started a training job that the server still knows."""
+    return _known(st.session_state.get(state.JOB_ID)) is not None
+
+
 def picker_label(job: JobStatus) -> str:
     """A job's name in the "Show job" picker: only facts that cannot go stale.
 

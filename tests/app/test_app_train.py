@@ -289,7 +289,7 @@ def test_live_progress_queue_and_cancel_from_another_session(
     one.run()
     assert not one.exception, one.exception
     assert progress_texts(one) == ["Starting: Starting..."]
-    table = one.dataframe[0].value
+    table = next(d.value for d in one.dataframe if "Job" in d.value.columns)
     assert table[["Job", "State"]].values.tolist() == [["pets · first", "running"],
                                                       ["pets · second", "queued"]]
     assert table["Queue position"].tolist() == ["", "1"]
@@ -350,6 +350,9 @@ def test_a_job_just_started_is_the_one_shown(studio_home: Path, small_dataset: P
     assert at.selectbox(key=state.TRAIN_WATCH).value == started
     assert at.selectbox(key=state.TRAIN_WATCH).options[0].startswith("small.zip · MobileNetV2")
     assert "**small.zip · MobileNetV2 · random weights · 1 epoch**" in texts(at.markdown)
+    # Its progress shows where the Start button was, not at the top out of view (issue 27).
+    headings = [h.value for h in at.header]
+    assert headings.index("Training jobs") > headings.index("New training")
     manager().cancel(started)
     assert manager().wait(started, timeout=60).done
 
