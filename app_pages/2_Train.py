@@ -38,6 +38,8 @@ values |= train_form.options_form()
 config = widgets.build_config(TrainConfig, values)
 
 st.subheader("3. Start")
+if monitor_below:  # where the Start button was: in view after pressing it
+    train_monitor.jobs_section()
 if config is not None:
     st.caption(f"Will train: {train_form.job_title(current, config)}.")
 if st.button("Start training", type="primary", key=state.TRAIN_START,
@@ -45,5 +47,3 @@ if st.button("Start training", type="primary", key=state.TRAIN_START,
              help="Queues the training on this server; one training runs at a time."):
     if config is not None and train_form.start(current, config) is not None:
         st.rerun()
-if monitor_below:
-    train_monitor.jobs_section()

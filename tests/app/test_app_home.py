@@ -92,7 +92,7 @@ def test_home_shows_test_accuracy_with_its_interval_and_where_to_start(
     assert f"({photos} photos: " in table["Test accuracy (95% interval)"][0]
     # Every way to bring photos is named; the compute device is an admin's detail, folded.
     links = " ".join(link.proto.label for link in at.get("page_link"))
-    for way in ("zip", "folder on the server", "new dataset"):
+    for way in ("zip", "folder on the server", "new dataset built here"):
         assert way in links, links
     assert [e.label for e in at.expander] == ["Compute device (for admins)"]
 

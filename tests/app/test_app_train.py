@@ -353,6 +353,8 @@ def test_a_job_just_started_is_the_one_shown(studio_home: Path, small_dataset: P
     # Its progress shows where the Start button was, not at the top out of view (issue 27).
     headings = [h.value for h in at.header]
     assert headings.index("Training jobs") > headings.index("New training")
+    subheadings = [h.value for h in at.subheader]
+    assert subheadings[-1] == "3. Start"
     manager().cancel(started)
     assert manager().wait(started, timeout=60).done
 
