@@ -39,7 +39,7 @@ config = widgets.build_config(TrainConfig, values)
 
 st.subheader("3. Start")
 if monitor_below:  # where the Start button was: in view after pressing it
-    train_monitor.jobs_section()
+    train_monitor.jobs_section(heading=False)
 if config is not None:
     st.caption(f"Will train: {train_form.job_title(current, config)}.")
 if st.button("Start training", type="primary", key=state.TRAIN_START,

@@ -347,7 +347,7 @@ class TrainConfig:
             return float(self.fine_tune_learning_rate), "as set"
         whose = "chosen by the head search" if searched else "as set"
         return (head_learning_rate / 10,
-                f"a tenth of the head's learning rate {head_learning_rate:g} ({whose})")
+                f"a tenth of the head's learning rate {head_learning_rate:g}, {whose}")
 
     @property
     def augments(self) -> bool:

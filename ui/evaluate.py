@@ -263,8 +263,7 @@ def head_choice_section(run: Run) -> None:
     config = run.config
     usual = None if config is None else {
         "l2": config.l2, "dropout": config.dropout, "learning_rate": config.learning_rate,
-        "label_smoothing": config.label_smoothing, "hidden_units": list(config.hidden_units),
-        "views": config.augments}
+        "label_smoothing": config.label_smoothing, "hidden_units": list(config.hidden_units)}
     st.markdown(head_choice.plain_text(record, usual))
     table = head_choice.record_table(record)
     if table.empty:

@@ -77,15 +77,10 @@ def run_names(summaries: Sequence[RunSummary]) -> dict[str, str]:
 
 
 def run_label(summary: RunSummary) -> str:
-    """One line naming a run for people: date, base, dataset, test accuracy."""
-    parts = []
-    if summary.created is not None:
-        parts.append(summary.created.astimezone().strftime("%Y-%m-%d %H:%M"))
-    parts.append(summary.backbone or "unknown base")
-    if summary.dataset:
-        parts.append(summary.dataset)
-    if summary.test_accuracy is not None:
-        parts.append(f"test accuracy {summary.test_accuracy:.1%}")
+    """One line naming a run for people: run_name(), the test accuracy with its interval, id."""
+    parts = [run_name(summary)]
+    if summary.test_accuracy_text is not None:
+        parts.append(f"test accuracy {summary.test_accuracy_text}")
     return " · ".join(parts) + f"  ({summary.run_id})"
 
 

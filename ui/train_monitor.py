@@ -13,7 +13,7 @@ from core.errors import JobError
 from core.jobs import manager as jobs
 from core.jobs.manager import JobStatus
 from core.progress import PHASES
-from core.results import charts
+from core.results import charts, interval
 from core.runs import history as history_table
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, roles, state
@@ -106,7 +106,7 @@ def picker_label(job: JobStatus) -> str:
     return f"{label} ({STATE_TEXT.get(job.state, job.state)})" if job.done else label
 
 
-def jobs_section() -> None:
+def jobs_section(heading: bool = True) -> None:
     """Every training job of this server, and the live progress of the one watched.
 
     Jobs belong to the server process, so a refreshed browser or another session finds them
@@ -115,7 +115,8 @@ def jobs_section() -> None:
     all_jobs = resources.job_manager().jobs(kind="train")
     if not all_jobs:
         return
-    st.header("Training jobs")
+    if heading:  # none under the page's own "3. Start"
+        st.header("Training jobs")
     ids = [j.job_id for j in reversed(all_jobs)]  # newest first
     started = st.session_state.pop(state.TRAIN_WATCH_NEXT, None)
     if started in ids:
@@ -145,10 +146,11 @@ def _live_panel(job_id: str, polling: bool) -> None:
         return
     if polling and status.done:
         st.rerun()  # the whole page: show the result and stop polling
+    # The job's progress first: under the Start button it must show without scrolling.
+    job_progress(status)
     all_jobs = resources.job_manager().jobs(kind="train")
     if len(all_jobs) > 1 or not status.done:
         st.dataframe(jobs_table(all_jobs), hide_index=True, width="stretch")
-    job_progress(status)
 
 
 def cancel_button(status: JobStatus) -> None:
@@ -276,12 +278,18 @@ def ended_view(status: JobStatus) -> None:
                    icon=":material/stop_circle:")
     else:
         accuracy = getattr(result, "test_accuracy", None)
-        st.success(f"Finished{took}: test accuracy **{accuracy:.1%}** on photos the model never "
+        photos = getattr(getattr(result, "evaluation", None), "num_samples", None)
+        shown = interval.accuracy_text(accuracy, photos) or "unknown"
+        st.success(f"Finished{took}: test accuracy **{shown}** on photos the model never "
                    f"saw while training ({getattr(result, 'epochs_run', 0)} epochs).",
                    icon=":material/check_circle:")
+        tested = interval.accuracy(accuracy, photos)
+        if tested is not None and tested.warning():
+            st.caption(tested.warning())
         search = getattr(result, "head_search", None)
         if search:
-            st.caption(f"Head chosen by cross-validation among {search['tried']} settings "
+            settings = "setting" if search["tried"] == 1 else "settings"
+            st.caption(f"Head chosen by cross-validation among {search['tried']} {settings} "
                        f"({search['cv_accuracy']:.1%} cross-validated accuracy); the Evaluate "
                        "page shows them all.")
         st.session_state[state.LAST_RUN] = getattr(result, "run_id", None)

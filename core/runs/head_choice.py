@@ -57,7 +57,8 @@ def plain_text(record: dict[str, Any] | None, usual: dict[str, Any] | None) -> s
     usual = usual or {}
     same = lambda row: all(  # noqa: E731
         _shown(k, row.get(k)) == _shown(k, usual.get(k)) for k in _WORDS if k in usual)
-    tried = f"Tried {record.get('tried', len(rows))} settings of the head"
+    count = record.get("tried", len(rows))
+    tried = f"Tried {count} setting{'' if count == 1 else 's'} of the head"
     if usual and same(chosen):
         return (f"{tried} and kept the usual one: none was clearly better. It named "
                 f"{chosen['cv_accuracy']:.0%} of the photos held out in each try correctly.")

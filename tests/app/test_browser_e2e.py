@@ -326,7 +326,8 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     app.shot("04-train-progress")
     app.wait_text("Finished in", timeout=TRAINING_SECONDS)
     app.settle()
-    app.wait("the test accuracy", lambda: re.search(r"test accuracy \d+\.\d%", app.text()))
+    app.wait("the test accuracy", lambda: re.search(r"test accuracy \d+% \(\d+ photos: \d+-\d+%\)",
+                                                       app.text()))
     app.wait("the progress bar to go", lambda: not browser.find_elements(
         app.by.CSS_SELECTOR, "[data-testid='stProgress']"))
     app.shot("05-train-finished")

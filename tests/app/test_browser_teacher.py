@@ -187,7 +187,13 @@ def train(app: App, name: str, fine_tune_layers: int = 0) -> None:
         app.by.CSS_SELECTOR, "[data-testid='stProgress']")), None) or (
         "Finished in" in app.text() and "finished"), timeout=120)
     if bar != "finished":
-        assert in_view(app, bar), "the training's progress is out of view"
+        if not in_view(app, bar):
+            app.d.save_screenshot(str(ARTIFACTS / f"42-teacher-{name}-viewport.png"))
+            where = app.d.execute_script(
+                "const r = arguments[0].getBoundingClientRect(); return [r.top, r.bottom, "
+                "window.innerHeight, window.scrollY, document.querySelector("
+                "'[data-testid=\"stMain\"]').scrollTop];", bar)
+            raise AssertionError(f"the training's progress is out of view: {where}")
         app.shot(f"42-teacher-{name}-progress")
     app.wait_text("Finished in", timeout=STEP_SECONDS)
     app.settle()
