@@ -222,6 +222,13 @@ def test_a_teachers_first_hour_in_a_real_browser(viewer_server: str, tmp_path: P
         app.wait_text("test photos: the true accuracy could be anywhere")
         no_error(app, "Evaluate")
         app.shot("44-teacher-evaluate")
+        app.wait("the Copy link button", lambda: next(
+            b for b in driver.find_elements(app.by.CSS_SELECTOR, "button")
+            if "Copy link" in b.text)).click()
+        link = app.wait("the shared link", lambda: next(
+            c.text.strip() for c in driver.find_elements(app.by.CSS_SELECTOR, "code")
+            if "?run=" in c.text))
+        app.d.find_element(app.by.TAG_NAME, "body").click()  # closes the popover
 
         heading = app.top_prediction(photo, CLASSES, timeout=180)
         assert heading.split(" · ")[0] in CLASSES
@@ -249,13 +256,6 @@ def test_a_teachers_first_hour_in_a_real_browser(viewer_server: str, tmp_path: P
         app.wait_text("Learning curves side by side")
         no_error(app, "Compare")
         app.shot("47-teacher-compare")
-        app.go("Evaluate")
-        app.wait_text("Confusion matrix", timeout=120)
-        app.settle()
-        app.button("Copy link").click()
-        link = app.wait("the shared link", lambda: next(
-            c.text.strip() for c in driver.find_elements(app.by.CSS_SELECTOR, "code")
-            if "?run=" in c.text))
 
     # A parent opens the link: a viewer, the run shown, nothing to change.
     with chromium() as driver:
