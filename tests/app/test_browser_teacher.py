@@ -228,7 +228,11 @@ def test_a_teachers_first_hour_in_a_real_browser(viewer_server: str, tmp_path: P
         link = app.wait("the shared link", lambda: next(
             c.text.strip() for c in driver.find_elements(app.by.CSS_SELECTOR, "code")
             if "?run=" in c.text))
-        app.d.find_element(app.by.TAG_NAME, "body").click()  # closes the popover
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        ActionChains(driver).send_keys(Keys.ESCAPE).perform()  # closes the popover
+        app.settle()
 
         heading = app.top_prediction(photo, CLASSES, timeout=180)
         assert heading.split(" · ")[0] in CLASSES
