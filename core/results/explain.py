@@ -460,7 +460,7 @@ def load_explainer(run: Run) -> Explainer:
     from core.results.prediction import Predictor
 
     check_explainable(run)
-    predictor = Predictor.from_run(run.run_dir, warm_up=False)
+    predictor = Predictor.for_run(run, warm_up=False)
     return explainer_for(predictor.model, predictor.labels)
 
 
