@@ -236,7 +236,7 @@ def test_training_from_upload_to_result_with_live_progress(
     assert run.state == "completed"
     assert run.dataset["name"] == "small.zip"
     assert run.config == TrainConfig(weights=None, epochs=2, batch_size=8,
-                                     early_stopping_patience=0, augment="on")
+                                     early_stopping_patience=0, augment="on", head="search")
 
 
 def scripted_job(on_event, should_stop, steps: queue.Queue):
