@@ -41,6 +41,7 @@ st.subheader("3. Start")
 if monitor_below:  # where the Start button was: in view after pressing it
     train_monitor.jobs_section(heading=False)
 if config is not None:
+    train_form.head_advice(current, config)
     st.caption(f"Will train: {train_form.job_title(current, config)}.")
 if st.button("Start training", type="primary", key=state.TRAIN_START,
              icon=":material/play_arrow:", disabled=config is None,

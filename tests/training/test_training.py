@@ -56,7 +56,7 @@ def test_frozen_base_run_end_to_end(split_df: pd.DataFrame, studio_home: Path) -
     assert result.status == "completed"
     assert result.epochs_run == 3
     assert 0.0 <= result.test_accuracy <= 1.0
-    assert set(result.seconds) == {"features", "search", "training", "total"}
+    assert set(result.seconds) == {"features", "training", "total"}  # no search by default
     phases = [e.phase for e in events]
     for phase in ("preparing", "extracting features", "training head", "evaluating", "saving"):
         assert phase in phases
@@ -183,7 +183,7 @@ def test_default_frozen_run_computes_no_augmented_views(split_df: pd.DataFrame,
 def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
                                                   studio_home: Path) -> None:
     # The fine-tune rate is left unset: a tenth of the rate the head search chose (issue 27).
-    config = replace(FAST, epochs=2, fine_tune_layers=10, fine_tune_epochs=1,
+    config = replace(FAST, epochs=2, fine_tune_layers=10, fine_tune_epochs=1, head="search",
                      augment="auto", augment_views=1, search_seconds=1.0)
     events: list[ProgressEvent] = []
     result = training.train(split_df, config, home=studio_home, on_event=events.append)
