@@ -134,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.audit import choices as audit_choices
     from core.audit import findings as dataset_audit
     from core.features import backbones
-    from core.results import interval
+    from core.runs import interval
     from core.training import pipeline as training
 
     config = config_from_flags(TrainConfig, args)

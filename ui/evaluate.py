@@ -14,8 +14,8 @@ import streamlit as st
 
 from core.audit.choices import audit_text
 from core.errors import AppError
-from core.results import charts, interval, report
-from core.runs import evaluation, head_choice
+from core.results import charts, report
+from core.runs import evaluation, head_choice, interval
 from ui import explain as ui_explain
 from ui import resources, state
 

@@ -12,7 +12,8 @@ import streamlit as st
 from core.errors import JobError
 from core.jobs.manager import JobStatus
 from core.progress import PHASES
-from core.results import charts, interval
+from core.results import charts
+from core.runs import interval
 from core.runs import history as history_table
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, roles, state

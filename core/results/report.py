@@ -19,8 +19,7 @@ import pandas as pd
 
 from core.audit.choices import audit_text
 from core.errors import AppError
-from core.results import interval
-from core.runs import evaluation, head_choice
+from core.runs import evaluation, head_choice, interval
 
 if TYPE_CHECKING:
     from core.runs.evaluation import EvalResult

@@ -129,7 +129,7 @@ class RunSummary:
     @property
     def test_accuracy_text(self) -> str | None:
         """'83% (6 photos: 44-97%)': the test accuracy with its 95% interval, or None."""
-        from core.results import interval
+        from core.runs import interval
 
         return interval.accuracy_text(self.test_accuracy, self.test_images)
 

@@ -27,7 +27,7 @@ from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
 from core.runs import evaluation
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
-from core.results import interval
+from core.runs import interval
 from core.training import fine_tuning, head_search
 from core.training import head as head_training
 from core.training.callback import ProgressCallback, early_stopping
@@ -85,7 +85,7 @@ class TrainResult:
             "run_dir": str(self.run_dir),
             "status": self.status,
             "test_accuracy": self.test_accuracy,
-            # The test accuracy's 95% Wilson interval and sample size (core.results.interval).
+            # The test accuracy's 95% Wilson interval and sample size (core.runs.interval).
             "test_accuracy_interval": self.test_interval(),
             "best_val_accuracy": self.best_val_accuracy,
             "epochs_run": self.epochs_run,

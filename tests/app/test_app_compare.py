@@ -14,7 +14,7 @@ from conftest import make_class_folders
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
-from core.results import interval
+from core.runs import interval
 from core.runs.store import RunStore
 from core.training.pipeline import TrainResult
 from ui import state

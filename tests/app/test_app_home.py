@@ -9,7 +9,7 @@ from run_helpers import make_run, tiny_classifier
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
-from core.results import interval
+from core.runs import interval
 from core.runs.store import RunStore
 from ui import nav, state
 

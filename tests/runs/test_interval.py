@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.results import interval
+from core.runs import interval
 
 
 def test_the_issues_example_and_known_values() -> None:
