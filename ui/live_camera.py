@@ -17,12 +17,12 @@ from core.errors import AppError
 from core.export import browser
 from core.results.prediction import Predictor
 from ui import export as ui_export
-from ui import resources
+from ui import links, resources
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
 
 WEB = Path(__file__).with_name("live_camera_web")
-LIVE = "live"  # ?live=1 in the address opens the demo view in live mode
+LIVE = links.LIVE  # ?live=1 in the address opens the demo view in live mode
 TOGGLE = "tl_live_camera"  # + ".<where>": the "Live camera" toggle
 LABEL = "Live camera"
 HELP = ("The model runs in this browser on the camera picture and answers continuously. "
