@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,8 @@ def studio(home: Path, log: Path, *, secrets: Path | None = None,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     url = f"{scheme}://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process, log, start_seconds)
+        trust = ssl._create_unverified_context() if scheme == "https" else None
+        wait_healthy(url, process, log, start_seconds, context=trust)
         yield url, process
     finally:
         with contextlib.suppress(ProcessLookupError):
