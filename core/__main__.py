@@ -310,13 +310,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from core.export.exporter import FORMATS
+    from core.export.formats import FORMATS
 
     p = sub.add_parser(
         "export", parents=[common],
         help="write a run's model in every deployable format, each reloaded and measured",
-        description="Write DIR/<run id>/: model.keras, saved_model/, model_float32.tflite, "
-                    "model_float16.tflite, model_int8.tflite, labels.txt, metadata.json, "
+        description=f"Write DIR/<run id>/: {', '.join(fmt.file for fmt in FORMATS)}, "
+                    "labels.txt, metadata.json, "
                     "predict.py, report.html and per_class.csv. Each format is loaded in a "
                     "clean process and scored on the run's test photos. Exit code 0: every "
                     "requested format exported and verified; 2: the run cannot be exported; "
@@ -326,7 +326,8 @@ def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--out", default=".", metavar="DIR",
                    help="folder to write DIR/<run id>/ in (default: the current folder)")
     p.add_argument("--formats", default=None, metavar="LIST",
-                   help=f"comma-separated formats (default: all): {','.join(FORMATS)}")
+                   help="comma-separated formats (default: all): "
+                        f"{','.join(fmt.name for fmt in FORMATS)}")
     p.add_argument("--json", action="store_true", help="print metadata.json's content")
     p.set_defaults(func=cmd_export)
 
