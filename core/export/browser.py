@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from core import files
-from core.export import formats
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +41,12 @@ def write_conversion_source(model: Any, size: int, target: Path) -> None:
 
 def write(model: Any, size: int, target: Path) -> None:
     """Writes the browser's .tflite file for a loaded Keras model (atomically)."""
+    from core.export.tflite_files import tflite_bytes
+
     with tempfile.TemporaryDirectory(prefix="tl-browser-") as scratch:
         source = Path(scratch) / "saved_model"
         write_conversion_source(model, size, source)
-        files.write_bytes_atomic(target, formats.tflite_bytes(source, size, "float32", None))
+        files.write_bytes_atomic(target, tflite_bytes(source, size, "float32", None))
 
 
 def digest(path: Path) -> str:

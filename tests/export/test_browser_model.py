@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -60,3 +61,20 @@ def test_a_fresh_export_is_the_file_served(run, tmp_path: Path) -> None:
     assert path.read_bytes() == b"the verified export"
     assert sorted(p.name for p in path.parent.iterdir()) == [browser.FILE]  # nothing else served
     assert browser.digest(path) == browser.digest(exported / browser.FILE)
+
+
+def test_the_browser_file_is_an_export_format_verified_like_the_others(run, tmp_path: Path
+                                                                       ) -> None:
+    from core.export import exporter
+    from core.export import formats as export_formats
+
+    assert export_formats.get("browser").file == browser.FILE
+    result = exporter.export_run(run, tmp_path / "out", formats="browser")
+    meta = json.loads((tmp_path / "out" / run.run_id / "metadata.json").read_text())
+    entry = meta["formats"]["browser"]
+    assert entry["file"] == browser.FILE and entry["status"] == "ok", entry
+    assert result.formats["browser"].status == "ok"
+    assert entry["agreement"] == 1.0 and entry["max_probability_difference"] < 1e-4
+    assert {r["runtime"] for r in entry["runtimes"]} >= {"tf.lite"}
+    exported = tmp_path / "out" / run.run_id
+    assert browser.model_file(run, exported).read_bytes() == (exported / browser.FILE).read_bytes()
