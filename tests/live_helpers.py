@@ -103,11 +103,11 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, seconds: float,
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"streamlit exited with {process.returncode}:\n{tail(log)}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2,
-                                        context=context) as reply:
-                if reply.status == 200:
-                    return
+        with (contextlib.suppress(OSError),
+              urllib.request.urlopen(f"{url}/_stcore/health", timeout=2,
+                                     context=context) as reply):
+            if reply.status == 200:
+                return
         if time.monotonic() > deadline:
             raise RuntimeError(f"streamlit did not answer in {seconds:.0f} s:\n{tail(log)}")
         time.sleep(0.5)

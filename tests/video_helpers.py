@@ -55,8 +55,7 @@ def write_y4m(path: Path, frames: Sequence[np.ndarray], repeat: int, fps: int = 
         for rgb in frames:
             planes = to_i420(rgb)
             shown.append(from_i420(planes, width, height))
-            for _ in range(repeat):
-                out.write(b"FRAME\n" + planes)
+            out.writelines(b"FRAME\n" + planes for _ in range(repeat))
     return shown
 
 

@@ -12,6 +12,7 @@ from run_helpers import make_run, tiny_classifier
 from core.export import browser
 from ui import demo, links, live_camera
 
+
 @pytest.fixture
 def run_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
     photos = make_class_folders(tmp_path / "photos", {"cats": 6, "dogs": 6})

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import make_class_folders
-from live_helpers import (answers, chromium, enter_live_view, missing, studio,
-                          wait_for_answers)
+from live_helpers import answers, chromium, enter_live_view, missing, studio, wait_for_answers
 from PIL import Image
 from run_helpers import make_run, tiny_classifier
 from video_helpers import frame_of, signature, write_y4m
@@ -86,6 +85,7 @@ def _compare(trained: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, A
     """Matches each browser answer to its frame by signature; counts agreements."""
     matched = agree = unsure_same = unsure_checked = 0
     frames = set()
+    distances = []
     for item in seen:
         sig = np.array([float(v) for v in item["signature"].split(",")])
         distance = np.abs(trained["signatures"] - sig).mean(axis=1)
@@ -94,6 +94,7 @@ def _compare(trained: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, A
             continue
         matched += 1
         frames.add(frame)
+        distances.append(float(distance[frame]))
         server = trained["server"][frame]
         agree += item["label"] == server.label
         if abs(server.probability - trained["threshold"]) >= MARGIN:
@@ -101,7 +102,9 @@ def _compare(trained: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, A
             unsure_same += (item["unsure"] == "true") == server.unsure
     return {"answers": len(seen), "matched": matched, "frames": len(frames),
             "clip_frames": len(trained["server"]), "agree": agree,
-            "unsure_checked": unsure_checked, "unsure_same": unsure_same}
+            "unsure_checked": unsure_checked, "unsure_same": unsure_same,
+            "browser_unsure": sum(item["unsure"] == "true" for item in seen),
+            "largest_signature_distance": max(distances, default=None)}
 
 
 def _live_answers(url: str, trained: dict[str, Any]) -> list[dict[str, Any]]:
