@@ -3,8 +3,9 @@
 LiteRT.js runs a .tflite file as it is, but it cannot resize an input, and the export's other
 TFLite files take any batch size ([-1, S, S, 3]), which it refuses. This file is the same
 conversion as tflite_float32 (same converter, same raw RGB 0..255 input, preprocessing inside)
-with the batch fixed at 1. float32 rather than float16: in Chromium here the float16 file ran
-at half the speed (XNNPACK dequantises its weights) and it is only downloaded once.
+with the batch fixed at 1. float32 rather than float16: the browser's probabilities then equal
+the server's to 1e-6 (float16: 1.5e-3, which flips "not sure" near the threshold), and it
+is downloaded once (docs/benchmarks.md, "Live camera").
 """
 
 from __future__ import annotations

@@ -17,13 +17,22 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import make_class_folders
-from live_helpers import answers, chromium, enter_live_view, missing, studio, wait_for_answers
+from live_helpers import (
+    answers,
+    chromium,
+    enter_live_view,
+    message,
+    missing,
+    studio,
+    wait_for_answers,
+)
 from PIL import Image
 from run_helpers import make_run, tiny_classifier
 from video_helpers import frame_of, signature, write_y4m
 
 from core.data import images
 from core.results.prediction import Predictor
+from ui.live_camera import WEB
 
 pytestmark = pytest.mark.browser
 
@@ -107,7 +116,8 @@ def _compare(trained: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, A
             "largest_signature_distance": max(distances, default=None)}
 
 
-def _live_answers(url: str, trained: dict[str, Any]) -> list[dict[str, Any]]:
+def _live_answers(url: str, trained: dict[str, Any], *, viewer: bool = False
+                  ) -> list[dict[str, Any]]:
     run_id = trained["run"].run_id
     with chromium(trained["clip"]) as driver:
         driver.get(f"{url}/Predict?run={run_id}&view=demo&live=1")
@@ -117,6 +127,13 @@ def _live_answers(url: str, trained: dict[str, Any]) -> list[dict[str, Any]]:
         seen = answers(driver)
         text = driver.find_element("id", "answer").text
         privacy = driver.find_element("css selector", ".privacy").text
+        if viewer:  # the same session is a viewer: the Train page asks for the password
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            driver.switch_to.default_content()
+            driver.get(f"{url}/Train")
+            WebDriverWait(driver, 120).until(
+                lambda d: "Admin password" in d.find_element("tag name", "body").text)
     assert text.strip(), "the aria-live region shows no answer"
     assert "no picture leaves it" in privacy
     return seen
@@ -144,5 +161,46 @@ def test_a_viewer_gets_live_answers_too(trained: dict[str, Any], tmp_path: Path)
     secrets = tmp_path / "secrets.toml"
     secrets.write_text('[studio]\nadmin_password = "a long admin password"\n')
     with studio(trained["home"], tmp_path / "streamlit.log", secrets=secrets) as (url, _):
-        seen = _live_answers(url, trained)
+        seen = _live_answers(url, trained, viewer=True)
     _check(trained, seen)
+
+
+def _component_page(tmp_path: Path, clip: Path | None, args: dict[str, Any]) -> str:
+    """The live view's page alone (served as Streamlit serves it), given its arguments."""
+    import functools
+    import http.server
+    import threading
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(WEB))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with chromium(clip) as driver:
+            driver.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            driver.execute_script(
+                "window.postMessage({type: 'streamlit:render', args: arguments[0]}, '*')", args)
+            WebDriverWait(driver, 120).until(
+                lambda d: message(d) not in ("", "Loading the live camera…",
+                                             "Starting the camera…",
+                                             "Loading the model into this browser…"))
+            return message(driver)
+    finally:
+        server.shutdown()
+
+
+ARGS = {"model_url": "missing/model_browser.tflite", "labels": ["cats", "dogs"], "size": 32,
+        "threshold": 0.5, "autostart": True}
+
+
+def test_without_a_camera_or_a_model_the_view_says_what_to_do(tmp_path: Path) -> None:
+    if missing():
+        pytest.skip(missing())
+    no_camera = _component_page(tmp_path, None, ARGS)  # Chromium's fake device list is empty
+    assert "No camera was found" in no_camera or "in use" in no_camera, no_camera
+    clip = tmp_path / "grey.y4m"
+    write_y4m(clip, [np.full((120, 160, 3), 128, np.uint8)], 5, FPS)
+    no_model = _component_page(tmp_path, clip, ARGS)
+    assert "cannot run the model here" in no_model and "404" in no_model, no_model
+    assert "upload" in no_model
