@@ -29,7 +29,8 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--disable-background-timer-throttling",
          "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
-         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+         "--use-fake-ui-for-media-stream")
+FAKE_CAMERA = "--use-fake-device-for-media-stream"
 COMPONENT_FRAME = "iframe[title='ui.live_camera.live_camera']"
 
 # Installed in the component's page: every change of the answer region is kept.
@@ -120,8 +121,15 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 @contextlib.contextmanager
-def chromium(clip: Path | None, window: str = "1400,1000") -> Iterator[Any]:
-    """Headless Chromium whose camera plays clip (a fake camera, allowed without asking)."""
+def chromium(clip: Path | None, window: str = "1400,1000", *, camera: bool = True
+             ) -> Iterator[Any]:
+    """Headless Chromium whose camera plays clip (a fake camera, allowed without asking).
+
+    Args:
+        clip: A .y4m file; None: Chromium's own test pattern.
+        window: Window size "width,height".
+        camera: False: no camera at all (the machine's own, which a server has none of).
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -130,6 +138,8 @@ def chromium(clip: Path | None, window: str = "1400,1000") -> Iterator[Any]:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--window-size={window}")
+    if camera:
+        options.add_argument(FAKE_CAMERA)
     if clip is not None:
         options.add_argument(f"--use-file-for-fake-video-capture={clip}")
     profile = tempfile.mkdtemp(prefix="tl-chromium-")

@@ -165,7 +165,7 @@ def test_a_viewer_gets_live_answers_too(trained: dict[str, Any], tmp_path: Path)
     _check(trained, seen)
 
 
-def _component_page(tmp_path: Path, clip: Path | None, args: dict[str, Any]) -> str:
+def _component_page(clip: Path | None, args: dict[str, Any], *, camera: bool = True) -> str:
     """The live view's page alone (served as Streamlit serves it), given its arguments."""
     import functools
     import http.server
@@ -177,7 +177,7 @@ def _component_page(tmp_path: Path, clip: Path | None, args: dict[str, Any]) -> 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with chromium(clip) as driver:
+        with chromium(clip, camera=camera) as driver:
             driver.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
             driver.execute_script(
                 "window.postMessage({type: 'streamlit:render', args: arguments[0]}, '*')", args)
@@ -197,10 +197,10 @@ ARGS = {"model_url": "missing/model_browser.tflite", "labels": ["cats", "dogs"],
 def test_without_a_camera_or_a_model_the_view_says_what_to_do(tmp_path: Path) -> None:
     if missing():
         pytest.skip(missing())
-    no_camera = _component_page(tmp_path, None, ARGS)  # Chromium's fake device list is empty
+    no_camera = _component_page(None, ARGS, camera=False)
     assert "No camera was found" in no_camera or "in use" in no_camera, no_camera
     clip = tmp_path / "grey.y4m"
     write_y4m(clip, [np.full((120, 160, 3), 128, np.uint8)], 5, FPS)
-    no_model = _component_page(tmp_path, clip, ARGS)
+    no_model = _component_page(clip, ARGS)
     assert "cannot run the model here" in no_model and "404" in no_model, no_model
     assert "upload" in no_model
