@@ -44,6 +44,7 @@ function onRender(args, theme) {
   buildBars(args.labels || []);
   if (args.model_url !== state.modelUrl) {  // a new run or a new model: load it (once)
     state.modelUrl = args.model_url;
+    if (state.model) state.model.delete();
     state.model = null;
     state.modelPromise = null;
     if (state.running) loadModel();
@@ -176,8 +177,9 @@ async function start() {
 function togglePause() {
   state.paused = !state.paused;
   pauseButton.textContent = state.paused ? "Resume" : "Pause";
-  if (state.paused) { video.pause(); showMessage("Paused. Press “Resume” to go on."); }
-  else { video.play().catch(() => {}); hideMessage(); loop(); }
+  $("status").textContent = state.paused ? "Paused: the picture and the answer stay as they are." : "";
+  if (state.paused) video.pause();
+  else { video.play().catch(() => {}); loop(); }
 }
 
 async function switchCamera() {
@@ -327,10 +329,9 @@ function show(probs, sig) {
   const heading = unsure ? "Not sure" : label;
   const detail = unsure ? `maybe ${label} (${pct}), below the ${Math.round(state.args.threshold * 100)}% it needs`
                         : `${pct} sure`;
-  // The live region changes only when the answer does: a screen reader hears changes, not ticks.
-  if ($("answer-label").textContent !== heading || answer.dataset.label !== label) {
-    $("answer-label").textContent = heading;
-  }
+  // The live region holds only the answer and changes only when it does: a screen reader
+  // hears a new answer, not every frame's percentage (that is beside it, outside the region).
+  if ($("answer-label").textContent !== heading) $("answer-label").textContent = heading;
   $("answer-detail").textContent = detail;
   answer.dataset.label = label;
   answer.dataset.unsure = String(unsure);
@@ -384,7 +385,7 @@ function count() {
   if (now - state.fpsSince >= 2000) {
     const fps = (state.frames * 1000) / (now - state.fpsSince);
     status.dataset.fps = fps.toFixed(2);
-    status.textContent = `${fps.toFixed(1)} answers per second`;
+    if (!state.paused) status.textContent = `${fps.toFixed(1)} answers per second`;
     state.frames = 0;
     state.fpsSince = now;
   }
