@@ -357,7 +357,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_bases(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("bases", parents=[common],
                        help="list the pretrained bases, their size and whether weights are here",
-                       description="The pretrained bases `train --backbone` accepts, with input "
+                       description="The pretrained bases `train --base` accepts, with input "
                                    "size, parameters, depth, weights file and whether that file "
                                    "is in Keras' cache folder on this machine.")
     p.add_argument("--json", action="store_true", help="print the bases as one JSON array")
@@ -385,7 +385,7 @@ def cmd_bases(args: argparse.Namespace) -> int:
         print(f"{r['name']:<{width}}  {r['input_size']:>5}  {r['params'] / 1e6:>5.1f}M  "
               f"{r['depth']:>5}  {r['weights_mb']:>5.0f} MB  {'yes' if r['weights_here'] else 'no'}")
     print(f"\nWeights are read from {folder} (KERAS_HOME/models); a missing file is downloaded "
-          f"on first use when online. Also: --backbone {backbones.HUB_BACKBONE} --hub-handle H.")
+          f"on first use when online. Also: --base {backbones.HUB_BACKBONE} --hub-handle H.")
     return EXIT_OK
 
 
@@ -436,7 +436,7 @@ def _add_audit(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("source", metavar="PATH_OR_NAME",
                    help="dataset folder, .zip file, or a saved dataset's name")
-    p.add_argument("--backbone", default=AuditConfig.backbone,
+    p.add_argument("--base", "--backbone", dest="backbone", default=AuditConfig.backbone,
                    help="pretrained base whose features are compared")
     p.add_argument("--weights", default=AuditConfig.weights,
                    help="'imagenet' (Keras cache), a weights file, or 'none' for random")

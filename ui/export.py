@@ -105,7 +105,7 @@ def progress_panel(run_id: str) -> None:
     elif status.state == jobs.RUNNING:
         event = status.latest_event
         fraction = float(getattr(event, "fraction", 0.0) or 0.0)
-        message = jobs.event_value(event, "message") or "Starting..."
+        message = (event.message if event else None) or "Starting..."
         st.progress(min(max(fraction, 0.0), 1.0), text=f"Exporting: {message}")
         st.button("Cancel export", key=f"{CANCEL_KEY}.{status.job_id}",
                   on_click=roles.cancel_job, args=(status.job_id,),

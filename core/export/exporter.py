@@ -452,7 +452,7 @@ def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | 
     try:
         from core.results.prediction import Predictor
 
-        predictor = Predictor.from_run(run.run_dir, warm_up=False)
+        predictor = Predictor.for_run(run, warm_up=False)
         test = _photos(run, "test")
         reference = np.concatenate([predictor.probabilities(test[0][i:i + 32])
                                     for i in range(0, len(test[0]), 32)])
