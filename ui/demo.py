@@ -17,6 +17,7 @@ from ui import links
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md, md_list
 
 CAMERA = "tl_demo_camera"
 UPLOAD = "tl_demo_upload"
@@ -76,14 +77,14 @@ def demo_view() -> None:
         source = photo()
     with result:
         if source is None:
-            st.caption(f"It knows: {', '.join(predictor.labels)}.")
+            st.caption(f"It knows: {md_list(predictor.labels)}.")
             return
         with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
             prediction = predictor.predict([source], top_k=1)[0]
         if predicting.failed:
             return
         if not prediction.ok:
-            st.error(prediction.error, icon=":material/broken_image:")
+            st.error(md(prediction.error), icon=":material/broken_image:")
             return
         answer(prediction)
         ui_explain.answer_heatmap(prediction, source, summary.run_dir)

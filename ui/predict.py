@@ -12,6 +12,7 @@ from core.results import charts
 from core.results.prediction import Prediction, Predictor
 from ui import resources, state
 from ui import runs as ui_runs
+from ui.text import md
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
 
@@ -78,16 +79,16 @@ def prediction_card(prediction: Prediction, input_size: int, position: int) -> N
         position: The photo's place in the list: keys its elements, so two photos with the
             same prediction (the same photo twice) still get elements of their own.
     """
-    st.subheader(prediction.file)
+    st.subheader(md(prediction.file))
     if not prediction.ok:
-        st.error(prediction.error, icon=":material/broken_image:")
+        st.error(md(prediction.error), icon=":material/broken_image:")
         return
     left, right = st.columns([1, 2])
     with left:
         st.image(prediction.image, width="stretch",
                  caption=f"As the model saw it: upright, squashed to {input_size}×{input_size}")
     with right:
-        st.markdown(f"### {prediction.label} · {prediction.probability:.0%}")
+        st.markdown(f"### {md(prediction.label)} · {prediction.probability:.0%}")
         if prediction.unsure:
             st.warning(
                 f"**The model is unsure**: its best guess has {prediction.probability:.0%} "

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core import access
 from core.access import AccessSettings
+from ui.text import md
 
 SIGNED_IN = "tl_admin_signed_in"      # core.access.sign_in_token once this session gave the
                                       # admin password (a new password signs sessions out)
@@ -92,7 +93,7 @@ def show_refusal() -> None:
     """Shows (once) a refusal a callback kept."""
     message = st.session_state.pop(REFUSED, None)
     if message:
-        st.error(message, icon=":material/lock:")
+        st.error(md(message), icon=":material/lock:")
 
 
 def cancel_job(job_id: str) -> None:
@@ -136,11 +137,11 @@ def sign_in_form(rule: AccessSettings | None = None, place: str = "page") -> Non
             if st.button("Log in", key=f"{LOG_IN}.{place}", icon=":material/login:"):
                 st.login()
         else:
-            st.caption(f"Logged in as {email}, which is not an admin's address.")
+            st.caption(f"Logged in as {md(email)}, which is not an admin's address.")
             if st.button("Log out", key=f"{LOG_OUT}.{place}", icon=":material/logout:"):
                 st.logout()
     elif rule.mode == access.LOCKED:
-        st.error(f"The studio's access settings cannot be read: {rule.problem} Fix "
+        st.error(f"The studio's access settings cannot be read: {md(rule.problem)} Fix "
                  ".streamlit/secrets.toml and restart the app.", icon=":material/lock:")
 
 
@@ -152,7 +153,7 @@ def sidebar_status() -> None:
     with st.sidebar:
         if is_admin(rule):
             who = current_email() if rule.mode == access.LOGIN else None
-            st.caption(":material/shield_person: Admin" + (f" · {who}" if who else ""))
+            st.caption(":material/shield_person: Admin" + (f" · {md(who)}" if who else ""))
             if rule.mode == access.PASSWORD:
                 st.button("Sign out", key=SIGN_OUT, icon=":material/logout:",
                           on_click=_sign_out)

@@ -10,6 +10,7 @@ import streamlit as st
 from core.data.store import SavedDataset
 from ui import dataset as ui_dataset
 from ui import state
+from ui.text import md, md_list
 from ui.dataset_builder import act, edit, forget_loaded, origin, say, show_messages, store
 
 
@@ -79,8 +80,8 @@ def saved_list() -> None:
     cols = st.columns(3)
     if not chosen.available:
         again = ("Upload the same zip again to bring them back." if chosen.kind == "upload"
-                 else f"Put the folder back at {chosen.root} to bring them back.")
-        st.warning(f"The photos of '{chosen.name}' are no longer on the server (moved or "
+                 else f"Put the folder back at {md(chosen.root)} to bring them back.")
+        st.warning(f"The photos of '{md(chosen.name)}' are no longer on the server (moved or "
                    f"deleted outside the studio). {again}", icon=":material/warning:")
     if cols[0].button("Open", key=state.SAVED_OPEN, type="primary", icon=":material/folder_open:",
                       disabled=not chosen.available,
@@ -95,7 +96,7 @@ def saved_list() -> None:
                             file_name=f"{chosen.name}.zip", mime="application/zip",
                             icon=":material/download:", on_click="ignore")
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.text_input(f"New name for {chosen.name}", key=state.SAVED_RENAME, max_chars=100)
+    left.text_input(f"New name for {md(chosen.name)}", key=state.SAVED_RENAME, max_chars=100)
     right.button("Rename", key=state.SAVED_RENAME_GO, on_click=_rename, args=(chosen.id,))
     _delete_controls(chosen)
 
@@ -107,10 +108,10 @@ def _delete_controls(chosen: SavedDataset) -> None:
         return
     where = ("its photos are deleted from the server" if chosen.kind == "built" else
              "it leaves the list; the zip or folder it came from is kept")
-    runs = (f" Runs trained on it: {', '.join(chosen.runs)}. They keep their models, so they "
+    runs = (f" Runs trained on it: {md_list(chosen.runs)}. They keep their models, so they "
             "still load and predict; galleries that show its photos say they are gone."
             if chosen.runs else " No run was trained on it.")
-    st.warning(f"Delete '{chosen.name}'? {where.capitalize()}.{runs}", icon=":material/warning:")
+    st.warning(f"Delete '{md(chosen.name)}'? {where.capitalize()}.{runs}", icon=":material/warning:")
     yes, no = st.columns(2)
     yes.button("Yes, delete it", key=state.SAVED_DELETE_YES, type="primary",
                on_click=_delete, args=(chosen.id, chosen.name))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core import text
 from core.audit.choices import audit_text
 from core.errors import AppError
 from core.runs import head_choice
@@ -92,8 +93,14 @@ def model_zip(run: Run) -> bytes:
 
 
 def per_class_csv(result: EvalResult) -> bytes:
-    """The per-class table (class, precision, recall, f1, support) as UTF-8 CSV."""
-    return result.per_class.to_csv(index=False, float_format="%.4f").encode("utf-8")
+    """The per-class table (class, precision, recall, f1, support) as UTF-8 CSV.
+
+    Class names that a spreadsheet would run as a formula (=, +, -, @...) get a leading quote.
+    """
+    table = result.per_class.copy()
+    for column in table.columns[table.dtypes == object]:
+        table[column] = table[column].map(text.csv_cell)
+    return table.to_csv(index=False, float_format="%.4f").encode("utf-8")
 
 
 def _pct(value: float | None) -> str:
