@@ -98,12 +98,12 @@ def clickable_confusion(result: EvalResult, normalize: bool) -> go.Figure:
         for j, predicted in enumerate(result.labels):
             trues.append(shown[i])
             preds.append(shown[j])
-            custom.append([true, predicted, int(result.confusion[i, j]), shown[i], shown[j]])
+            custom.append([true, predicted, int(result.confusion[i, j])])
     size = max(12, min(60, 360 // max(1, len(result.labels))))
     fig.add_trace(go.Scatter(
         x=preds, y=trues, customdata=custom, mode="markers", showlegend=False,
         marker={"symbol": "square", "size": size, "color": "rgba(0,0,0,0)"},
-        hovertemplate="true %{customdata[3]}<br>predicted %{customdata[4]}<br>"
+        hovertemplate="true %{y}<br>predicted %{x}<br>"
                       "%{customdata[2]} images<br>click to see them<extra></extra>",
         selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
     ))

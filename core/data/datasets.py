@@ -23,7 +23,7 @@ from typing import IO, Any
 import pandas as pd
 
 from core.config import IngestConfig, studio_home
-from core.data import images, uploads
+from core.data import images, names, uploads
 from core.data import walk as dataset_walk
 from core.data.uploads import ProgressFn
 from core.errors import DatasetError
@@ -220,6 +220,11 @@ def _dataset_messages(
                 f"Only one class folder found ('{only}'). Add at least one more class folder "
                 "with images: a classifier needs 2 or more classes."
             )
+    for first, second in names.case_collisions(counts):
+        report.errors.append(
+            f"Class folders '{first}' and '{second}' differ only in case; they are one folder "
+            "on macOS and Windows, and one class to people. Merge or rename one of them."
+        )
     for name, n in counts.items():
         if n < config.min_images_per_class:
             missing = config.min_images_per_class - n

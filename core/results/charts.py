@@ -125,8 +125,8 @@ def confusion_heatmap(confusion: Any, labels: Sequence[str], normalize: bool = F
 
     Returns:
         A heatmap whose cells show the count (or row share); each cell's customdata is
-        [true label, predicted label, count, true and predicted as shown], so a page can map
-        a clicked cell to the images behind it. Axes show the names escaped (chart_text).
+        [true label, predicted label, count], so a page can map a clicked cell to the
+        images behind it. Axes and hover text show the names escaped (chart_text).
     """
     counts = np.asarray(confusion, dtype=np.int64)
     labels = [str(label) for label in labels]
@@ -139,15 +139,15 @@ def confusion_heatmap(confusion: Any, labels: Sequence[str], normalize: bool = F
     z = shares if normalize else counts
     text = ([[f"{v:.0%}" for v in row] for row in shares] if normalize
             else [[str(v) for v in row] for row in counts])
-    customdata = np.empty((c, c, 5), dtype=object)
+    customdata = np.empty((c, c, 3), dtype=object)
     for i, true in enumerate(labels):
         for j, pred in enumerate(labels):
-            customdata[i, j] = (true, pred, int(counts[i, j]), shown[i], shown[j])
+            customdata[i, j] = (true, pred, int(counts[i, j]))
     fig = go.Figure(go.Heatmap(
         z=z, x=shown, y=shown, text=text, texttemplate="%{text}", customdata=customdata,
         colorscale="Blues", zmin=0, zmax=1 if normalize else max(int(counts.max()), 1),
         colorbar={"title": "share of row" if normalize else "images"},
-        hovertemplate=("true %{customdata[3]}<br>predicted %{customdata[4]}<br>"
+        hovertemplate=("true %{y}<br>predicted %{x}<br>"
                        "%{customdata[2]} images" + (" (%{z:.0%} of the class)" if normalize
                                                     else "") + "<extra></extra>"),
     ))

@@ -7,6 +7,7 @@ the report, with its format table, into every export folder.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -98,9 +99,12 @@ def per_class_csv(result: EvalResult) -> bytes:
     Class names that a spreadsheet would run as a formula (=, +, -, @...) get a leading quote.
     """
     table = result.per_class.copy()
-    for column in table.columns[table.dtypes == object]:
-        table[column] = table[column].map(text.csv_cell)
-    return table.to_csv(index=False, float_format="%.4f").encode("utf-8")
+    for column in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = table[column].map(text.csv_cell)
+    # Text quoted: a carriage return inside a name stays inside its cell.
+    return table.to_csv(index=False, float_format="%.4f",
+                        quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
 
 
 def _pct(value: float | None) -> str:
