@@ -14,13 +14,18 @@ hold. Example:
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from core.errors import AppError
 
 Spec = Callable[[Any, str], None]
+log = logging.getLogger(__name__)
 
 
 class SchemaError(AppError, ValueError):
@@ -81,7 +86,7 @@ def integer(low: int | None = None, high: int | None = None) -> Spec:
 
     def check_integer(value: Any, where: str) -> None:
         within(value, where)
-        if value is not None and float(value) != int(value):
+        if isinstance(value, float) and not value.is_integer():
             _fail(where, "a whole number", value)
     return check_integer
 
@@ -160,3 +165,19 @@ TIME = text()  # ISO 8601 text; readers parse it tolerantly
 SHARE = number(0, 1)
 COUNT = integer(0)
 SECONDS = number(0)
+
+
+def set_aside(path: str | Path, reason: str) -> Path | None:
+    """Renames a damaged state file to <name>.damaged-<UTC time> beside it (kept for a person
+    to look at, out of the readers' way) and logs a warning; returns the new path, or None
+    when it could not be moved (then it is only ignored)."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    try:
+        os.replace(path, target)
+    except OSError:
+        log.warning("Ignoring the damaged %s (%s); it could not be set aside", path, reason)
+        return None
+    log.warning("Set aside the damaged %s as %s: %s", path, target.name, reason)
+    return target

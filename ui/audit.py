@@ -102,6 +102,11 @@ def audit_section(loaded: state.LoadedDataset) -> tuple[audit.AuditResult | None
                   help="Runs in the background: switching pages does not stop it.")
     result = audit.load_audit(dataset, home)
     choices = audit_choices.load_choices(dataset, home)
+    damaged = audit.set_aside_files(dataset, home)
+    if damaged:
+        st.warning(f"A damaged audit file of this dataset was set aside ({md(damaged[-1])}); "
+                   "its findings or choices are not used. Audit again if you need them.",
+                   icon=":material/warning:")
     if result is None:
         return None, choices
     show_result(loaded, result, choices)

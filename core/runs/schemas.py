@@ -75,7 +75,7 @@ METRICS = document({
 
 DATASET = document({
     "name": text(), "root": text(), "source": text(),
-    "split_counts": mapping(mapping(COUNT)), "class_counts": mapping(anything),
+    "split_counts": mapping(COUNT), "class_counts": mapping(anything),
     "audit": optional(mapping(anything)),
 })
 
