@@ -309,6 +309,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
               "with: python -m core inspect PATH")
     else:
         for s in saved:
+            if s.damaged:
+                print(f"{shown(s.name)}  (damaged: {shown(s.damaged)})")
+                continue
             classes = ", ".join(f"{shown(c)} {n}" for c, n in s.classes.items()) or "no classes"
             runs = f", {len(s.runs)} runs" if s.runs else ""
             print(f"{shown(s.name)}  ({classes}; from {shown(s.source)}, {s.created}{runs})")

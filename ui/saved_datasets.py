@@ -43,7 +43,8 @@ def _delete(dataset_id: str, name: str) -> None:
 def _table(saved: list[SavedDataset]) -> pd.DataFrame:
     return pd.DataFrame([{
         "dataset": s.name,
-        "classes": (", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet")
+        "classes": f"damaged: {s.damaged}" if s.damaged else
+        (", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet")
         if s.available else ("its photos are gone: upload the zip again" if s.kind == "upload"
                              else "its folder is gone from the server"),
         "photos": s.photos, "created": s.created.replace("T", " ")[:16], "source": s.source,
@@ -77,6 +78,11 @@ def saved_list() -> None:
         st.session_state.pop(state.SAVED_CHOICE, None)
     choice = st.selectbox("Saved dataset", names, key=state.SAVED_CHOICE)
     chosen = next(s for s in saved if s.name == choice)
+    if chosen.damaged:  # listed so that it does not vanish without a word; delete only
+        st.error(md(f"This saved dataset cannot be opened: {chosen.damaged}"),
+                 icon=":material/error:")
+        _delete_controls(chosen)
+        return
     cols = st.columns(3)
     if not chosen.available:
         again = ("Upload the same zip again to bring them back." if chosen.kind == "upload"
@@ -111,7 +117,8 @@ def _delete_controls(chosen: SavedDataset) -> None:
     runs = (f" Runs trained on it: {md_list(chosen.runs)}. They keep their models, so they "
             "still load and predict; galleries that show its photos say they are gone."
             if chosen.runs else " No run was trained on it.")
-    st.warning(f"Delete '{md(chosen.name)}'? {where.capitalize()}.{runs}", icon=":material/warning:")
+    st.warning(f"Delete '{md(chosen.name)}'? {where.capitalize()}.{runs}",
+               icon=":material/warning:")
     yes, no = st.columns(2)
     yes.button("Yes, delete it", key=state.SAVED_DELETE_YES, type="primary",
                on_click=_delete, args=(chosen.id, chosen.name))

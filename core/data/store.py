@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import files
+from core import files, schema
 from core.config import MIN_IMAGES_PER_CLASS, IngestConfig, studio_home
 from core.data import images, uploads
+from core.data import schemas as saved_schema
 from core.data.names import clean_name, refuse_duplicate, same_name, unique_name
 from core.errors import DatasetError, ImageError
 
@@ -60,6 +61,8 @@ class SavedDataset:
         root: The folder holding its class folders.
         classes: Class name -> number of photo files.
         runs: Ids of the runs trained on it, newest first.
+        damaged: Why its record (saved.json) cannot be used, or None. A damaged dataset is
+            listed so that it does not vanish without a word; it can only be deleted.
     """
 
     id: str
@@ -70,12 +73,13 @@ class SavedDataset:
     root: Path
     classes: dict[str, int] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
+    damaged: str | None = None
 
     @property
     def available(self) -> bool:
         """Whether its photos are on the server: a server folder may have been moved or
         deleted (the uploads' size budget never removes an upload a saved dataset uses)."""
-        return self.root.is_dir()
+        return self.damaged is None and self.root.is_dir()
 
     @property
     def photos(self) -> int:
@@ -93,7 +97,8 @@ class SavedDataset:
     def to_dict(self) -> dict[str, Any]:
         """{"name", "classes", "created", "source", "runs"}, as `python -m core datasets`."""
         return {"name": self.name, "classes": dict(self.classes), "created": self.created,
-                "source": self.source, "runs": list(self.runs)}
+                "source": self.source, "runs": list(self.runs),
+                **({"damaged": self.damaged} if self.damaged else {})}
 
 
 @dataclass
@@ -195,16 +200,34 @@ class DatasetStore:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _metas(self) -> list[tuple[Path, dict[str, Any]]]:
-        found = []
+    def _records(self) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
+        """(folder, record, None) of each saved dataset, or (folder, None, why) when its
+        record is missing or damaged."""
+        found: list[tuple[Path, dict[str, Any] | None, str | None]] = []
         for folder in _visible(self.dir):
-            try:
-                meta = files.read_json(folder / META_FILE)
-            except (OSError, ValueError):
+            if not folder.is_dir() or folder.name.startswith("."):
                 continue
-            if isinstance(meta, dict) and isinstance(meta.get("name"), str):
-                found.append((folder, meta))
+            try:
+                meta = schema.check(files.read_json(folder / META_FILE), saved_schema.SAVED,
+                                    META_FILE)
+            except FileNotFoundError:  # being created or deleted right now
+                continue
+            except schema.SchemaError as exc:
+                found.append((folder, None, f"{META_FILE} is damaged: {exc}"))
+                continue
+            except (OSError, ValueError) as exc:
+                found.append((folder, None, f"{META_FILE} cannot be read ({exc})"))
+                continue
+            found.append((folder, meta, None))
         return found
+
+    def _metas(self) -> list[tuple[Path, dict[str, Any]]]:
+        return [(folder, meta) for folder, meta, _why in self._records() if meta is not None]
+
+    def _damaged(self, folder: Path, why: str) -> SavedDataset:
+        return SavedDataset(id=folder.name, name=f"damaged dataset {folder.name}", created="",
+                            source="", kind="damaged", root=folder / PHOTOS_DIR,
+                            damaged=f"{why}. Delete it, or fix {folder / META_FILE}.")
 
     def _root(self, folder: Path, meta: dict[str, Any]) -> Path:
         return Path(meta["root"]) if meta.get("root") else folder / PHOTOS_DIR
@@ -237,7 +260,8 @@ class DatasetStore:
     def list(self, *, with_runs: bool = True) -> list[SavedDataset]:
         """Every saved dataset, newest first (with the runs trained on each)."""
         runs = self._runs_by_root() if with_runs else None
-        saved = [self._saved(folder, meta, runs) for folder, meta in self._metas()]
+        saved = [self._saved(folder, meta, runs) if meta is not None
+                 else self._damaged(folder, str(why)) for folder, meta, why in self._records()]
         saved.sort(key=lambda s: (s.created, s.name), reverse=True)
         return saved
 
@@ -358,7 +382,14 @@ class DatasetStore:
             DatasetError: Runs were trained on it and confirm_runs is False; names them.
         """
         with _locked(self.dir):
+            damaged = next((f for f, meta, _why in self._records()
+                            if meta is None and f.name == name), None)
+            if damaged is not None:  # its record cannot be read: only deleting it is offered
+                shutil.rmtree(damaged, ignore_errors=True)
+                log.info("Deleted the damaged saved dataset %s", damaged)
+                return []
             folder, meta = self._require(name)
+            self._refuse_if_training(folder, meta)
             runs = self._saved(folder, meta, self._runs_by_root()).runs
             if runs and not confirm_runs:
                 raise DatasetError(f"Runs were trained on '{meta['name']}': {', '.join(runs)}. "
@@ -369,6 +400,23 @@ class DatasetStore:
                 shutil.rmtree(folder, ignore_errors=True)
         log.info("Deleted saved dataset %s (%s)", meta["name"], folder)
         return runs
+
+    def _refuse_if_training(self, folder: Path, meta: dict[str, Any]) -> None:
+        """DatasetError when a run still training reads its photos."""
+        from core.runs.store import RunStore
+        from core.status import RUNNING
+
+        roots = [Path(r) for r in self._roots_of(folder, meta)]
+
+        def reads_it(run_root: str | None) -> bool:  # its root, or a folder it unwrapped
+            return bool(run_root) and any(Path(run_root) == r or r in Path(run_root).parents
+                                          for r in roots)
+
+        busy = [s.run_id for s in RunStore(self.home).list()
+                if s.status == RUNNING and reads_it(s.dataset_root)]
+        if busy:
+            raise DatasetError(f"'{meta['name']}' is in use by a training; cancel it first "
+                               f"(run {', '.join(busy)}), then delete the dataset.")
 
     # -- classes and photos -----------------------------------------------------------
 

@@ -10,6 +10,6 @@ JOB_RECORD = document({
     "state": text(), "position": integer(1), "cancel_requested": boolean,
     "submitted": number(0), "started": number(0), "finished": number(0),
     "error": text(), "error_traceback": text(), "pid": integer(0), "hostname": text(),
-    "pid_started": integer(0),
+    "pid_started": anything,
     "stored_kwargs": mapping(anything),
 }, required=("job_id", "state"))

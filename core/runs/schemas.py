@@ -26,7 +26,7 @@ from core.schema import (
 STATUS = document({
     "status": text(), "error": text(), "traceback": text(), "started": TIME,
     "updated": TIME, "finished": TIME, "pid": integer(0), "hostname": text(),
-    "pid_started": integer(0),
+    "pid_started": anything,
 })
 
 _PREDICTION = record({
