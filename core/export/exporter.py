@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core import files
+from core import files, outputs
 from core.data import images
 from core.errors import AppError, Cancelled
 from core.export import formats as export_formats
@@ -147,13 +147,17 @@ def parse_formats(text: str | Iterable[str] | None) -> tuple[str, ...]:
     """Format names from "keras,tflite_int8" or a list; all formats for None or "all".
 
     Raises:
-        ExportError: naming the valid formats, for an unknown one.
+        ExportError: naming the valid formats, for an unknown one or none at all (an empty
+            --formats '' is a mistake, not "all").
     """
     if text is None:
         return FORMATS
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [str(item).strip() for item in items if str(item).strip()]
-    if not names or names == ["all"]:
+    if not names:
+        raise ExportError(f"No format given: name one or more of {', '.join(FORMATS)} "
+                          "(comma-separated), or leave out --formats for all of them.")
+    if names == ["all"]:
         return FORMATS
     unknown = [name for name in names if name not in FORMATS]
     if unknown:
@@ -429,6 +433,7 @@ def _clean_stale_staging(out: Path, run_id: str) -> None:
 def _publish(staging: Path, final: Path) -> None:
     """Renames the complete folder into place; an older export is replaced only now."""
     old = None
+    outputs.replaceable_folder(final)  # never renames over a link, device or pipe
     if final.exists():
         old = final.with_name(f"{_OLD}{final.name}-{secrets.token_hex(3)}")
         os.rename(final, old)
@@ -491,7 +496,8 @@ def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | 
     started = time.monotonic()
     progress = _Progress(2 * len(wanted) + 3, on_event, should_stop)
     progress.step("exporting", "Reading the test photos and the model", advance=False)
-    out = Path(out_dir).expanduser()
+    out = outputs.folder_target(out_dir)
+    outputs.replaceable_folder(out / run.run_id)
     try:
         out.mkdir(parents=True, exist_ok=True)
         _clean_stale_staging(out, run.run_id)
