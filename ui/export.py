@@ -112,6 +112,11 @@ def progress_panel(run_id: str) -> None:
                   icon=":material/stop_circle:")
     elif status.state == jobs.FAILED:
         st.error(f"The export failed: {md(status.error)}", icon=":material/error:")
+    elif status.state == jobs.INTERRUPTED:
+        export.clean_leftovers(exports_dir(), run_id)
+        st.warning("The last export of this run was interrupted (the server stopped while it "
+                   "ran), so it did not finish; its temporary folder was removed. Export "
+                   "again.", icon=":material/warning:")
     if not status.done:
         st.session_state[JOB_KEY] = status.job_id
     elif st.session_state.pop(JOB_KEY, None) == status.job_id:

@@ -430,6 +430,16 @@ def _clean_stale_staging(out: Path, run_id: str) -> None:
         _remove(leftover)
 
 
+def clean_leftovers(out_dir: str | Path, run_id: str) -> None:
+    """Removes what exports of this run left in out_dir when their process died (an export
+    job interrupted by a server stop): temporary and replaced folders. Never raises."""
+    try:
+        _clean_stale_staging(Path(out_dir), run_id)
+    except OSError:
+        log.warning("Cannot remove the leftovers of an export of %s in %s", run_id, out_dir,
+                    exc_info=True)
+
+
 def _publish(staging: Path, final: Path) -> None:
     """Renames the complete folder into place; an older export is replaced only now."""
     old = None
