@@ -260,6 +260,17 @@ def _dataset_messages(
         )
 
 
+def _refuse_outside(path: Path, within: Sequence[Path]) -> None:
+    """DatasetError when a folder or zip (links followed) lies outside the shared folders."""
+    real = path.resolve()
+    roots = [Path(root).resolve() for root in within]
+    if not any(real == root or root in real.parents for root in roots):
+        shared = ", ".join(str(root) for root in roots)
+        raise DatasetError(f"{path} is outside the folders this server shares ({shared}, "
+                           "set by TL_STUDIO_DATA_ROOTS), so it cannot be read here. Copy the "
+                           "photos into one of them, or upload a zip instead.")
+
+
 def ingest(
     source: str | Path | bytes | IO[bytes],
     *,
@@ -290,6 +301,8 @@ def ingest(
         DatasetError: When the source itself is unusable (missing, not a folder or zip,
             damaged zip, zip over the limits).
     """
+    if within and isinstance(source, (str, os.PathLike)):
+        _refuse_outside(Path(source).expanduser(), within)
     top, zip_skipped = _source_folder(source, studio_home(home), config, on_progress)
     layout = dataset_walk.scan(top)
     if within and isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir():
