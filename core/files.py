@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import json
 import logging
 import math
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.errors import DiskFullError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,35 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: str | Path, needed_bytes: int | None = None,
+              what: str | None = None) -> DiskFullError:
+    """The error for a write that found the disk full: which disk, how much is free, about
+    how much was needed, and that what was saved before is kept.
+
+    Args:
+        path: The file being written.
+        needed_bytes: About how much the write needed, when known.
+        what: Who needed it ("the run", "the photo"); guessed from the path when None.
+    """
+    path = Path(path)
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("/"))
+    try:
+        free = shutil.disk_usage(folder).free / 1e6
+    except OSError:
+        free = 0.0
+    what = what or ("the run" if "runs" in path.parts else "this")
+    needs = (f", {what} needs about {max(needed_bytes / 1e6, 0.1):.1f} MB more"
+             if needed_bytes else "")
+    error = DiskFullError(f"The disk holding {folder} is full: {free:.0f} MB free{needs}. "
+                          "What was saved before is kept; free some space (or move the studio "
+                          "home to a larger disk) and try again.")
+    error.errno = errno.ENOSPC  # still reads as "no space left" to code that checks
+    return error
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> None:
@@ -54,9 +87,12 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) \
+                and exc.errno in FULL_ERRNOS:
+            raise disk_full(path, len(data)) from exc
         raise
     if durable:
         fsync_dir(path.parent)

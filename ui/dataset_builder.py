@@ -181,6 +181,8 @@ def _add_files(dataset_id: str, cls: str, uploads: list[Any]) -> None:
     for item in result.duplicates:
         st.warning(f"{md(item['file'])}: a duplicate, {md(item['reason'])}; not added again.",
                    icon=":material/content_copy:")
+    if result.problem:
+        st.error(md(result.problem), icon=":material/hard_drive:")
     for item in result.refused:
         st.error(f"{md(item['file'])}: refused, {md(item['reason'])}.", icon=":material/block:")
 

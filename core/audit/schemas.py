@@ -6,7 +6,6 @@ from __future__ import annotations
 from core.schema import (
     COUNT,
     SHARE,
-    TIME,
     anything,
     boolean,
     document,
@@ -28,7 +27,7 @@ AUDIT = document({
     "outliers": list_of(record({"file": text(), "label": text(), "score": number()},
                                required=("file", "label", "score"))),
     "summary": record({
-        "dataset_key": text(), "audit_id": text(), "created": TIME, "backbone": text(),
+        "dataset_key": text(), "audit_id": text(), "created": number(0), "backbone": text(),
         "images": COUNT, "classes": COUNT, "label_issues": COUNT,
         "near_duplicate_groups": COUNT, "near_duplicate_photos": COUNT,
         "cross_class_groups": COUNT, "leaking_groups": COUNT, "outliers": COUNT,

@@ -109,11 +109,14 @@ class AddResult:
         added: Stored file names of the photos added.
         duplicates: Photos already in the dataset, as {"file", "reason"}; not added again.
         refused: Photos that cannot be used, as {"file", "reason"}.
+        problem: What stopped the adding (a full disk), or None; the photos not added
+            because of it are in refused.
     """
 
     added: list[str] = field(default_factory=list)
     duplicates: list[dict[str, str]] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
+    problem: str | None = None
 
 
 @contextlib.contextmanager
@@ -518,9 +521,20 @@ class DatasetStore:
             target = self._class_dir(root, cls)
             others = [p for p in _visible(root) if p.is_dir() and p != target]
             work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root.parent))
+            pending = list(photos)
             try:
-                for label, data in photos:
-                    self._add_one(label, data, target, others, work, config, result)
+                for n, (label, data) in enumerate(pending):
+                    try:
+                        self._add_one(label, data, target, others, work, config, result)
+                    except OSError as exc:
+                        if exc.errno not in files.FULL_ERRNOS:
+                            raise
+                        # Keep what was added; say which photos were not, and why.
+                        full = files.disk_full(target / label, len(data), "the photo")
+                        result.problem = str(full)
+                        result.refused.extend({"file": name, "reason": "not added: the disk "
+                                               "is full"} for name, _ in pending[n:])
+                        break
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         return result
