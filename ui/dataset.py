@@ -15,7 +15,7 @@ from core.data import splits
 from core.data import store as dataset_store
 from core.errors import AppError
 from core.results import charts
-from ui import resources, roles, state
+from ui import resources, roles, state, uploads
 from ui.errors import show_user_errors
 from ui.text import md, md_list
 
@@ -98,7 +98,9 @@ def load_upload(upload: Any) -> state.LoadedDataset | None:
     loaded = state.loaded_dataset()
     if loaded is not None and loaded.source == origin:
         return loaded
-    return ingest_with_progress(upload, upload.name, origin)
+    loaded = ingest_with_progress(upload, upload.name, origin)
+    uploads.release(upload)  # extracted to the disk: the server's in-memory copy can go
+    return loaded
 
 
 def data_roots() -> list[Path]:

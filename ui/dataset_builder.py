@@ -14,6 +14,7 @@ from core.errors import AppError, DatasetError
 from ui import dataset as ui_dataset
 from ui import nav, paging, resources, roles, state
 from ui.errors import show_user_errors
+from ui import uploads as ui_uploads
 from ui.text import md
 
 THUMBNAILS_SHOWN = paging.PAGE
@@ -162,10 +163,11 @@ def _editor(saved: SavedDataset) -> None:
     _footer(store().get(saved.id))
 
 
-def _add_files(dataset_id: str, cls: str, uploads: list[Any]) -> None:
+def _add_files(dataset_id: str, cls: str, photos: list[Any]) -> None:
     """Adds the photos not added before in this session (a rerun re-sends the same files)."""
     seen: set[str] = st.session_state.setdefault(state.BUILD_SEEN, set())
-    new = [f for f in uploads if f is not None and f"{dataset_id}.{cls}.{f.file_id}" not in seen]
+    new = [f for f in ui_uploads.within_limit(photos)
+           if f"{dataset_id}.{cls}.{f.file_id}" not in seen]
     if not new:
         return
     with show_user_errors(f"Cannot add photos to {cls}:") as outcome:
@@ -174,6 +176,8 @@ def _add_files(dataset_id: str, cls: str, uploads: list[Any]) -> None:
     if outcome.failed:
         return
     seen.update(f"{dataset_id}.{cls}.{f.file_id}" for f in new)
+    for f in new:  # saved on the disk (or refused): the server's copy is not needed any more
+        ui_uploads.release(f)
     forget_loaded(dataset_id)
     if result.added:
         st.success(f"Added {len(result.added)} photo{'s' * (len(result.added) != 1)} to "
@@ -192,6 +196,7 @@ def _class_section(dataset_id: str, cls: str) -> None:
     with st.container(border=True):
         head = st.empty()
         files = st.file_uploader(f"Add photos to {md(cls)}", accept_multiple_files=True,
+                                 max_upload_size=ui_uploads.PHOTO_MB,
                                  key=state.BUILD_FILES + key)
         shot = None
         if st.toggle("Use the camera", key=state.BUILD_CAMERA_ON + key):

@@ -13,7 +13,7 @@ import streamlit as st
 from core.results.prediction import Prediction
 from core.runs.store import RunSummary
 from ui import explain as ui_explain
-from ui import links
+from ui import links, uploads
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
@@ -49,7 +49,9 @@ def demo_run() -> RunSummary | None:
 def photo() -> Any | None:
     """The camera shot, else an uploaded photo, else None."""
     shot = st.camera_input("Take a photo", key=CAMERA)
-    upload = st.file_uploader("or upload one", type=ui_predict.PHOTO_TYPES, key=UPLOAD)
+    upload = st.file_uploader("or upload one", type=ui_predict.PHOTO_TYPES, key=UPLOAD,
+                              max_upload_size=uploads.PHOTO_MB)
+    upload = next(iter(uploads.within_limit([upload])), None)
     return shot if shot is not None else upload
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.results import charts
 from core.results.prediction import Prediction, Predictor
-from ui import resources, state
+from ui import resources, state, uploads
 from ui import runs as ui_runs
 from ui.text import md
 
@@ -50,10 +50,12 @@ def phone_predictor(path: Path, keras_predictor: Predictor) -> Predictor:
 
 def photo_inputs() -> list[Any]:
     """Uploaded photos, and a camera photo when the camera is switched on."""
-    sources: list[Any] = list(st.file_uploader(
+    sources: list[Any] = uploads.within_limit(st.file_uploader(
         "Photos", type=PHOTO_TYPES, accept_multiple_files=True, key=state.PREDICT_UPLOAD,
-        help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES) + ".",
-    ) or [])
+        help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES)
+             + f"; up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
+        max_upload_size=uploads.PHOTO_MB,
+    ) or [], at_most=uploads.PHOTOS_AT_ONCE)
     if st.toggle("Take a photo with the camera", key=state.PREDICT_CAMERA_ON,
                  help="Your browser asks for permission to use the camera."):
         shot = st.camera_input("Camera", key=state.PREDICT_CAMERA)
