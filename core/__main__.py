@@ -6,7 +6,6 @@ import argparse
 import errno
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -221,7 +220,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             row["class"]: {k: row[k] for k in ("precision", "recall", "f1", "support")}
             for row in result.per_class.to_dict("records")
         }
-        print(json.dumps({"run_dir": str(run_dir), "images": int(len(result.predictions)),
+        print(json.dumps({"run_dir": str(run_dir), "images": len(result.predictions),
                           "accuracy": result.accuracy, "per_class": per_class,
                           "top_k_accuracy": {str(k): v for k, v in
                                              result.top_k_accuracy.items()}}))

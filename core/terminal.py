@@ -24,11 +24,9 @@ _KEPT = frozenset("\n\t")
 def clean(text: str) -> str:
     """text with control and invisible formatting characters other than newline and tab
     written as visible escapes."""
-    if text.isprintable() or all(c in _KEPT or c.isprintable() for c in text):
-        # isprintable() is False for spaces other than ' ' too; those are harmless.
-        if not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in _KEPT
-                   for c in text):
-            return text
+    if not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in _KEPT
+               for c in text):
+        return text
     out = []
     for char in text:
         if char in _KEPT or unicodedata.category(char) not in ("Cc", "Cf", "Zl", "Zp"):

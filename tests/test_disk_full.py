@@ -71,7 +71,7 @@ def test_training_on_a_full_disk_fails_with_the_message_and_keeps_the_run(
     data = make_class_folders(tmp_path / "data", {"cats": 8, "dogs": 8}, size=32)
     current = current_dataset(data, studio_home)
 
-    def full(self, metrics) -> None:  # noqa: ANN001
+    def full(self, metrics) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(training.RunWriter, "write_metrics", full)

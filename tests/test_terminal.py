@@ -19,6 +19,7 @@ def cli(*args: str, home: Path, stdout: object = subprocess.PIPE) -> subprocess.
     env = {**os.environ, "TL_STUDIO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", "core", "--home", str(home), *args],
                           cwd=REPO_ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE,
+                          check=False,
                           timeout=300)
 
 

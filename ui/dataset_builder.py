@@ -13,8 +13,8 @@ from core.data.store import RECOMMENDED_PER_CLASS, DatasetStore, SavedDataset
 from core.errors import AppError, DatasetError
 from ui import dataset as ui_dataset
 from ui import nav, paging, resources, roles, state
-from ui.errors import show_user_errors
 from ui import uploads as ui_uploads
+from ui.errors import show_user_errors
 from ui.text import md
 
 THUMBNAILS_SHOWN = paging.PAGE

@@ -10,8 +10,8 @@ import streamlit as st
 from core.data.store import SavedDataset
 from ui import dataset as ui_dataset
 from ui import state
-from ui.text import md, md_list
 from ui.dataset_builder import act, edit, forget_loaded, origin, say, show_messages, store
+from ui.text import md, md_list
 
 
 def _rename(dataset_id: str) -> None:

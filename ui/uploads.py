@@ -59,5 +59,5 @@ def release(upload: Any) -> None:
         if ctx is None or not Runtime.exists():
             return
         Runtime.instance().uploaded_file_mgr.remove_file(ctx.session_id, file_id)
-    except Exception:  # noqa: BLE001 - releasing early is an optimisation, never an error
+    except Exception:
         log.debug("Could not release upload %s", file_id, exc_info=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from core import files
+from core import files, schema
 from core.config import IngestConfig
 from core.errors import DatasetError
 
@@ -37,6 +37,12 @@ IGNORED_NAMES = frozenset(
 )
 # Written inside an extraction folder, last, to mark it complete; never part of the data.
 UPLOAD_MARKER = ".tl-studio-upload.json"
+# The marker of an extracted upload; one that does not match is unreadable: extract again.
+_MARKER = schema.document({
+    "zip_sha256": schema.text(), "entries": schema.COUNT, "bytes": schema.COUNT,
+    "skipped": schema.list_of(schema.record({"file": schema.text(), "reason": schema.text()},
+                                            required=("file", "reason"))),
+})
 # A half-extracted upload whose owner cannot be asked is abandoned after this long.
 _ABANDONED_AFTER_SECONDS = 24 * 3600
 
@@ -511,7 +517,7 @@ def unpack_upload(
         marker = dest / UPLOAD_MARKER
         if marker.is_file():
             try:
-                notes = files.read_json(marker)
+                notes = schema.check(files.read_json(marker), _MARKER, UPLOAD_MARKER)
                 log.info("Reusing extracted upload %s", dest)
                 _mark_used(marker)
                 prune_uploads(uploads, config.max_uploads_bytes, keep=[dest])

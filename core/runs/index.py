@@ -19,8 +19,8 @@ from typing import Any
 
 from core import schema
 from core.files import read_json, write_text_atomic
-from core.runs.folder import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE
 from core.runs import schemas
+from core.runs.folder import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE
 from core.runs.record import RunSummary
 from core.status import RUNNING
 

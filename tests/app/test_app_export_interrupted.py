@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from app_helpers import page
 from conftest import make_class_folders
 from run_helpers import make_run, tiny_classifier
