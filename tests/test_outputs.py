@@ -117,4 +117,4 @@ def test_export_never_renames_over_a_link_in_place_of_the_export_folder(
 def test_empty_formats_are_an_error_not_all(text: str) -> None:
     with pytest.raises(AppError, match="No format given"):
         exporter.parse_formats(text)
-    assert exporter.parse_formats(None) == exporter.FORMATS
+    assert exporter.parse_formats(None) == exporter.export_formats.NAMES
