@@ -182,3 +182,15 @@ def test_dataset_and_train_pages_show_hostile_dataset_names_as_text(
     at.session_state[state.CURRENT] = current
     at.run()
     check_page(at, [HOSTILE_DATASET])
+
+
+def test_the_demo_view_shows_hostile_classes_as_text(home: Path) -> None:
+    from ui import demo, links
+
+    at = page("4_Predict")
+    at.query_params[links.VIEW] = links.DEMO
+    at.run()
+    check_page(at, HOSTILE_NAMES)  # "It knows: ..." lists every class
+    at.file_uploader(key=demo.UPLOAD).upload("**x** :smile:.png", png(1, 2), "image/png")
+    at.run()
+    check_page(at, [])
