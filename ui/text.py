@@ -18,12 +18,15 @@ from core import text as core_text
 
 # Read by Markdown wherever they stand: emphasis, code, links and images, raw HTML, maths
 # (Streamlit's $...$), strikethrough, email autolinks; the backslash itself.
-_ALWAYS = frozenset("\\`*[]<$~@")
+_ALWAYS = frozenset("\\`*<$~@")
+# Brackets make links, images, references and Streamlit's :colour[...] directives; text that
+# could form one has them escaped (plain "[note]" stays as it is).
+_LINKISH = re.compile(r"\]\s*[(\[:]|!\[|:[A-Za-z][\w-]*\[")
 # Read only at the start of a line: headings, quotes, lists, tables, setext underlines.
 _AT_START = re.compile(r"^(?:[#>+\-=|]|\d+(?=[.)]))")
 # Emoji shortcodes (:smile:) and icons (:material/x:) are found in the text after parsing,
 # where a backslash no longer shows: an invisible word joiner after the colon breaks them.
-_SHORTCODE = re.compile(r":(?=[\w+-][\w+-]*:|material/|streamlit:)")
+_SHORTCODE = re.compile(r":(?=\+1:|-1:|[\w+-]*[A-Za-z][\w+-]*:|material/|streamlit:)")
 # Bare web addresses become links (GFM autolink literals).
 _ADDRESS = re.compile(r"(?i)(?<=[a-z])(:)(?=//)|(?<=www)(\.)")
 _ENTITY = re.compile(r"&(?=#?\w+;)")
@@ -40,7 +43,8 @@ def md(value: Any) -> str:
     renders Markdown. Plain names (letters, digits, spaces, dots, dashes) come back unchanged.
     """
     text = core_text.printable(value)
-    text = "".join("\\" + c if c in _ALWAYS else c for c in text)
+    special = _ALWAYS | ({"[", "]"} if _LINKISH.search(text) else set())
+    text = "".join("\\" + c if c in special else c for c in text)
     text = _UNDERSCORE.sub(r"\\_", text)
     text = _ENTITY.sub(r"\\&", text)
     text = _ADDRESS.sub(lambda m: "\\" + m.group(0), text)
