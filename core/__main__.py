@@ -516,10 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
     func: Command = args.func
     try:
         with terminal.safe_streams():
+            _setup_logging(args.verbose)  # log lines quote names too
             code = func(args)
             sys.stdout.flush()  # here, so that a full output is this error, not a traceback
         return code
