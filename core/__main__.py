@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core import terminal, text
+from core import text
 from core.config import SplitConfig, TrainConfig, studio_home
 from core.data import datasets
 from core.data.store import DatasetStore, ingest_saved
@@ -518,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Command = args.func
     try:
-        with terminal.safe_streams():
+        with text.safe_streams():
             _setup_logging(args.verbose)  # log lines quote names too
             code = func(args)
             sys.stdout.flush()  # here, so that a full output is this error, not a traceback
@@ -533,14 +533,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
-        terminal.silence_stdout()
+        text.silence_stdout()
         return EXIT_OK
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT):
             raise
         # `core runs > /dev/full` and a full disk under a redirected output: one line.
-        terminal.silence_stdout()
-        print(terminal.output_error(exc), file=sys.stderr)
+        text.silence_stdout()
+        print(text.output_error(exc), file=sys.stderr)
         return EXIT_OUTPUT
 
 

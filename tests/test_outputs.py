@@ -12,7 +12,7 @@ import pytest
 from conftest import make_class_folders
 from run_helpers import make_run, tiny_classifier
 
-from core import outputs
+from core import files
 from core.__main__ import main
 from core.errors import AppError
 from core.export import exporter
@@ -35,25 +35,25 @@ def specials(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("name", ["pipe", "link_to_null", "link_to_pipe", "folder", "dangling"])
 def test_a_file_output_refuses_what_is_not_a_regular_file(specials: dict[str, Path],
                                                           name: str) -> None:
-    with pytest.raises(outputs.OutputError, match="--out"):
-        outputs.file_target(specials[name])
+    with pytest.raises(files.OutputError, match="--out"):
+        files.file_target(specials[name])
 
 
 def test_a_file_output_writes_through_a_link_to_a_regular_file(
         specials: dict[str, Path]) -> None:
-    assert outputs.file_target(specials["link_to_file"]) == specials["file"].resolve()
-    assert outputs.file_target(specials["file"]) == specials["file"]
-    with pytest.raises(outputs.OutputError, match="does not exist"):
-        outputs.file_target(specials["folder"] / "missing" / "x.png")
+    assert files.file_target(specials["link_to_file"]) == specials["file"].resolve()
+    assert files.file_target(specials["file"]) == specials["file"]
+    with pytest.raises(files.OutputError, match="does not exist"):
+        files.file_target(specials["folder"] / "missing" / "x.png")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_devices_are_refused() -> None:
     for device in ("/dev/full", "/dev/null"):
-        with pytest.raises(outputs.OutputError, match="character device"):
-            outputs.file_target(device)
-        with pytest.raises(outputs.OutputError, match="not a folder"):
-            outputs.folder_target(device)
+        with pytest.raises(files.OutputError, match="character device"):
+            files.file_target(device)
+        with pytest.raises(files.OutputError, match="not a folder"):
+            files.folder_target(device)
 
 
 @pytest.fixture(scope="module")

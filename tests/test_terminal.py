@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, make_class_folders
 
-from core import terminal, text
+from core import text
 
 
 def cli(*args: str, home: Path, stdout: object = subprocess.PIPE) -> subprocess.CompletedProcess:
@@ -24,9 +24,9 @@ def cli(*args: str, home: Path, stdout: object = subprocess.PIPE) -> subprocess.
 
 
 def test_clean_and_printable_escape_what_a_terminal_would_run() -> None:
-    assert terminal.clean("a\x1b[31mb\u202ec\n\t") == "a\\e[31mb\\u202ec\n\t"
+    assert text.clean("a\x1b[31mb\u202ec\n\t") == "a\\e[31mb\\u202ec\n\t"
     assert text.printable("line1\nline2\ttab\x1b") == "line1\\nline2\\ttab\\e"
-    assert json.loads(terminal.clean(json.dumps("x\u202ey", ensure_ascii=False))) == "x\u202ey"
+    assert json.loads(text.clean(json.dumps("x\u202ey", ensure_ascii=False))) == "x\u202ey"
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core import files, outputs
+from core import files
 from core.data import images
 from core.errors import AppError, Cancelled
 from core.export import formats as export_formats
@@ -390,7 +390,7 @@ def clean_leftovers(out_dir: str | Path, run_id: str) -> None:
 def _publish(staging: Path, final: Path) -> None:
     """Renames the complete folder into place; an older export is replaced only now."""
     old = None
-    outputs.replaceable_folder(final)  # never renames over a link, device or pipe
+    files.replaceable_folder(final)  # never renames over a link, device or pipe
     if final.exists():
         old = final.with_name(f"{_OLD}{final.name}-{secrets.token_hex(3)}")
         os.rename(final, old)
@@ -455,8 +455,8 @@ def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | 
     started = time.monotonic()
     progress = _Progress(2 * len(wanted) + 3, on_event, should_stop)
     progress.step("exporting", "Reading the test photos and the model", advance=False)
-    out = outputs.folder_target(out_dir)
-    outputs.replaceable_folder(out / run.run_id)
+    out = files.folder_target(out_dir)
+    files.replaceable_folder(out / run.run_id)
     try:
         out.mkdir(parents=True, exist_ok=True)
         _clean_stale_staging(out, run.run_id)

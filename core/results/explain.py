@@ -435,12 +435,12 @@ def write_explanation(run: Run, photo: str | Path, out: str | Path,
     Raises:
         ExplainError: The run, class or photo cannot be explained, or out cannot be written.
     """
-    from core import files, outputs
+    from core import files
 
-    path = outputs.file_target(out)  # before the work: a device or pipe is refused at once
+    path = files.file_target(out)  # before the work: a device or pipe is refused at once
     explainer = load_explainer(run)
     heatmap, original = explain_file(explainer, photo, target)
-    path = outputs.file_target(path)  # again: it may have changed meanwhile
+    path = files.file_target(path)  # again: it may have changed meanwhile
     try:
         files.write_bytes_atomic(path, png_bytes(on_original(heatmap, original, opacity)))
     except OSError as exc:
