@@ -31,7 +31,7 @@ from typing import Any
 
 from core import files, schema
 from core.config import MIN_IMAGES_PER_CLASS, IngestConfig, studio_home
-from core.data import images, uploads
+from core.data import images, upload_space, uploads
 from core.data import schemas as saved_schema
 from core.data.names import clean_name, refuse_duplicate, same_name, unique_name
 from core.errors import DatasetError, ImageError
@@ -360,7 +360,7 @@ class DatasetStore:
     def _pin(self, root: Path, folder: Path) -> None:
         """Keeps an upload's extraction from the uploads' size budget while folder exists."""
         try:
-            uploads.pin(root, folder, self.home)
+            upload_space.pin(root, folder, self.home)
         except OSError as exc:  # the dataset is saved all the same; the budget may take it
             log.warning("Could not keep %s from the uploads' size budget: %s", root, exc)
 
@@ -442,7 +442,7 @@ class DatasetStore:
         meta["past_roots"] = sorted({*meta.get("past_roots", []), str(source)})
         meta["root"] = None
         files.write_json_atomic(folder / META_FILE, meta)
-        uploads.unpin(source, folder, self.home)  # its photos are its own now
+        upload_space.unpin(source, folder, self.home)  # its photos are its own now
         log.info("Copied %s into saved dataset %s before changing it", source, meta["name"])
         return photos
 

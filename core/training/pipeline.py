@@ -17,7 +17,7 @@ import pandas as pd
 
 from core import device, files, status
 from core.config import TrainConfig, studio_home
-from core.data import batches, splits, uploads
+from core.data import batches, splits, upload_space
 from core.errors import AppError, Cancelled, ConfigError, DatasetError, DiskFullError
 from core.features import backbones
 from core.features import extraction as features
@@ -204,8 +204,8 @@ class _Trainer:
         )
         try:
             with contextlib.ExitStack() as holding:  # the photos stay while they are read
-                for folder in uploads.upload_folders(self.df["path"], self.home):
-                    holding.enter_context(uploads.hold(folder))
+                for folder in upload_space.upload_folders(self.df["path"], self.home):
+                    holding.enter_context(upload_space.hold(folder))
                 result = self._run_stages(started)
         except Cancelled:
             self.seconds["total"] = time.monotonic() - started
