@@ -15,10 +15,11 @@ import streamlit as st
 from core.results.prediction import Prediction
 from core.runs.store import RunSummary
 from ui import explain as ui_explain
-from ui import links, live_camera
+from ui import links, live_camera, uploads
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md, md_list
 
 CAMERA = "tl_demo_camera"
 UPLOAD = "tl_demo_upload"
@@ -55,7 +56,9 @@ def photo(live: bool = False) -> Any | None:
     """
     shot = None if live else st.camera_input("Take a photo", key=CAMERA)
     upload = st.file_uploader("Upload a photo" if live else "or upload one",
-                              type=ui_predict.PHOTO_TYPES, key=UPLOAD)
+                              type=ui_predict.PHOTO_TYPES, key=UPLOAD,
+                              max_upload_size=uploads.PHOTO_MB)
+    upload = next(iter(uploads.within_limit([upload])), None)
     return shot if shot is not None else upload
 
 
@@ -87,14 +90,14 @@ def demo_view() -> None:
         source = photo(live)
     with result:
         if source is None:
-            st.caption(f"It knows: {', '.join(predictor.labels)}.")
+            st.caption(f"It knows: {md_list(predictor.labels)}.")
             return
         with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
             prediction = predictor.predict([source], top_k=1)[0]
         if predicting.failed:
             return
         if not prediction.ok:
-            st.error(prediction.error, icon=":material/broken_image:")
+            st.error(md(prediction.error), icon=":material/broken_image:")
             return
         answer(prediction)
         ui_explain.answer_heatmap(prediction, source, summary.run_dir)
