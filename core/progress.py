@@ -22,6 +22,7 @@ PHASES = (
     "searching head",
     "training head",
     "fine-tuning",
+    "training top blocks",
     "evaluating",
     "saving",
 )

@@ -59,6 +59,11 @@ class BackboneSpec:
         keras_module: keras.applications submodule holding its preprocess_input.
         constructor_kwargs: Extra constructor arguments, as (name, value) pairs.
         hub_handle: TF Hub handle, URL or SavedModel folder (TF Hub bases only).
+        top_blocks: Top blocks worth training on cached activations (TrainConfig's
+            tune_top_blocks when a page suggests it); the cut below them is computed from the
+            Keras graph (core.features.activations.boundary_layer).
+        top_blocks_measured: Whether top_blocks was measured on real photos
+            (docs/benchmarks.md) rather than only computed from the graph.
     """
 
     name: str
@@ -77,6 +82,8 @@ class BackboneSpec:
     keras_module: str = ""
     constructor_kwargs: tuple[tuple[str, Any], ...] = ()
     hub_handle: str | None = None
+    top_blocks: int = 1
+    top_blocks_measured: bool = False
 
     def __post_init__(self) -> None:
         if self.preprocessing_mode not in _PREPROCESSING_TEXT:
