@@ -530,6 +530,7 @@ class _Trainer:
             self.activations["val_views"][0], self.part("val")["label_index"].to_numpy(),
             n_classes=len(self.labels), on_event=self.emit, should_stop=self.should_stop,
             on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))
+        self.fine_tune_averaged = stage.trained.averaged_epochs
         return stage.base, stage.trained.model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:

@@ -20,7 +20,8 @@ import numpy as np
 
 from core.config import TrainConfig
 from core.errors import Cancelled
-from core.progress import EventSink, ProgressCallback, StopCheck, early_stopping
+from core.progress import EventSink, ProgressCallback, StopCheck
+from core.training import fine_tuning
 from core.training.head import class_weight_for
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,13 @@ class TopBlocksResult:
         model: Boundary tensor -> probabilities (top blocks + head, trained).
         unfrozen_layers: Layers with weights that trained.
         epochs: Epochs run.
+        averaged_epochs: Epochs whose weights the result averages (0: one epoch's).
     """
 
     model: keras.Model
     unfrozen_layers: int
     epochs: int
+    averaged_epochs: int = 0
 
 
 def train_top_blocks(top: keras.Model, head: Any, shape: tuple[int, ...], config: TrainConfig,
@@ -117,7 +120,7 @@ def train_top_blocks(top: keras.Model, head: Any, shape: tuple[int, ...], config
         head: The head trained on the frozen features; it goes on training.
         shape: One tensor's shape.
         config: tune_top_blocks_epochs, tune_top_blocks_learning_rate, batch size, class
-            weights, early stopping patience, seed.
+            weights, early stopping patience, fine_tune_averaging, seed.
         train_x, y_train: Flattened float16 tensors of every training view, and labels.
         val_x, y_val: Validation tensors (the photos themselves) for early stopping.
         n_classes: For class weights.
@@ -141,12 +144,17 @@ def train_top_blocks(top: keras.Model, head: Any, shape: tuple[int, ...], config
         steps_per_epoch=len(train_ds), batch_event_every=EVENT_EVERY_BATCHES,
         on_epoch_row=on_epoch_row)
     log.info("Training %d layers of the top blocks on cached activations", unfrozen)
+    # As fine-tuning: the mean of the epochs' weights from the second on when
+    # config.fine_tune_averaging (the top blocks memorise a thousand photos within a few
+    # epochs; the average generalises better than any one epoch), else the best epoch's.
+    ending, averaging = fine_tuning.ending_callbacks(config)
     model.fit(train_ds, validation_data=val_ds, epochs=config.tune_top_blocks_epochs,
-              verbose=0, callbacks=[callback, *early_stopping(config.early_stopping_patience)])
+              verbose=0, callbacks=[callback, *ending])
     if callback.cancelled:
         raise Cancelled()
     top.trainable = False
-    return TopBlocksResult(model, unfrozen, callback.epochs_done)
+    return TopBlocksResult(model, unfrozen, callback.epochs_done,
+                           averaging.averaged if averaging else 0)
 
 
 class CachedTop:
@@ -203,5 +211,6 @@ class CachedTop:
                 "tensor_kb": round(int(np.prod(self.shape)) * 2 / 1024, 1),
                 "unfrozen_layers": self.trained.unfrozen_layers if self.trained else 0,
                 "epochs": self.trained.epochs if self.trained else 0,
+                "averaged_epochs": self.trained.averaged_epochs if self.trained else 0,
                 "backend": self.extractor.backend,
                 "measured_for_base": bool(self.spec.top_blocks_measured)}

@@ -15,6 +15,7 @@ from core.config import SplitConfig, TrainConfig
 from core.data import datasets, images, splits
 from core.errors import ConfigError
 from core.features import activations
+from core.runs.store import RunStore
 from core.training import pipeline as training
 from core.training import top_blocks
 
@@ -47,6 +48,9 @@ def test_saved_model_on_raw_photos_equals_cached_path(split_df: pd.DataFrame,
     assert metrics["top_blocks"]["boundary"] == "block_15_add"
     assert metrics["top_blocks"]["tensor_shape"] == [7, 7, 160]
     assert metrics["fine_tuned"] is False
+    run = RunStore(studio_home).load(result.run_id)
+    assert run.training_mode == "top 1 block on cached activations"
+    assert run.summary().training_mode == run.training_mode  # the Compare page's column
     # The training photos' augmented view was cached and trained on too.
     train_n = int((split_df["split"] == "train").sum())
     assert metrics["feature_cache"]["misses"] == len(split_df) + train_n
