@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # 3 GiB of float16 tensors at most in one run: with the model, TensorFlow and the photos
 # being decoded, a run stays under about 4 GB of RAM (20,000 photos at MobileNetV2's 7x7x160
-# boundary with 2 augmented views of 70% of them take 0.76 GiB).
+# boundary with 2 augmented views of 70% of them take 0.70 GiB).
 ACTIVATION_BUDGET_BYTES = 3 * 2**30
 BUDGET_ENV_VAR = "TL_STUDIO_ACTIVATION_BUDGET_MB"  # overrides the budget (tests, big hosts)
 STORED_DTYPE = np.float16
@@ -82,6 +82,8 @@ def block_cuts(app: keras.Model) -> list[str]:
 
     Bottom to top; cutting the base there splits it into a bottom whose output can be cached
     and a top that needs nothing else from the bottom (no skip connection crosses the cut).
+    A base whose layer names show no blocks (Inception's mixed5, NASNet's normal_concat_5)
+    is cut after its merge layers (Add, Concatenate) instead.
     """
     index = {id(layer): i for i, layer in enumerate(app.layers)}
     # lowest[i]: the lowest layer index any layer from i on reads.
@@ -89,12 +91,16 @@ def block_cuts(app: keras.Model) -> list[str]:
     for i in range(len(app.layers) - 1, -1, -1):
         reads = [index[id(src)] for src in _inbound_layers(app.layers[i]) if id(src) in index]
         lowest[i] = min([lowest[i + 1], *reads])
-    cuts = []
-    for _, names in block_groups(app)[:-1]:
-        i = index[id(app.get_layer(names[-1]))]
-        if i > 0 and lowest[i + 1] >= i:
-            cuts.append(names[-1])
-    return cuts
+    def valid(i: int) -> bool:
+        return 0 < i < len(app.layers) - 1 and lowest[i + 1] >= i
+
+    groups = block_groups(app)
+    if len(groups) > 2:
+        return [names[-1] for _, names in groups[:-1]
+                if valid(index[id(app.get_layer(names[-1]))])]
+    merges = (keras.layers.Add, keras.layers.Concatenate)
+    return [layer.name for i, layer in enumerate(app.layers)
+            if isinstance(layer, merges) and valid(i)]
 
 
 def boundary_layer(app: keras.Model, top_blocks: int) -> str:
@@ -119,8 +125,14 @@ def split_base(base: keras.Model, boundary: str) -> tuple[keras.Model, keras.Mod
     """
     app = backbones.nested_base(base)
     cut = app.get_layer(boundary).output
-    inner_bottom = keras.Model(app.inputs, cut, name=f"bottom_{boundary}")
-    top = keras.Model(cut, app.outputs, name=f"top_{boundary}")
+    try:
+        inner_bottom = keras.Model(app.inputs, cut, name=f"bottom_{boundary}")
+        top = keras.Model(cut, app.outputs, name=f"top_{boundary}")
+    except ValueError as exc:  # a graph Keras cannot split there (ConvNeXt's nested stages)
+        raise ConfigError(
+            f"{app.name} cannot be cut at {boundary} to train its top blocks on cached "
+            f"activations ({exc}). Set the top blocks to 0, fine-tune layers instead, or "
+            "choose another base.") from exc
     # The preprocessing layers of build_base's model lead to the nested network.
     inputs = keras.Input(base.inputs[0].shape[1:], dtype="float32", name="image")
     x = inputs
