@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import JobError
-from core.jobs import manager as jobs
 from core.jobs.manager import JobStatus
 from core.progress import PHASES
 from core.results import charts
@@ -18,6 +17,7 @@ from core.runs import history as history_table
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, roles, state
 from ui.errors import show_user_errors
+from ui.text import md
 
 POLL_SECONDS = 1.0          # how often the live panel asks the job manager while a job runs
 FINISHED_JOBS_LISTED = 5    # ended jobs kept in the jobs table under the active ones
@@ -79,7 +79,7 @@ def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
     ended = [j for j in all_jobs if j.done][-FINISHED_JOBS_LISTED:]
     rows = []
     for job in [*active, *reversed(ended)]:
-        phase = jobs.event_value(job.latest_event, "phase")
+        phase = job.latest_event.phase if job.latest_event else None
         rows.append({
             "Job": job.title, "State": STATE_TEXT.get(job.state, job.state),
             "Queue position": str(job.position) if job.position else "",
@@ -149,7 +149,7 @@ def cancel_button(status: JobStatus) -> None:
 
 def job_progress(status: JobStatus) -> None:
     """One job: queue position, or phase, progress bar with ETA, metrics and curves; or the end."""
-    st.markdown(f"**{status.title}**")
+    st.markdown(f"**{md(status.title)}**")
     if status.state == QUEUED:
         st.info(f"Waiting in the queue: position {status.position}. One training runs at a "
                 "time on this machine; this one starts when those ahead of it end.",
@@ -181,18 +181,18 @@ def phase_line(current: str | None, seen: set[str]) -> str:
 def running_view(status: JobStatus) -> None:
     """Phase, progress bar with ETA, latest metrics and the growing learning curves."""
     event = status.latest_event
-    phase = jobs.event_value(event, "phase")
-    seen = {jobs.event_value(e, "phase") for e in status.events}
+    phase = event.phase if event else None
+    seen = {(e.phase if e else None) for e in status.events}
     st.markdown(phase_line(phase, seen))
     fraction = float(getattr(event, "fraction", 0.0) or 0.0) if event is not None else 0.0
-    message = jobs.event_value(event, "message") or "Starting..."
-    eta = jobs.event_value(event, "eta_seconds")
-    text = f"{PHASE_TEXT.get(phase, 'Starting')}: {message}"
+    message = (event.message if event else None) or "Starting..."
+    eta = event.eta_seconds if event else None
+    text = f"{PHASE_TEXT.get(phase, 'Starting')}: {md(message)}"
     if eta is not None and fraction < 1:
         text += f" · about {duration_text(eta)} left in this phase"
     st.progress(min(max(fraction, 0.0), 1.0), text=text)
     if phase == "searching head":
-        search_row(jobs.event_value(event, "metrics") or {})
+        search_row((event.metrics if event else None) or {})
     history = history_from_events(status.events)
     metrics_row(history)
     if not history.empty and "searching head" in seen:
@@ -247,7 +247,7 @@ def ended_view(status: JobStatus) -> None:
     took = f" in {duration_text(status.elapsed)}" if status.started else ""
     if status.state in (FAILED, INTERRUPTED):
         what = "failed" if status.state == FAILED else "was interrupted"
-        st.error(f"Training {what}{took}: {status.error}", icon=":material/error:")
+        st.error(f"Training {what}{took}: {md(status.error)}", icon=":material/error:")
         if status.error_traceback:
             st.caption("This looks like a bug: the details are in the server log and in the "
                        "run's status.json.")
