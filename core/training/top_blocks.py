@@ -20,7 +20,8 @@ import numpy as np
 
 from core.config import TrainConfig
 from core.errors import Cancelled
-from core.progress import EventSink, ProgressCallback, StopCheck
+from core.progress import EventSink, StopCheck
+from core.training.callback import ProgressCallback
 from core.training import fine_tuning
 from core.training.head import class_weight_for
 
