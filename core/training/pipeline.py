@@ -254,9 +254,9 @@ class _Trainer:
         self.extract_batch, self.fine_tune_batch = batch_sizes(self.device_info,
                                                                spec.input_size, self.config)
         feats = self._extract_all(extractor)
-        if self.cached_top is not None:
+        if self.cached_top is not None:  # the head trains on the frozen top's features
             self.activations = feats
-            feats = self._pooled_from_activations(feats)
+            feats = self.cached_top.pooled_features(feats)
         self.seconds["features"] = time.monotonic() - t0
         self.check_stop()
         # Seeded here, after the base: building one draws random numbers, and the base may
@@ -511,31 +511,15 @@ class _Trainer:
         self.fine_tune_averaged = tuned.averaged_epochs
         return tuned.base, tuned.model
 
-    def _pooled_from_activations(self, acts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The frozen base's features (what the head trains on) from the cached tensors."""
-        self.emit(ProgressEvent(phase="extracting features",
-                                message="Pooled features from the cached block activations"))
-        out: dict[str, np.ndarray] = {}
-        for name in ("train", "val", "test"):
-            views = acts[f"{name}_views"]
-            pooled = self.cached_top.pooled(views.reshape(-1, views.shape[-1]))
-            out[f"{name}_views"] = pooled.reshape(len(views), views.shape[1], -1)
-            out[name] = pooled if name == "train" else out[f"{name}_views"][0]
-        return out
-
     def _train_top_blocks(self, head: Any) -> tuple[Any, Any]:
         """Top blocks + head on the cached tensors; returns (trained base, tensor model)."""
-        stage = self.cached_top
-        train_views = self.activations["train_views"]
-        y_train = np.tile(self.part("train")["label_index"].to_numpy(), len(train_views))
-        stage.trained = top_blocks.train_top_blocks(
-            stage.top, head, stage.shape, self.config,
-            train_views.reshape(-1, train_views.shape[-1]), y_train,
-            self.activations["val_views"][0], self.part("val")["label_index"].to_numpy(),
-            n_classes=len(self.labels), on_event=self.emit, should_stop=self.should_stop,
+        trained = self.cached_top.train(
+            head, self.config, self.activations, self.part("train")["label_index"].to_numpy(),
+            self.part("val")["label_index"].to_numpy(), n_classes=len(self.labels),
+            on_event=self.emit, should_stop=self.should_stop,
             on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))
-        self.fine_tune_averaged = stage.trained.averaged_epochs
-        return stage.base, stage.trained.model
+        self.fine_tune_averaged = trained.averaged_epochs
+        return self.cached_top.base, trained.model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
         ds = batches.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)

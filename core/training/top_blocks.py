@@ -205,6 +205,26 @@ class CachedTop:
             return np.zeros((0, int(self.top.output_shape[-1])), np.float32)
         return predict(self.top, tensors, self.shape, batch_size=128)
 
+    def pooled_features(self, acts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """extraction-shaped features ({name}_views [V, N, D] and {name}) from the tensors of
+        the training run's parts (train, val, test): what the head trains on."""
+        out: dict[str, np.ndarray] = {}
+        for name in ("train", "val", "test"):
+            views = acts[f"{name}_views"]
+            pooled = self.pooled(views.reshape(-1, views.shape[-1]))
+            out[f"{name}_views"] = pooled.reshape(len(views), views.shape[1], -1)
+            out[name] = pooled if name == "train" else out[f"{name}_views"][0]
+        return out
+
+    def train(self, head: Any, config: TrainConfig, acts: dict[str, np.ndarray],
+              y_train: np.ndarray, y_val: np.ndarray, **kwargs: Any) -> TopBlocksResult:
+        """train_top_blocks on every training view (view-major) and the validation photos."""
+        train_views = acts["train_views"]
+        self.trained = train_top_blocks(
+            self.top, head, self.shape, config, train_views.reshape(-1, train_views.shape[-1]),
+            np.tile(y_train, len(train_views)), acts["val_views"][0], y_val, **kwargs)
+        return self.trained
+
     def describe(self) -> dict[str, Any]:
         """What the run record says about this stage."""
         return {"top_blocks": self.top_blocks, "boundary": self.boundary,
