@@ -175,3 +175,27 @@ def test_every_registry_base_cuts_below_its_top_blocks(name: str) -> None:
     # Bottom then top is the whole base.
     np.testing.assert_allclose(pooled, np.asarray(base(x.astype(np.float32))), rtol=1e-4,
                                atol=1e-4)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_real_flowers_top_block_model_predicts_as_evaluated(keras_home_with_mobilenet: Path,
+                                                            studio_home: Path) -> None:
+    from conftest import require_asset
+
+    from core.results.prediction import Predictor
+
+    data = require_asset("datasets/flower_photos_tiny")
+    dataset = datasets.ingest(data, home=studio_home)
+    split_df = splits.split(dataset.index, SplitConfig(seed=0))
+    result = training.train(split_df, TrainConfig(tune_top_blocks=1, tune_top_blocks_epochs=3),
+                            home=studio_home)
+
+    assert result.status == "completed"
+    assert result.test_accuracy >= 0.8, result.evaluation.per_class
+    # The saved whole network, through the Predict page's path, on the raw photos.
+    test = split_df[split_df["split"] == "test"]
+    predictions = Predictor.from_run(result.run_dir).predict(test["path"].tolist(), top_k=1)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert [p.top_k[0][0] for p in predictions] == [
+        r["predicted"] for r in metrics["test"]["predictions"]]
