@@ -16,6 +16,7 @@ from core.jobs import kinds as job_kinds
 from core.jobs import manager as jobs
 from ui import paging, resources, roles, state
 from ui.errors import show_user_errors
+from ui.text import md
 
 START = "tl_audit_start"
 CANCEL = "tl_audit_cancel"
@@ -73,7 +74,7 @@ def _progress(job_id: str) -> None:
     fraction = float(getattr(event, "fraction", 0.0) or 0.0) if event is not None else 0.0
     message = (event.message if event else None) or (
         f"Waiting in the queue (position {status.position})" if status.position else "Starting")
-    st.progress(min(max(fraction, 0.0), 1.0), text=f"Auditing: {message}")
+    st.progress(min(max(fraction, 0.0), 1.0), text=f"Auditing: {md(message)}")
     st.button("Cancel the audit", key=f"{CANCEL}.{job_id}", icon=":material/stop_circle:",
               on_click=roles.cancel_job, args=(job_id,))
 
@@ -95,12 +96,17 @@ def audit_section(loaded: state.LoadedDataset) -> tuple[audit.AuditResult | None
         _progress(status.job_id)
     else:
         if status is not None and status.state == jobs.FAILED:
-            st.error(f"The audit failed: {status.error}", icon=":material/error:")
+            st.error(f"The audit failed: {md(status.error)}", icon=":material/error:")
         st.button("Audit this dataset", key=START, icon=":material/troubleshoot:",
                   on_click=_start, args=(loaded, key),
                   help="Runs in the background: switching pages does not stop it.")
     result = audit.load_audit(dataset, home)
     choices = audit_choices.load_choices(dataset, home)
+    damaged = audit.set_aside_files(dataset, home)
+    if damaged:
+        st.warning(f"A damaged audit file of this dataset was set aside ({md(damaged[-1])}); "
+                   "its findings or choices are not used. Audit again if you need them.",
+                   icon=":material/warning:")
     if result is None:
         return None, choices
     show_result(loaded, result, choices)
@@ -122,7 +128,7 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
                    help="Photos unlike the rest of their class.")
     moved = sum(c["action"] == audit_choices.MOVE for c in choices.values())
     excluded = sum(c["action"] == audit_choices.EXCLUDE for c in choices.values())
-    st.caption(f"Audit {result.audit_id} with {s.get('backbone')} features · your choices: "
+    st.caption(f"Audit {md(result.audit_id)} with {md(s.get('backbone'))} features · your choices: "
                f"{excluded} excluded, {moved} moved.")
     tabs = st.tabs([f"Label issues ({len(result.label_issues)})",
                     f"Near-duplicates ({len(result.near_duplicates)})",
@@ -142,13 +148,14 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
 def label_issue_text(issue: dict[str, Any]) -> str:
     """'Labelled **daisy**, looks like **roses**: only 3% like daisy' (score = 1 - that)."""
     like_given = max(0.0, 1.0 - float(issue["score"]))
-    return (f"Labelled **{issue['given']}**, looks like **{issue['suggested']}**: only "
-            f"{like_given:.0%} like {issue['given']} to a model that never saw it")
+    given, suggested = md(issue["given"]), md(issue["suggested"])
+    return (f"Labelled **{given}**, looks like **{suggested}**: only "
+            f"{like_given:.0%} like {given} to a model that never saw it")
 
 
 def outlier_text(outlier: dict[str, Any]) -> str:
     """'**daisy** · 2.3 times farther from its class than its photos usually are'."""
-    return (f"**{outlier['label']}** · {float(outlier['score']):.1f} times farther from the "
+    return (f"**{md(outlier['label'])}** · {float(outlier['score']):.1f} times farther from the "
             "other photos of its class than they usually are")
 
 
@@ -166,7 +173,7 @@ def _gallery(section: str, items: list[tuple[str, str, str | None]],
     cols = st.columns(4)
     for n, (name, caption, suggested) in enumerate(items[:shown]):
         with cols[n % 4]:
-            _photo(root / name, f"`{name}`  \n{caption}")
+            _photo(root / name, f"{md(name)}  \n{caption}")
             _choice(section, name, suggested, loaded, choices)
     paging.show_more(_show_key(section), len(items))
 
@@ -187,7 +194,7 @@ def _groups(result: audit.AuditResult, loaded: state.LoadedDataset,
         cols = st.columns(max(4, min(len(group["files"]), 6)))
         for n, name in enumerate(group["files"]):
             with cols[n % len(cols)]:
-                _photo(root / name, f"`{name}`  \n**{labels.get(name, '?')}**")
+                _photo(root / name, f"{md(name)}  \n**{md(labels.get(name, '?'))}**")
                 _choice(f"group{g}", name, None, loaded, choices)
     paging.show_more(_show_key("groups"), len(groups), noun="groups")
 

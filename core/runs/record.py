@@ -101,6 +101,8 @@ class RunSummary:
         dataset_root: The folder the run's photos were read from, when recorded.
         test_images: Photos in the test split (the test accuracy's sample size).
         fine_tuned: Whether the top of the base was retrained too.
+        training_mode: What trained (Run.training_mode): frozen base, fine-tuned layers or
+            top blocks on cached activations.
     """
 
     run_id: str
@@ -132,6 +134,7 @@ class RunSummary:
         from core.runs import interval
 
         return interval.accuracy_text(self.test_accuracy, self.test_images)
+    training_mode: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -278,6 +281,17 @@ class Run:
         config = self.config  # runs from before the rate was recorded: the one set
         rate = config.fine_tune_learning_rate if config is not None else None
         return f"{rate:g}" if rate is not None else None
+    def training_mode(self) -> str:
+        """What trained, in words: the head on a frozen base, fine-tuned layers of the base,
+        or the base's top blocks on cached activations (with how many)."""
+        top = self.metrics.get("top_blocks")
+        if isinstance(top, dict) and top.get("top_blocks"):
+            n = int(top["top_blocks"])
+            return f"top {n} block{'s' if n != 1 else ''} on cached activations"
+        if self.metrics.get("fine_tuned"):
+            layers = self.config.fine_tune_layers if self.config else None
+            return f"fine-tuned {layers} layers" if layers else "fine-tuned"
+        return "frozen base (head only)"
 
     @property
     def fine_tune_start_epoch(self) -> int | None:
@@ -321,4 +335,5 @@ class Run:
             fine_tuned=bool(self.metrics.get("fine_tuned")),
             test_images=_count(counts.get("test")) or _count(
                 (self.metrics.get("test") or {}).get("num_samples")),
+            training_mode=self.training_mode,
         )

@@ -108,8 +108,8 @@ class FineTuned:
     averaged_epochs: int
 
 
-def _ending(config: TrainConfig, validated: bool = True
-            ) -> tuple[list[Any], WeightAveraging | None]:
+def ending_callbacks(config: TrainConfig, validated: bool = True
+                     ) -> tuple[list[Any], WeightAveraging | None]:
     """Early stopping, and either the averaged weights or the best epoch's at the end.
 
     Without held-out validation photos there is nothing to stop on or to pick a best epoch
@@ -183,7 +183,7 @@ def fine_tune(spec: Any, resolved: Any, head: Any, config: TrainConfig, train: p
         steps_per_epoch=math.ceil(len(train) / batch), batch_event_every=EVENT_EVERY_BATCHES,
         on_epoch_row=on_epoch_row,
     )
-    ending, averaging = _ending(config, validated=val_ds is not None)
+    ending, averaging = ending_callbacks(config, validated=val_ds is not None)
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs, verbose=0,
         shuffle=False,  # make_tf_dataset reshuffles every epoch itself
