@@ -281,6 +281,8 @@ class Run:
         config = self.config  # runs from before the rate was recorded: the one set
         rate = config.fine_tune_learning_rate if config is not None else None
         return f"{rate:g}" if rate is not None else None
+
+    @property
     def training_mode(self) -> str:
         """What trained, in words: the head on a frozen base, fine-tuned layers of the base,
         or the base's top blocks on cached activations (with how many)."""
