@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import patterned_image
@@ -261,7 +262,11 @@ def test_a_teachers_first_hour_in_a_real_browser(viewer_server: str, tmp_path: P
         no_error(app, "Compare")
         app.shot("47-teacher-compare")
 
-    # A parent opens the link: a viewer, the run shown, nothing to change.
+    # A parent opens the link: a viewer, the run shown, nothing to change. The link names
+    # this machine's network address; the test server listens on 127.0.0.1 only.
+    shared = urlsplit(link)
+    assert shared.query.startswith("run=") and shared.path.endswith("/Evaluate"), link
+    link = f"{viewer_server}{shared.path}?{shared.query}"
     with chromium() as driver:
         parent = App(driver, viewer_server)
         driver.get(link)
