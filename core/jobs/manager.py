@@ -19,6 +19,7 @@ from typing import Any
 
 from core.errors import AppError, Cancelled, JobError
 from core.files import own_process_facts, process_alive, read_json, write_text_atomic
+from core.jobs.executors import Executor, JobInterrupted, LocalExecutor
 from core.jobs.kinds import JobKind
 from core.status import (
     ACTIVE,
@@ -186,7 +187,7 @@ class JobManager:
     """
 
     def __init__(self, home: str | Path, *, max_events: int = 5000, keep_finished: int = 200,
-                 kinds: Mapping[str, JobKind] | None = None):
+                 kinds: Mapping[str, JobKind] | None = None, executor: Executor | None = None):
         """Creates an idle manager.
 
         Args:
@@ -194,6 +195,8 @@ class JobManager:
             max_events: Most events kept per job; older ones are dropped and counted.
             keep_finished: Most ended jobs kept in memory; the oldest are forgotten.
             kinds: Job kinds that survive a restart (core.jobs.kinds.resumable_kinds()).
+            executor: Where jobs run (core.jobs.executors.make_executor()); this process
+                when None.
         """
         if max_events < 1 or keep_finished < 1:
             raise ValueError("max_events and keep_finished must be at least 1")
@@ -208,6 +211,7 @@ class JobManager:
         self._shutting_down = False
         self._counter = itertools.count(1)
         self._kinds = dict(kinds or {})
+        self.executor: Executor = executor or LocalExecutor()
 
     # ----------------------------------------------------------------- public API
 
@@ -235,12 +239,14 @@ class JobManager:
         Raises:
             JobError: When the manager is shutting down or kwargs clash with on_event or
                 should_stop.
+            ClusterError: When the configured cluster cannot be reached (nothing is queued).
         """
         if not callable(fn):
             raise JobError(f"A job needs a callable to run; got {type(fn).__name__}.")
         clash = {"on_event", "should_stop"} & set(kwargs)
         if clash:
             raise JobError(f"Do not pass {', '.join(sorted(clash))}: the job manager supplies it.")
+        self.executor.check()  # a configured cluster that cannot be reached says so now
         stored = self._stored_kwargs(kind, fn, kwargs)
         with self._lock:
             if self._shutting_down:
@@ -403,7 +409,8 @@ class JobManager:
         state, result, error, trace = FAILED, None, None, None
         try:
             assert fn is not None
-            result = fn(on_event=on_event, should_stop=should_stop, **kwargs)
+            result = self.executor.run(fn, kwargs, kind=job.kind, on_event=on_event,
+                                       should_stop=should_stop)
             reported = str(event_value(result, "status", "") or "")
             if reported == FAILED:
                 state = FAILED
@@ -414,6 +421,9 @@ class JobManager:
                 state = COMPLETED
         except Cancelled:
             state = CANCELLED
+        except JobInterrupted as exc:  # its cluster node went away mid-job
+            state, error = INTERRUPTED, str(exc)
+            logger.info("job %s interrupted: %s", job.job_id, error)
         except AppError as exc:
             error = str(exc) or type(exc).__name__
             logger.info("job %s failed: %s", job.job_id, error)

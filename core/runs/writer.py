@@ -28,6 +28,7 @@ from core.files import (
     write_json_atomic,
     write_text_atomic,
 )
+from core.jobs import placement
 from core.runs import history as history_table
 from core.runs.folder import (
     CONFIG_FILE,
@@ -92,6 +93,7 @@ def collect_versions(device: Mapping[str, Any] | None = None) -> dict[str, Any]:
         "pandas": _package_version("pandas"),
         "pillow": _package_version("pillow"),
         "device": dict(device),
+        "executed_on": placement.current(),  # backend, node id and address of the job
     }
 
 

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from core.errors import Cancelled, ConfigError, DatasetError
 from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
+from core.jobs import placement
 from core.progress import (
     EventSink,
     ProgressCallback,
@@ -63,6 +64,8 @@ class TrainResult:
         evaluation: Test-split evaluation, None when cancelled.
         head_search: {"tried", "chosen", "cv_accuracy"} of the head search; None for a
             manual head (or a dataset too small to cross-validate).
+        executed_on: Where it ran: backend ("local" or "ray"), node id and node address
+            (core.jobs.placement), as recorded in the run's versions.
     """
 
     run_id: str
@@ -74,6 +77,7 @@ class TrainResult:
     seconds: dict[str, float]
     evaluation: evaluation.EvalResult | None = None
     head_search: dict[str, Any] | None = None
+    executed_on: dict[str, Any] = field(default_factory=placement.current)
 
     def to_dict(self) -> dict[str, Any]:
         """The command line's JSON contract."""
@@ -86,6 +90,7 @@ class TrainResult:
             "epochs_run": self.epochs_run,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "head_search": self.head_search,
+            "executed_on": self.executed_on,
         }
 
 
