@@ -63,16 +63,41 @@ class RayCluster:
                     return pid
         raise AssertionError("the second node's raylet is not running")
 
+    def started_pids(self) -> set[int]:
+        """The cluster's processes: its process groups and their descendants (Ray's workers
+        start sessions of their own under the raylet)."""
+        pids = {pid for group in self.groups for pid in self.group_pids(group)}
+        parents = _parents()
+        grew = True
+        while grew:
+            children = {pid for pid, parent in parents.items() if parent in pids} - pids
+            grew = bool(children)
+            pids |= children
+        return pids
+
     def stop(self) -> None:
         """Stops every process the cluster's `ray start` commands started."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for group in self.groups:
+            pids = self.started_pids()
+            for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(group, sig)
+                    os.kill(pid, sig)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and any(self.group_pids(g) for g in self.groups):
+            while time.monotonic() < deadline and self.started_pids():
                 time.sleep(0.2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _parents() -> dict[int, int]:
+    """Parent pid of every live process (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if fields[0] not in ("Z", "X"):
+                    parents[int(entry.name)] = int(fields[1])
+    return parents
 
 
 def _ray_start(args: list[str], temp_dir: Path) -> int:

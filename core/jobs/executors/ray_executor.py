@@ -35,6 +35,11 @@ PASSED_ENV_PREFIXES = ("TL_STUDIO_", "KERAS_", "TF_", "TFHUB_")
 POLL_SECONDS = 0.25
 CONNECT_TIMEOUT_SECONDS = 5.0
 
+# Module-level state: Ray allows one cluster connection per process (ray.init); this names
+# the address it was made to, so an executor for another address refuses instead of using it.
+_connected: dict[str, str] = {}
+_CONNECTION_LOCK = threading.Lock()
+
 
 def _reachable(address: str, timeout: float) -> str | None:
     """None when host:port accepts a TCP connection, else why not."""
@@ -69,7 +74,6 @@ class RayExecutor:
         self.resources = dict(resources or {})
         self.cancel_grace = cancel_grace
         self.retry_wait = retry_wait
-        self._lock = threading.Lock()
 
     def describe(self) -> str:
         """A short phrase for pages and logs."""
@@ -78,19 +82,30 @@ class RayExecutor:
     # ------------------------------------------------------------------ connection
 
     def check(self) -> None:
-        """Connects to the cluster if not yet connected; ClusterError saying why it cannot."""
-        with self._lock:
+        """Connects to the cluster if not yet connected; ClusterError saying why it cannot.
+
+        The head's port is tried on every call (milliseconds), so a cluster that went away
+        is said before a job is queued, not when it starts.
+        """
+        problem = _reachable(self.address, CONNECT_TIMEOUT_SECONDS)
+        if problem is not None:
+            raise ClusterError(self._unreachable(problem))
+        with _CONNECTION_LOCK:
             if ray.is_initialized():
-                return
-            problem = _reachable(self.address, CONNECT_TIMEOUT_SECONDS)
-            if problem is not None:
-                raise ClusterError(self._unreachable(problem))
-            try:
-                ray.init(address=self.address, namespace="tl-studio", log_to_driver=False,
-                         logging_level=logging.WARNING, runtime_env=self._runtime_env())
-            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-                raise ClusterError(self._unreachable(f"{type(exc).__name__}: {exc}")) from exc
-            logger.info("connected to the Ray cluster at %s", self.address)
+                if _connected.get("address") != self.address:
+                    raise ClusterError(
+                        f"This process is connected to the Ray cluster at "
+                        f"{_connected.get('address')!r}, not {self.address!r}; restart the "
+                        "server to use another cluster.")
+            else:
+                try:
+                    ray.init(address=self.address, namespace="tl-studio", log_to_driver=False,
+                             logging_level=logging.WARNING, runtime_env=self._runtime_env())
+                except Exception as exc:  # ConnectionError, RuntimeError, ValueError...
+                    raise ClusterError(
+                        self._unreachable(f"{type(exc).__name__}: {exc}")) from exc
+                _connected["address"] = self.address
+                logger.info("connected to the Ray cluster at %s", self.address)
         self._check_resources()
 
     def _unreachable(self, why: str) -> str:
