@@ -40,7 +40,6 @@ def job_manager() -> JobManager:
     ray_address` in secrets.toml, else in this server process.
     """
     from core.jobs.executors import ray_address
-
     from ui import roles
 
     return _job_manager_for(str(home()), ray_address(roles.secrets()))

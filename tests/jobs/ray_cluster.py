@@ -127,7 +127,7 @@ def _node_ids(address: str) -> dict[str, str]:
         " n['NodeID'] for n in nodes}))\n"
     )
     for _ in range(30):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                               timeout=120)
         if done.returncode == 0:
             ids = json.loads(done.stdout.strip().splitlines()[-1])

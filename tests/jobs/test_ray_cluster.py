@@ -21,11 +21,12 @@ from conftest import REPO_ROOT, make_class_folders
 
 pytest.importorskip("ray", reason="ray is not installed: pip install -r requirements-cluster.txt")
 
-from ray_cluster import WORKER_RESOURCE, RayCluster, free_port, two_node_cluster  # noqa: E402
+from ray_cluster import WORKER_RESOURCE, RayCluster, free_port, two_node_cluster
 
-from core.config import TrainConfig  # noqa: E402
-from core.data import datasets  # noqa: E402
-from core.jobs.executors import RAY_RESOURCES_ENV_VAR  # noqa: E402
+from core.config import TrainConfig
+from core.data import datasets
+from core.jobs.executors import RAY_RESOURCES_ENV_VAR
+from core.jobs.executors.ray_extraction import SPREAD_MIN_ENV_VAR
 
 pytestmark = pytest.mark.cluster
 
@@ -52,7 +53,7 @@ def run_cli(*args: str, home: Path, env: dict[str, str] | None = None,
                 **(env or {})}
     done = subprocess.run([sys.executable, "-m", "core", "--home", str(home), *args],
                           cwd=REPO_ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, check=False)
     if check and done.returncode != 0:
         raise AssertionError(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done
@@ -76,8 +77,10 @@ test_predictions.__test__ = False  # a helper, not a test
 def cluster_run(cluster: RayCluster, photos: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> dict:
     home = tmp_path_factory.mktemp("cluster-home")
+    # Extraction spread over the cluster from 1 photo on: the training task on the second
+    # node first has both nodes fill the cache, then reads every vector from it.
     done = run_cli("train", str(photos), *TRAIN_FLAGS, "--ray", cluster.address, home=home,
-                   env={RAY_RESOURCES_ENV_VAR: ON_WORKER})
+                   env={RAY_RESOURCES_ENV_VAR: ON_WORKER, SPREAD_MIN_ENV_VAR: "1"})
     return {"home": home, "result": json.loads(done.stdout), "stderr": done.stderr}
 
 
@@ -92,6 +95,8 @@ def test_cli_training_runs_on_the_second_node_and_equals_a_local_run(
     versions = json.loads((Path(remote["run_dir"]) / "versions.json").read_text())
     assert versions["executed_on"] == placed
     assert "[training head] Epoch 3/3" in cluster_run["stderr"]  # progress came back live
+    metrics = json.loads((Path(remote["run_dir"]) / "metrics.json").read_text())
+    assert metrics["feature_cache"]["misses"] == 0, metrics["feature_cache"]  # spread first
 
     local = json.loads(run_cli("train", str(photos), *TRAIN_FLAGS,
                                home=tmp_path_factory.mktemp("local-home")).stdout)

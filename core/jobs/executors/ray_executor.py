@@ -147,11 +147,20 @@ class RayExecutor:
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
         try:
             ref = ray_task.run_job.options(**self._task_options(kind)).remote(
-                fn, dict(kwargs), channel, str(self.home), token)
+                fn, dict(kwargs), channel, str(self.home), token, kind)
             return _Follower(self, ref, channel, on_event, should_stop).follow()
+        except (ray.exceptions.RayError, ConnectionError) as exc:
+            # What follow() does not map (the cluster itself stopped answering, ...).
+            raise ClusterError(
+                f"The Ray cluster at {self.address} stopped answering while it ran this job "
+                f"({type(exc).__name__}: {exc}). Check the cluster (ray status on its head), "
+                "then start the job again.") from exc
         finally:
             home_check.remove_check(self.home, token)
-            ray.kill(channel, no_restart=True)
+            try:
+                ray.kill(channel, no_restart=True)
+            except Exception:  # the cluster may be gone; the channel goes with it
+                logger.debug("could not stop a job's progress channel", exc_info=True)
 
 
 def _node_alive(node_id: str) -> bool:

@@ -75,11 +75,19 @@ def _stop_check(channel: Any) -> Callable[[], bool]:
 
 @ray.remote
 def run_job(fn: Callable[..., Any], kwargs: Mapping[str, Any], channel: Any, home: str,
-            token: str) -> Any:
-    """Checks the home, then runs fn(on_event=..., should_stop=..., **kwargs) on this node."""
+            token: str, kind: str = "") -> Any:
+    """Checks the home, then runs fn(on_event=..., should_stop=..., **kwargs) on this node.
+
+    A training of a large dataset first has its features extracted across the cluster's
+    workers (ray_extraction.spread_training_extraction); it then reads them from the cache.
+    """
     facts = node_facts()
     ray.get(channel.started.remote(facts))  # the server knows the node before any work
     home_check.verify(home, token, facts)
+    if kind == "train":
+        from core.jobs.executors import ray_extraction
+
+        ray_extraction.spread_training_extraction(dict(kwargs), token)
 
     def on_event(event: Any) -> None:
         channel.put.remote(event)
