@@ -28,8 +28,8 @@ from core.files import (
     write_json_atomic,
     write_text_atomic,
 )
-from core.jobs import placement
 from core.runs import history as history_table
+from core.runs import placement
 from core.runs.folder import (
     CONFIG_FILE,
     DATASET_FILE,

@@ -13,7 +13,6 @@ import pytest
 from conftest import REPO_ROOT
 
 from core.errors import AppError
-from core.jobs import placement
 from core.jobs.executors import (
     RAY_ADDRESS_ENV_VAR,
     RAY_RESOURCES_ENV_VAR,
@@ -25,6 +24,7 @@ from core.jobs.executors import (
     ray_resources,
 )
 from core.jobs.manager import JobManager
+from core.runs import placement
 from core.status import FAILED, INTERRUPTED
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.jobs import placement
+from core.runs import placement
 
 
 class LocalExecutor:

@@ -25,8 +25,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import core
 from core.errors import Cancelled
-from core.jobs import placement
 from core.jobs.executors import ClusterError, JobInterrupted, home_check, ray_task
+from core.runs import placement
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import ray
 
-from core.jobs import placement
 from core.jobs.executors import home_check
+from core.runs import placement
 
 STOP_POLL_SECONDS = 0.5  # should_stop() is polled per batch; the channel is asked at most this often
 

@@ -1,4 +1,4 @@
-"""Where the current job runs: the backend, node id and node address recorded with its run.
+"""Where the current run executes: the backend, node id and node address recorded with it.
 
 The ray executor's task sets it for the job it runs (a context variable, so it belongs to the
 task's thread and the threads it copies its context to); everywhere else it reads as local.
