@@ -10,6 +10,7 @@ from ui import export as ui_export
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md, md_list
 
 if links.demo_requested():  # ?view=demo: only the photo, the answer and its heatmap
     demo.demo_view()
@@ -45,8 +46,8 @@ if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=not phon
         predictor = ui_predict.phone_predictor(phone_file, predictor)
     if phone_loading.failed:
         st.stop()
-    st.caption(f"Using the exported file {phone_file.name}.")
-st.caption(f"Classes it knows: {', '.join(predictor.labels)}. It says it is unsure below "
+    st.caption(f"Using the exported file {md(phone_file.name)}.")
+st.caption(f"Classes it knows: {md_list(predictor.labels)}. It says it is unsure below "
            f"{predictor.threshold:.0%}.")
 
 sources = ui_predict.photo_inputs()

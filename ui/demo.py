@@ -13,10 +13,11 @@ import streamlit as st
 from core.results.prediction import Prediction
 from core.runs.store import RunSummary
 from ui import explain as ui_explain
-from ui import links
+from ui import links, uploads
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md, md_list
 
 CAMERA = "tl_demo_camera"
 UPLOAD = "tl_demo_upload"
@@ -48,7 +49,9 @@ def demo_run() -> RunSummary | None:
 def photo() -> Any | None:
     """The camera shot, else an uploaded photo, else None."""
     shot = st.camera_input("Take a photo", key=CAMERA)
-    upload = st.file_uploader("or upload one", type=ui_predict.PHOTO_TYPES, key=UPLOAD)
+    upload = st.file_uploader("or upload one", type=ui_predict.PHOTO_TYPES, key=UPLOAD,
+                              max_upload_size=uploads.PHOTO_MB)
+    upload = next(iter(uploads.within_limit([upload])), None)
     return shot if shot is not None else upload
 
 
@@ -76,14 +79,14 @@ def demo_view() -> None:
         source = photo()
     with result:
         if source is None:
-            st.caption(f"It knows: {', '.join(predictor.labels)}.")
+            st.caption(f"It knows: {md_list(predictor.labels)}.")
             return
         with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
             prediction = predictor.predict([source], top_k=1)[0]
         if predicting.failed:
             return
         if not prediction.ok:
-            st.error(prediction.error, icon=":material/broken_image:")
+            st.error(md(prediction.error), icon=":material/broken_image:")
             return
         answer(prediction)
         ui_explain.answer_heatmap(prediction, source, summary.run_dir)

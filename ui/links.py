@@ -15,6 +15,7 @@ import streamlit as st
 from core.runs.store import RunSummary, is_run_id
 from core.status import BROKEN
 from ui import nav
+from ui.text import md
 
 RUN = "run"
 VIEW = "view"
@@ -65,7 +66,7 @@ def requested_run(usable: Sequence[RunSummary], known: Sequence[RunSummary]) -> 
         return None
     problem = refusal(value, usable, known)
     if problem is not None:
-        st.error(problem, icon=":material/link_off:")
+        st.error(md(problem), icon=":material/link_off:")
         return None
     return value
 

@@ -10,8 +10,9 @@ import streamlit as st
 
 from core.results import charts
 from core.results.prediction import Prediction, Predictor
-from ui import resources, state
+from ui import resources, state, uploads
 from ui import runs as ui_runs
+from ui.text import md
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
 
@@ -49,10 +50,12 @@ def phone_predictor(path: Path, keras_predictor: Predictor) -> Predictor:
 
 def photo_inputs() -> list[Any]:
     """Uploaded photos, and a camera photo when the camera is switched on."""
-    sources: list[Any] = list(st.file_uploader(
+    sources: list[Any] = uploads.within_limit(st.file_uploader(
         "Photos", type=PHOTO_TYPES, accept_multiple_files=True, key=state.PREDICT_UPLOAD,
-        help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES) + ".",
-    ) or [])
+        help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES)
+             + f"; up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
+        max_upload_size=uploads.PHOTO_MB,
+    ) or [], at_most=uploads.PHOTOS_AT_ONCE)
     if st.toggle("Take a photo with the camera", key=state.PREDICT_CAMERA_ON,
                  help="Your browser asks for permission to use the camera."):
         shot = st.camera_input("Camera", key=state.PREDICT_CAMERA)
@@ -78,16 +81,16 @@ def prediction_card(prediction: Prediction, input_size: int, position: int) -> N
         position: The photo's place in the list: keys its elements, so two photos with the
             same prediction (the same photo twice) still get elements of their own.
     """
-    st.subheader(prediction.file)
+    st.subheader(md(prediction.file))
     if not prediction.ok:
-        st.error(prediction.error, icon=":material/broken_image:")
+        st.error(md(prediction.error), icon=":material/broken_image:")
         return
     left, right = st.columns([1, 2])
     with left:
         st.image(prediction.image, width="stretch",
                  caption=f"As the model saw it: upright, squashed to {input_size}×{input_size}")
     with right:
-        st.markdown(f"### {prediction.label} · {prediction.probability:.0%}")
+        st.markdown(f"### {md(prediction.label)} · {prediction.probability:.0%}")
         if prediction.unsure:
             st.warning(
                 f"**The model is unsure**: its best guess has {prediction.probability:.0%} "

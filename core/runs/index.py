@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core import schema
 from core.files import read_json, write_text_atomic
+from core.runs import schemas
 from core.runs.folder import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE
 from core.runs.record import RunSummary
 from core.status import RUNNING
@@ -129,7 +131,13 @@ class RunIndex:
         if not isinstance(data, dict) or data.get("version") != INDEX_VERSION \
                 or not isinstance(data.get("runs"), dict):
             return {}
-        return {k: v for k, v in data["runs"].items() if isinstance(v, dict)}
+        for name, entry in data["runs"].items():
+            problem = schema.valid(entry, schemas.INDEX_ENTRY, f"{INDEX_FILE} entry {name}")
+            if problem is not None:  # a cache: any doubt and it is rebuilt from the folders
+                log.warning("The run index %s is damaged (%s); rebuilding it", self.path,
+                            problem)
+                return {}
+        return dict(data["runs"])
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
         try:  # compact: read on every listing

@@ -15,10 +15,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from core import device, status
+from core import device, files, status
 from core.config import TrainConfig, studio_home
-from core.data import batches, splits, uploads
-from core.errors import Cancelled, ConfigError, DatasetError
+from core.data import batches, splits, upload_space
+from core.errors import AppError, Cancelled, ConfigError, DatasetError, DiskFullError
 from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
@@ -208,8 +208,8 @@ class _Trainer:
         )
         try:
             with contextlib.ExitStack() as holding:  # the photos stay while they are read
-                for folder in uploads.upload_folders(self.df["path"], self.home):
-                    holding.enter_context(uploads.hold(folder))
+                for folder in upload_space.upload_folders(self.df["path"], self.home):
+                    holding.enter_context(upload_space.hold(folder))
                 result = self._run_stages(started)
         except Cancelled:
             self.seconds["total"] = time.monotonic() - started
@@ -223,10 +223,20 @@ class _Trainer:
                 head_search=self.search.summary() if self.search else None,
             )
         except BaseException as exc:
-            self._write_history()
+            if isinstance(exc, OSError) and not isinstance(exc, AppError) \
+                    and exc.errno in files.FULL_ERRNOS:
+                # A full disk is a message, not a bug: which disk, how much is free.
+                exc = files.disk_full(self.writer.run_dir)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.writer.set_status(status.FAILED, error=str(exc) or detail,
-                                   traceback=traceback.format_exc())
+            try:  # on a full disk these writes may fail too: what was saved stays
+                self._write_history()
+                self.writer.set_status(status.FAILED, error=str(exc) or detail,
+                                       traceback=traceback.format_exc())
+            except OSError:
+                log.warning("Cannot record the failure of run %s", self.writer.run_id,
+                            exc_info=True)
+            if isinstance(exc, DiskFullError):
+                raise exc from None
             raise
         return result
 
