@@ -20,11 +20,8 @@ from typing import Any
 from core import schema
 from core.errors import AppError, Cancelled, JobError
 from core.files import own_process_facts, process_alive, read_json, write_text_atomic
-<<<<<<< HEAD
-from core.jobs.executors import Executor, JobInterrupted, LocalExecutor
-=======
 from core.jobs import schemas as job_schemas
->>>>>>> main
+from core.jobs.executors import Executor, JobInterrupted, LocalExecutor
 from core.jobs.kinds import JobKind
 from core.progress import ProgressEvent
 from core.status import (
