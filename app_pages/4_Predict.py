@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import demo, links, nav, state
+from ui import demo, links, live_camera, nav, state
 from ui import explain as ui_explain
 from ui import export as ui_export
 from ui import predict as ui_predict
@@ -50,6 +50,9 @@ if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=not phon
 st.caption(f"Classes it knows: {md_list(predictor.labels)}. It says it is unsure below "
            f"{predictor.threshold:.0%}.")
 
+if live_camera.toggle("predict"):
+    live_camera.live_view(summary.run_dir, summary.run_id, predictor, autostart=True,
+                          where="predict")
 sources = ui_predict.photo_inputs()
 if not sources:
     st.info("Upload one or more photos above, or switch on the camera.",

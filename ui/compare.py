@@ -26,7 +26,7 @@ def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """One row per run with what people compare first."""
     return pd.DataFrame([{
         "Run": s.run_id, "Created": s.created, "Status": s.status, "Dataset": s.dataset,
-        "Base": s.backbone, "Parameters": s.total_params, "Depth": s.depth,
+        "Base": s.backbone, "Training": s.training_mode, "Parameters": s.total_params, "Depth": s.depth,
         "Model size (MB)": s.model_size_mb, "Avg s / epoch": s.seconds_per_epoch,
         "Epochs": s.epochs_run, "Best epoch": s.best_epoch,
         "Best val. accuracy": s.best_val_accuracy, "CV accuracy": s.cv_accuracy,

@@ -297,6 +297,7 @@ def model_section(run: Run) -> None:
         "Base": run.backbone, "Input size": f"{run.input_size} px" if run.input_size else None,
         "Base depth (layers)": run.metrics.get("depth"),
         "Hidden layers": (", ".join(map(str, config.hidden_units)) or "none") if config else None,
+        "Training mode": run.training_mode,
         "Fine-tuned": _fine_tuned_text(run),
         "Epochs": run.metrics.get("epochs_run"),
         "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,

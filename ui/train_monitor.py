@@ -25,7 +25,7 @@ FINISHED_JOBS_LISTED = 5    # ended jobs kept in the jobs table under the active
 PHASE_TEXT = {
     "preparing": "Preparing", "extracting features": "Extracting features",
     "searching head": "Searching the head's settings", "training head": "Training the head",
-    "fine-tuning": "Fine-tuning",
+    "fine-tuning": "Fine-tuning", "training top blocks": "Training the top blocks",
     "evaluating": "Evaluating", "saving": "Saving",
 }
 STATE_TEXT = {

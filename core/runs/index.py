@@ -27,7 +27,8 @@ from core.status import RUNNING
 log = logging.getLogger(__name__)
 
 INDEX_FILE = ".index.json"
-INDEX_VERSION = 3  # 2: summaries carry cv_accuracy (core.training.head_search); 3: dataset_root
+INDEX_VERSION = 4  # 2: summaries carry cv_accuracy (core.training.head_search); 3: dataset_root;
+# 4: training_mode
 # The folder's own time stamp changes with every write of the run store (each is a rename
 # into the folder). These files are stamped too, so that a file changed in place by something
 # else (an editor, a disk filling up mid-copy) is seen: the ones that decide whether a run is
