@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from core.errors import Cancelled, DatasetError, JobError
-from core.jobs.manager import JobManager, JobStatus, result_dict, result_value
+from core.jobs.job import JobStatus, result_dict, result_value
+from core.jobs.manager import JobManager
 from core.progress import ProgressEvent
 
 WAIT = 10.0  # seconds; generous for a shared 2-core machine
