@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import JobError
-from core.jobs.manager import JobStatus
+from core.jobs.job import JobStatus
 from core.progress import PHASES
 from core.results import charts
 from core.runs import interval

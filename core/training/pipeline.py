@@ -9,7 +9,7 @@ import logging
 import random
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
 from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
-from core.runs import evaluation
+from core.runs import evaluation, placement
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
 from core.runs import interval
@@ -60,6 +60,8 @@ class TrainResult:
         evaluation: Test-split evaluation, None when cancelled.
         head_search: {"tried", "chosen", "cv_accuracy"} of the head search; None for a
             manual head (or a dataset too small to cross-validate).
+        executed_on: Where it ran: backend ("local" or "ray"), node id and node address
+            (core.runs.placement), as recorded in the run's versions.
     """
 
     run_id: str
@@ -71,6 +73,7 @@ class TrainResult:
     seconds: dict[str, float]
     evaluation: evaluation.EvalResult | None = None
     head_search: dict[str, Any] | None = None
+    executed_on: dict[str, Any] = field(default_factory=placement.current)
 
     def test_interval(self) -> dict[str, Any] | None:
         """{"value", "photos", "low", "high"} of the test accuracy, None when not measured."""
@@ -92,6 +95,7 @@ class TrainResult:
             "epochs_run": self.epochs_run,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "head_search": self.head_search,
+            "executed_on": self.executed_on,
         }
 
 
