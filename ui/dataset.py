@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import SplitConfig
-from core.data import splits
+from core.data import saved_parts, splits
 from core.data import store as dataset_store
 from core.errors import AppError
 from core.progress import CHECKING, UNPACKING, ProgressEvent
@@ -261,9 +261,9 @@ def thumbnail_grid(dataset: Dataset) -> None:
                     pixels = resources.thumbnail(str(path), resources.THUMBNAIL_SIZE,
                                                  resources.file_stamp(path))
                 except (AppError, OSError) as exc:
-                    st.caption(f"{md(dataset_store.given_name(path))}: cannot show ({md(exc)})")
+                    st.caption(f"{md(saved_parts.given_name(path))}: cannot show ({md(exc)})")
                     continue
-                st.image(pixels, caption=md(dataset_store.given_name(path)), width="stretch")
+                st.image(pixels, caption=md(saved_parts.given_name(path)), width="stretch")
 
 
 # ----------------------------------------------------------------------------- splits

@@ -9,7 +9,8 @@ from typing import Any
 import streamlit as st
 
 from core.config import MIN_IMAGES_PER_CLASS, SplitConfig, TrainConfig
-from core.data.store import RECOMMENDED_PER_CLASS, DatasetStore, SavedDataset
+from core.data.saved_parts import RECOMMENDED_PER_CLASS, SavedDataset
+from core.data.store import DatasetStore
 from core.errors import AppError, DatasetError
 from ui import dataset as ui_dataset
 from ui import nav, paging, resources, roles, state

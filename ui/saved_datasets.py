@@ -7,7 +7,7 @@ import functools
 import pandas as pd
 import streamlit as st
 
-from core.data.store import SavedDataset
+from core.data.saved_parts import SavedDataset
 from ui import dataset as ui_dataset
 from ui import state
 from ui.dataset_builder import act, edit, forget_loaded, origin, say, show_messages, store

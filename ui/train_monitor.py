@@ -13,8 +13,8 @@ from core.errors import JobError
 from core.jobs.job import JobStatus
 from core.progress import PHASES
 from core.results import charts
-from core.runs import interval
 from core.runs import history as history_table
+from core.runs import interval
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, roles, state
 from ui.errors import show_user_errors

@@ -25,10 +25,9 @@ from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
 from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
-from core.runs import evaluation, placement
+from core.runs import evaluation, interval, placement
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
-from core.runs import interval
 from core.training import fine_tuning, head_search, top_blocks
 from core.training import head as head_training
 from core.training.callback import ProgressCallback, early_stopping

@@ -254,7 +254,7 @@ def test_a_saved_dataset_whose_photos_are_gone_says_how_to_bring_them_back(
 def test_the_saved_list_names_the_runs_trained_on_each_dataset(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from core.data.store import SavedDataset
+    from core.data.saved_parts import SavedDataset
     from ui.saved_datasets import _table
 
     pets = SavedDataset(id="x", name="pets", created="2026-12-03T08:00:00+00:00",

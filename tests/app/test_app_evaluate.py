@@ -16,9 +16,9 @@ from app_helpers import FAST, all_text, chart_titled, page, texts, train_small_r
 from streamlit.testing.v1 import AppTest
 
 from core.results import report
+from core.runs import interval
 from core.runs.store import RunStore
 from core.training.pipeline import TrainResult
-from core.runs import interval
 from ui import evaluate, state
 
 

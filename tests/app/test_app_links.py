@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from app_helpers import all_text, page, png_bytes, texts, train_small_run
 from streamlit.testing.v1 import AppTest
