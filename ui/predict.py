@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.results import charts
+from core.results import charts, familiarity
 from core.results.prediction import Prediction, Predictor
 from ui import resources, state
 from ui import runs as ui_runs
@@ -62,14 +62,26 @@ def photo_inputs() -> list[Any]:
 
 
 def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
-    """One row per photo: file, best label, its probability, unsure, error."""
+    """One row per photo: file, answer, closest class, its probability, unsure, error."""
     return pd.DataFrame([{
-        "Photo": p.file, "Prediction": p.label, "Probability": p.probability,
+        "Photo": p.file,
+        "Answer": familiarity.NONE_OF_THESE if p.unknown else p.label,
+        "Closest class": p.label, "Probability": p.probability,
         "Unsure": p.unsure if p.ok else None, "Problem": p.error,
     } for p in predictions])
 
 
-def prediction_card(prediction: Prediction, input_size: int, position: int) -> None:
+def none_of_these(prediction: Prediction, n_classes: int) -> None:
+    """The 'none of these' answer: the photo looks like none of the classes, closest second."""
+    st.markdown(f"### {familiarity.NONE_OF_THESE}")
+    st.info(familiarity.none_of_these(n_classes, prediction.label)
+            + f" (Its best guess, {prediction.label}, has {prediction.probability:.0%} "
+            "probability: probabilities always add up to 100% over the classes the model "
+            "knows, even for a photo of something else.)", icon=":material/search_off:")
+
+
+def prediction_card(prediction: Prediction, input_size: int, position: int,
+                    n_classes: int | None = None) -> None:
     """The photo as the model saw it, the top-k bars, and a warning when the model is unsure.
 
     Args:
@@ -77,6 +89,7 @@ def prediction_card(prediction: Prediction, input_size: int, position: int) -> N
         input_size: The model's input size in pixels.
         position: The photo's place in the list: keys its elements, so two photos with the
             same prediction (the same photo twice) still get elements of their own.
+        n_classes: How many classes the model knows (for 'none of these').
     """
     st.subheader(prediction.file)
     if not prediction.ok:
@@ -87,8 +100,11 @@ def prediction_card(prediction: Prediction, input_size: int, position: int) -> N
         st.image(prediction.image, width="stretch",
                  caption=f"As the model saw it: upright, squashed to {input_size}×{input_size}")
     with right:
-        st.markdown(f"### {prediction.label} · {prediction.probability:.0%}")
-        if prediction.unsure:
+        if prediction.unknown:
+            none_of_these(prediction, n_classes or len(prediction.top_k))
+        else:
+            st.markdown(f"### {prediction.label} · {prediction.probability:.0%}")
+        if prediction.unsure and not prediction.unknown:
             st.warning(
                 f"**The model is unsure**: its best guess has {prediction.probability:.0%} "
                 f"probability, below the {prediction.threshold:.0%} it needs to be trusted "

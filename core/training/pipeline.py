@@ -22,6 +22,7 @@ from core.errors import Cancelled, ConfigError, DatasetError
 from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
+from core.results import familiarity as familiarity_score
 from core.progress import (
     EventSink,
     ProgressCallback,
@@ -265,10 +266,12 @@ class _Trainer:
         self.check_stop()
         val_probs, result, threshold = self._evaluate(spec, head, feats, tuned)
         self.check_stop()
+        familiar = self._familiarity(feats, tuned, spec.input_size)
+        self.check_stop()
         export = self._save_model(spec, resolved, extractor, head, tuned)
         self.seconds["total"] = time.monotonic() - started
         self._write_metrics(spec, extractor, export, result, val_probs, threshold,
-                            fine_tuned=tuned is not None)
+                            fine_tuned=tuned is not None, familiar=familiar)
         self.writer.set_status(status.COMPLETED)
         self.emit(ProgressEvent(
             phase="saving", step=1, total_steps=1, metrics={"test_accuracy": result.accuracy},
@@ -309,6 +312,40 @@ class _Trainer:
         self.val_labels = y_val
         return val_probs, result, evaluation.choose_unsure_threshold(val_probs, y_val)
 
+    def _familiarity(self, feats: dict[str, np.ndarray], tuned: tuple[Any, Any] | None,
+                     size: int) -> dict[str, Any]:
+        """'None of these': the reference vectors and threshold, stored with the run.
+
+        From the features the head reads: the cached ones of training and validation
+        photos, or, when the base was fine-tuned, the tuned base's features of a bounded
+        subsample of them (and of the test photos).
+
+        Returns:
+            Its facts for metrics.json (core.results.familiarity.Familiarity.facts).
+        """
+        self.emit(ProgressEvent(phase="evaluating", message="Learning what the known classes "
+                                "look like (for 'none of these')"))
+        t0 = time.monotonic()
+        both = pd.concat([self.part("train"), self.part("val")]).reset_index(drop=True)
+        y = both["label_index"].to_numpy()
+        test = self.part("test")
+        if tuned is None:
+            x = np.concatenate([feats["train_views"][0], feats["val_views"][0]])
+            x_test = feats["test"]
+        else:
+            keep = familiarity_score.stratified_subsample(
+                y, 2 * familiarity_score.MAX_PER_CLASS, self.config.seed)
+            both, y = both.iloc[keep].reset_index(drop=True), y[keep]
+            x = self._predict_images(tuned[0], both, size)
+            x_test = self._predict_images(tuned[0], test, size)
+        column = splits.GROUP_COLUMN if splits.GROUP_COLUMN in both.columns else "sha256"
+        familiar = familiarity_score.fit(x, y, seed=self.config.seed,
+                                         groups=both[column].astype(str).to_numpy())
+        familiar.measure_test(x_test, test["path"].tolist())
+        self.writer.save_familiarity(familiar)
+        self.seconds["familiarity"] = time.monotonic() - t0
+        return familiar.facts()
+
     def _save_model(self, spec: Any, resolved: Any, extractor: Any, head: Any,
                     tuned: tuple[Any, Any] | None) -> Any:
         """Saves one model, raw RGB in, probabilities out; returns it."""
@@ -329,7 +366,8 @@ class _Trainer:
         return export
 
     def _write_metrics(self, spec: Any, extractor: Any, export: Any, result: Any,
-                       val_probs: np.ndarray, threshold: float, *, fine_tuned: bool) -> None:
+                       val_probs: np.ndarray, threshold: float, *, fine_tuned: bool,
+                       familiar: dict[str, Any] | None = None) -> None:
         y_val = self.val_labels
         self.writer.write_metrics({
             "test": result.to_dict(),
@@ -337,6 +375,7 @@ class _Trainer:
             "best_val_accuracy": self._best_val(),
             "epochs_run": len(self.history_rows),
             "unsure_threshold": threshold,
+            "familiarity": familiar,
             "seconds": self.seconds,
             # "pending": every feature came from the cache, the base never ran.
             "feature_backend": "cache" if extractor.backend == "pending" else extractor.backend,
