@@ -273,6 +273,39 @@ def fit(features: np.ndarray, labels: Sequence[int] | np.ndarray, *, k: int = DE
 # ----------------------------------------------------------------------------- runs
 
 
+def run_facts(run: Any) -> dict[str, Any] | None:
+    """A run's familiarity facts (Familiarity.facts()): from its metrics, else its file."""
+    facts = run.metrics.get("familiarity")
+    if isinstance(facts, dict) and isinstance(facts.get("test"), dict):
+        return facts
+    try:
+        return Familiarity.load(run.familiarity_path).facts()
+    except (FileNotFoundError, FamiliarityError):
+        return None
+
+
+def summary_text(facts: dict[str, Any] | None, n_classes: int) -> str:
+    """What 'none of these' means for a run, and how often it fires on its own test photos."""
+    intro = (f"A photo that looks like none of the {n_classes} classes (a cat shown to a "
+             "flower model) is answered \"None of these\", with the closest class named "
+             "second: it is compared with the training photos, and when even its nearest "
+             "ones are far away, the model says it does not know it.")
+    if not facts:
+        return intro + (" This run has not worked it out yet: it does the first time it "
+                        "answers a photo.")
+    quantile = float(facts.get("quantile", QUANTILE))
+    text = (f"{intro} The line is drawn, class by class, so that about {quantile:.0%} of "
+            "photos of the known classes that training did not use fall below it.")
+    test = facts.get("test") or {}
+    if test.get("photos"):
+        text += (f" On this run's test photos (all of known classes) it would answer "
+                 f"\"None of these\" for {test['called_unknown']} of {test['photos']} "
+                 f"({test['called_unknown'] / test['photos']:.0%}).")
+    return text + (" Photos of things that are not like the training photos at all are "
+                   "caught far more reliably than photos of similar things (another kind of "
+                   "flower for a flower model).")
+
+
 def _group_column(frame: Any) -> str:
     from core.data import splits
 
