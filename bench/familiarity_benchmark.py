@@ -147,7 +147,7 @@ def mahalanobis_score(x_ref: np.ndarray, y_ref: np.ndarray, x: np.ndarray,
     cov = centred.T @ centred / len(x_ref)
     cov = (1 - shrink) * cov + shrink * np.eye(len(cov)) * np.trace(cov) / len(cov)
     precision = np.linalg.pinv(cov)
-    d = [np.einsum("ij,jk,ik->i", x - m, precision, x - m) for m in means]
+    d = [(((x - m) @ precision) * (x - m)).sum(axis=1) for m in means]
     return -np.min(np.stack(d, axis=1), axis=1)
 
 
