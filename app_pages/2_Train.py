@@ -37,6 +37,7 @@ config = widgets.build_config(TrainConfig, values)
 
 st.subheader("3. Start")
 if config is not None:
+    train_form.head_advice(current, config)
     st.caption(f"Will train: {train_form.job_title(current, config)}.")
 if st.button("Start training", type="primary", key=state.TRAIN_START,
              icon=":material/play_arrow:", disabled=config is None,

@@ -74,8 +74,7 @@ def far_photos(assets: Path) -> list[tuple[Path, str]]:
 
 def features(home: Path, paths: list[Path], shas: list[str]) -> np.ndarray:
     """Pooled MobileNetV2 features through the studio's extraction and cache."""
-    from core.features import backbones
-    from core.features import extraction
+    from core.features import backbones, extraction
     from core.features import weights as base_weights
 
     spec = backbones.get_spec("mobilenet_v2")

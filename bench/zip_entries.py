@@ -36,14 +36,14 @@ def main() -> None:
         stages: dict[str, float] = {}
         load_before = os.getloadavg()
         started = time.monotonic()
-        dataset = datasets.ingest(archive, home=Path(tmp) / "home", on_progress=lambda stage,
-                                  _done, _total: stages.setdefault(stage, time.monotonic()))
+        dataset = datasets.ingest(archive, home=Path(tmp) / "home", on_event=lambda event:
+                                  stages.setdefault(event.phase, time.monotonic()))
         total = time.monotonic() - started
     print(json.dumps({
         "entries": args.entries,
         "seconds": round(total, 1),
-        "extracting_seconds": round(stages.get("checking", started) - stages.get(
-            "extracting", started), 1),
+        "extracting_seconds": round(stages.get("checking photos", started) - stages.get(
+            "unpacking", started), 1),
         "rejected": len(dataset.report.rejected),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "workers_peak_rss_mb": round(

@@ -322,13 +322,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from core.export.exporter import FORMATS
+    from core.export.formats import FORMATS
 
     p = sub.add_parser(
         "export", parents=[common],
         help="write a run's model in every deployable format, each reloaded and measured",
-        description="Write DIR/<run id>/: model.keras, saved_model/, model_float32.tflite, "
-                    "model_float16.tflite, model_int8.tflite, labels.txt, metadata.json, "
+        description=f"Write DIR/<run id>/: {', '.join(fmt.file for fmt in FORMATS)}, "
+                    "labels.txt, metadata.json, "
                     "predict.py, report.html and per_class.csv. Each format is loaded in a "
                     "clean process and scored on the run's test photos. Exit code 0: every "
                     "requested format exported and verified; 2: the run cannot be exported; "
@@ -338,7 +338,8 @@ def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--out", default=".", metavar="DIR",
                    help="folder to write DIR/<run id>/ in (default: the current folder)")
     p.add_argument("--formats", default=None, metavar="LIST",
-                   help=f"comma-separated formats (default: all): {','.join(FORMATS)}")
+                   help="comma-separated formats (default: all): "
+                        f"{','.join(fmt.name for fmt in FORMATS)}")
     p.add_argument("--json", action="store_true", help="print metadata.json's content")
     p.set_defaults(func=cmd_export)
 
@@ -368,7 +369,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_bases(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("bases", parents=[common],
                        help="list the pretrained bases, their size and whether weights are here",
-                       description="The pretrained bases `train --backbone` accepts, with input "
+                       description="The pretrained bases `train --base` accepts, with input "
                                    "size, parameters, depth, weights file and whether that file "
                                    "is in Keras' cache folder on this machine.")
     p.add_argument("--json", action="store_true", help="print the bases as one JSON array")
@@ -396,7 +397,7 @@ def cmd_bases(args: argparse.Namespace) -> int:
         print(f"{r['name']:<{width}}  {r['input_size']:>5}  {r['params'] / 1e6:>5.1f}M  "
               f"{r['depth']:>5}  {r['weights_mb']:>5.0f} MB  {'yes' if r['weights_here'] else 'no'}")
     print(f"\nWeights are read from {folder} (KERAS_HOME/models); a missing file is downloaded "
-          f"on first use when online. Also: --backbone {backbones.HUB_BACKBONE} --hub-handle H.")
+          f"on first use when online. Also: --base {backbones.HUB_BACKBONE} --hub-handle H.")
     return EXIT_OK
 
 
@@ -447,7 +448,7 @@ def _add_audit(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("source", metavar="PATH_OR_NAME",
                    help="dataset folder, .zip file, or a saved dataset's name")
-    p.add_argument("--backbone", default=AuditConfig.backbone,
+    p.add_argument("--base", "--backbone", dest="backbone", default=AuditConfig.backbone,
                    help="pretrained base whose features are compared")
     p.add_argument("--weights", default=AuditConfig.weights,
                    help="'imagenet' (Keras cache), a weights file, or 'none' for random")

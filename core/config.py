@@ -6,6 +6,8 @@ import dataclasses
 import math
 import os
 import tempfile
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,8 @@ def option(default: Any, help: str, label: str | None = None, **bounds: Any) -> 
 
     Bounds understood: min, max, step (numbers), choices (allowed values), and choice_labels
     (value -> text shown for it). `flag` names the command-line flag when it is not the
-    field's name (core.flags builds the flags, ui.widgets the widgets, from this metadata).
+    field's name, `flag_aliases` older flags that still work (core.flags builds the flags,
+    ui.widgets the widgets, from this metadata).
     """
     meta = {"help": help, "label": label, **bounds}
     if isinstance(default, (list, dict, set)):
@@ -61,6 +64,18 @@ def option(default: Any, help: str, label: str | None = None, **bounds: Any) -> 
 
 def _number(value: float) -> str:
     return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"
+
+
+def unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """(inner type, allows None) for `X | None`; (hint, False) otherwise.
+
+    The command line's flags and the Train page's widgets both read a field's type with it.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else Any), True
+    return hint, False
 
 
 def field_help(f: dataclasses.Field) -> str:
@@ -189,8 +204,9 @@ class SplitConfig:
 # TrainConfig.augment: "auto" augments only when fine-tuning.
 AUGMENT_CHOICES = ("auto", "on", "off")
 
-# TrainConfig.head: "search" chooses the head's settings by cross-validation (core.training.head_search).
-HEAD_CHOICES = ("search", "manual")
+# TrainConfig.head: "manual" trains the settings as given; "search" chooses them by
+# cross-validation (core.training.head_search), which measured no better on real photos.
+HEAD_CHOICES = ("manual", "search")
 
 HIDDEN_LAYER_PRESETS: dict[str, tuple[int, ...]] = {
     "none (linear head)": (),
@@ -227,17 +243,18 @@ class TrainConfig:
         fine_tune_averaging: Whether fine-tuning ends with the mean of its epoch-end weights
             from the second epoch on (stochastic weight averaging) rather than the best epoch's.
         seed: Seed for weights initialisation, shuffling and augmentation.
-        head: "search" (the default): the head's L2, dropout, learning rate, label smoothing,
-            hidden layer and augmented views are chosen by cross-validation on the cached
-            features of train + validation (core.training.head_search), and the winner is refitted on
-            both; "manual": the settings above as given, validation held out (as before).
+        head: "manual" (the default): the settings above as given, validation held out;
+            "search": the head's L2, dropout, learning rate, label smoothing, hidden layer and
+            augmented views are chosen by cross-validation on the cached features of train +
+            validation (core.training.head_search), and the winner is refitted on both.
         search_seconds: Time budget of the search; a small dataset finishes sooner.
         label_smoothing: Share of each training label spread evenly over all classes.
     """
 
     backbone: str = option(
         "mobilenet_v2", "Pretrained base the new head is trained on: a name that `python -m "
-        "core bases` lists, or tfhub for a TF Hub model (with a hub handle).", "Base")
+        "core bases` lists, or tfhub for a TF Hub model (with a hub handle).", "Base", flag="base",
+        flag_aliases=("backbone",))
     weights: str | None = option(
         "imagenet", "'imagenet' for the standard pretrained weights, a weights file path, or "
         "none for random weights (only to check that training works)."
@@ -295,15 +312,17 @@ class TrainConfig:
     seed: int = option(0, "Seed: the same seed and data train the same model.", "Seed", min=0,
                        max=2**31 - 1)
     head: str = option(
-        "search", "How the head's settings are chosen. Automatic search: L2, dropout, learning "
-        "rate, label smoothing, a hidden layer and augmented views are tried by 5-fold "
-        "cross-validation on the cached features of train + validation, and the best is "
-        "refitted on both (docs/benchmarks.md). Manual: the settings below as given.",
+        "manual", "How the head's settings are chosen. The usual settings: the options below "
+        "as given (fast). Search: L2, dropout, learning rate, label smoothing, a hidden layer "
+        "and augmented views are tried by 5-fold cross-validation on the cached features of "
+        "train + validation and the best is refitted on both; it adds about the search budget "
+        "to a run and pays on small or noisily labelled datasets (docs/benchmarks.md).",
         "Head", choices=HEAD_CHOICES,
-        choice_labels={"search": "automatic search", "manual": "manual settings"},
+        choice_labels={"manual": "the usual settings",
+                       "search": "search the head's settings"},
     )
     search_seconds: float = option(
-        20.0, "Time budget of the automatic head search, in seconds; a small dataset "
+        20.0, "Time budget of the head search, in seconds; a small dataset "
         "finishes sooner.", "Search budget (s)", min=1.0, max=3600.0)
     label_smoothing: float = option(
         0.0, "Share of each training label spread evenly over all classes (0: none).",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from core.config import field_help
+from core.config import field_help, unwrap_optional
 
 T = TypeVar("T")
 
@@ -18,6 +18,11 @@ NONE_WORD = "none"  # what an optional text option (--weights none) takes to mea
 def flag_name(f: dataclasses.Field) -> str:
     """The flag of a field: metadata "flag" when given, else --field-name."""
     return "--" + (f.metadata.get("flag") or f.name).replace("_", "-")
+
+
+def flag_names(f: dataclasses.Field) -> list[str]:
+    """The flag and its older spellings (metadata "flag_aliases"), which still work."""
+    return [flag_name(f), *("--" + a.replace("_", "-") for a in f.metadata.get("flag_aliases", ()))]
 
 
 def flag_help(f: dataclasses.Field) -> str:
@@ -32,13 +37,6 @@ def flag_help(f: dataclasses.Field) -> str:
     else:
         shown = f"{default:g}" if isinstance(default, float) else str(default)
     return f"{field_help(f)} [default: {shown}]".replace("%", "%%")  # argparse formats help
-
-
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if type(None) in typing.get_args(hint) and len(args) == 1:
-        return args[0], True
-    return hint, False
 
 
 def _optional_text(text: str) -> str | None:
@@ -58,25 +56,26 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint, optional = _unwrap_optional(hints[f.name])
+        hint, optional = unwrap_optional(hints[f.name])
         flag, choices = flag_name(f), f.metadata.get("choices")
+        names = flag_names(f)
         common = {"dest": f.name, "default": f.default, "help": flag_help(f)}
         if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
         elif choices and set(choices) <= SWITCH_CHOICES:
             # A switch with an automatic default: --x turns it on, --no-x off, neither: default.
-            parser.add_argument(flag, action="store_const", const="on", **common)
+            parser.add_argument(*names, action="store_const", const="on", **common)
             parser.add_argument(f"--no-{flag[2:]}", dest=f.name, action="store_const",
                                 const="off", default=f.default, help="turn it off")
         elif choices:
-            parser.add_argument(flag, choices=choices, **common)
+            parser.add_argument(*names, choices=choices, **common)
         elif hint in (int, float):
-            parser.add_argument(flag, type=hint,
+            parser.add_argument(*names, type=hint,
                                 metavar=flag[2:].upper().replace("-", "_"), **common)
         elif typing.get_origin(hint) is tuple:
-            parser.add_argument(flag, type=int, nargs="*", metavar="N", **common)
+            parser.add_argument(*names, type=int, nargs="*", metavar="N", **common)
         elif hint is str:
-            parser.add_argument(flag, type=_optional_text if optional else str,
+            parser.add_argument(*names, type=_optional_text if optional else str,
                                 metavar=flag[2:].upper().replace("-", "_"), **common)
         else:
             raise TypeError(f"no command-line flag for {cls.__name__}.{f.name} of type {hint}")

@@ -1,20 +1,18 @@
-"""Progress of a training run: ProgressEvent, the phases, and the Keras callback adapting to them.
+"""Progress of any long work (ingest, extraction, training, audit, export): one event type.
 
-Progress goes through one plain callable, on_event(ProgressEvent); cancel through
-should_stop(). ProgressCallback turns Keras' hooks (as fit and head_training.fit_head call
-them) into both, so the trainer, the command line and the pages never see Keras' logs.
+Every job reports through one plain callable, on_event(ProgressEvent), and is cancelled
+through should_stop(); the job manager, the pages' monitors and the command line read that
+one shape. core.training.callback adapts Keras' hooks to it; PhaseProgress turns counts of
+done and total steps into throttled events with a time estimate.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import keras
 
 PHASES = (
     "preparing",
@@ -25,14 +23,19 @@ PHASES = (
     "evaluating",
     "saving",
 )
+"""A training run's phases, in order."""
+UNPACKING, CHECKING = "unpacking", "checking photos"  # ingest
+AUDITING = "auditing"
+EXPORTING, VERIFYING = "exporting", "verifying"
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One step of progress of a training run.
+    """One step of progress of a job.
 
     Attributes:
-        phase: One of PHASES.
+        phase: What is being done: one of PHASES for training, UNPACKING or CHECKING for
+            ingest, AUDITING, EXPORTING or VERIFYING.
         step: Steps done in this phase: images for extraction, epochs for head training,
             batches for fine-tuning (slow enough to show progress within an epoch).
         total_steps: Steps this phase will take at most.
@@ -65,6 +68,12 @@ class ProgressEvent:
         """JSON-ready dict."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProgressEvent:
+        """Inverse of to_dict; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 EventSink = Callable[[ProgressEvent], None]
 StopCheck = Callable[[], bool]
@@ -75,127 +84,38 @@ def never_stop() -> bool:
     return False
 
 
+class PhaseProgress:
+    """Reports counts of one phase's steps as ProgressEvents, at most every `every` seconds.
 
-class ProgressCallback(keras.callbacks.Callback):
-    """Adapts Keras hooks to ProgressEvents, per-epoch history rows and cooperative cancel.
+    The first and the last count are always reported; the time estimate assumes the
+    remaining steps take as long as the ones done.
 
-    One instance serves one phase. Each training it sees starts afresh: on_train_begin
-    resets what the previous one left (cancelled, epochs_done, the clocks), as Keras' own
-    callbacks do.
-
-    Attributes:
-        cancelled: should_stop() asked to stop during the last training.
-        epochs_done: Epochs the last training completed.
+    Args:
+        on_event: Where the events go (None: nowhere).
+        phase: The events' phase.
+        noun: What a step is, for the message ("photos" -> "Checking photos: 12 of 40 photos").
+        every: Fewest seconds between two reported counts.
+        clock: Monotonic seconds (tests pass a fake one).
     """
 
-    def __init__(
-        self,
-        on_event: EventSink,
-        should_stop: StopCheck | None = None,
-        *,
-        phase: str,
-        total_epochs: int,
-        steps_per_epoch: int | None = None,
-        on_epoch_row: Callable[[dict[str, Any]], None] | None = None,
-        batch_event_every: int = 0,
-    ) -> None:
-        super().__init__()
-        self.on_event = on_event
-        self.should_stop = should_stop or never_stop
-        self.phase = phase
-        self.total_epochs = total_epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.on_epoch_row = on_epoch_row
-        self.batch_event_every = batch_event_every
-        self.cancelled = False
-        self.epochs_done = 0
-        self._phase_start = time.monotonic()
-        self._epoch_start = self._phase_start
-        self._epoch = 0
+    def __init__(self, on_event: EventSink | None, phase: str, noun: str = "", *,
+                 every: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+        self.on_event, self.phase, self.noun = on_event, phase, noun
+        self.every, self.clock = every, clock
+        self.started = clock()
+        self._last: float | None = None
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.cancelled = False
-        self.epochs_done = 0
-        self._epoch = 0
-        self._phase_start = self._epoch_start = time.monotonic()
-        self.on_event(ProgressEvent(
-            phase=self.phase, step=0, total_steps=self.total_epochs, epoch=0,
-            total_epochs=self.total_epochs, message=f"{self.phase.capitalize()}: starting",
-        ))
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-        self._epoch_start = time.monotonic()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.should_stop():
-            # Keras 3 checks stop_training after every batch, so cancel lands within one.
-            self.cancelled = True
-            self.model.stop_training = True
+    def __call__(self, done: int, total: int, message: str | None = None) -> None:
+        """Reports `done` of `total` steps (throttled; the first and the last always)."""
+        if self.on_event is None:
             return
-        every = self.batch_event_every
-        if every and (batch + 1) % every == 0 and self.steps_per_epoch:
-            done = self._epoch + (batch + 1) / self.steps_per_epoch
-            elapsed = time.monotonic() - self._phase_start
-            eta = elapsed / done * (self.total_epochs - done) if done else None
-            step, total = self._steps(self._epoch, batch + 1)
-            self.on_event(ProgressEvent(
-                phase=self.phase, step=step, total_steps=total,
-                epoch=self._epoch + 1, total_epochs=self.total_epochs,
-                metrics=_floats(logs), eta_seconds=eta,
-                message=f"Epoch {self._epoch + 1}/{self.total_epochs}, "
-                        f"batch {batch + 1}/{self.steps_per_epoch}",
-            ))
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.cancelled:
+        now = self.clock()
+        if self._last is not None and 0 < done < total and now - self._last < self.every:
             return
-        self.epochs_done = epoch + 1
-        metrics = _floats(logs)
-        seconds = time.monotonic() - self._epoch_start
-        if self.on_epoch_row:
-            self.on_epoch_row({"phase_epoch": epoch + 1, "seconds": seconds, **metrics})
-        elapsed = time.monotonic() - self._phase_start
-        eta = elapsed / (epoch + 1) * (self.total_epochs - epoch - 1)
-        step, total = self._steps(epoch + 1, 0)
-        self.on_event(ProgressEvent(
-            phase=self.phase, step=step, total_steps=total,
-            epoch=epoch + 1, total_epochs=self.total_epochs, metrics=metrics,
-            eta_seconds=eta, message=_epoch_message(epoch + 1, self.total_epochs, metrics),
-            epoch_end=True,
-        ))
-
-    def _steps(self, epochs_done: int, batches_done: int) -> tuple[int, int]:
-        """(step, total_steps): batches when their count per epoch is known, else epochs."""
-        if self.steps_per_epoch:
-            per = self.steps_per_epoch
-            return epochs_done * per + batches_done, self.total_epochs * per
-        return epochs_done, self.total_epochs
-
-
-def _floats(logs: dict | None) -> dict[str, float]:
-    return {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _epoch_message(epoch: int, total: int, metrics: dict[str, float]) -> str:
-    parts = [f"Epoch {epoch}/{total}"]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        if key in metrics:
-            parts.append(f"{key} {metrics[key]:.3f}")
-    return ", ".join(parts)
-
-
-def early_stopping(patience: int, *, restore_best: bool = True) -> list[Any]:
-    """Keras' EarlyStopping on validation loss as a callback list; empty when patience is 0."""
-    if patience <= 0:
-        return []
-    return [keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=restore_best, verbose=0,
-    )]
+        self._last = now
+        elapsed = now - self.started
+        eta = elapsed / done * (total - done) if done and total >= done else None
+        if message is None:
+            message = f"{self.phase.capitalize()}: {done:,} of {total:,} {self.noun}".rstrip()
+        self.on_event(ProgressEvent(phase=self.phase, step=done, total_steps=total,
+                                    eta_seconds=eta, message=message))

@@ -108,14 +108,15 @@ def current_dataset(root: Path, home: Path, name: str = "small.zip") -> state.Cu
                                 split_config=config)
 
 
-def train_small_run(factory: Any, labels: Iterable[str]) -> TrainResult:
+def train_small_run(factory: Any, labels: Iterable[str], config: TrainConfig = FAST
+                    ) -> TrainResult:
     """A fresh studio home with one completed run on 12 generated photos per label."""
     from conftest import make_class_folders
 
     root = make_class_folders(factory.mktemp("data") / "pets", {name: 12 for name in labels})
     home = factory.mktemp("home")
     share_caches(home, factory)
-    return train_run(root, home)
+    return train_run(root, home, config)
 
 
 def train_run(root: Path, home: Path, config: TrainConfig = FAST,

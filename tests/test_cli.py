@@ -28,8 +28,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("cli")
     data = make_class_folders(root / "data", {"cats": 10, "dogs": 10, "fish": 10})
     home = root / "home"
-    done = run_cli("train", str(data), "--backbone", "mobilenet_v2", "--weights", "none",
-                   "--epochs", "2", "--batch-size", "8", "--seed", "3", "--json", home=home)
+    done = run_cli("train", str(data), "--base", "mobilenet_v2", "--weights", "none",
+                   "--epochs", "2", "--batch-size", "8", "--seed", "3", "--head", "search",
+                   "--json", home=home)
     return {"data": data, "home": home, "result": json.loads(done.stdout),
             "stderr": done.stderr}
 
@@ -45,7 +46,7 @@ def test_train_prints_one_json_object_and_progress_on_stderr(trained: dict) -> N
     assert Path(result["run_dir"]).parent == trained["home"] / "runs"
     assert "[extracting features]" in trained["stderr"]
     assert f"[training head] Epoch {epochs}/{epochs}" in trained["stderr"]
-    # The default head is searched: what it tried is in the JSON.
+    # A searched head: what it tried is in the JSON.
     search = result["head_search"]
     assert search["tried"] >= 1 and 0.0 <= search["cv_accuracy"] <= 1.0
     assert set(search["chosen"]) >= {"l2", "dropout", "learning_rate", "hidden_units"}

@@ -58,9 +58,13 @@ def test_flags_reach_the_config() -> None:
     assert config.fine_tune_averaging is False and config.learning_rate == 0.01
     assert config.class_weights == "balanced" and config.hub_input_size == 299
     assert parse("--augment").augment == "on"
-    manual = parse("--head", "manual", "--search-seconds", "5", "--label-smoothing", "0.1")
-    assert (manual.head, manual.search_seconds, manual.label_smoothing) == ("manual", 5.0, 0.1)
-    assert parse().head == "search"
+    searched = parse("--head", "search", "--search-seconds", "5", "--label-smoothing", "0.1")
+    assert (searched.head, searched.search_seconds, searched.label_smoothing) == (
+        "search", 5.0, 0.1)
+    assert parse().head == "manual"  # the search measured no better on real photos (issue 26)
+    # "base" is the word users read; --backbone stays for scripts written before.
+    assert parse("--base", "tfhub", "--hub-handle", "/x").backbone == "tfhub"
+    assert parse("--backbone", "tfhub", "--hub-handle", "/x").backbone == "tfhub"
     # A switch takes no value, so the data may follow it, as before the flags were generated.
     args = build_parser().parse_args(["train", "--augment", "flowers.zip"])
     assert args.data == "flowers.zip" and args.augment == "on"

@@ -71,7 +71,7 @@ def _progress(job_id: str) -> None:
         st.rerun()
     event = status.latest_event
     fraction = float(getattr(event, "fraction", 0.0) or 0.0) if event is not None else 0.0
-    message = jobs.event_value(event, "message") or (
+    message = (event.message if event else None) or (
         f"Waiting in the queue (position {status.position})" if status.position else "Starting")
     st.progress(min(max(fraction, 0.0), 1.0), text=f"Auditing: {message}")
     st.button("Cancel the audit", key=f"{CANCEL}.{job_id}", icon=":material/stop_circle:",

@@ -14,6 +14,7 @@ from core.config import SplitConfig
 from core.data import splits
 from core.data import store as dataset_store
 from core.errors import AppError
+from core.progress import CHECKING, UNPACKING, ProgressEvent
 from core.results import charts
 from ui import resources, roles, state
 from ui.errors import show_user_errors
@@ -32,23 +33,23 @@ SPLIT_LABELS = {"train": "Train", "val": "Validation", "test": "Test"}
 
 
 class _ProgressBar:
-    """ingest's on_progress(stage, done, total) callback drawing a throttled st.progress bar."""
+    """ingest's on_event(ProgressEvent) callback drawing a throttled st.progress bar."""
 
-    STAGES = {"extracting": "Extracting the zip", "checking": "Checking photos"}
+    STAGES = {UNPACKING: "Extracting the zip", CHECKING: "Checking photos"}
 
     def __init__(self, what: str) -> None:
         self._what = what
         self._bar = st.progress(0.0, text=f"Reading {what}...")
         self._last = 0.0
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, event: ProgressEvent) -> None:
         now = time.monotonic()
+        done, total = event.step, event.total_steps
         if done < total and now - self._last < PROGRESS_EVERY_SECONDS:
             return
         self._last = now
-        fraction = min(1.0, done / total) if total else 0.0
-        doing = self.STAGES.get(stage, str(stage).capitalize())
-        self._bar.progress(fraction, text=f"{doing}: {done:,} of {total:,} files")
+        doing = self.STAGES.get(event.phase, event.phase.capitalize())
+        self._bar.progress(event.fraction, text=f"{doing}: {done:,} of {total:,} files")
 
     def empty(self) -> None:
         self._bar.empty()
@@ -74,7 +75,7 @@ def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
         with show_user_errors() as outcome:
             roles.require("load datasets")
             dataset, _saved = dataset_store.ingest_saved(
-                source, home=resources.home(), name=name, on_progress=bar, within=within)
+                source, home=resources.home(), name=name, on_event=bar, within=within)
         bar.empty()
         if outcome.failed:
             status.update(label=f"Could not load {name}", state="error", expanded=True)

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from core.data import images
-from core.results import explain
+from core.results import explain, overlays
 from core.results.explain import Explainer, Heatmap
 from ui import predict as ui_predict
 from ui import runs as ui_runs
@@ -60,7 +60,7 @@ def heatmap(run_dir: str | Path, image: np.ndarray, target: str) -> Heatmap:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _original_of_bytes(data: bytes) -> np.ndarray:
-    return explain.original_photo(data)
+    return overlays.original_photo(data)
 
 
 def _original(source: Any) -> np.ndarray:
@@ -72,7 +72,7 @@ def _original(source: Any) -> np.ndarray:
     data = getvalue() if callable(getvalue) else source
     if isinstance(data, (bytes, bytearray, memoryview)):
         return _original_of_bytes(bytes(data))
-    return explain.original_photo(data)
+    return overlays.original_photo(data)
 
 
 def _caption(heat: Heatmap) -> str:
@@ -111,7 +111,7 @@ def why_section(prediction: Any, source: Any, run_dir: str | Path, key: str, *,
             key=f"{WHY_CLASS}-{key}",
             help="The model's answer first. Pick another class to see what in the photo "
                  "speaks for it: what would make it that class?")
-        opacity = right.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05,
+        opacity = right.slider("Heatmap opacity", 0.0, 1.0, overlays.DEFAULT_OPACITY, 0.05,
                                key=f"{WHY_OPACITY}-{key}",
                                help="0 shows only the photo, 1 only the heatmap.")
         with show_user_errors("Cannot explain this answer:") as explaining:
@@ -143,19 +143,19 @@ def answer_heatmap(prediction: Any, source: Any, run_dir: str | Path) -> None:
         original = _original(source)
     if explaining.failed:
         return
-    st.image(explain.on_original(heat, original, explain.DEFAULT_OPACITY), width="stretch",
+    st.image(explain.on_original(heat, original, overlays.DEFAULT_OPACITY), width="stretch",
              caption=f"Where the model saw {_caption(heat)}")
     st.caption(COLOUR_NOTE.format(grid=f"{heat.grid[0]}×{heat.grid[1]}"))
 
 
 @st.dialog("Why did the model say that?", width="large")
 def _mistake_dialog(run_dir: str, path: str, true: str, predicted: str) -> None:
-    opacity = st.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05,
+    opacity = st.slider("Heatmap opacity", 0.0, 1.0, overlays.DEFAULT_OPACITY, 0.05,
                         key=MISTAKE_OPACITY, help="0 shows only the photo, 1 only the heatmap.")
     with show_user_errors("Cannot explain this photo:") as explaining:
         size = explainer(run_dir).input_size
         model_view = _model_view(path, size)
-        original = explain.original_photo(path)
+        original = overlays.original_photo(path)
         maps = [heatmap(run_dir, model_view, target) for target in (predicted, true)]
     if explaining.failed:
         return

@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import files
 from core.export import exporter as export
+from core.export import formats as export_formats
 from core.jobs import kinds as job_kinds
 from core.jobs import manager as jobs
 from ui import resources, roles
@@ -24,7 +25,6 @@ JOB_KEY = "tl_export_job"
 RUN_KEY = "tl_export_run"
 CANCEL_KEY = "tl_export_cancel"
 PHONE_KEY = "tl_predict_phone"  # the Predict page's "As it runs on a phone" toggle
-PHONE_FORMATS = ("tflite_int8", "tflite_float16")  # what the Predict page can run
 PHONE_FORMAT_KEY = "tl_predict_phone_format"       # which of them, when both were exported
 
 
@@ -49,14 +49,15 @@ def read_metadata(run_id: str) -> dict[str, Any] | None:
 
 def title(name: str) -> str:
     """A format's name for people ("TensorFlow Lite, int8 (full integer)")."""
-    return export.TITLES.get(name, name)
+    return export_formats.title(name)
 
 
 def phone_models(run_id: str) -> dict[str, Path]:
     """The run's exported TFLite files a phone runs that verified: int8 first, then float16."""
     meta = read_metadata(run_id) or {}
     found = {}
-    for name in PHONE_FORMATS:
+    phone = [fmt.name for fmt in reversed(export_formats.FORMATS) if fmt.phone]  # smallest first
+    for name in phone:
         entry = (meta.get("formats") or {}).get(name) or {}
         path = export_folder(run_id) / str(entry.get("file") or "")
         if entry.get("status") == export.OK and path.is_file():
@@ -87,8 +88,8 @@ def latest_job(run_id: str) -> jobs.JobStatus | None:
 
 def format_picker() -> list[str]:
     """The formats to write (all by default)."""
-    return st.multiselect("Formats", list(export.FORMATS), default=list(export.FORMATS),
-                          format_func=export.TITLES.get, key=FORMATS_KEY,
+    return st.multiselect("Formats", list(export_formats.NAMES), default=list(export_formats.NAMES),
+                          format_func=export_formats.title, key=FORMATS_KEY,
                           help="Every format is loaded again in a clean process and scored "
                                "on the test photos before you download it.")
 
@@ -104,7 +105,7 @@ def progress_panel(run_id: str) -> None:
     elif status.state == jobs.RUNNING:
         event = status.latest_event
         fraction = float(getattr(event, "fraction", 0.0) or 0.0)
-        message = jobs.event_value(event, "message") or "Starting..."
+        message = (event.message if event else None) or "Starting..."
         st.progress(min(max(fraction, 0.0), 1.0), text=f"Exporting: {message}")
         st.button("Cancel export", key=f"{CANCEL_KEY}.{status.job_id}",
                   on_click=roles.cancel_job, args=(status.job_id,),
@@ -125,7 +126,7 @@ def formats_table(meta: dict[str, Any]) -> pd.DataFrame:
         verdict = ("recommended" if fmt.get("recommended") else fmt.get("note")) if ok \
             else f"{fmt.get('status')}: {fmt.get('error') or fmt.get('note')}"
         rows.append({
-            "Format": export.TITLES.get(name, name), "File": fmt.get("file"),
+            "Format": export_formats.title(name), "File": fmt.get("file"),
             "Size (MB)": None if fmt.get("size_bytes") is None else fmt["size_bytes"] / 1e6,
             "Test accuracy": fmt.get("test_accuracy"), "Agreement": fmt.get("agreement"),
             "Latency p50 (ms)": fmt.get("latency_ms_p50"), "Verdict": verdict,
@@ -185,7 +186,7 @@ def downloads(run_id: str, meta: dict[str, Any]) -> None:
         data = (lambda p=path: _zip(folder, p)) if path.is_dir() else (
             lambda p=path: p.read_bytes())
         column.download_button(
-            export.TITLES.get(name, name), data, on_click="ignore",
+            export_formats.title(name), data, on_click="ignore",
             file_name=f"{fmt['file']}.zip" if path.is_dir() else fmt["file"],
             icon=":material/download:", key=f"tl_export_download.{name}")
 

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import streamlit as st
 
+from core import config
 from core.config import HIDDEN_LAYER_PRESETS, TrainConfig
 from core.features import backbones
 from core.features import weights as base_weights
+from core.runs import head_choice
 from core.training import pipeline as training
 from ui import resources, roles, state, widgets
 from ui.errors import show_user_errors
@@ -35,6 +37,16 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Fine-tuning (optional, slower: retrains the top of the base)",
      ("fine_tune_layers", "fine_tune_epochs", "fine_tune_learning_rate", "fine_tune_averaging")),
 )
+
+
+# TrainConfig fields with widgets of their own, not built from OPTION_GROUPS.
+PICKED_ELSEWHERE: dict[str, str] = {
+    "backbone": "the base picker", "weights": "the base picker",
+    "hub_handle": "the base picker (TF Hub)", "hub_input_size": "the base picker (TF Hub)",
+    "hidden_units": "the hidden layers preset",
+}
+# TrainConfig fields the page deliberately leaves out, and why (none today).
+HIDDEN_OPTIONS: dict[str, str] = {}
 
 
 @st.cache_data(ttl=300, show_spinner="Checking whether weights can be downloaded...")
@@ -160,7 +172,7 @@ def hidden_layers_input() -> tuple[int, ...] | InvalidInput:
     presets = [*HIDDEN_LAYER_PRESETS, CUSTOM_HIDDEN]
     field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "hidden_units")
     choice = st.selectbox(widgets.field_label(field), presets, key=state.TRAIN_HIDDEN_PRESET,
-                          persist_state="session", help=widgets.field_help(field))
+                          persist_state="session", help=config.field_help(field) or None)
     if choice != CUSTOM_HIDDEN:
         return HIDDEN_LAYER_PRESETS[choice]
     return widgets.field_widget(field, tuple[int, ...], (512, 256),
@@ -177,6 +189,18 @@ def options_form() -> dict[str, Any]:
             values.update(widgets.config_inputs(TrainConfig, key_prefix=state.TRAIN_PREFIX,
                                                 fields=names, columns=3))
     return values
+
+
+def head_advice(current: CurrentDataset, config: TrainConfig) -> None:
+    """Suggests searching the head's settings where it pays for this dataset."""
+    if config.head == "search":
+        return
+    photos = int(current.split["split"].isin(("train", "val")).sum())
+    issues = (current.audit or {}).get("label_issues") if (current.audit or {}).get("ran") else None
+    why = head_choice.search_advice(photos, issues)
+    if why:
+        st.info(f"{why} Choose **search the head's settings** under Training (adds about "
+                f"{config.search_seconds:.0f} s).", icon=":material/lightbulb:")
 
 
 def job_title(current: CurrentDataset, config: TrainConfig) -> str:

@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import JobError
-from core.jobs import manager as jobs
 from core.jobs.manager import JobStatus
 from core.progress import PHASES
 from core.results import charts
@@ -79,7 +78,7 @@ def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
     ended = [j for j in all_jobs if j.done][-FINISHED_JOBS_LISTED:]
     rows = []
     for job in [*active, *reversed(ended)]:
-        phase = jobs.event_value(job.latest_event, "phase")
+        phase = job.latest_event.phase if job.latest_event else None
         rows.append({
             "Job": job.title, "State": STATE_TEXT.get(job.state, job.state),
             "Queue position": str(job.position) if job.position else "",
@@ -181,18 +180,18 @@ def phase_line(current: str | None, seen: set[str]) -> str:
 def running_view(status: JobStatus) -> None:
     """Phase, progress bar with ETA, latest metrics and the growing learning curves."""
     event = status.latest_event
-    phase = jobs.event_value(event, "phase")
-    seen = {jobs.event_value(e, "phase") for e in status.events}
+    phase = event.phase if event else None
+    seen = {(e.phase if e else None) for e in status.events}
     st.markdown(phase_line(phase, seen))
     fraction = float(getattr(event, "fraction", 0.0) or 0.0) if event is not None else 0.0
-    message = jobs.event_value(event, "message") or "Starting..."
-    eta = jobs.event_value(event, "eta_seconds")
+    message = (event.message if event else None) or "Starting..."
+    eta = event.eta_seconds if event else None
     text = f"{PHASE_TEXT.get(phase, 'Starting')}: {message}"
     if eta is not None and fraction < 1:
         text += f" · about {duration_text(eta)} left in this phase"
     st.progress(min(max(fraction, 0.0), 1.0), text=text)
     if phase == "searching head":
-        search_row(jobs.event_value(event, "metrics") or {})
+        search_row((event.metrics if event else None) or {})
     history = history_from_events(status.events)
     metrics_row(history)
     if not history.empty and "searching head" in seen:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,20 +30,6 @@ class InvalidInput:
 def field_label(f: dataclasses.Field) -> str:
     """The label of a field: its metadata label, else its name in words."""
     return f.metadata.get("label") or f.name.replace("_", " ").capitalize()
-
-
-def field_help(f: dataclasses.Field) -> str | None:
-    """The help text of a field followed by its bounds (core.config.field_help), or None."""
-    return config.field_help(f) or None
-
-
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    """(inner type, allows None) for X | None; (hint, False) otherwise."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else Any), True
-    return hint, False
 
 
 def _float_step(meta: dict[str, Any], default: Any) -> float:
@@ -77,9 +62,9 @@ def field_widget(f: dataclasses.Field, hint: Any, value: Any, key: str) -> Any:
         key: Widget key; the value persists for the whole session under it.
     """
     meta = f.metadata
-    label, help_text = field_label(f), field_help(f)
+    label, help_text = field_label(f), config.field_help(f) or None
     common: dict[str, Any] = {"key": key, "help": help_text, "persist_state": "session"}
-    inner, optional = _unwrap_optional(hint)
+    inner, optional = config.unwrap_optional(hint)
 
     if "choices" in meta:
         options = list(meta["choices"])

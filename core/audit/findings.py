@@ -8,9 +8,8 @@ import logging
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,56 +17,15 @@ import numpy as np
 import pandas as pd
 
 from core.audit import near_duplicates as nd
+from core.audit.analyses import class_outlier_scores, find_label_issues, out_of_sample_probabilities
 from core.config import AuditConfig, SplitConfig, studio_home
 from core.errors import Cancelled, DatasetError
+from core.progress import AUDITING, PHASES, PhaseProgress, ProgressEvent
 
 log = logging.getLogger(__name__)
 
-PHASE_FEATURES = "extracting features"
-PHASE_AUDIT = "auditing"
-# The cross-validated logistic-regression head on L2-normalised, standardised features:
-# strongly regularised (1,280 features, a few hundred photos), loose tolerance. On
-# flower_photos_300 with 30 planted label flips this ranked them best of the settings tried
-# (average precision 0.83, accuracy 0.87), in a quarter of the time of C=0.05 with a tight
-# tolerance.
-# Smaller datasets get proportionally weaker regularisation (C at least _HEAD_C_PHOTOS / N):
-# the penalty weighs against the sum of the photos' losses, and with a few dozen photos
-# C = 0.01 leaves every probability near uniform, so no label could be called wrong.
-_HEAD_C = 0.01
-_HEAD_C_PHOTOS = 5.0
-_HEAD_MAX_ITER = 100
-_HEAD_TOL = 1e-3
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """One step of an audit's progress (the fields core.jobs.manager reads from training's events).
-
-    Attributes:
-        phase: "extracting features" or "auditing".
-        step: Steps done in this phase (images for extraction).
-        total_steps: Steps the phase takes.
-        message: A sentence for people.
-        eta_seconds: Estimated seconds left in the phase, when known.
-        time: Unix time the event was made.
-    """
-
-    phase: str
-    step: int = 0
-    total_steps: int = 0
-    message: str = ""
-    eta_seconds: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    time: float = field(default_factory=time.time)
-
-    @property
-    def fraction(self) -> float:
-        """Share of this phase done, 0..1."""
-        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return dataclasses.asdict(self)
+PHASE_FEATURES = PHASES[1]  # "extracting features", as in a training run
+PHASE_AUDIT = AUDITING
 
 
 @dataclass
@@ -197,18 +155,10 @@ def _features(
         resolved = base_weights.resolve_weights(spec, config.weights, seed=config.seed)
         extractor = features.make_extractor(spec, resolved, home=home, defer_backend=True,
                                             should_stop=should_stop)
-    started = time.monotonic()
-    last = [0.0]
+    counts = PhaseProgress(on_event, PHASE_FEATURES, "photos")
 
     def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if on_event is None or (done < total and now - last[0] < 0.5):
-            return
-        last[0] = now
-        elapsed = now - started
-        eta = elapsed / done * (total - done) if done else None
-        on_event(AuditEvent(PHASE_FEATURES, done, total, f"Features of {done}/{total} photos",
-                            eta_seconds=eta))
+        counts(done, total, f"Features of {done:,}/{total:,} photos")
 
     matrix, stats = features.extract(
         extractor, index["path"].tolist(), index["sha256"].tolist(), home=home,
@@ -216,100 +166,6 @@ def _features(
     )
     log.info("Audit features: %d cached, %d computed", stats.hits, stats.misses)
     return matrix, extractor
-
-
-# ---------------------------------------------------------------------------------------
-# The three analyses
-
-
-def out_of_sample_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, *,
-                                folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Class probabilities of every photo from a head that never saw it (stratified k-fold).
-
-    The head is a multinomial logistic regression on L2-normalised, then standardised
-    features.
-
-    Returns:
-        float32 [N, n_classes]; rows sum to 1.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import Normalizer, StandardScaler
-
-    counts = np.bincount(y, minlength=n_classes)
-    n_splits = int(max(2, min(folds, counts.max())))
-    probs = np.full((len(y), n_classes), 1.0 / n_classes, np.float32)
-    if n_classes < 2:
-        return np.ones((len(y), 1), np.float32)
-    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a class smaller than the folds: still usable
-        for train_idx, test_idx in splitter.split(x, y):
-            if len(np.unique(y[train_idx])) < 2:
-                continue
-            head = make_pipeline(Normalizer(), StandardScaler(), LogisticRegression(
-                C=max(_HEAD_C, _HEAD_C_PHOTOS / len(train_idx)), max_iter=_HEAD_MAX_ITER, tol=_HEAD_TOL))
-            head.fit(x[train_idx], y[train_idx])
-            fold = np.zeros((len(test_idx), n_classes), np.float32)
-            fold[:, head.classes_] = head.predict_proba(x[test_idx])
-            probs[test_idx] = fold
-    return probs
-
-
-def find_label_issues(probs: np.ndarray, y: np.ndarray, max_confidence: float = 1.0
-                      ) -> tuple[np.ndarray, float]:
-    """Confident learning (cleanlab): photos whose given label is probably wrong.
-
-    Args:
-        probs: Out-of-sample probabilities [N, C].
-        y: Given labels [N].
-        max_confidence: Of cleanlab's issues, only those whose given label has a lower
-            out-of-sample probability are kept (AuditConfig.max_label_confidence).
-
-    Returns:
-        (indices, most suspicious first; estimated share of wrong labels in the dataset).
-    """
-    from cleanlab.count import num_label_issues
-    from cleanlab.filter import find_label_issues as cleanlab_find
-
-    if probs.shape[1] < 2 or len(y) < 2:
-        return np.empty(0, np.int64), 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ranked = cleanlab_find(y, probs, return_indices_ranked_by="self_confidence",
-                               n_jobs=1)
-        estimate = num_label_issues(y, probs) / len(y)
-    ranked = np.asarray(ranked, np.int64)
-    ranked = ranked[probs[ranked, y[ranked]] < max_confidence]
-    return ranked, float(estimate)
-
-
-def class_outlier_scores(unit: np.ndarray, y: np.ndarray, k: int
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """How unlike its class each photo is, from its mean cosine distance to its k nearest
-    photos of the same class.
-
-    Returns:
-        (geometric mean of that distance over the class's median one and of the same ratio
-        over the whole dataset: comparable across classes, 0 for classes of fewer than 3
-        photos; robust z-score of the distance within the class, saying whether it is
-        unusual there).
-    """
-    ratio = np.zeros(len(y), np.float64)
-    z = np.zeros(len(y), np.float64)
-    for label in np.unique(y):
-        members = np.flatnonzero(y == label)
-        if len(members) < 3:
-            continue
-        distance = nd.knn_distance(unit[members], min(k, len(members) - 1))
-        ratio[members] = distance / max(float(np.median(distance)), 1e-6)
-        z[members] = nd.robust_z(distance)
-    # Unlike its class and unlike every photo: the geometric mean with the same ratio over
-    # the whole dataset ranks a scanned document above odd photos of another class.
-    overall = nd.knn_distance(unit, min(k, len(y) - 1))
-    ratio = np.sqrt(ratio * overall / max(float(np.median(overall)), 1e-6))
-    return ratio, z
 
 
 _BLANK_COLOURS = {"black": (0, 0, 0), "grey": (128, 128, 128), "white": (255, 255, 255)}
@@ -385,10 +241,11 @@ def audit(
         extractor: A FeatureExtractor to use instead of building config.backbone's.
         features: Precomputed [N, D] features in index order (no extraction at all).
         split_config: The split whose train/val/test the leaks are checked against.
-        on_event: Called with AuditEvents (feature extraction, then the analyses).
+        on_event: Called with ProgressEvents (feature extraction, then the analyses).
         should_stop: Polled between steps; True raises core.errors.Cancelled.
         save: Keep the result under <home>/audits/<dataset key>/audit.json.
-        check_pixels: Confirm candidate pairs by their thumbnails (near_duplicates.near_duplicate_pairs);
+        check_pixels: Confirm candidate pairs by their thumbnails
+            (near_duplicates.near_duplicate_pairs);
             False: only pairs above config.near_duplicate_threshold (features without files).
 
     Returns:
@@ -405,69 +262,27 @@ def audit(
         raise DatasetError("An audit needs at least 2 usable photos; add photos first.")
     root = dataset_root(dataset_or_index)
     stop = should_stop or (lambda: False)
-    emit = on_event or (lambda _event: None)
-    fingerprint = "given"
-    blanks = None
-    if features is None:
-        features, used = _features(index, config, home=home_path, extractor=extractor,
-                                   on_event=emit, should_stop=stop)
-        fingerprint = used.fingerprint
-        blanks = blank_features(used, home_path)
-    x = np.asarray(features, np.float32)
-    if len(x) != len(index):
-        raise DatasetError(f"Got {len(x)} feature vectors for {len(index)} photos.")
-    t_features = time.monotonic() - started
+    x, fingerprint, blanks = _audit_features(index, features, config, home_path, extractor,
+                                             on_event, stop)
+    clock = {"features": time.monotonic() - started}
     names = relative_names(index, root)
     labels = sorted(index["label"].unique().tolist())
     y = np.asarray([labels.index(v) for v in index["label"]], np.int64)
+    steps = _AnalysisSteps(on_event, stop, clock)
 
-    def step(done: int, message: str) -> None:
-        if stop():
-            raise Cancelled()
-        emit(AuditEvent(PHASE_AUDIT, done, 3, message))
-
-    clock = {"features": t_features}
-    mark = [time.monotonic()]
-
-    def lap(name: str) -> None:
-        now = time.monotonic()
-        clock[name] = now - mark[0]
-        mark[0] = now
-
-    step(0, "Cross-validating a head for out-of-sample predictions")
+    steps.begin("label_issues", "Cross-validating a head for out-of-sample predictions")
     probs = out_of_sample_probabilities(x, y, len(labels), folds=config.folds, seed=config.seed)
-    ranked, wrong_share = find_label_issues(probs, y, config.max_label_confidence)
-    label_issues = []
-    for i in ranked:
-        others = probs[i].copy()
-        others[y[i]] = -1.0
-        label_issues.append({"file": names[i], "given": labels[y[i]],
-                             "suggested": labels[int(others.argmax())],
-                             "score": round(float(1.0 - probs[i, y[i]]), 4)})
-
-    lap("label_issues")
-    step(1, "Searching near-duplicates")
+    label_issues, wrong_share = _label_issues(probs, y, labels, names, config)
+    steps.begin("near_duplicates", "Searching near-duplicates")
     unit = nd.normalize(x)
     pi, pj, ps = nd.near_duplicate_pairs(unit, index["path"].tolist(), config,
-                                      check_pixels=check_pixels)
-    reference = reference_split(index, split_config)
+                                         check_pixels=check_pixels)
     near = _near_duplicate_groups(nd.groups_from_pairs(len(x), pi, pj), pi, pj, ps, names,
-                                  index["label"].tolist(), reference)
+                                  index["label"].tolist(), reference_split(index, split_config))
+    steps.begin("outliers", "Measuring how unlike its class each photo is")
+    outliers = _outliers(unit, y, labels, names, blanks, config)
+    steps.end()
 
-    lap("near_duplicates")
-    step(2, "Measuring how unlike its class each photo is")
-    ratio, z = class_outlier_scores(unit, y, config.outlier_neighbours)
-    if blanks is not None and len(blanks):
-        # Blank frames first: their features are those of a uniform image.
-        blank = (unit @ nd.normalize(blanks).T).max(axis=1) >= _BLANK_SIMILARITY
-        ratio[blank] = 2.0 * max(float(ratio.max()), 1.0)
-        z[blank] = np.inf
-    flagged = np.flatnonzero(z >= config.outlier_z)
-    flagged = flagged[np.argsort(-ratio[flagged], kind="stable")]
-    outliers = [{"file": names[i], "label": labels[y[i]], "score": round(float(ratio[i]), 3)}
-                for i in flagged]
-
-    lap("outliers")
     summary = _summary(names, index, labels, label_issues, near, outliers, probs, y,
                        wrong_share)
     summary.update({
@@ -480,12 +295,97 @@ def audit(
                     "total": round(time.monotonic() - started, 3)},
     })
     result = AuditResult(label_issues, near, outliers, summary)
-    emit(AuditEvent(PHASE_AUDIT, 3, 3, "Audit done", metrics={
-        "label_issues": len(label_issues), "near_duplicate_groups": len(near),
-        "outliers": len(outliers)}))
+    if on_event is not None:
+        on_event(ProgressEvent(PHASE_AUDIT, 3, 3, message="Audit done", metrics={
+            "label_issues": len(label_issues), "near_duplicate_groups": len(near),
+            "outliers": len(outliers)}))
     if save:
         save_audit(result, home_path)
     return result
+
+
+class _AnalysisSteps:
+    """The audit's three analyses as progress: step i of 3, with a time estimate.
+
+    The estimate of a step's length is its share of the analyses measured on
+    flower_photos_300 (docs/benchmarks.md), scaled by the time the steps done so far took.
+    """
+
+    SHARES = {"label_issues": 0.5, "near_duplicates": 0.35, "outliers": 0.15}
+
+    def __init__(self, on_event: Callable[[ProgressEvent], None] | None,
+                 stop: Callable[[], bool], clock: dict[str, float]) -> None:
+        self.on_event, self.stop, self.clock = on_event, stop, clock
+        self.started = self.mark = time.monotonic()
+        self.current: str | None = None
+        self.done_share = 0.0
+
+    def begin(self, name: str, message: str) -> None:
+        """Ends the running step, checks for a cancel, reports the next one."""
+        self.end()
+        if self.stop():
+            raise Cancelled()
+        self.current = name
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done_share * (1.0 - self.done_share) if self.done_share else None
+        if self.on_event is not None:
+            done = list(self.SHARES).index(name)
+            self.on_event(ProgressEvent(PHASE_AUDIT, done, 3, eta_seconds=eta,
+                                        message=f"{message} (step {done + 1} of 3)"))
+
+    def end(self) -> None:
+        """Records the running step's seconds."""
+        now = time.monotonic()
+        if self.current is not None:
+            self.clock[self.current] = now - self.mark
+            self.done_share += self.SHARES[self.current]
+            self.current = None
+        self.mark = now
+
+
+def _audit_features(index: pd.DataFrame, features: np.ndarray | None, config: AuditConfig,
+                    home: Path, extractor: Any, on_event: Callable[[Any], None] | None,
+                    stop: Callable[[], bool]) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """(float32 [N, D] features, their fingerprint, features of blank frames or None)."""
+    if features is not None:
+        x = np.asarray(features, np.float32)
+        fingerprint, blanks = "given", None
+    else:
+        x, used = _features(index, config, home=home, extractor=extractor, on_event=on_event,
+                            should_stop=stop)
+        fingerprint, blanks = used.fingerprint, blank_features(used, home)
+    if len(x) != len(index):
+        raise DatasetError(f"Got {len(x)} feature vectors for {len(index)} photos.")
+    return np.asarray(x, np.float32), fingerprint, blanks
+
+
+def _label_issues(probs: np.ndarray, y: np.ndarray, labels: list[str], names: list[str],
+                  config: AuditConfig) -> tuple[list[dict[str, Any]], float]:
+    """Likely wrong labels, most suspicious first, each with the class it looks like."""
+    ranked, wrong_share = find_label_issues(probs, y, config.max_label_confidence)
+    issues = []
+    for i in ranked:
+        others = probs[i].copy()
+        others[y[i]] = -1.0
+        issues.append({"file": names[i], "given": labels[y[i]],
+                       "suggested": labels[int(others.argmax())],
+                       "score": round(float(1.0 - probs[i, y[i]]), 4)})
+    return issues, wrong_share
+
+
+def _outliers(unit: np.ndarray, y: np.ndarray, labels: list[str], names: list[str],
+              blanks: np.ndarray | None, config: AuditConfig) -> list[dict[str, Any]]:
+    """Photos unlike the rest of their class, the most unlike first."""
+    ratio, z = class_outlier_scores(unit, y, config.outlier_neighbours)
+    if blanks is not None and len(blanks):
+        # Blank frames first: their features are those of a uniform image.
+        blank = (unit @ nd.normalize(blanks).T).max(axis=1) >= _BLANK_SIMILARITY
+        ratio[blank] = 2.0 * max(float(ratio.max()), 1.0)
+        z[blank] = np.inf
+    flagged = np.flatnonzero(z >= config.outlier_z)
+    flagged = flagged[np.argsort(-ratio[flagged], kind="stable")]
+    return [{"file": names[i], "label": labels[y[i]], "score": round(float(ratio[i]), 3)}
+            for i in flagged]
 
 
 def _near_duplicate_groups(groups: list[np.ndarray], pi: np.ndarray, pj: np.ndarray,

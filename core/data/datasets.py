@@ -25,8 +25,8 @@ import pandas as pd
 from core.config import IngestConfig, studio_home
 from core.data import images, uploads
 from core.data import walk as dataset_walk
-from core.data.uploads import ProgressFn
 from core.errors import DatasetError
+from core.progress import CHECKING, EventSink, PhaseProgress
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _workers_import_only_core() -> Iterator[None]:
 
 
 def _probe_all(
-    paths: list[Path], config: IngestConfig, on_progress: ProgressFn | None
+    paths: list[Path], config: IngestConfig, on_event: EventSink | None
 ) -> Iterator[images.ProbeResult]:
     """Probes every path (in a process pool for many files), yielding results in order."""
     probe = functools.partial(
@@ -160,7 +160,7 @@ def _probe_all(
     total = len(paths)
     workers = min(worker_count(config), max(1, total))
     names = (str(p) for p in paths)
-    step = max(1, min(256, total // 100))
+    progress = PhaseProgress(on_event, CHECKING, "files")
     if workers == 1 or total < POOL_MIN_FILES:
         results: Iterable[images.ProbeResult] = map(probe, names)
         pool = None
@@ -175,8 +175,7 @@ def _probe_all(
             results = pool.map(probe, names, chunksize=chunksize)
     try:
         for done, result in enumerate(results, 1):
-            if on_progress and (done % step == 0 or done == total):
-                on_progress("checking", done, total)
+            progress(done, total)
             yield result
     except concurrent.futures.BrokenExecutor as exc:
         raise DatasetError(
@@ -260,7 +259,7 @@ def ingest(
     *,
     home: Path | None = None,
     config: IngestConfig = IngestConfig(),
-    on_progress: ProgressFn | None = None,
+    on_event: EventSink | None = None,
     within: Sequence[Path] | None = None,
 ) -> Dataset:
     """Turns a folder or a zip of class folders into a validated dataset.
@@ -273,8 +272,8 @@ def ingest(
             upload). Zips are extracted under <studio home>/uploads/<sha256[:16]>/.
         home: Studio home; default core.config.studio_home().
         config: Limits and thresholds.
-        on_progress: Called as on_progress(stage, done, total) with stage "extracting"
-            or "checking".
+        on_event: Called with ProgressEvents of phases "unpacking" (a zip) and
+            "checking photos".
         within: For a folder: files whose real place (links followed) is outside these
             folders are refused unread (a server's TL_STUDIO_DATA_ROOTS).
 
@@ -285,7 +284,7 @@ def ingest(
         DatasetError: When the source itself is unusable (missing, not a folder or zip,
             damaged zip, zip over the limits).
     """
-    top, zip_skipped = _source_folder(source, studio_home(home), config, on_progress)
+    top, zip_skipped = _source_folder(source, studio_home(home), config, on_event)
     layout = dataset_walk.scan(top)
     if within and isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir():
         dataset_walk.confine(layout, within)  # a zip's extraction is the studio's own
@@ -293,7 +292,7 @@ def ingest(
     report.rejected.extend(_zip_rejections(zip_skipped, top, layout.root))
     report.rejected.extend({"file": _rel(path, layout.root), "reason": reason}
                            for path, reason in layout.refused)
-    usable = _check_files(layout, report, config, on_progress)
+    usable = _check_files(layout, report, config, on_event)
     kept, cross_dropped = _resolve_duplicates(usable, report, config)
     report.classes = _class_counts(layout, kept)
     report.rejected.sort(key=lambda item: item["file"])
@@ -307,11 +306,11 @@ def ingest(
 
 
 def _source_folder(
-    source: Any, home: Path, config: IngestConfig, on_progress: ProgressFn | None
+    source: Any, home: Path, config: IngestConfig, on_event: EventSink | None
 ) -> tuple[Path, list[dict[str, str]]]:
     """The folder to scan (a zip is extracted first) and the zip entries skipped."""
     if not isinstance(source, (str, os.PathLike)):
-        return uploads.unpack_upload(source, home, config, on_progress)
+        return uploads.unpack_upload(source, home, config, on_event)
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(
@@ -327,7 +326,7 @@ def _source_folder(
     if path.is_dir():
         return path.resolve(), []
     if path.is_file():
-        return uploads.unpack_upload(path, home, config, on_progress)
+        return uploads.unpack_upload(path, home, config, on_event)
     raise DatasetError(f"{path} is neither a folder nor a zip file.")
 
 
@@ -356,7 +355,7 @@ def _labelled_files(layout: dataset_walk.Layout) -> list[tuple[Path, str]]:
 
 def _check_files(
     layout: dataset_walk.Layout, report: ValidationReport, config: IngestConfig,
-    on_progress: ProgressFn | None,
+    on_event: EventSink | None,
 ) -> list[tuple[str, str, images.ProbeResult]]:
     """Probes every file; returns the usable ones as (relative path, class, probe).
 
@@ -364,7 +363,7 @@ def _check_files(
     report.unassigned, other loose files (README.txt, LICENSE...) in report.ignored.
     """
     labelled = _labelled_files(layout)
-    probes = _probe_all([p for p, _ in labelled] + layout.top_files, config, on_progress)
+    probes = _probe_all([p for p, _ in labelled] + layout.top_files, config, on_event)
     usable: list[tuple[str, str, images.ProbeResult]] = []
     for i, probe in enumerate(probes):
         rel = _rel(probe.path, layout.root)

@@ -520,7 +520,7 @@ class DatasetStore:
 
 def ingest_saved(source: str | Path | bytes | Any, *, home: str | Path | None = None,
                  name: str | None = None, config: IngestConfig = IngestConfig(),
-                 on_progress: Any = None, within: Any = None
+                 on_event: Any = None, within: Any = None
                  ) -> tuple[Any, SavedDataset | None]:
     """Ingests a path, a zip (path, bytes or file) or a saved dataset's name, and saves it.
 
@@ -532,7 +532,7 @@ def ingest_saved(source: str | Path | bytes | Any, *, home: str | Path | None = 
         home: Studio home.
         name: What to call an upload (its file name); default the path's name.
         config: Ingestion limits.
-        on_progress: ingest's progress callback.
+        on_event: ingest's progress callback (ProgressEvents).
         within: ingest's within (the folders a server shares), or None.
 
     Returns:
@@ -544,7 +544,7 @@ def ingest_saved(source: str | Path | bytes | Any, *, home: str | Path | None = 
     store = DatasetStore(home)
     resolved = store.resolve_source(source) if isinstance(source, str) else source
     dataset = datasets.ingest(resolved, home=store.home, config=config,
-                              on_progress=on_progress, within=within)
+                              on_event=on_event, within=within)
     is_path = isinstance(resolved, (str, os.PathLike))
     is_folder = is_path and Path(resolved).expanduser().is_dir()
     label = name or (Path(resolved).name if is_path else "upload")

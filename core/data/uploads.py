@@ -18,18 +18,17 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from core import files
 from core.config import IngestConfig
 from core.errors import DatasetError
+from core.progress import UNPACKING, EventSink, PhaseProgress
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
-"""on_progress(stage, done, total); stage is "extracting" or "checking"."""
 
 # Names skipped everywhere (compared case-insensitively); hidden names (".x") are skipped too.
 IGNORED_NAMES = frozenset(
@@ -222,7 +221,7 @@ def _skip_reason(info: zipfile.ZipInfo, name: str, parts: tuple[str, ...] | None
 
 
 def extract_zip(
-    zf: zipfile.ZipFile, dest: Path, on_progress: ProgressFn | None,
+    zf: zipfile.ZipFile, dest: Path, on_event: EventSink | None,
     max_file_bytes: int | None = None,
 ) -> list[dict[str, str]]:
     """Extracts the safe entries of zf into dest (new and empty); returns the entries skipped.
@@ -237,6 +236,7 @@ def extract_zip(
     root = dest.resolve()
     written = _Written()
     made: set[tuple[str, ...]] = {()}  # folders created on disk
+    progress = PhaseProgress(on_event, UNPACKING, "files")
     for n, info in enumerate(infos, 1):
         name = _entry_name(info)
         parts = _safe_parts(name)
@@ -257,8 +257,7 @@ def extract_zip(
                 written.add(parts, is_dir)
         if reason:
             skipped.append({"file": name, "reason": reason})
-        if on_progress and (n % 256 == 0 or n == len(infos)):
-            on_progress("extracting", n, len(infos))
+        progress(n, len(infos))
     return skipped
 
 
@@ -483,7 +482,7 @@ def prune_uploads(uploads: Path, budget_bytes: int, keep: Iterable[str | Path] =
 
 
 def unpack_upload(
-    source: Any, home: Path, config: IngestConfig, on_progress: ProgressFn | None
+    source: Any, home: Path, config: IngestConfig, on_event: EventSink | None
 ) -> tuple[Path, list[dict[str, str]]]:
     """Extracts a zip under <home>/uploads/<sha256[:16]>/ (reused when complete).
 
@@ -495,7 +494,7 @@ def unpack_upload(
         source: A zip path, the zip's bytes, or a binary file object.
         home: Studio home.
         config: Limits (entries, total size).
-        on_progress: Called as on_progress("extracting", done, total).
+        on_event: Called with ProgressEvents of phase "unpacking".
 
     Returns:
         The extraction folder and the zip entries that were skipped, as
@@ -537,7 +536,7 @@ def unpack_upload(
             _remove_abandoned_extractions(uploads)
             tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(digest), dir=uploads))
             try:
-                skipped = extract_zip(zf, tmp, on_progress, config.max_file_bytes)
+                skipped = extract_zip(zf, tmp, on_event, config.max_file_bytes)
                 files.write_json_atomic(tmp / UPLOAD_MARKER, {
                     "zip_sha256": digest, "entries": len(zf.infolist()), "skipped": skipped,
                     "bytes": _folder_bytes(tmp),

@@ -6,8 +6,9 @@ project not importable, feeds it the test photos as a uint8 .npy, and reads back
 probabilities it saved and the JSON it printed: per-photo latency, the runtime used and
 whether the studio's `core` package was importable (it must not be).
 
-Usage: python -I client.py FORMAT MODEL_PATH IMAGES_NPY OUT_NPY [RUNTIME]
-RUNTIME (TFLite only): "tf" (tf.lite.Interpreter, default) or "litert" (ai_edge_litert).
+Usage: python -I client.py LOADER MODEL_PATH IMAGES_NPY OUT_NPY
+       python -I client.py --available LOADER
+LOADER: a key of LOADERS ("keras", "saved_model", "tf.lite", "ai_edge_litert").
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _saved_model_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _interpreter(path: str, runtime: str) -> Any:
-    if runtime == "litert":
+    if runtime == "ai_edge_litert":
         from ai_edge_litert.interpreter import Interpreter
     else:
         import tensorflow as tf
@@ -78,21 +79,28 @@ def _tflite_runner(path: str, runtime: str) -> Callable[[np.ndarray], np.ndarray
     return run
 
 
+# Loader name -> (module it needs, runner factory). An ExportFormat's `loaders` name these.
+LOADERS: dict[str, tuple[str, Callable[[str], Callable[[np.ndarray], np.ndarray]]]] = {
+    "keras": ("keras", _keras_runner),
+    "saved_model": ("tensorflow", _saved_model_runner),
+    "tf.lite": ("tensorflow", lambda path: _tflite_runner(path, "tf.lite")),
+    "ai_edge_litert": ("ai_edge_litert.interpreter",
+                       lambda path: _tflite_runner(path, "ai_edge_litert")),
+}
+
+
 def main(argv: list[str]) -> int:
     """Loads the format, predicts every photo one at a time, prints the JSON facts."""
-    fmt, model_path, images_path, out_path = argv[:4]
-    runtime = argv[4] if len(argv) > 4 else "tf"
+    if argv[:1] == ["--available"]:  # exit 0 when the loader's runtime can be imported
+        importlib.import_module(LOADERS[argv[1]][0])
+        return 0
+    loader, model_path, images_path, out_path = argv[:4]
     facts: dict[str, Any] = {
-        "format": fmt, "runtime": runtime,
+        "loader": loader,
         "project_importable": importlib.util.find_spec("core") is not None,
     }
     started = time.perf_counter()
-    if fmt == "keras":
-        run = _keras_runner(model_path)
-    elif fmt == "saved_model":
-        run = _saved_model_runner(model_path)
-    else:
-        run = _tflite_runner(model_path, runtime)
+    run = LOADERS[loader][1](model_path)
     facts["load_seconds"] = time.perf_counter() - started
     photos = np.load(images_path)
     run(photos[:1])  # warm-up: the first call traces, allocates, picks kernels

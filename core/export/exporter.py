@@ -36,21 +36,6 @@ from core.status import COMPLETED
 
 log = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("keras", "saved_model", "tflite_float32", "tflite_float16",
-                            "tflite_int8")
-FILES: dict[str, str] = {
-    "keras": "model.keras", "saved_model": "saved_model",
-    "tflite_float32": "model_float32.tflite", "tflite_float16": "model_float16.tflite",
-    "tflite_int8": "model_int8.tflite",
-}
-TITLES: dict[str, str] = {
-    "keras": "Keras (.keras)", "saved_model": "TensorFlow SavedModel (TF Serving)",
-    "tflite_float32": "TensorFlow Lite, float32", "tflite_float16": "TensorFlow Lite, float16",
-    "tflite_int8": "TensorFlow Lite, int8 (full integer)",
-}
-# Most accuracy (in points) a format may lose against the Keras model and stay recommended.
-LIMIT_POINTS: dict[str, float] = {"tflite_int8": 2.0}
-DEFAULT_LIMIT_POINTS = 1.0
 CALIBRATION_PHOTOS = 200  # training photos the int8 file is calibrated on, at most
 METADATA_VERSION = 1
 OK, FAILED, UNAVAILABLE = "ok", "failed", "unavailable"
@@ -139,28 +124,24 @@ class ExportResult:
                 "failed": self.failed, "metadata": self.metadata}
 
 
-def limit_points(fmt: str) -> float:
-    """Accuracy points a format may lose against the Keras model and stay recommended."""
-    return LIMIT_POINTS.get(fmt, DEFAULT_LIMIT_POINTS)
-
-
 def parse_formats(text: str | Iterable[str] | None) -> tuple[str, ...]:
     """Format names from "keras,tflite_int8" or a list; all formats for None or "all".
 
     Raises:
         ExportError: naming the valid formats, for an unknown one.
     """
+    every = export_formats.NAMES
     if text is None:
-        return FORMATS
+        return every
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [str(item).strip() for item in items if str(item).strip()]
     if not names or names == ["all"]:
-        return FORMATS
-    unknown = [name for name in names if name not in FORMATS]
+        return every
+    unknown = [name for name in names if name not in every]
     if unknown:
         raise ExportError(f"Unknown format {', '.join(unknown)}: choose among "
-                          f"{', '.join(FORMATS)} (comma-separated), or leave out --formats.")
-    return tuple(name for name in FORMATS if name in names)
+                          f"{', '.join(every)} (comma-separated), or leave out --formats.")
+    return tuple(name for name in every if name in names)
 
 
 def check_exportable(run: Any) -> None:
@@ -202,17 +183,6 @@ def _photos(run: Any, part: str, limit: int | None = None) -> tuple[np.ndarray, 
         raise ExportError(f"None of the {part} photos of run {run.run_id} can be read any "
                           "more (moved or deleted?). Put the dataset back where it was trained.")
     return np.stack(pixels), np.asarray(classes, np.int64)
-
-
-def _is_hub(model: Any) -> bool:
-    """Whether the model holds a TF Hub layer (which only the studio's code can rebuild)."""
-    stack = list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        if type(layer).__name__ == "HubFeatureVector":
-            return True
-        stack.extend(getattr(layer, "layers", []))
-    return False
 
 
 def _size(path: Path) -> int:
@@ -274,22 +244,23 @@ class _Progress:
 def _write_formats(run: Any, model: Any, wanted: Sequence[str], staging: Path,
                    progress: _Progress) -> dict[str, FormatResult]:
     """Writes each format into staging; a failed one is recorded and leaves no file."""
-    scratch = staging.parent / f"{staging.name}-saved-model"
+    sources = export_formats.ExportSources(
+        run, model, staging.parent / f"{staging.name}-saved-model",
+        calibration=lambda: _photos(run, "train", CALIBRATION_PHOTOS)[0],
+        on_step=lambda message: progress.step("exporting", message, advance=False))
     results: dict[str, FormatResult] = {}
-    sources: dict[str, Any] = {"hub": _is_hub(model), "calibration": None}
     try:
         for name in wanted:
-            result = results[name] = FormatResult(name, FILES[name])
-            progress.step("exporting", f"Writing {TITLES[name]}")
-            if sources["hub"] and name == "keras":
-                result.status = UNAVAILABLE
-                result.note = ("A TF Hub base is a layer of the studio's own code, which a "
-                               "plain Keras cannot rebuild; use the SavedModel or a TFLite file.")
-                continue
-            target = staging / result.file
+            fmt = export_formats.get(name)
+            result = results[name] = FormatResult(name, fmt.file)
+            progress.step("exporting", f"Writing {fmt.title}")
+            target = staging / fmt.file
             started = time.monotonic()
             try:
-                _write_one(run, model, name, target, scratch, sources, progress)
+                fmt.write(sources, target)
+            except export_formats.FormatUnavailable as exc:
+                result.status, result.note = UNAVAILABLE, str(exc)
+                continue
             except Exception as exc:
                 if _disk_full(exc):
                     raise
@@ -300,48 +271,26 @@ def _write_formats(run: Any, model: Any, wanted: Sequence[str], staging: Path,
             result.export_seconds = time.monotonic() - started
             result.size_bytes = _size(target)
     finally:
-        _remove(scratch)
+        _remove(sources.scratch)
     return results
-
-
-def _write_one(run: Any, model: Any, name: str, target: Path, scratch: Path,
-               sources: dict[str, Any], progress: _Progress) -> None:
-    if name == "keras":
-        shutil.copyfile(run.model_path, target)
-        return
-    if name == "saved_model":
-        export_formats.write_saved_model(model, run.input_size, target)
-        return
-    kind = name.removeprefix("tflite_")
-    if not scratch.is_dir():
-        export_formats.write_conversion_source(model, run.input_size, scratch)
-    if kind == "int8" and sources["calibration"] is None:
-        progress.step("exporting", "Reading training photos to calibrate int8", advance=False)
-        sources["calibration"] = _photos(run, "train", CALIBRATION_PHOTOS)[0]
-    files.write_bytes_atomic(target, export_formats.tflite_bytes(scratch, run.input_size, kind,
-                                                   sources["calibration"]))
-
-
-def _runtimes(name: str, litert: bool) -> list[str]:
-    if name.startswith("tflite_"):
-        return ["tf", "litert"] if litert else ["tf"]
-    return ["default"]
 
 
 def _verify(results: dict[str, FormatResult], staging: Path, test: tuple[np.ndarray, np.ndarray],
             reference: np.ndarray, keras_accuracy: float, progress: _Progress) -> None:
     photos_npy = staging.parent / f"{staging.name}-test-photos.npy"
     np.save(photos_npy, test[0])
-    litert = export_verify.litert_installed()
     try:
         for name, result in results.items():
             if result.status != OK:
                 continue
-            progress.step("verifying", f"Loading {TITLES[name]} in a clean process and "
+            fmt = export_formats.get(name)
+            progress.step("verifying", f"Loading {fmt.title} in a clean process and "
                           "scoring it on the test photos")
-            found = [export_verify.measure(name, staging / result.file, photos_npy, test[1],
-                                           reference, runtime)
-                     for runtime in _runtimes(name, litert)]
+            loaders = [loader for loader in fmt.loaders
+                       if loader == fmt.loaders[0] or export_verify.loader_available(loader)]
+            found = [export_verify.measure(loader, staging / result.file, photos_npy, test[1],
+                                           reference)
+                     for loader in loaders]
             _judge(result, found, keras_accuracy)
             if result.status != OK:
                 _remove(staging / result.file)  # never leave a file that does not load
@@ -362,7 +311,7 @@ def _judge(result: FormatResult, found: list[export_verify.Measurement],
     result.max_probability_difference = max(m.max_probability_difference for m in found)
     result.latency_ms_p50 = found[0].latency_ms_p50
     drop = (keras_accuracy - result.test_accuracy) * 100.0
-    limit = limit_points(result.name)
+    limit = export_formats.get(result.name).limit_points
     result.recommended = drop <= limit + 1e-9
     if not result.recommended:
         result.note = (f"not recommended: {drop:.1f} points below the Keras model's test "
@@ -386,9 +335,7 @@ def _metadata(run: Any, results: dict[str, FormatResult], keras_accuracy: float,
         "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input": {"size": size, "shape": [None, size, size, 3], "layout": "NHWC",
                   "channels": "RGB", "color_space": "sRGB", "range": [0, 255],
-                  "dtype": {"keras": "float32", "saved_model": "float32",
-                            "tflite_float32": "float32", "tflite_float16": "float32",
-                            "tflite_int8": "uint8"},
+                  "dtype": {fmt.name: fmt.input_dtype for fmt in export_formats.FORMATS},
                   "name": "images"},
         "preprocessing": {"words": PREPROCESSING_WORDS, "exif_upright": True,
                           "color_space": "sRGB", "alpha": "composited on white",
@@ -406,7 +353,7 @@ def _metadata(run: Any, results: dict[str, FormatResult], keras_accuracy: float,
                  "licence": _licence(run)},
         "test_photos": n_test,
         "keras_test_accuracy": keras_accuracy,
-        "limits_points": {name: limit_points(name) for name in FORMATS},
+        "limits_points": {fmt.name: fmt.limit_points for fmt in export_formats.FORMATS},
         "formats": {name: result.to_dict() for name, result in results.items()},
         "machine": {"cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
                     "device": (run.versions or {}).get("device", {}).get("summary")},
@@ -448,7 +395,8 @@ def _write_extras(run: Any, staging: Path, metadata: dict[str, Any]) -> None:
                              Path(__file__).with_name("predict.py").read_bytes())
     result = run.evaluation
     if result is not None:
-        rows = [{"title": TITLES[name], **entry} for name, entry in metadata["formats"].items()]
+        rows = [{"title": export_formats.title(name), **entry}
+                for name, entry in metadata["formats"].items()]
         files.write_text_atomic(staging / "report.html",
                                 report.report_html(run, result, formats=rows))
         files.write_bytes_atomic(staging / "per_class.csv", report.per_class_csv(result))
@@ -476,7 +424,8 @@ def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | 
     Args:
         run: A core.runs.store.Run (RunStore.load), completed.
         out_dir: Folder to create the export folder in.
-        formats: Format names (FORMATS), a comma-separated string, or None for all.
+        formats: Format names (core.export.formats.NAMES), a comma-separated string, or None
+            for all.
         on_event: Called with a ProgressEvent for each step (phases exporting, verifying).
         should_stop: Polled between steps; True cancels (raises core.errors.Cancelled) and
             leaves nothing behind.
@@ -504,7 +453,7 @@ def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | 
     try:
         from core.results.prediction import Predictor
 
-        predictor = Predictor.from_run(run.run_dir, warm_up=False)
+        predictor = Predictor.for_run(run, warm_up=False)
         test = _photos(run, "test")
         reference = np.concatenate([predictor.probabilities(test[0][i:i + 32])
                                     for i in range(0, len(test[0]), 32)])

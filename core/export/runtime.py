@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 
 from core.errors import RunNotFoundError
+from core.features import tflite
 from core.results.prediction import DEFAULT_THRESHOLD, Predictor
-
-
-def tflite_interpreter(path: str | Path) -> Any:
-    """ai_edge_litert's Interpreter when installed, else tf.lite.Interpreter, allocated."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice about ai_edge_litert
-        interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    return interpreter
 
 
 class TFLitePredictor(Predictor):
@@ -45,7 +29,7 @@ class TFLitePredictor(Predictor):
     def __init__(self, path: str | Path, labels: Sequence[str], *,
                  threshold: float = DEFAULT_THRESHOLD) -> None:
         try:
-            self.interpreter = tflite_interpreter(path)
+            self.interpreter = tflite.open_interpreter(path, litert=True)
         except Exception as exc:
             raise RunNotFoundError(f"The exported file {path} cannot be loaded "
                                    f"({type(exc).__name__}: {exc}); export the run again.") from exc
@@ -64,15 +48,6 @@ class TFLitePredictor(Predictor):
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities [B, C] of uint8 images [B, S, S, 3], one photo per call."""
-        rows = []
-        scale, zero = self._out["quantization"]
         with self._tflite_lock:
-            for photo in np.asarray(batch):
-                self.interpreter.set_tensor(self._in["index"],
-                                            photo[None].astype(self._in["dtype"]))
-                self.interpreter.invoke()
-                y = self.interpreter.get_tensor(self._out["index"])[0]
-                if self._out["dtype"] != np.float32 and scale:
-                    y = (y.astype(np.float32) - zero) * scale
-                rows.append(np.asarray(y, np.float64))
-        return np.stack(rows).reshape(len(rows), len(self.labels))
+            probs = tflite.run(self.interpreter, np.asarray(batch))
+        return np.asarray(probs, np.float64).reshape(len(probs), len(self.labels))

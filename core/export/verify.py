@@ -9,6 +9,7 @@ the format, not a second decoder.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -56,9 +57,10 @@ class Measurement:
                 "error": self.error}
 
 
-def litert_installed() -> bool:
-    """Whether ai_edge_litert can be imported by this Python (checked in a clean process)."""
-    done = subprocess.run([sys.executable, "-I", "-c", "import ai_edge_litert.interpreter"],
+@functools.cache
+def loader_available(loader: str) -> bool:
+    """Whether a clean process of this Python can import what the loader needs."""
+    done = subprocess.run([sys.executable, "-I", str(CLIENT), "--available", loader],
                           cwd=tempfile.gettempdir(), capture_output=True, timeout=120)
     return done.returncode == 0
 
@@ -68,26 +70,24 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def measure(fmt: str, model_path: Path, photos_npy: Path, labels: np.ndarray,
-            reference: np.ndarray, runtime: str = "tf") -> Measurement:
+def measure(loader: str, model_path: Path, photos_npy: Path, labels: np.ndarray,
+            reference: np.ndarray) -> Measurement:
     """Loads one exported file in a clean process and scores it on the test photos.
 
     Args:
-        fmt: keras, saved_model, or a tflite_* format.
+        loader: A loader of core/export/client.py (an ExportFormat's `loaders`).
         model_path: The exported file or folder.
         photos_npy: uint8 [N, S, S, 3] test photos, decoded by core.data.images.
         labels: int [N] true class of each photo.
         reference: [N, C] probabilities of the studio's Keras model on the same photos.
-        runtime: For TFLite: "tf" (tf.lite.Interpreter) or "litert" (ai_edge_litert).
     """
-    name = {"keras": "keras", "saved_model": "saved_model"}.get(
-        fmt, "ai_edge_litert" if runtime == "litert" else "tf.lite")
+    name = loader
     with tempfile.TemporaryDirectory(prefix="tl-export-check-") as work:
         out = Path(work) / "probabilities.npy"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        command = [sys.executable, "-I", str(CLIENT), fmt, str(Path(model_path).resolve()),
-                   str(Path(photos_npy).resolve()), str(out), runtime]
+        command = [sys.executable, "-I", str(CLIENT), loader, str(Path(model_path).resolve()),
+                   str(Path(photos_npy).resolve()), str(out)]
         try:
             done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
                                   timeout=TIMEOUT_SECONDS)

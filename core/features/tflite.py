@@ -60,12 +60,26 @@ def convert(model: keras.Model, path: str | Path) -> Path:
     return target
 
 
-def open_interpreter(path: str | Path, num_threads: int = 1) -> Any:
-    """A tf.lite.Interpreter for the file, tensors allocated (XNNPACK on CPU for float)."""
+def open_interpreter(path: str | Path, num_threads: int = 1, *,
+                     litert: bool = False) -> Any:
+    """An interpreter for the file, tensors allocated (XNNPACK on CPU for float).
+
+    Args:
+        path: The .tflite file.
+        num_threads: Threads of the one interpreter.
+        litert: Prefer ai_edge_litert's Interpreter (the runtime phones ship) when it is
+            installed; tf.lite.Interpreter otherwise.
+    """
+    interpreter_class = tf.lite.Interpreter
+    if litert:
+        try:
+            from ai_edge_litert.interpreter import Interpreter as interpreter_class
+        except ImportError:
+            pass
     with warnings.catch_warnings():
         # tf.lite.Interpreter warns it will move to ai_edge_litert; it works in TF 2.21.
         warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=max(1, num_threads))
+        interpreter = interpreter_class(model_path=str(path), num_threads=max(1, num_threads))
     interpreter.allocate_tensors()
     return interpreter
 

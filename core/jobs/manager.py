@@ -20,6 +20,7 @@ from typing import Any
 from core.errors import AppError, Cancelled, JobError
 from core.files import own_process_facts, process_alive, read_json, write_text_atomic
 from core.jobs.kinds import JobKind
+from core.progress import ProgressEvent
 from core.status import (
     ACTIVE,
     CANCELLED,
@@ -41,33 +42,27 @@ DEFAULT_DEVICE = "default"
 JOBS_DIRNAME = "jobs"
 
 
-def event_value(event: Any, name: str, default: Any = None) -> Any:
-    """Reads one field of a progress event, whether it is a dataclass, an object or a dict.
-
-    Args:
-        event: What on_event received: a ProgressEvent-like object or a mapping.
-        name: Field name, such as "phase" or "metrics".
-        default: Returned when the event is None or lacks the field.
-    """
-    if event is None:
+def result_value(result: Any, name: str, default: Any = None) -> Any:
+    """One field of what a job function returned (a result object or a mapping)."""
+    if result is None:
         return default
-    if isinstance(event, Mapping):
-        return event.get(name, default)
-    return getattr(event, name, default)
+    if isinstance(result, Mapping):
+        return result.get(name, default)
+    return getattr(result, name, default)
 
 
-def event_dict(event: Any) -> dict[str, Any]:
-    """A plain dict of a progress event (to_dict() when offered, else dataclass or mapping)."""
-    if event is None:
+def result_dict(result: Any) -> dict[str, Any]:
+    """A plain dict of a job's result (to_dict() when offered, else dataclass or mapping)."""
+    if result is None:
         return {}
-    if isinstance(event, Mapping):
-        return dict(event)
-    to_dict = getattr(event, "to_dict", None)
+    if isinstance(result, Mapping):
+        return dict(result)
+    to_dict = getattr(result, "to_dict", None)
     if callable(to_dict):
         return dict(to_dict())
-    if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        return dataclasses.asdict(event)
-    return {"value": event}
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    return {"value": result}
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ class JobStatus:
             stopped while it ran, or before it started and it could not be re-created).
         position: For a queued job, 1 for the next job to start on its device; else None.
         cancel_requested: True once cancel() was called on a running job.
-        latest_event: The last object on_event received, or None.
+        latest_event: The last ProgressEvent the job reported, or None.
         events: Events received, oldest first (the oldest are dropped past the bound).
         events_dropped: How many old events were dropped to keep the bound.
         result: What the job function returned (completed or cancelled jobs), else None.
@@ -104,8 +99,8 @@ class JobStatus:
     state: str
     position: int | None
     cancel_requested: bool
-    latest_event: Any
-    events: tuple[Any, ...]
+    latest_event: ProgressEvent | None
+    events: tuple[ProgressEvent, ...]
     events_dropped: int
     result: Any
     error: str | None
@@ -138,9 +133,9 @@ class JobStatus:
             "state": self.state,
             "position": self.position,
             "cancel_requested": self.cancel_requested,
-            "latest_event": event_dict(self.latest_event) or None,
+            "latest_event": self.latest_event.to_dict() if self.latest_event else None,
             "events_received": len(self.events) + self.events_dropped,
-            "result": event_dict(self.result) or None,
+            "result": result_dict(self.result) or None,
             "error": self.error,
             "error_traceback": self.error_traceback,
             "submitted": self.submitted,
@@ -159,14 +154,14 @@ class _Job:
     device: str
     fn: Callable[..., Any] | None
     kwargs: dict[str, Any]
-    events: collections.deque[Any]
+    events: collections.deque[ProgressEvent]
     submitted: float
     subject: str = ""
     stored_kwargs: dict[str, Any] | None = None  # encoded by its JobKind: resumable
     state: str = QUEUED
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     events_dropped: int = 0
-    latest_event: Any = None
+    latest_event: ProgressEvent | None = None
     result: Any = None
     error: str | None = None
     error_traceback: str | None = None
@@ -389,7 +384,9 @@ class JobManager:
             self._run(job, fn, kwargs)
 
     def _run(self, job: _Job, fn: Callable[..., Any] | None, kwargs: dict[str, Any]) -> None:
-        def on_event(event: Any) -> None:
+        def on_event(event: ProgressEvent) -> None:
+            if not isinstance(event, ProgressEvent):  # one shape for every monitor
+                raise TypeError(f"a job reports core.progress.ProgressEvent, not {event!r}")
             with self._lock:
                 if len(job.events) == job.events.maxlen:
                     job.events_dropped += 1
@@ -404,10 +401,10 @@ class JobManager:
         try:
             assert fn is not None
             result = fn(on_event=on_event, should_stop=should_stop, **kwargs)
-            reported = str(event_value(result, "status", "") or "")
+            reported = str(result_value(result, "status", "") or "")
             if reported == FAILED:
                 state = FAILED
-                error = str(event_value(result, "error") or "The job reported that it failed.")
+                error = str(result_value(result, "error") or "The job reported that it failed.")
             elif reported == CANCELLED or (job.stop.is_set() and reported != COMPLETED):
                 state = CANCELLED  # it returned early because should_stop() said so
             else:

@@ -21,7 +21,6 @@ that is dropped frees its explainer), a cache that cannot change a result;
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import weakref
@@ -31,10 +30,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from core.data import images
 from core.errors import AppError
+from core.results.overlays import (
+    DEFAULT_OPACITY,
+    ORIGINAL_MAX_SIDE,
+    original_photo,
+    overlay,
+    png_bytes,
+)
 
 if TYPE_CHECKING:
     from core.runs.evaluation import EvalResult
@@ -42,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPACITY = 0.45
-ORIGINAL_MAX_SIDE = 1024  # the original photo is shown at most this big
 SCORE_LOGIT = "logit"
 SCORE_PROBABILITY = "probability"
 HUB_EXPLANATION = (
@@ -57,12 +60,6 @@ _EXPLAINERS: weakref.WeakKeyDictionary[Any, Explainer] = weakref.WeakKeyDictiona
 _EXPLAINERS_LOCK = threading.Lock()
 
 # A "jet"-like colour table: dark blue (no evidence) -> cyan -> yellow -> dark red (most).
-_ANCHORS = np.array([0.0, 0.125, 0.375, 0.625, 0.875, 1.0])
-_ANCHOR_RGB = np.array([(0, 0, 128), (0, 0, 255), (0, 255, 255), (255, 255, 0),
-                        (255, 0, 0), (128, 0, 0)], np.float64)
-COLORMAP = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS, _ANCHOR_RGB[:, c])
-                     for c in range(3)], axis=1).round().astype(np.uint8)
-
 
 class ExplainError(AppError):
     """A model, class or photo that cannot be explained; the message says what to do."""
@@ -379,55 +376,6 @@ def check_explainable(run: Run) -> None:
 # ----------------------------------------------------------------------------- pictures
 
 
-def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A heatmap stretched to width x height (bilinear), as float32 in [0, 1].
-
-    The model saw the whole upright photo squashed to a square, so stretching the square map
-    back to the upright photo's size puts every value over the pixels it came from.
-    """
-    stretched = Image.fromarray(np.asarray(values, np.float32), mode="F").resize(
-        (int(width), int(height)), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(stretched, np.float32), 0.0, 1.0)
-
-
-def colorize(values: np.ndarray) -> np.ndarray:
-    """uint8 RGB colours of heatmap values in [0, 1] (dark blue: none, dark red: most)."""
-    levels = np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0.0, 1.0)
-    return COLORMAP[(levels * 255).round().astype(np.uint8)]
-
-
-def overlay(photo: np.ndarray, values: np.ndarray, opacity: float = DEFAULT_OPACITY
-            ) -> np.ndarray:
-    """The photo with the coloured heatmap over it (the map is resized to the photo).
-
-    Args:
-        photo: uint8 (H, W, 3).
-        values: Heatmap in [0, 1], any size.
-        opacity: 0 shows only the photo, 1 only the heatmap.
-    """
-    if not 0.0 <= float(opacity) <= 1.0:
-        raise ExplainError(f"Opacity must be between 0 and 1; got {opacity}.")
-    pixels = np.asarray(photo, np.uint8)
-    height, width = pixels.shape[:2]
-    if np.shape(values) != (height, width):
-        values = resize_map(values, width, height)
-    colours = colorize(values).astype(np.float32)
-    mixed = (1.0 - opacity) * pixels.astype(np.float32) + float(opacity) * colours
-    return np.clip(mixed.round(), 0, 255).astype(np.uint8)
-
-
-def original_photo(source: Any, max_side: int = ORIGINAL_MAX_SIDE) -> np.ndarray:
-    """The photo upright (EXIF rotation applied, as the model saw it), at most max_side.
-
-    Raises:
-        ImageError: The photo cannot be read.
-    """
-    picture = images.open_rgb(source, max_pixels=images.DEFAULT_MAX_PIXELS, min_side=1)
-    if max(picture.size) > max_side:
-        picture.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return np.asarray(picture, np.uint8)
-
-
 def on_original(heatmap: Heatmap, original: np.ndarray, opacity: float = DEFAULT_OPACITY
                 ) -> np.ndarray:
     """The heatmap over the upright original photo (see original_photo)."""
@@ -437,13 +385,6 @@ def on_original(heatmap: Heatmap, original: np.ndarray, opacity: float = DEFAULT
 def on_model_view(heatmap: Heatmap, opacity: float = DEFAULT_OPACITY) -> np.ndarray:
     """The heatmap over the photo as the model saw it."""
     return overlay(heatmap.image, heatmap.values, opacity)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """uint8 RGB pixels as PNG file bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(buffer, "PNG", optimize=False)
-    return buffer.getvalue()
 
 
 # ----------------------------------------------------------------------------- from a run
@@ -460,7 +401,7 @@ def load_explainer(run: Run) -> Explainer:
     from core.results.prediction import Predictor
 
     check_explainable(run)
-    predictor = Predictor.from_run(run.run_dir, warm_up=False)
+    predictor = Predictor.for_run(run, warm_up=False)
     return explainer_for(predictor.model, predictor.labels)
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from core.config import studio_home
-from core.data import images
+from core.data import batches, images
 from core.errors import ConfigError, DatasetError, ImageError, RunNotUsableError
 from core.runs import evaluation
 from core.runs.store import RunStore
@@ -254,7 +254,18 @@ class Predictor:
         path = Path(run).expanduser()
         # A run folder is found without the studio home (which may not even be writable).
         store = RunStore(path.parent.parent if path.is_dir() else studio_home(home))
-        stored = store.load_usable(run, "predict")
+        return cls.for_run(store.load_usable(run, "predict"), batch_size=batch_size,
+                           warm_up=warm_up)
+
+    @classmethod
+    def for_run(cls, stored: Any, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                warm_up: bool = True) -> Predictor:
+        """The predictor of a run already loaded (core.runs.store.Run), usable.
+
+        Raises:
+            RunNotUsableError: when its model cannot be loaded, saying why.
+        """
+        stored.require_usable("predict")
         assert stored.model_path is not None  # a usable run has a model
         import keras
 
@@ -274,7 +285,7 @@ class Predictor:
 
         # Stored with the run; an older run gets it now, from its cached features.
         predictor.familiarity, predictor.familiarity_problem = familiarity.for_run(
-            stored, predictor, home=store.home)
+            stored, predictor, home=Path(stored.run_dir).parent.parent)
         if warm_up:
             predictor.warm_up()
         return predictor
@@ -384,7 +395,7 @@ def evaluate_dataset(predictor: Predictor, index: pd.DataFrame) -> evaluation.Ev
         raise DatasetError("The dataset has no usable images to evaluate on.")
     position = {label: i for i, label in enumerate(predictor.labels)}
     paths = index["path"].astype(str).tolist()
-    batches = images.make_tf_dataset(paths, None, predictor.input_size, predictor.batch_size)
-    probs = np.concatenate([predictor.probabilities(batch.numpy()) for batch in batches])
+    photos = batches.make_tf_dataset(paths, None, predictor.input_size, predictor.batch_size)
+    probs = np.concatenate([predictor.probabilities(batch.numpy()) for batch in photos])
     y_true = index["label"].map(position).to_numpy()
     return evaluation.evaluate_probabilities(probs, y_true, predictor.labels, paths)

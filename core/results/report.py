@@ -138,9 +138,9 @@ def _mistakes(result: EvalResult, limit: int = 10) -> str:
 
 
 def _png_source(pixels: Any) -> str:
-    from core.results import explain
+    from core.results import overlays
 
-    return "data:image/png;base64," + base64.b64encode(explain.png_bytes(pixels)).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(overlays.png_bytes(pixels)).decode("ascii")
 
 
 def _explained_mistakes(run: Run, result: EvalResult, limit: int) -> str:

@@ -14,10 +14,11 @@ import pandas as pd
 
 from core import device
 from core.config import TrainConfig
-from core.data import images
+from core.data import batches
 from core.errors import Cancelled
 from core.features import augmentation, backbones
-from core.progress import EventSink, ProgressCallback, ProgressEvent, StopCheck, early_stopping
+from core.progress import EventSink, ProgressEvent, StopCheck
+from core.training.callback import ProgressCallback, early_stopping
 from core.training.head import class_weight_for
 
 log = logging.getLogger(__name__)
@@ -158,11 +159,11 @@ def fine_tune(spec: Any, resolved: Any, head: Any, config: TrainConfig, train: p
             phase=PHASE, message=f"Batch size {config.batch_size} does not fit the GPU's "
             f"memory for fine-tuning; using {batch}",
         ))
-    train_ds = images.make_tf_dataset(
+    train_ds = batches.make_tf_dataset(
         train["path"].tolist(), train["label_index"].tolist(), spec.input_size, batch,
         shuffle=True, seed=config.seed,
     )
-    val_ds = images.make_tf_dataset(
+    val_ds = batches.make_tf_dataset(
         val["path"].tolist(), val["label_index"].tolist(), spec.input_size, batch,
     )
     callback = ProgressCallback(

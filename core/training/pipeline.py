@@ -17,25 +17,19 @@ import pandas as pd
 
 from core import device, status
 from core.config import TrainConfig, studio_home
-from core.data import images, splits, uploads
+from core.data import batches, splits, uploads
 from core.errors import Cancelled, ConfigError, DatasetError
 from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
-from core.results import familiarity as familiarity_score
-from core.progress import (
-    EventSink,
-    ProgressCallback,
-    ProgressEvent,
-    StopCheck,
-    early_stopping,
-    never_stop,
-)
+from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
 from core.runs import evaluation
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
+from core.training import familiarity as familiarity_score
 from core.training import fine_tuning, head_search
 from core.training import head as head_training
+from core.training.callback import ProgressCallback, early_stopping
 from core.training.head import build_head, class_weight_for
 
 log = logging.getLogger(__name__)
@@ -522,7 +516,7 @@ class _Trainer:
         return tuned.base, tuned.model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
-        ds = images.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)
+        ds = batches.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)
         return model.predict(ds, verbose=0)
 
     def _add_history(self, phase: str, row: dict[str, Any]) -> None:

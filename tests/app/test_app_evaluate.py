@@ -3,6 +3,7 @@ curves, model summary and downloads of a run trained on generated photos."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_helpers import all_text, chart_titled, page, texts, train_small_run, values
+from app_helpers import FAST, all_text, chart_titled, page, texts, train_small_run, values
 from streamlit.testing.v1 import AppTest
 
 from core.results import report
@@ -22,8 +23,9 @@ from ui import evaluate, state
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    """A studio home with one completed run (random-weights base, 2 epochs)."""
-    return train_small_run(tmp_path_factory, ["cats", "dogs", "fish"])
+    """A studio home with one completed run (random-weights base, 2 epochs, searched head)."""
+    return train_small_run(tmp_path_factory, ["cats", "dogs", "fish"],
+                           dataclasses.replace(FAST, head="search"))
 
 
 @pytest.fixture

@@ -114,6 +114,7 @@ def test_a_viewer_takes_the_verified_export_files_from_the_evaluate_page(
     import json
 
     from core.export import exporter as export
+    from core.export import formats as export_formats
 
     at = open_page("3_Evaluate")
     assert "Verified exports" not in all_text(at)  # not exported yet
@@ -130,8 +131,8 @@ def test_a_viewer_takes_the_verified_export_files_from_the_evaluate_page(
     assert not at.exception, at.exception
     assert "Verified exports (2026-12-03T10:00:00+00:00)" in all_text(at)
     labels = [b.label for b in at.get("download_button")]
-    assert export.TITLES["tflite_int8"] in labels and "Whole export folder (zip)" in labels
-    assert export.TITLES["saved_model"] not in labels  # a failed format is not offered
+    assert export_formats.title("tflite_int8") in labels and "Whole export folder (zip)" in labels
+    assert export_formats.title("saved_model") not in labels  # a failed format is not offered
 
 
 def test_the_password_makes_an_admin_and_signing_out_a_viewer(studio_home: Path) -> None:

@@ -3,6 +3,7 @@ queue, cancel from another session, failures."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import time
@@ -30,8 +31,9 @@ from core.errors import Cancelled
 from core.features import backbones
 from core.features import weights as base_weights
 from core.jobs import manager as jobs
-from core.progress import ProgressCallback, ProgressEvent
+from core.progress import ProgressEvent
 from core.runs.store import RunStore
+from core.training.callback import ProgressCallback
 from ui import resources, state, train_form, train_monitor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,7 +144,8 @@ def test_every_option_comes_from_train_config_with_bounds_and_help(
     assert at.slider(key=key + "augment_views").max == 20
     assert at.slider(key=key + "early_stopping_patience").max == 100
     head = at.selectbox(key=key + "head")
-    assert (head.options, head.value) == (["automatic search", "manual settings"], "search")
+    assert (head.options, head.value) == (
+        ["the usual settings", "search the head's settings"], "manual")
     assert at.number_input(key=key + "search_seconds").value == 20.0
     assert at.slider(key=key + "label_smoothing").max == 0.5
     hidden = at.selectbox(key=state.TRAIN_HIDDEN_PRESET)
@@ -189,6 +192,10 @@ def test_training_from_upload_to_result_with_live_progress(
     choose_quick_settings(at, epochs=2)
     assert any("small.zip · MobileNetV2 · random weights · 2 epochs" in c
                for c in texts(at.caption))
+    # 30 photos: the page suggests searching the head's settings, and this run does.
+    assert any("searching the head's settings" in i for i in texts(at.info)), texts(at.info)
+    at.selectbox(key=f"{state.TRAIN_PREFIX}.head").set_value("search").run()
+    assert not any("searching the head's settings" in i for i in texts(at.info))
     # Augmented views make the job last long enough to watch its phases go by.
     at.selectbox(key=f"{state.TRAIN_PREFIX}.augment").set_value("on").run()
     at.button(key=state.TRAIN_START).click().run()
@@ -229,7 +236,7 @@ def test_training_from_upload_to_result_with_live_progress(
     assert run.state == "completed"
     assert run.dataset["name"] == "small.zip"
     assert run.config == TrainConfig(weights=None, epochs=2, batch_size=8,
-                                     early_stopping_patience=0, augment="on")
+                                     early_stopping_patience=0, augment="on", head="search")
 
 
 def scripted_job(on_event, should_stop, steps: queue.Queue):
@@ -427,3 +434,13 @@ def test_durations_read_like_people_write_them() -> None:
     assert train_monitor.duration_text(4.4) == "4 s"
     assert train_monitor.duration_text(65) == "1 min 05 s"
     assert train_monitor.duration_text(3725) == "1 h 02 min"
+
+
+def test_every_training_option_is_on_the_page_or_deliberately_left_out() -> None:
+    on_page = {name for _title, names in train_form.OPTION_GROUPS for name in names}
+    elsewhere, hidden = set(train_form.PICKED_ELSEWHERE), set(train_form.HIDDEN_OPTIONS)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert not (on_page & elsewhere) and not (on_page & hidden) and not (elsewhere & hidden)
+    missing = fields - on_page - elsewhere - hidden
+    assert not missing, f"TrainConfig fields with no widget and no reason: {sorted(missing)}"
+    assert not (on_page | elsewhere | hidden) - fields, "a widget for a field that is gone"

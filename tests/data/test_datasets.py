@@ -18,6 +18,7 @@ from core.config import IngestConfig
 from core.data import datasets
 from core.data.datasets import INDEX_COLUMNS, Dataset, ValidationReport, ingest
 from core.errors import ConfigError, DatasetError
+from core.progress import ProgressEvent
 
 # --- folders -----------------------------------------------------------------------------
 
@@ -225,12 +226,13 @@ def test_report_round_trips_through_json(tmp_path, studio_home):
 
 
 def test_progress_is_reported(tmp_path, studio_home):
-    seen: list[tuple[str, int, int]] = []
+    events: list[ProgressEvent] = []
     data = zip_bytes(two_classes(4))
-    ingest(data, on_progress=lambda stage, done, total: seen.append((stage, done, total)))
-    stages = {s for s, _, _ in seen}
-    assert stages == {"extracting", "checking"}
-    assert ("checking", 8, 8) in seen and seen[-1] == ("checking", 8, 8)
+    ingest(data, on_event=events.append)
+    seen = [(e.phase, e.step, e.total_steps) for e in events]
+    assert {phase for phase, _, _ in seen} == {"unpacking", "checking photos"}
+    assert seen[-1] == ("checking photos", 8, 8)
+    assert all(isinstance(e, ProgressEvent) and e.message for e in events)
 
 
 def test_thousands_of_images_with_worker_processes_and_flat_memory(tmp_path, studio_home):

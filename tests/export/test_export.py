@@ -29,6 +29,7 @@ from core.data import datasets, images, splits
 from core.errors import Cancelled
 from core.export import exporter as export
 from core.export import formats as export_formats
+from core.export import saved_model, tflite_files
 from core.export import verify as export_verify
 from core.features.hub import HubFeatureVector
 from core.results.prediction import Predictor
@@ -71,11 +72,11 @@ def test_every_format_is_written_verified_and_described(tiny: dict) -> None:
     keras_accuracy = meta["keras_test_accuracy"]
     assert keras_accuracy == pytest.approx(tiny["run"].test_accuracy)
     assert keras_accuracy > 0.5  # the tiny model learned something: the scores mean a thing
-    assert list(meta["formats"]) == list(export.FORMATS)
+    assert list(meta["formats"]) == list(export_formats.NAMES)
     for name, fmt in meta["formats"].items():
         assert fmt["status"] == "ok", (name, fmt)
         assert fmt["size_bytes"] > 0 and fmt["latency_ms_p50"] > 0
-        assert fmt["test_accuracy"] >= keras_accuracy - export.limit_points(name) / 100
+        assert fmt["test_accuracy"] >= keras_accuracy - export_formats.get(name).limit_points / 100
         assert fmt["recommended"] is True and fmt["agreement"] >= 0.9
     assert meta["formats"]["keras"]["agreement"] == 1.0
     assert meta["formats"]["tflite_float32"]["max_probability_difference"] < 1e-4
@@ -306,7 +307,7 @@ def test_a_format_that_fails_to_convert_is_reported_and_the_others_export(
     def broken(*_args, **_kwargs):
         raise RuntimeError("converter crashed on this model")
 
-    monkeypatch.setattr(export_formats, "write_saved_model", broken)
+    monkeypatch.setattr(saved_model, "write_saved_model", broken)
     code, out = run_cli("--home", str(tiny["root"] / "home"), "export", tiny["run"].run_id,
                         "--out", str(tmp_path / "out"), "--formats", "keras,saved_model",
                         "--json")
@@ -328,7 +329,7 @@ def test_a_format_that_fails_to_convert_is_reported_and_the_others_export(
 ])
 def test_a_format_that_loses_accuracy_is_marked_not_recommended_with_the_figure(
         fmt: str, accuracy: float, recommended: bool) -> None:
-    result = export.FormatResult(fmt, export.FILES[fmt])
+    result = export.FormatResult(fmt, export_formats.get(fmt).file)
     export._judge(result, [export_verify.Measurement(
         "tf.lite", test_accuracy=accuracy, agreement=0.9, max_probability_difference=0.1,
         latency_ms_p50=1.0)], keras_accuracy=0.9)
@@ -357,7 +358,7 @@ def test_mobilenet_v2_real_weights_keep_accuracy_in_every_format(
     assert exported.failed == [], meta["formats"]
     for name, fmt in meta["formats"].items():
         drop = (meta["keras_test_accuracy"] - fmt["test_accuracy"]) * 100
-        assert drop <= export.limit_points(name), (name, fmt)
+        assert drop <= export_formats.get(name).limit_points, (name, fmt)
         assert fmt["recommended"], (name, fmt)
     sizes = {name: fmt["size_bytes"] for name, fmt in meta["formats"].items()}
     assert sizes["tflite_int8"] <= 0.30 * sizes["tflite_float32"]  # the floor
@@ -365,12 +366,11 @@ def test_mobilenet_v2_real_weights_keep_accuracy_in_every_format(
 
 
 def test_int8_layers_with_alike_channel_scales_get_one_scale(tmp_path: Path) -> None:
-    from core.export import formats as export_formats
 
     model = tiny_classifier(len(LABELS))
-    export_formats.write_conversion_source(model, SIZE, tmp_path / "source")
+    saved_model.write_conversion_source(model, SIZE, tmp_path / "source")
     photos = np.random.default_rng(0).integers(0, 256, (12, SIZE, SIZE, 3)).astype(np.uint8)
-    data = export_formats.tflite_bytes(tmp_path / "source", SIZE, "int8", photos,
+    data = tflite_files.tflite_bytes(tmp_path / "source", SIZE, "int8", photos,
                                        uniform_ratio=0)  # 0: per channel, as converted
 
     def run(content: bytes) -> tuple[np.ndarray, list[int]]:
@@ -390,11 +390,11 @@ def test_int8_layers_with_alike_channel_scales_get_one_scale(tmp_path: Path) -> 
 
     before, before_counts = run(data)
     assert max(before_counts) > 1  # the converter quantized the weights per channel
-    everything = export_formats.per_tensor_where_uniform(data, max_ratio=1e9)
+    everything = tflite_files.per_tensor_where_uniform(data, max_ratio=1e9)
     after, after_counts = run(everything)
     assert max(after_counts) == 1 and len(everything) < len(data)
     assert np.abs(after - before).max() < 0.2
-    untouched, counts = run(export_formats.per_tensor_where_uniform(data, max_ratio=1.0))
+    untouched, counts = run(tflite_files.per_tensor_where_uniform(data, max_ratio=1.0))
     assert counts == before_counts
     np.testing.assert_array_equal(untouched, before)
 
@@ -402,12 +402,11 @@ def test_int8_layers_with_alike_channel_scales_get_one_scale(tmp_path: Path) -> 
 def test_int8_file_writes_equal_quantization_vectors_once(tmp_path: Path) -> None:
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from core.export import formats as export_formats
 
     model = tiny_classifier(len(LABELS))
-    export_formats.write_conversion_source(model, SIZE, tmp_path / "source")
+    saved_model.write_conversion_source(model, SIZE, tmp_path / "source")
     photos = np.random.default_rng(1).integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
-    shared = export_formats.tflite_bytes(tmp_path / "source", SIZE, "int8", photos)
+    shared = tflite_files.tflite_bytes(tmp_path / "source", SIZE, "int8", photos)
     # The same model written by TensorFlow's own tool, every vector on its own.
     separate = bytes(flatbuffer_utils.convert_object_to_bytearray(
         flatbuffer_utils.convert_bytearray_to_object(bytearray(shared))))

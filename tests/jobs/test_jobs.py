@@ -6,27 +6,21 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.errors import Cancelled, DatasetError, JobError
-from core.jobs.manager import JobManager, JobStatus, event_dict, event_value
+from core.jobs.manager import JobManager, JobStatus, result_dict, result_value
+from core.progress import ProgressEvent
 
 WAIT = 10.0  # seconds; generous for a shared 2-core machine
 
 
-@dataclass
-class FakeEvent:
-    """Shaped like training's ProgressEvent: attributes plus to_dict()."""
-
-    phase: str
-    step: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def FakeEvent(phase: str, step: int) -> ProgressEvent:  # noqa: N802 (reads like a class)
+    return ProgressEvent(phase=phase, step=step, time=0.0)
 
 
 @dataclass
@@ -210,18 +204,28 @@ def test_event_stream_is_kept_in_order_and_bounded(tmp_path: Path) -> None:
     assert final.latest_event == FakeEvent("training head", 9)
     assert [e.step for e in final.events] == [7, 8, 9]
     assert final.events_dropped == 7
-    assert event_value(final.latest_event, "phase") == "training head"
-    assert event_dict(final.latest_event) == {"phase": "training head", "step": 9}
+    assert final.to_dict()["latest_event"]["phase"] == "training head"
+    assert ProgressEvent.from_dict(final.to_dict()["latest_event"]) == final.latest_event
 
 
-def test_event_helpers_accept_dicts_objects_and_none() -> None:
-    assert event_value({"phase": "saving"}, "phase") == "saving"
-    assert event_value(FakeEvent("evaluating", 3), "step") == 3
-    assert event_value(None, "phase", "waiting") == "waiting"
-    assert event_value(FakeEvent("x", 1), "eta_seconds", -1) == -1
-    assert event_dict({"a": 1}) == {"a": 1}
-    assert event_dict(None) == {}
-    assert event_dict(FakeResult("completed")) == {"status": "completed", "error": None}
+def test_a_job_reporting_anything_but_a_progress_event_fails_with_the_reason(
+        tmp_path: Path) -> None:
+    jm = JobManager(tmp_path)
+    try:
+        job = jm.submit(lambda *, on_event, should_stop: on_event({"phase": "x"}), title="bad")
+        final = jm.wait(job, WAIT)
+    finally:
+        jm.shutdown(timeout=WAIT)
+    assert final.state == "failed" and "ProgressEvent" in (final.error or "")
+
+
+def test_result_helpers_accept_dicts_objects_and_none() -> None:
+    assert result_value({"status": "saving"}, "status") == "saving"
+    assert result_value(FakeResult("failed", "disk"), "error") == "disk"
+    assert result_value(None, "status", "waiting") == "waiting"
+    assert result_dict({"a": 1}) == {"a": 1}
+    assert result_dict(None) == {}
+    assert result_dict(FakeResult("completed")) == {"status": "completed", "error": None}
 
 
 def test_many_concurrent_submitters(manager: JobManager) -> None:
@@ -237,7 +241,7 @@ def test_many_concurrent_submitters(manager: JobManager) -> None:
             active["now"] += 1
             active["most"] = max(active["most"], active["now"])
             ran.append((who, n))
-        on_event({"who": who, "n": n})
+        on_event(ProgressEvent(phase=f"{who}", step=n))
         with lock:
             active["now"] -= 1
         return (who, n)

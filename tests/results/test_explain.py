@@ -17,9 +17,10 @@ from PIL import Image
 
 from core.__main__ import main
 from core.config import TrainConfig
+from core.errors import ConfigError
 from core.features import backbones
 from core.features import weights as base_weights
-from core.results import explain, report
+from core.results import explain, overlays, report
 from core.results.explain import ExplainError
 from core.results.prediction import Predictor
 from core.runs.store import RunStore
@@ -204,13 +205,13 @@ def test_overlay_blends_with_the_opacity_and_resizes_the_map() -> None:
     image = np.full((30, 40, 3), 200, np.uint8)
     values = np.zeros((7, 7), np.float32)
     values[0, 0] = 1.0  # hot top-left corner
-    assert (explain.overlay(image, values, 0.0) == image).all()
-    full = explain.overlay(image, values, 1.0)
+    assert (overlays.overlay(image, values, 0.0) == image).all()
+    full = overlays.overlay(image, values, 1.0)
     assert full.shape == (30, 40, 3)
-    assert tuple(full[0, 0]) == tuple(explain.COLORMAP[255])  # dark red: most evidence
-    assert tuple(full[-1, -1]) == tuple(explain.COLORMAP[0])  # dark blue: none
-    with pytest.raises(ExplainError, match="between 0 and 1"):
-        explain.overlay(image, values, 1.5)
+    assert tuple(full[0, 0]) == tuple(overlays.COLORMAP[255])  # dark red: most evidence
+    assert tuple(full[-1, -1]) == tuple(overlays.COLORMAP[0])  # dark blue: none
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        overlays.overlay(image, values, 1.5)
 
 
 def test_the_original_photo_is_upright_and_the_map_follows_it(tmp_path: Path) -> None:
@@ -220,14 +221,14 @@ def test_the_original_photo_is_upright_and_the_map_follows_it(tmp_path: Path) ->
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
     stored.save(path, "JPEG", exif=exif)
-    original = explain.original_photo(path)
+    original = overlays.original_photo(path)
     assert original.shape == (60, 40, 3)
     values = np.zeros((SIZE, SIZE), np.float32)
     values[: SIZE // 4, : SIZE // 4] = 1.0  # the model saw the upright photo: top-left
-    stretched = explain.resize_map(values, 40, 60)
+    stretched = overlays.resize_map(values, 40, 60)
     assert stretched.shape == (60, 40)
     assert stretched[2, 2] > 0.9 and stretched[-3, -3] < 0.1
-    assert explain.original_photo(path, max_side=30).shape == (30, 20, 3)
+    assert overlays.original_photo(path, max_side=30).shape == (30, 20, 3)
 
 
 # ----------------------------------------------------------------------------- pointing right
@@ -337,7 +338,7 @@ def test_a_real_base_gives_a_finite_normalised_map_the_size_of_the_photo(
     with Image.open(source) as stored:
         width, height = stored.size
     assert original.shape[:2] == (height, width)  # no EXIF rotation in this photo
-    stretched = explain.resize_map(heat.values, width, height)
+    stretched = overlays.resize_map(heat.values, width, height)
     assert stretched.shape == (height, width)
     for values in (heat.values, stretched):
         assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0

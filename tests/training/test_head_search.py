@@ -10,8 +10,8 @@ import pytest
 
 from core.config import TrainConfig
 from core.training import head as head_training
-from core.training import head_search
-from core.training.head_search import HeadSetting
+from core.training import head_search, head_space
+from core.training.head_space import HeadSetting
 
 CONFIG = TrainConfig(epochs=20, batch_size=16, early_stopping_patience=0)
 PLAIN = HeadSetting(l2=0.0, dropout=0.0, learning_rate=3e-3, label_smoothing=0.0,
@@ -143,7 +143,7 @@ def test_plan_is_deterministic_and_scales_down_on_small_data() -> None:
     config = replace(CONFIG, epochs=3)
     first = head_search.search(x, y, n_classes=2, config=config)
     second = head_search.search(x, y, n_classes=2, config=config)
-    assert first.plan_seconds == pytest.approx(30 * head_search.SECONDS_PER_ROW)
+    assert first.plan_seconds == pytest.approx(30 * head_space.SECONDS_PER_ROW)
     assert first.budget_seconds == config.search_seconds  # the clock's limit stays the option
     assert [t.setting for t in first.trials] == [t.setting for t in second.trials]
     assert first.table() == second.table()

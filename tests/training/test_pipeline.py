@@ -1,4 +1,4 @@
-"""core.data.images.make_tf_dataset: parallel decode, batching, shapes, same pixels as ingestion."""
+"""core.data.batches.make_tf_dataset: parallel decode, batching, shapes, same pixels as ingestion."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from conftest import make_class_folders, patterned_image
 from PIL import Image
 
-from core.data import images
+from core.data import batches, images
 from core.data.datasets import ingest
 from core.errors import ConfigError
 
@@ -18,13 +18,13 @@ tf = pytest.importorskip("tensorflow")
 
 def test_batches_of_uint8_images_and_int32_labels(small_dataset, studio_home):
     index = ingest(small_dataset).index
-    ds = images.make_tf_dataset(index["path"], index["label_index"], 40, 8)
+    ds = batches.make_tf_dataset(index["path"], index["label_index"], 40, 8)
     assert ds.element_spec[0].shape.as_list() == [None, 40, 40, 3]
     assert ds.element_spec[0].dtype == tf.uint8 and ds.element_spec[1].dtype == tf.int32
-    batches = list(ds.as_numpy_iterator())
-    assert [len(y) for _x, y in batches] == [8, 8, 8, 8, 4]
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches])
+    got = list(ds.as_numpy_iterator())
+    assert [len(y) for _x, y in got] == [8, 8, 8, 8, 4]
+    x = np.concatenate([b[0] for b in got])
+    y = np.concatenate([b[1] for b in got])
     assert x.dtype == np.uint8 and x.shape == (36, 40, 40, 3)
     assert y.tolist() == index["label_index"].tolist()  # order kept without shuffle
     for i in (0, 17, 35):  # identical pixels to load_resized, the one resize rule
@@ -33,10 +33,10 @@ def test_batches_of_uint8_images_and_int32_labels(small_dataset, studio_home):
 
 def test_images_only_when_labels_is_none(small_dataset, studio_home):
     paths = ingest(small_dataset).index["path"].tolist()
-    ds = images.make_tf_dataset(paths, None, 24, 16)
-    batches = list(ds.as_numpy_iterator())
-    assert all(isinstance(b, np.ndarray) for b in batches)
-    assert sum(len(b) for b in batches) == 36 and batches[0].shape[1:] == (24, 24, 3)
+    ds = batches.make_tf_dataset(paths, None, 24, 16)
+    got = list(ds.as_numpy_iterator())
+    assert all(isinstance(b, np.ndarray) for b in got)
+    assert sum(len(b) for b in got) == 36 and got[0].shape[1:] == (24, 24, 3)
 
 
 def test_shuffle_is_a_seeded_permutation(small_dataset, studio_home):
@@ -44,13 +44,13 @@ def test_shuffle_is_a_seeded_permutation(small_dataset, studio_home):
     paths, labels = index["path"].tolist(), index["label_index"].tolist()
 
     def first_epoch(seed: int) -> list[int]:
-        ds = images.make_tf_dataset(paths, labels, 16, 36, shuffle=True, seed=seed)
+        ds = batches.make_tf_dataset(paths, labels, 16, 36, shuffle=True, seed=seed)
         return next(iter(ds))[1].numpy().tolist()
 
     a, b = first_epoch(1), first_epoch(1)
     assert a == b and sorted(a) == sorted(labels) and a != labels
     # Images still travel with their own label after shuffling.
-    ds = images.make_tf_dataset(paths, labels, 16, 36, shuffle=True, seed=1)
+    ds = batches.make_tf_dataset(paths, labels, 16, 36, shuffle=True, seed=1)
     x, y = next(iter(ds))
     means = {lab: [] for lab in set(labels)}
     for img, lab in zip(x.numpy(), y.numpy()):
@@ -88,15 +88,15 @@ def test_every_image_that_passed_ingestion_decodes_in_the_pipeline(tmp_path, stu
     assert [r["file"] for r in ds.report.rejected] == ["a/broken.jpg"]
     index = ds.index
     assert len(index) == 6 + 11
-    batches = images.make_tf_dataset(index["path"], index["label_index"], 32, 5)
-    seen = sum(len(y) for _x, y in batches.as_numpy_iterator())
+    ds = batches.make_tf_dataset(index["path"], index["label_index"], 32, 5)
+    seen = sum(len(y) for _x, y in ds.as_numpy_iterator())
     assert seen == len(index)
 
 
 def test_pipeline_reports_a_file_that_vanished_after_ingestion(tmp_path, studio_home):
     path = tmp_path / "x.png"
     patterned_image(0, 0).save(path)
-    ds = images.make_tf_dataset([str(path)], [0], 8, 1)
+    ds = batches.make_tf_dataset([str(path)], [0], 8, 1)
     path.unlink()
     with pytest.raises(tf.errors.OpError, match="file not found"):
         list(ds.as_numpy_iterator())
@@ -104,13 +104,13 @@ def test_pipeline_reports_a_file_that_vanished_after_ingestion(tmp_path, studio_
 
 def test_bad_arguments_say_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="one label per path"):
-        images.make_tf_dataset(["a.png", "b.png"], [0], 8, 1)
+        batches.make_tf_dataset(["a.png", "b.png"], [0], 8, 1)
     with pytest.raises(ConfigError, match="empty"):
-        images.make_tf_dataset([], None, 8, 1)
+        batches.make_tf_dataset([], None, 8, 1)
     with pytest.raises(ConfigError, match="Batch size"):
-        images.make_tf_dataset(["a.png"], None, 8, 0)
+        batches.make_tf_dataset(["a.png"], None, 8, 0)
     with pytest.raises(ConfigError, match="Image size"):
-        images.make_tf_dataset(["a.png"], None, 0, 1)
+        batches.make_tf_dataset(["a.png"], None, 0, 1)
 
 
 def test_pipeline_accepts_pathlike_and_numpy_labels(tmp_path):
@@ -121,6 +121,6 @@ def test_pipeline_accepts_pathlike_and_numpy_labels(tmp_path):
         patterned_image(i, i).save(buf, "PNG")
         p.write_bytes(buf.getvalue())
         paths.append(p)
-    ds = images.make_tf_dataset(paths, np.array([2, 1, 0], dtype=np.int64), 8, 3)
+    ds = batches.make_tf_dataset(paths, np.array([2, 1, 0], dtype=np.int64), 8, 3)
     _x, y = next(iter(ds))
     assert y.dtype == tf.int32 and y.numpy().tolist() == [2, 1, 0]

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from core import progress
-from core.progress import PHASES, ProgressCallback, ProgressEvent
+from core.progress import PHASES, ProgressEvent
+from core.training.callback import ProgressCallback
 
 
 def started(callback: ProgressCallback) -> ProgressCallback:

@@ -22,7 +22,7 @@ from core.training import head_search
 from core.training import pipeline as training
 
 FAST = TrainConfig(backbone="mobilenet_v2", weights=None, epochs=3, batch_size=8,
-                   early_stopping_patience=0)
+                   early_stopping_patience=0, head="search")
 
 
 @pytest.fixture(scope="module")
