@@ -243,21 +243,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(run_dir)
     predictions = predictor.predict(args.images, top_k=args.top_k)
     if predictor.familiarity is None:
-        print(f"note: no 'none of these' answers for this run: "
-              f"{predictor.familiarity_problem}", file=sys.stderr)
+        print(f"note: no 'none of these' here: {predictor.familiarity_problem}", file=sys.stderr)
     rows = []
     for path, pred in zip(args.images, predictions):
-        row: dict[str, Any] = {
-            "file": path,
-            "top_k": [{"label": label, "probability": prob} for label, prob in pred.top_k],
-            "unsure": pred.unsure,
-            # "none of these": null when the run has no familiarity (see familiarity_note)
-            "unknown": pred.unknown,
-            "familiarity": pred.familiarity,
-            "familiarity_threshold": pred.familiarity_threshold,
-        }
-        if pred.error:
-            row["error"] = pred.error
+        # to_dict's fields ("unknown": "none of these", null when the run has no familiarity)
+        row: dict[str, Any] = {**pred.to_dict(), "file": path}
+        if not pred.error:
+            del row["error"]
         rows.append(row)
     if args.json:
         print(json.dumps(rows))
@@ -267,11 +259,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{row['file']}: {row['error']}")
                 continue
             best = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top_k"])
+            note = "  (unsure)" if row["unsure"] else ""
             if row["unknown"]:
-                print(f"{row['file']}: none of these (closest: {row['top_k'][0]['label']}; "
-                      f"{best})")
-                continue
-            print(f"{row['file']}: {best}" + ("  (unsure)" if row["unsure"] else ""))
+                best, note = f"none of these (closest: {row['top_k'][0]['label']}; {best})", ""
+            print(f"{row['file']}: {best}{note}")
     return 0 if all("error" not in r for r in rows) else EXIT_UNUSABLE
 
 

@@ -17,7 +17,9 @@ from core.training.familiarity import (  # noqa: F401  the score's names, for ca
     QUANTILE,
     Familiarity,
     FamiliarityError,
+    bounded_rows,
     fit,
+    fit_rows,
     knn_scores,
     stratified_subsample,
 )
@@ -71,12 +73,6 @@ def summary_text(facts: dict[str, Any] | None, n_classes: int) -> str:
     return text + (" Photos of things that are not like the training photos at all are "
                    "caught far more reliably than photos of similar things (another kind of "
                    "flower for a flower model).")
-
-
-def _group_column(frame: Any) -> str:
-    from core.data import splits
-
-    return splits.GROUP_COLUMN if splits.GROUP_COLUMN in frame.columns else "sha256"
 
 
 def _cached_features(run: Any, home: Path, shas: list[str], dim: int
@@ -152,13 +148,10 @@ def compute_for_run(run: Any, predictor: Any, *, home: Path,
     if split is None or "split" not in split.columns:
         raise FamiliarityError("Its split table (split.csv) is missing, so the photos it "
                                "trained on are unknown.")
-    both = split[split["split"].isin(["train", "val"])].reset_index(drop=True)
-    y = both["label_index"].to_numpy()
     seed = run.config.seed if run.config is not None else 0
-    both = both.iloc[stratified_subsample(y, per_class_photos, seed)].reset_index(drop=True)
-    x = run_features(run, predictor, both, home=home)
-    fam = fit(x, both["label_index"].to_numpy(), seed=seed,
-              groups=both[_group_column(both)].astype(str).to_numpy())
+    both = bounded_rows(split[split["split"].isin(["train", "val"])].reset_index(drop=True),
+                        seed, per_class_photos)
+    fam = fit_rows(both, run_features(run, predictor, both, home=home), seed=seed)
     test = split[split["split"] == "test"].reset_index(drop=True)
     fam.measure_test(run_features(run, predictor, test, home=home), test["path"].tolist())
     return fam

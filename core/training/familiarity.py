@@ -256,3 +256,19 @@ def fit(features: np.ndarray, labels: Sequence[int] | np.ndarray, *, k: int = DE
                                              for q in (0.01, 0.05, 0.1, 0.5)}}
     return Familiarity(x[keep].astype(np.float16), y[keep].astype(np.int16), k=int(k),
                        class_thresholds=limits, threshold=threshold, quantile=float(quantile), calibration=calibration)
+
+
+def bounded_rows(rows: Any, seed: int, per_class: int = 2 * MAX_PER_CLASS) -> Any:
+    """At most per_class split rows of each class (label_index), for features that cost a
+    pass through a model."""
+    keep = stratified_subsample(rows["label_index"].to_numpy(), per_class, seed)
+    return rows.iloc[keep].reset_index(drop=True)
+
+
+def fit_rows(rows: Any, features: np.ndarray, *, seed: int) -> Familiarity:
+    """fit() on split rows (label_index; their group, else sha256, keeps copies in one fold)."""
+    from core.data import splits
+
+    column = splits.GROUP_COLUMN if splits.GROUP_COLUMN in rows.columns else "sha256"
+    return fit(features, rows["label_index"].to_numpy(), seed=seed,
+               groups=rows[column].astype(str).to_numpy())

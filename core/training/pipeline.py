@@ -308,33 +308,21 @@ class _Trainer:
 
     def _familiarity(self, feats: dict[str, np.ndarray], tuned: tuple[Any, Any] | None,
                      size: int) -> dict[str, Any]:
-        """'None of these': the reference vectors and threshold, stored with the run.
-
-        From the features the head reads: the cached ones of training and validation
-        photos, or, when the base was fine-tuned, the tuned base's features of a bounded
-        subsample of them (and of the test photos).
-
-        Returns:
-            Its facts for metrics.json (core.results.familiarity.Familiarity.facts).
-        """
+        """'None of these' from the features the head reads, stored with the run: the cached
+        ones, or the fine-tuned base's for a bounded subsample (core.training.familiarity)."""
         self.emit(ProgressEvent(phase="evaluating", message="Learning what the known classes "
                                 "look like (for 'none of these')"))
         t0 = time.monotonic()
         both = pd.concat([self.part("train"), self.part("val")]).reset_index(drop=True)
-        y = both["label_index"].to_numpy()
         test = self.part("test")
         if tuned is None:
-            x = np.concatenate([feats["train_views"][0], feats["val_views"][0]])
-            x_test = feats["test"]
+            x, x_test = np.concatenate([feats["train_views"][0], feats["val_views"][0]]), \
+                feats["test"]
         else:
-            keep = familiarity_score.stratified_subsample(
-                y, 2 * familiarity_score.MAX_PER_CLASS, self.config.seed)
-            both, y = both.iloc[keep].reset_index(drop=True), y[keep]
+            both = familiarity_score.bounded_rows(both, self.config.seed)
             x = self._predict_images(tuned[0], both, size)
             x_test = self._predict_images(tuned[0], test, size)
-        column = splits.GROUP_COLUMN if splits.GROUP_COLUMN in both.columns else "sha256"
-        familiar = familiarity_score.fit(x, y, seed=self.config.seed,
-                                         groups=both[column].astype(str).to_numpy())
+        familiar = familiarity_score.fit_rows(both, x, seed=self.config.seed)
         familiar.measure_test(x_test, test["path"].tolist())
         self.writer.save_familiarity(familiar)
         self.seconds["familiarity"] = time.monotonic() - t0
