@@ -85,12 +85,16 @@ class Familiarity:
             raise FamiliarityError(
                 f"Feature vectors of length {x.shape[1]} do not match this run's "
                 f"{self.reference.shape[1]}; the familiarity was made for another base.")
-        scores, nearest = knn_scores(self.reference, x, self.k)
+        if getattr(self, "_reference32", None) is None:
+            # Converting float16 costs more than the product itself: once per process.
+            self._reference32 = np.asarray(self.reference, np.float32)
+        scores, nearest = knn_scores(self._reference32, x, self.k)
         return scores, self.class_thresholds[self.reference_labels[nearest]]
 
     @property
     def nbytes(self) -> int:
-        """Memory of the reference vectors and their labels."""
+        """Size of the stored reference vectors (float16) and their labels; scoring keeps a
+        float32 copy of the vectors in memory (twice the first term)."""
         return int(self.reference.nbytes + self.reference_labels.nbytes)
 
     def facts(self) -> dict[str, Any]:
