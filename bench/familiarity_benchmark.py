@@ -224,7 +224,9 @@ def _out_of_fold(seed: int, ref: np.ndarray, y_ref: np.ndarray, test: np.ndarray
     from core.results import familiarity
 
     out = {}
-    for k, cap in ((1, None), (3, None), (5, None), (10, None), (3, 100), (3, 30)):
+    default = familiarity.MAX_PER_CLASS
+    for k, cap in ((1, default), (3, default), (5, default), (10, default), (3, None),
+                   (3, 100), (3, 30)):
         started = time.perf_counter()
         model = familiarity.fit(ref, y_ref, seed=seed, k=k, per_class=cap or len(ref))
         fit_s = time.perf_counter() - started
