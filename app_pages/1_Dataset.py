@@ -9,6 +9,7 @@ from core.config import SplitConfig
 from ui import audit as ui_audit
 from ui import dataset as ui_dataset
 from ui import dataset_builder, nav, saved_datasets, state, widgets
+from ui.text import md
 
 st.title("Dataset")
 st.markdown(
@@ -56,7 +57,7 @@ if loaded is None:
     st.stop()
 
 report = loaded.dataset.report
-st.header(f"Report: {loaded.name}")
+st.header(f"Report: {md(loaded.name)}")
 ui_dataset.validation_report(report)
 with st.expander("Thumbnails per class", expanded=True):
     ui_dataset.thumbnail_grid(loaded.dataset)
@@ -85,7 +86,7 @@ if st.button("Use this dataset", type="primary", key=state.USE_DATASET,
              icon=":material/check:", on_click=state.use_dataset,
              args=(loaded, split, config, audit_record(audit, choices)),
              help="Keeps this dataset and split for the Train page."):
-    st.success(f"{loaded.name} and this split will be used for training.",
+    st.success(f"{md(loaded.name)} and this split will be used for training.",
                icon=":material/check_circle:")
 elif in_use:
     st.caption("This dataset and split are the ones in use.")

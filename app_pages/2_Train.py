@@ -7,6 +7,7 @@ import streamlit as st
 from core.config import TrainConfig
 from ui import dataset as ui_dataset
 from ui import nav, state, train_form, train_monitor, widgets
+from ui.text import md
 
 st.title("Train")
 st.markdown(
@@ -38,7 +39,7 @@ config = widgets.build_config(TrainConfig, values)
 st.subheader("3. Start")
 if config is not None:
     train_form.head_advice(current, config)
-    st.caption(f"Will train: {train_form.job_title(current, config)}.")
+    st.caption(f"Will train: {md(train_form.job_title(current, config))}.")
 if st.button("Start training", type="primary", key=state.TRAIN_START,
              icon=":material/play_arrow:", disabled=config is None,
              help="Queues the training on this server; one training runs at a time."):

@@ -10,6 +10,7 @@ from ui import familiarity as ui_familiarity
 from ui import export as ui_export
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md
 
 st.title("Evaluate")
 st.markdown("How the model does on the **test photos**: photos of your dataset it never saw "
@@ -24,11 +25,11 @@ if reading.failed:
     st.stop()
 result = run.evaluation
 if result is None:
-    st.error(f"Run {run.run_id} has no test results (its metrics.json lacks them). Pick "
+    st.error(f"Run {md(run.run_id)} has no test results (its metrics.json lacks them). Pick "
              "another run or train again.", icon=":material/error:")
     st.stop()
 for problem in run.problems:
-    st.warning(f"This run has a problem: {problem}.", icon=":material/warning:")
+    st.warning(f"This run has a problem: {md(problem)}.", icon=":material/warning:")
 
 evaluate.headline(run, result)
 

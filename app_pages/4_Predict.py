@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import demo, links, nav, state
+from ui import demo, links, live_camera, nav, state
 from ui import explain as ui_explain
 from ui import export as ui_export
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md, md_list
 
 if links.demo_requested():  # ?view=demo: only the photo, the answer and its heatmap
     demo.demo_view()
@@ -45,11 +46,14 @@ if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=not phon
         predictor = ui_predict.phone_predictor(phone_file, predictor)
     if phone_loading.failed:
         st.stop()
-    st.caption(f"Using the exported file {phone_file.name}.")
-st.caption(f"Classes it knows: {', '.join(predictor.labels)}. It says it is unsure below "
+    st.caption(f"Using the exported file {md(phone_file.name)}.")
+st.caption(f"Classes it knows: {md_list(predictor.labels)}. It says it is unsure below "
            f"{predictor.threshold:.0%}" + (", and \"none of these\" when a photo looks like "
            "none of them." if getattr(predictor, "familiarity", None) is not None else "."))
 
+if live_camera.toggle("predict"):
+    live_camera.live_view(summary.run_dir, summary.run_id, predictor, autostart=True,
+                          where="predict")
 sources = ui_predict.photo_inputs()
 if not sources:
     st.info("Upload one or more photos above, or switch on the camera.",

@@ -8,6 +8,7 @@ from ui import export as ui_export
 from ui import nav
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md
 
 st.title("Export")
 st.markdown(
@@ -40,7 +41,7 @@ if meta is None:
     st.stop()
 
 st.header("Formats")
-st.caption(f"Exported {meta.get('exported', '')} to {ui_export.export_folder(run_id)}")
+st.caption(f"Exported {md(meta.get('exported', ''))} to {md(ui_export.export_folder(run_id))}")
 ui_export.show_table(meta)
 
 st.header("Downloads")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from core import text
 from core.config import SplitConfig, TrainConfig, studio_home
 from core.data import datasets
 from core.data.store import DatasetStore, ingest_saved
@@ -22,10 +23,12 @@ from core.runs.store import RunStore
 from core.status import COMPLETED
 
 log = logging.getLogger("core")
+shown = text.printable  # every name printed: control characters as visible escapes
 
 EXIT_OK = 0
 EXIT_UNUSABLE = 2  # the dataset has errors, or the input/options cannot be used
 EXIT_FORMAT_FAILED = 3  # export: a requested format failed to convert or load
+EXIT_OUTPUT = 4  # the output could not be written (a full disk, /dev/full)
 EXIT_CANCELLED = 130  # training was interrupted (Ctrl-C): the run is kept, marked cancelled
 
 Command = Callable[[argparse.Namespace], int]
@@ -49,31 +52,32 @@ def _common_options() -> argparse.ArgumentParser:
 def _print_summary(report: dict[str, Any]) -> None:
     """Readable multi-line summary of a validation report, on stdout."""
     classes: dict[str, int] = report["classes"]
-    print(f"Dataset: {report['root']}")
+    print(f"Dataset: {shown(report['root'])}")
     print(f"{len(classes)} classes, {report['images']} usable images")
-    width = max((len(name) for name in classes), default=0)
-    for name, count in classes.items():
+    names = {shown(name): count for name, count in classes.items()}
+    width = max((len(name) for name in names), default=0)
+    for name, count in names.items():
         print(f"  {name:<{width}}  {count}")
     if report["rejected"]:
         print(f"\nRejected files ({len(report['rejected'])}):")
         for item in report["rejected"]:
-            print(f"  {item['file']}: {item['reason']}")
+            print(f"  {shown(item['file'])}: {shown(item['reason'])}")
     if report["duplicates"]:
         print(f"\nIdentical files ({len(report['duplicates'])} groups):")
         for group in report["duplicates"]:
             kind = "label conflict" if group["cross_class"] else "same class"
-            kept = ", ".join(group["kept"]) if group["kept"] else "none (all left out)"
-            print(f"  [{kind}] {', '.join(group['files'])} -> kept: {kept}")
+            kept = ", ".join(map(shown, group["kept"])) if group["kept"] else "none (all left out)"
+            print(f"  [{kind}] {', '.join(map(shown, group['files']))} -> kept: {kept}")
     if report["unassigned"]:
         print(f"\nImages outside any class folder ({len(report['unassigned'])}):")
         for name in report["unassigned"]:
-            print(f"  {name}")
+            print(f"  {shown(name)}")
     print(f"\nIgnored system/hidden/other files: {report['ignored']}")
     for title, key in (("Warnings", "warnings"), ("Errors", "errors")):
         if report[key]:
             print(f"\n{title}:")
             for message in report[key]:
-                print(f"  - {message}")
+                print(f"  - {shown(message)}")
     verdict = "usable" if report["usable"] else "NOT usable: fix the errors above"
     print(f"\nThe dataset is {verdict}.")
 
@@ -208,7 +212,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = datasets.ingest(DatasetStore(home).resolve_source(args.data), home=home)
     if dataset.report.errors:
         for error in dataset.report.errors:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {shown(error)}", file=sys.stderr)
         return EXIT_UNUSABLE
     result = evaluate_dataset(Predictor.from_run(run_dir), dataset.index)
     if args.json:
@@ -216,13 +220,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             row["class"]: {k: row[k] for k in ("precision", "recall", "f1", "support")}
             for row in result.per_class.to_dict("records")
         }
-        print(json.dumps({"run_dir": str(run_dir), "images": int(len(result.predictions)),
+        print(json.dumps({"run_dir": str(run_dir), "images": len(result.predictions),
                           "accuracy": result.accuracy, "per_class": per_class,
                           "top_k_accuracy": {str(k): v for k, v in
                                              result.top_k_accuracy.items()}}))
     else:
         print(f"Accuracy {result.accuracy:.1%} on {len(result.predictions)} images")
-        print(result.per_class.to_string(index=False))
+        print(result.per_class.assign(**{"class": result.per_class["class"].map(shown)})
+              .to_string(index=False))
     return 0
 
 
@@ -256,13 +261,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             if "error" in row:
-                print(f"{row['file']}: {row['error']}")
+                print(f"{shown(row['file'])}: {shown(row['error'])}")
                 continue
-            best = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top_k"])
+            best = ", ".join(f"{shown(t['label'])} {t['probability']:.1%}" for t in row["top_k"])
             note = "  (unsure)" if row["unsure"] else ""
             if row["unknown"]:
-                best, note = f"none of these (closest: {row['top_k'][0]['label']}; {best})", ""
-            print(f"{row['file']}: {best}{note}")
+                closest = shown(row["top_k"][0]["label"])
+                best, note = f"none of these (closest: {closest}; {best})", ""
+            print(f"{shown(row['file'])}: {best}{note}")
     return 0 if all("error" not in r for r in rows) else EXIT_UNUSABLE
 
 
@@ -282,7 +288,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("No runs yet. Train one with: python -m core train DATA")
     else:
         for r in rows:
-            print(f"{r['run_id']}  {r['status']:<11} {r['backbone']:<18} "
+            print(f"{shown(r['run_id'])}  {shown(r['status']):<11} {shown(r['backbone']):<18} "
                   f"test accuracy {_pct(r['test_accuracy'])}")
     return 0
 
@@ -306,9 +312,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
               "with: python -m core inspect PATH")
     else:
         for s in saved:
-            classes = ", ".join(f"{c} {n}" for c, n in s.classes.items()) or "no classes"
+            if s.damaged:
+                print(f"{shown(s.name)}  (damaged: {shown(s.damaged)})")
+                continue
+            classes = ", ".join(f"{shown(c)} {n}" for c, n in s.classes.items()) or "no classes"
             runs = f", {len(s.runs)} runs" if s.runs else ""
-            print(f"{s.name}  ({classes}; from {s.source}, {s.created}{runs})")
+            print(f"{shown(s.name)}  ({classes}; from {shown(s.source)}, {s.created}{runs})")
     return 0
 
 
@@ -418,7 +427,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps(facts))
     else:
         note = " (nothing in the photo speaks for this class)" if heatmap.empty else ""
-        print(f"{args.out}: where the model sees {heatmap.label} "
+        print(f"{shown(args.out)}: where the model sees {shown(heatmap.label)} "
               f"({heatmap.probability:.1%}){note}")
     return 0
 
@@ -511,13 +520,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
     func: Command = args.func
     try:
-        return func(args)
+        with text.safe_streams():
+            _setup_logging(args.verbose)  # log lines quote names too
+            code = func(args)
+            sys.stdout.flush()  # here, so that a full output is this error, not a traceback
+        return code
     except AppError as exc:
         # One line, saying what to do; no traceback for a user's mistake.
-        message = " ".join(str(exc).split())
+        message = " ".join(shown(exc).split())
         print(f"error: {message}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
@@ -525,8 +537,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        text.silence_stdout()
         return EXIT_OK
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT):
+            raise
+        # `core runs > /dev/full` and a full disk under a redirected output: one line.
+        text.silence_stdout()
+        print(text.output_error(exc), file=sys.stderr)
+        return EXIT_OUTPUT
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +60,9 @@ def settings_from(secrets: Mapping[str, Any] | None) -> AccessSettings:
         secrets: Top-level tables of secrets.toml; None or empty when there is none.
 
     Returns:
-        LOGIN when an [auth] table is present, else PASSWORD when [studio] has a non-empty
-        admin_password, else OPEN. A [studio] table of the wrong shape gives LOCKED.
+        LOGIN when an [auth] table is present, else PASSWORD when [studio] has an
+        admin_password, else OPEN. A [studio] table of the wrong shape, or an admin_password
+        that is empty or only spaces, gives LOCKED.
     """
     secrets = secrets or {}
     studio = secrets.get("studio", {})
@@ -75,11 +78,16 @@ def settings_from(secrets: Mapping[str, Any] | None) -> AccessSettings:
         return AccessSettings(LOGIN, admin_emails=frozenset(
             e.strip().lower() for e in emails if e.strip()))
     password = studio.get("admin_password")
-    if password is None or password == "":
+    if password is None:
         return AccessSettings(OPEN)
     if not isinstance(password, str):
         return AccessSettings(LOCKED, problem="admin_password in [studio] must be text "
                                               "(in quotes).")
+    if not password.strip():  # "" or spaces: a slip, not a wish to let everyone in
+        return AccessSettings(LOCKED, problem="admin_password in [studio] is empty (or only "
+                                              "spaces), so nobody is admin. Set a password, "
+                                              "or remove the line to let every visitor change "
+                                              "the studio.")
     return AccessSettings(PASSWORD, password=password)
 
 
@@ -142,3 +150,52 @@ def require_admin(settings: AccessSettings, action: str, *, signed_in: bool = Fa
         LOGIN: "log in with an admin's account (in the sidebar) first",
     }.get(settings.mode, "ask the studio's owner to fix its settings")
     raise AccessDenied(f"Only an admin can {action}: {how}.")
+
+
+class SignInThrottle:
+    """Slows down repeated wrong admin passwords, per key (a session, a client address).
+
+    The first FREE_TRIES wrong passwords of a key cost nothing; each further one doubles the
+    wait before that key may try again (2 s, 4 s, 8 s... up to MAX_WAIT). A right password
+    clears the keys given. One instance is shared by every session of a server.
+    """
+
+    FREE_TRIES = 3
+    MAX_WAIT = 300.0
+    MAX_KEYS = 10_000  # memory bound: the oldest keys are forgotten first
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (failures, retry at)
+
+    def wait(self, keys: Iterable[str]) -> float:
+        """Seconds before any of keys may try again (0: now)."""
+        now = self._clock()
+        with self._lock:
+            return max([0.0, *(self._failures.get(k, (0, now))[1] - now for k in keys)])
+
+    def failed(self, keys: Iterable[str]) -> float:
+        """Records a wrong password for each key; returns the wait it earned (seconds)."""
+        now, waits = self._clock(), [0.0]
+        with self._lock:
+            for key in keys:
+                count = self._failures.pop(key, (0, now))[0] + 1
+                wait = (0.0 if count < self.FREE_TRIES
+                        else min(self.MAX_WAIT, 2.0 ** (count - self.FREE_TRIES + 1)))
+                self._failures[key] = (count, now + wait)
+                waits.append(wait)
+            while len(self._failures) > self.MAX_KEYS:
+                self._failures.pop(next(iter(self._failures)))
+        return max(waits)
+
+    def failures(self, key: str) -> int:
+        """Wrong passwords recorded for key."""
+        with self._lock:
+            return self._failures.get(key, (0, 0.0))[0]
+
+    def succeeded(self, keys: Iterable[str]) -> None:
+        """Forgets the failures of keys (the session that gave the right password)."""
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)

@@ -242,6 +242,10 @@ class TrainConfig:
         fine_tune_learning_rate: Learning rate of fine-tuning, 10 to 100 times below the head's.
         fine_tune_averaging: Whether fine-tuning ends with the mean of its epoch-end weights
             from the second epoch on (stochastic weight averaging) rather than the best epoch's.
+        tune_top_blocks: Top blocks of the base trained, with the head, on their cached input
+            tensors (core.training.top_blocks); 0 = the frozen base's head only.
+        tune_top_blocks_epochs: Most epochs of that training (early stopping may end sooner).
+        tune_top_blocks_learning_rate: Its Adam learning rate.
         seed: Seed for weights initialisation, shuffling and augmentation.
         head: "manual" (the default): the settings above as given, validation held out;
             "search": the head's L2, dropout, learning rate, label smoothing, hidden layer and
@@ -309,6 +313,17 @@ class TrainConfig:
         "accurate (docs/benchmarks.md).",
         "Average the fine-tuning epochs",
     )
+    tune_top_blocks: int = option(
+        0, "Top blocks of the base to retrain, with the head, on their cached input tensors "
+        "(0: the frozen base's head only). Each epoch runs only those blocks, so it costs a "
+        "fraction of fine-tuning; a second run reuses the cached tensors (docs/benchmarks.md).",
+        "Top blocks trained on cached activations", min=0, max=8)
+    tune_top_blocks_epochs: int = option(
+        10, "Most epochs of training the top blocks (early stopping may end sooner).",
+        "Top-block epochs", min=1, max=200)
+    tune_top_blocks_learning_rate: float = option(
+        1e-4, "Adam learning rate of the top blocks and the head while they train together.",
+        "Top-block learning rate", min=1e-7, max=0.1)
     seed: int = option(0, "Seed: the same seed and data train the same model.", "Seed", min=0,
                        max=2**31 - 1)
     head: str = option(
@@ -344,6 +359,13 @@ class TrainConfig:
                 f"most a tenth of the head's ({self.learning_rate / 10:g}) so the pretrained "
                 "weights are not destroyed."
             )
+        if self.tune_top_blocks and self.fine_tune_layers:
+            raise ConfigError(
+                "Choose either top blocks trained on cached activations or fine-tuned layers, "
+                "not both: set one of them to 0.")
+        if self.tune_top_blocks and self.backbone == "tfhub":
+            raise ConfigError("A TF Hub base has no blocks to cut at: set the top blocks to 0 "
+                              "or choose a registry base.")
 
     @property
     def augments(self) -> bool:
@@ -362,6 +384,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs.setdefault("fine_tune_averaging", False)  # runs from before it did not average
+        kwargs.setdefault("tune_top_blocks", 0)  # runs from before it existed
         kwargs.setdefault("head", "manual")  # runs from before the search set the head by hand
         if "hidden_units" in kwargs:
             kwargs["hidden_units"] = tuple(int(u) for u in kwargs["hidden_units"])

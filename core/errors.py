@@ -40,3 +40,9 @@ class Cancelled(Exception):
 
 class RunNotUsableError(RunNotFoundError):
     """The run exists but cannot be used as asked: not completed, or broken (damaged files)."""
+
+
+class DiskFullError(AppError, OSError):
+    """The disk a file was being written to is full (ENOSPC) or over its quota; the message
+    says which disk, how much is free and about how much was needed. Also an OSError, so
+    code that handles write failures keeps handling it."""

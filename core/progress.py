@@ -20,6 +20,7 @@ PHASES = (
     "searching head",
     "training head",
     "fine-tuning",
+    "training top blocks",
     "evaluating",
     "saving",
 )

@@ -16,6 +16,7 @@ from core.jobs import kinds as job_kinds
 from core.jobs import manager as jobs
 from ui import paging, resources, roles, state
 from ui.errors import show_user_errors
+from ui.text import md
 
 START = "tl_audit_start"
 CANCEL = "tl_audit_cancel"
@@ -73,7 +74,7 @@ def _progress(job_id: str) -> None:
     fraction = float(getattr(event, "fraction", 0.0) or 0.0) if event is not None else 0.0
     message = (event.message if event else None) or (
         f"Waiting in the queue (position {status.position})" if status.position else "Starting")
-    st.progress(min(max(fraction, 0.0), 1.0), text=f"Auditing: {message}")
+    st.progress(min(max(fraction, 0.0), 1.0), text=f"Auditing: {md(message)}")
     st.button("Cancel the audit", key=f"{CANCEL}.{job_id}", icon=":material/stop_circle:",
               on_click=roles.cancel_job, args=(job_id,))
 
@@ -95,12 +96,17 @@ def audit_section(loaded: state.LoadedDataset) -> tuple[audit.AuditResult | None
         _progress(status.job_id)
     else:
         if status is not None and status.state == jobs.FAILED:
-            st.error(f"The audit failed: {status.error}", icon=":material/error:")
+            st.error(f"The audit failed: {md(status.error)}", icon=":material/error:")
         st.button("Audit this dataset", key=START, icon=":material/troubleshoot:",
                   on_click=_start, args=(loaded, key),
                   help="Runs in the background: switching pages does not stop it.")
     result = audit.load_audit(dataset, home)
     choices = audit_choices.load_choices(dataset, home)
+    damaged = audit.set_aside_files(dataset, home)
+    if damaged:
+        st.warning(f"A damaged audit file of this dataset was set aside ({md(damaged[-1])}); "
+                   "its findings or choices are not used. Audit again if you need them.",
+                   icon=":material/warning:")
     if result is None:
         return None, choices
     show_result(loaded, result, choices)
@@ -120,20 +126,20 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
     cols[3].metric("Estimated wrong labels", f"{s.get('estimated_wrong_label_share', 0):.1%}")
     moved = sum(c["action"] == audit_choices.MOVE for c in choices.values())
     excluded = sum(c["action"] == audit_choices.EXCLUDE for c in choices.values())
-    st.caption(f"Audit {result.audit_id} with {s.get('backbone')} features · your choices: "
+    st.caption(f"Audit {md(result.audit_id)} with {md(s.get('backbone'))} features · your choices: "
                f"{excluded} excluded, {moved} moved.")
     tabs = st.tabs([f"Label issues ({len(result.label_issues)})",
                     f"Near-duplicates ({len(result.near_duplicates)})",
                     f"Outliers ({len(result.outliers)})"])
     root = loaded.dataset.root
     with tabs[0]:
-        items = [(i["file"], f"**{i['given']}** → {i['suggested']} · {i['score']:.2f}",
+        items = [(i["file"], f"**{md(i['given'])}** → {md(i['suggested'])} · {i['score']:.2f}",
                   i["suggested"]) for i in result.label_issues]
         _gallery("label", items, loaded, choices, root)
     with tabs[1]:
         _groups(result, loaded, choices, root)
     with tabs[2]:
-        items = [(o["file"], f"**{o['label']}** · {o['score']:.1f}× its class's distance",
+        items = [(o["file"], f"**{md(o['label'])}** · {o['score']:.1f}× its class's distance",
                   None) for o in result.outliers]
         _gallery("outlier", items, loaded, choices, root)
 
@@ -152,7 +158,7 @@ def _gallery(section: str, items: list[tuple[str, str, str | None]],
     cols = st.columns(4)
     for n, (name, caption, suggested) in enumerate(items[:shown]):
         with cols[n % 4]:
-            _photo(root / name, f"`{name}`  \n{caption}")
+            _photo(root / name, f"{md(name)}  \n{caption}")
             _choice(section, name, suggested, loaded, choices)
     paging.show_more(_show_key(section), len(items))
 
@@ -173,7 +179,7 @@ def _groups(result: audit.AuditResult, loaded: state.LoadedDataset,
         cols = st.columns(max(4, min(len(group["files"]), 6)))
         for n, name in enumerate(group["files"]):
             with cols[n % len(cols)]:
-                _photo(root / name, f"`{name}`  \n**{labels.get(name, '?')}**")
+                _photo(root / name, f"{md(name)}  \n**{md(labels.get(name, '?'))}**")
                 _choice(f"group{g}", name, None, loaded, choices)
     paging.show_more(_show_key("groups"), len(groups), noun="groups")
 

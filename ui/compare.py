@@ -13,6 +13,7 @@ from core.runs.store import RunSummary
 from core.status import BROKEN, FAILED, INTERRUPTED
 from ui import links, roles, state
 from ui import runs as ui_runs
+from ui.text import md
 
 METRICS = {"val_accuracy": "Validation accuracy", "accuracy": "Training accuracy",
            "val_loss": "Validation loss", "loss": "Training loss",
@@ -25,7 +26,7 @@ def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """One row per run with what people compare first."""
     return pd.DataFrame([{
         "Run": s.run_id, "Created": s.created, "Status": s.status, "Dataset": s.dataset,
-        "Base": s.backbone, "Parameters": s.total_params, "Depth": s.depth,
+        "Base": s.backbone, "Training": s.training_mode, "Parameters": s.total_params, "Depth": s.depth,
         "Model size (MB)": s.model_size_mb, "Avg s / epoch": s.seconds_per_epoch,
         "Epochs": s.epochs_run, "Best epoch": s.best_epoch,
         "Best val. accuracy": s.best_val_accuracy, "CV accuracy": s.cv_accuracy,
@@ -57,7 +58,8 @@ def runs_table(summaries: Sequence[RunSummary]) -> None:
                  column_config=COLUMN_CONFIG)
     troubled = [s for s in summaries if s.status in PROBLEM_STATUSES]
     if troubled:
-        lines = "\n".join(f"- **{s.run_id}** ({s.status}): {s.error or 'no reason recorded'}"
+        lines = "\n".join(f"- **{md(s.run_id)}** ({md(s.status)}): "
+                          f"{md(s.error or 'no reason recorded')}"
                           for s in troubled)
         st.warning(f"{len(troubled)} run{'s' if len(troubled) != 1 else ''} did not finish "
                    f"properly; you can delete them below.\n\n{lines}",
@@ -81,7 +83,7 @@ def curves(summaries: Sequence[RunSummary]) -> None:
         try:
             histories[run_id] = ui_runs.load(summary).history
         except AppError as exc:
-            st.warning(f"Cannot read the history of {run_id}: {exc}", icon=":material/warning:")
+            st.warning(f"Cannot read the history of {md(run_id)}: {md(exc)}", icon=":material/warning:")
     st.plotly_chart(charts.compare_curves(histories, metric or "val_accuracy"), width="stretch")
 
 
@@ -91,16 +93,16 @@ def delete_run(run_id: str) -> None:
         roles.require("delete runs")
         ui_runs.store().delete(run_id)
     except AppError as exc:
-        st.session_state[state.COMPARE_DELETED] = ("error", str(exc))
+        st.session_state[state.COMPARE_DELETED] = ("error", md(exc))
     else:
-        st.session_state[state.COMPARE_DELETED] = ("done", f"Deleted run {run_id}.")
+        st.session_state[state.COMPARE_DELETED] = ("done", f"Deleted run {md(run_id)}.")
 
 
 @st.dialog("Delete this run?")
 def _confirm(summary: RunSummary) -> None:
     if state.COMPARE_DELETED in st.session_state:
         st.rerun()  # deleted (or refused): close the dialog and redraw the page
-    st.markdown(f"**{ui_runs.run_label(summary)}**  \nStatus: {summary.status}. Its model, "
+    st.markdown(f"**{md(ui_runs.run_label(summary))}**  \nStatus: {md(summary.status)}. Its model, "
                 "history and results are removed from the disk. This cannot be undone.")
     yes, no = st.columns(2)
     yes.button("Delete it", type="primary", key=state.COMPARE_DELETE_YES, on_click=delete_run,

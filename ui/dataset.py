@@ -16,8 +16,9 @@ from core.data import store as dataset_store
 from core.errors import AppError
 from core.progress import CHECKING, UNPACKING, ProgressEvent
 from core.results import charts
-from ui import resources, roles, state
+from ui import resources, roles, state, uploads
 from ui.errors import show_user_errors
+from ui.text import md, md_list
 
 if TYPE_CHECKING:
     from core.data.datasets import Dataset, ValidationReport
@@ -39,7 +40,7 @@ class _ProgressBar:
 
     def __init__(self, what: str) -> None:
         self._what = what
-        self._bar = st.progress(0.0, text=f"Reading {what}...")
+        self._bar = st.progress(0.0, text=f"Reading {md(what)}...")
         self._last = 0.0
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -69,7 +70,7 @@ def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
     Returns:
         The loaded dataset, or None after an error was shown with st.error.
     """
-    with st.status(f"Loading {name}...", expanded=True) as status:
+    with st.status(f"Loading {md(name)}...", expanded=True) as status:
         bar = _ProgressBar(name)
         started = time.monotonic()
         with show_user_errors() as outcome:
@@ -78,12 +79,12 @@ def ingest_with_progress(source: str | Path | bytes | BinaryIO, name: str,
                 source, home=resources.home(), name=name, on_event=bar, within=within)
         bar.empty()
         if outcome.failed:
-            status.update(label=f"Could not load {name}", state="error", expanded=True)
+            status.update(label=f"Could not load {md(name)}", state="error", expanded=True)
             return None
         seconds = time.monotonic() - started
         usable = sum(dataset.report.classes.values())
         status.update(
-            label=f"Loaded {name}: {usable:,} usable images in {len(dataset.report.classes)} "
+            label=f"Loaded {md(name)}: {usable:,} usable images in {len(dataset.report.classes)} "
                   f"classes ({seconds:.1f} s)",
             state="complete" if dataset.report.usable else "error", expanded=False,
         )
@@ -98,7 +99,9 @@ def load_upload(upload: Any) -> state.LoadedDataset | None:
     loaded = state.loaded_dataset()
     if loaded is not None and loaded.source == origin:
         return loaded
-    return ingest_with_progress(upload, upload.name, origin)
+    loaded = ingest_with_progress(upload, upload.name, origin)
+    uploads.release(upload)  # extracted to the disk: the server's in-memory copy can go
+    return loaded
 
 
 def data_roots() -> list[Path]:
@@ -147,8 +150,8 @@ def load_folder(text: str) -> state.LoadedDataset | None:
     path = Path(text).expanduser()
     roots = data_roots()
     if not within_data_roots(path, roots):
-        shared = ", ".join(f"`{root}`" for root in roots)
-        st.error(f"`{text}` is outside the folders this server shares ({shared}). Copy the "
+        shared = md_list(roots)
+        st.error(f"{md(text)} is outside the folders this server shares ({shared}). Copy the "
                  "photos into one of them, or upload a zip instead.", icon=":material/block:")
         return None
     if roots:
@@ -186,9 +189,9 @@ def validation_report(report: ValidationReport) -> None:
                    help="System and hidden files (__MACOSX, .DS_Store, Thumbs.db, ...).")
 
     for error in report.errors:
-        st.error(error, icon=":material/error:")
+        st.error(md(error), icon=":material/error:")
     for warning in report.warnings:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(md(warning), icon=":material/warning:")
 
     if report.classes:
         st.plotly_chart(charts.class_distribution(report.classes), width="stretch")
@@ -250,7 +253,7 @@ def thumbnail_grid(dataset: Dataset) -> None:
     for label in shown:
         rows = firsts[firsts["label"] == label]
         total = int((index["label"] == label).sum())
-        st.markdown(f"**{label}** · {total:,} images")
+        st.markdown(f"**{md(label)}** · {total:,} images")
         cols = st.columns(THUMBNAILS_PER_CLASS)
         for col, path in zip(cols, rows["path"], strict=False):
             with col:
@@ -258,9 +261,9 @@ def thumbnail_grid(dataset: Dataset) -> None:
                     pixels = resources.thumbnail(str(path), resources.THUMBNAIL_SIZE,
                                                  resources.file_stamp(path))
                 except (AppError, OSError) as exc:
-                    st.caption(f"{Path(path).name}: cannot show ({exc})")
+                    st.caption(f"{md(Path(path).name)}: cannot show ({md(exc)})")
                     continue
-                st.image(pixels, caption=Path(path).name, width="stretch")
+                st.image(pixels, caption=md(Path(path).name), width="stretch")
 
 
 # ----------------------------------------------------------------------------- splits
@@ -290,7 +293,7 @@ def current_dataset_banner(current: CurrentDataset) -> None:
     counts = current.split_counts()
     classes = current.loaded.dataset.classes
     st.success(
-        f"**In use for training: {current.name}** · {len(classes)} classes · "
+        f"**In use for training: {md(current.name)}** · {len(classes)} classes · "
         f"{sum(counts.values()):,} images (train {counts['train']:,}, validation "
         f"{counts['val']:,}, test {counts['test']:,}; seed {current.split_config.seed})",
         icon=":material/check_circle:",

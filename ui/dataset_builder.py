@@ -13,7 +13,9 @@ from core.data.store import RECOMMENDED_PER_CLASS, DatasetStore, SavedDataset
 from core.errors import AppError, DatasetError
 from ui import dataset as ui_dataset
 from ui import nav, paging, resources, roles, state
+from ui import uploads as ui_uploads
 from ui.errors import show_user_errors
+from ui.text import md
 
 THUMBNAILS_SHOWN = paging.PAGE
 THUMBNAIL_COLUMNS = 6
@@ -31,7 +33,10 @@ def origin(dataset_id: str) -> str:
 
 
 def say(kind: str, text: str) -> None:
-    """Keeps a message from a callback for the next run ("success", "warning", "error")."""
+    """Keeps a message from a callback for the next run ("success", "warning", "error").
+
+    text is plain text (names as typed); show_messages() escapes it.
+    """
     st.session_state.setdefault(state.SAVED_MESSAGES, []).append((kind, text))
 
 
@@ -40,7 +45,7 @@ def show_messages() -> None:
     icons = {"success": ":material/check_circle:", "warning": ":material/warning:",
              "error": ":material/error:"}
     for kind, text in st.session_state.pop(state.SAVED_MESSAGES, []):
-        getattr(st, kind)(text, icon=icons.get(kind))
+        getattr(st, kind)(md(text), icon=icons.get(kind))
 
 
 def act(fn: Callable[..., Any], *args: Any) -> bool:
@@ -143,7 +148,7 @@ def builder() -> None:
 
 def _editor(saved: SavedDataset) -> None:
     head, close = st.columns([5, 1])
-    head.subheader(f"Dataset: {saved.name}")
+    head.subheader(f"Dataset: {md(saved.name)}")
     close.button("Close", key=state.BUILD_CLOSE, on_click=_close, icon=":material/close:")
     st.caption(f"Each class needs at least {MIN_IMAGES_PER_CLASS} photos "
                f"({RECOMMENDED_PER_CLASS} or more recommended); a classifier needs 2 classes "
@@ -158,10 +163,11 @@ def _editor(saved: SavedDataset) -> None:
     _footer(store().get(saved.id))
 
 
-def _add_files(dataset_id: str, cls: str, uploads: list[Any]) -> None:
+def _add_files(dataset_id: str, cls: str, photos: list[Any]) -> None:
     """Adds the photos not added before in this session (a rerun re-sends the same files)."""
     seen: set[str] = st.session_state.setdefault(state.BUILD_SEEN, set())
-    new = [f for f in uploads if f is not None and f"{dataset_id}.{cls}.{f.file_id}" not in seen]
+    new = [f for f in ui_uploads.within_limit(photos)
+           if f"{dataset_id}.{cls}.{f.file_id}" not in seen]
     if not new:
         return
     with show_user_errors(f"Cannot add photos to {cls}:") as outcome:
@@ -170,31 +176,36 @@ def _add_files(dataset_id: str, cls: str, uploads: list[Any]) -> None:
     if outcome.failed:
         return
     seen.update(f"{dataset_id}.{cls}.{f.file_id}" for f in new)
+    for f in new:  # saved on the disk (or refused): the server's copy is not needed any more
+        ui_uploads.release(f)
     forget_loaded(dataset_id)
     if result.added:
         st.success(f"Added {len(result.added)} photo{'s' * (len(result.added) != 1)} to "
-                   f"{cls}.", icon=":material/check_circle:")
+                   f"{md(cls)}.", icon=":material/check_circle:")
     for item in result.duplicates:
-        st.warning(f"{item['file']}: a duplicate, {item['reason']}; not added again.",
+        st.warning(f"{md(item['file'])}: a duplicate, {md(item['reason'])}; not added again.",
                    icon=":material/content_copy:")
+    if result.problem:
+        st.error(md(result.problem), icon=":material/hard_drive:")
     for item in result.refused:
-        st.error(f"{item['file']}: refused, {item['reason']}.", icon=":material/block:")
+        st.error(f"{md(item['file'])}: refused, {md(item['reason'])}.", icon=":material/block:")
 
 
 def _class_section(dataset_id: str, cls: str) -> None:
     key = f"{dataset_id}.{cls}"
     with st.container(border=True):
         head = st.empty()
-        files = st.file_uploader(f"Add photos to {cls}", accept_multiple_files=True,
+        files = st.file_uploader(f"Add photos to {md(cls)}", accept_multiple_files=True,
+                                 max_upload_size=ui_uploads.PHOTO_MB,
                                  key=state.BUILD_FILES + key)
         shot = None
         if st.toggle("Use the camera", key=state.BUILD_CAMERA_ON + key):
-            shot = st.camera_input(f"Take a photo of {cls}", key=state.BUILD_CAMERA + key)
+            shot = st.camera_input(f"Take a photo of {md(cls)}", key=state.BUILD_CAMERA + key)
         _add_files(dataset_id, cls, [*(files or []), shot])
         photos = store().photos(dataset_id, cls)
         short = max(0, MIN_IMAGES_PER_CLASS - len(photos))
         need = f" · add {short} more" if short else ""
-        head.markdown(f"#### {cls} · {len(photos)} photo{'s' * (len(photos) != 1)}{need}")
+        head.markdown(f"#### {md(cls)} · {len(photos)} photo{'s' * (len(photos) != 1)}{need}")
         _thumbnails(dataset_id, cls, photos)
         _class_actions(dataset_id, cls, key, len(photos))
 
@@ -212,7 +223,7 @@ def _thumbnails(dataset_id: str, cls: str, photos: list[Path]) -> None:
                     st.image(resources.thumbnail(str(path), resources.THUMBNAIL_SIZE,
                                                  resources.file_stamp(path)), width="stretch")
                 except (AppError, OSError) as exc:
-                    st.caption(f"cannot show ({exc})")
+                    st.caption(f"cannot show ({md(exc)})")
                 st.button("Remove", key=f"{state.BUILD_REMOVE_PHOTO}{dataset_id}.{cls}."
                                         f"{path.name}", icon=":material/delete:",
                           on_click=_remove_photo, args=(dataset_id, cls, path.name))
@@ -221,14 +232,14 @@ def _thumbnails(dataset_id: str, cls: str, photos: list[Path]) -> None:
 
 def _class_actions(dataset_id: str, cls: str, key: str, count: int) -> None:
     left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
-    left.text_input(f"Rename {cls}", key=state.BUILD_RENAME + key, placeholder="new name",
+    left.text_input(f"Rename {md(cls)}", key=state.BUILD_RENAME + key, placeholder="new name",
                     max_chars=100)
     middle.button("Rename", key=state.BUILD_RENAME_GO + key, on_click=_rename_class,
                   args=(dataset_id, cls, state.BUILD_RENAME + key))
     right.button("Remove class", key=state.BUILD_REMOVE_CLASS + key,
                  on_click=_ask_remove_class, args=(dataset_id, cls))
     if st.session_state.get(state.BUILD_REMOVE_CLASS_ASK) == (dataset_id, cls):
-        st.warning(f"Remove class '{cls}' and its {count} photos? This cannot be undone.",
+        st.warning(f"Remove class '{md(cls)}' and its {count} photos? This cannot be undone.",
                    icon=":material/warning:")
         yes, no = st.columns(2)
         yes.button("Yes, remove it", key=state.BUILD_REMOVE_CLASS_YES, type="primary",
@@ -241,7 +252,7 @@ def _footer(saved: SavedDataset) -> None:
     if len(saved.classes) < 2:
         st.info("Add at least two classes.", icon=":material/info:")
     for cls in saved.short_classes():
-        st.info(f"Class '{cls}' needs {MIN_IMAGES_PER_CLASS - saved.classes[cls]} more "
+        st.info(f"Class '{md(cls)}' needs {MIN_IMAGES_PER_CLASS - saved.classes[cls]} more "
                 f"photo(s).", icon=":material/info:")
     ready = saved.ready()
     if ready and min(saved.classes.values()) < RECOMMENDED_PER_CLASS:
@@ -272,7 +283,7 @@ def train_now(saved: SavedDataset) -> str | None:
     if loaded is None:
         return None
     if not loaded.dataset.report.usable:
-        st.error("This dataset cannot be used yet: " + " ".join(loaded.dataset.report.errors),
+        st.error("This dataset cannot be used yet: " + md(" ".join(loaded.dataset.report.errors)),
                  icon=":material/block:")
         return None
     config = SplitConfig()
@@ -281,6 +292,6 @@ def train_now(saved: SavedDataset) -> str | None:
         return None
     job_id = train_form.start(state.use_dataset(loaded, split, config), TrainConfig())
     if job_id is not None:
-        st.success(f"Training on {saved.name} started.", icon=":material/rocket_launch:")
+        st.success(f"Training on {md(saved.name)} started.", icon=":material/rocket_launch:")
         nav.page_link(nav.TRAIN, "Watch it on the Train page", ":material/arrow_forward:")
     return job_id

@@ -1,5 +1,7 @@
 """Predict's demo view (?run=<id>&view=demo): a photo in, the big answer and where it looked.
 
+&live=1 opens it on the live camera (ui.live_camera), the model running in the browser.
+
 For a projector or a phone: no menu, no sidebar, no options; the run comes from the address.
 """
 
@@ -14,10 +16,11 @@ from core.results import familiarity
 from core.results.prediction import Prediction
 from core.runs.store import RunSummary
 from ui import explain as ui_explain
-from ui import links
+from ui import links, live_camera, uploads
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md, md_list
 
 CAMERA = "tl_demo_camera"
 UPLOAD = "tl_demo_upload"
@@ -46,10 +49,17 @@ def demo_run() -> RunSummary | None:
     return next((s for s in usable if s.run_id == wanted), None)
 
 
-def photo() -> Any | None:
-    """The camera shot, else an uploaded photo, else None."""
-    shot = st.camera_input("Take a photo", key=CAMERA)
-    upload = st.file_uploader("or upload one", type=ui_predict.PHOTO_TYPES, key=UPLOAD)
+def photo(live: bool = False) -> Any | None:
+    """The camera shot, else an uploaded photo, else None.
+
+    Beside the live camera only the upload is offered: a second stream of the same camera
+    stops the first on some phones (iOS); switching "Live camera" off brings the snapshot back.
+    """
+    shot = None if live else st.camera_input("Take a photo", key=CAMERA)
+    upload = st.file_uploader("Upload a photo" if live else "or upload one",
+                              type=ui_predict.PHOTO_TYPES, key=UPLOAD,
+                              max_upload_size=uploads.PHOTO_MB)
+    upload = next(iter(uploads.within_limit([upload])), None)
     return shot if shot is not None else upload
 
 
@@ -64,7 +74,7 @@ def answer(prediction: Prediction, n_classes: int) -> None:
                     f"<div style='{PROBABILITY_STYLE}'>"
                     f"Closest: {html.escape(prediction.label)}</div>",
                     unsafe_allow_html=True)
-        st.info(familiarity.none_of_these(n_classes, prediction.label),
+        st.info(familiarity.none_of_these(n_classes, md(prediction.label)),
                 icon=":material/search_off:")
         return
     st.markdown(f"<div style='{ANSWER_STYLE}'>{html.escape(prediction.label)}</div>"
@@ -84,19 +94,23 @@ def demo_view() -> None:
         predictor = ui_predict.predictor(summary.run_dir)
     if loading.failed:
         return
+    live = live_camera.toggle("demo", default=live_camera.requested(), in_address=True)
+    if live:
+        live_camera.live_view(summary.run_dir, summary.run_id, predictor, autostart=True,
+                              where="demo")
     inputs, result = st.columns(2, gap="large")  # side by side on a projector, stacked on a phone
     with inputs:
-        source = photo()
+        source = photo(live)
     with result:
         if source is None:
-            st.caption(f"It knows: {', '.join(predictor.labels)}.")
+            st.caption(f"It knows: {md_list(predictor.labels)}.")
             return
         with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
             prediction = predictor.predict([source], top_k=1)[0]
         if predicting.failed:
             return
         if not prediction.ok:
-            st.error(prediction.error, icon=":material/broken_image:")
+            st.error(md(prediction.error), icon=":material/broken_image:")
             return
         answer(prediction, len(predictor.labels))
         ui_explain.answer_heatmap(prediction, source, summary.run_dir)

@@ -8,6 +8,7 @@ from types import TracebackType
 import streamlit as st
 
 from core.errors import AppError
+from ui.text import md
 
 
 @dataclass
@@ -35,7 +36,7 @@ class show_user_errors:
     """
 
     def __init__(self, prefix: str = "") -> None:
-        """Args: prefix: Optional words put before the message, such as "Could not load:"."""
+        """Args: prefix: Optional plain words put before the message ("Could not load:")."""
         self._prefix = prefix
         self._outcome = UserErrors()
 
@@ -52,5 +53,6 @@ class show_user_errors:
             return False
         self._outcome.error = exc
         message = str(exc) or type(exc).__name__
-        st.error(f"{self._prefix} {message}".strip(), icon=":material/error:")
+        # Core's messages are plain text that quotes names: shown as typed, never as Markdown.
+        st.error(f"{md(self._prefix)} {md(message)}".strip(), icon=":material/error:")
         return True

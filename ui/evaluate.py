@@ -18,6 +18,7 @@ from core.results import charts, report
 from core.runs import head_choice
 from ui import explain as ui_explain
 from ui import resources, state
+from ui.text import md
 
 if TYPE_CHECKING:
     from core.runs.evaluation import EvalResult
@@ -92,16 +93,17 @@ def clickable_confusion(result: EvalResult, normalize: bool) -> go.Figure:
     """
     fig = charts.confusion_heatmap(result.confusion, result.labels, normalize=normalize)
     trues, preds, custom = [], [], []
+    shown = [charts.chart_text(label) for label in result.labels]  # the heatmap's categories
     for i, true in enumerate(result.labels):
         for j, predicted in enumerate(result.labels):
-            trues.append(true)
-            preds.append(predicted)
+            trues.append(shown[i])
+            preds.append(shown[j])
             custom.append([true, predicted, int(result.confusion[i, j])])
     size = max(12, min(60, 360 // max(1, len(result.labels))))
     fig.add_trace(go.Scatter(
         x=preds, y=trues, customdata=custom, mode="markers", showlegend=False,
         marker={"symbol": "square", "size": size, "color": "rgba(0,0,0,0)"},
-        hovertemplate="true %{customdata[0]}<br>predicted %{customdata[1]}<br>"
+        hovertemplate="true %{y}<br>predicted %{x}<br>"
                       "%{customdata[2]} images<br>click to see them<extra></extra>",
         selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
     ))
@@ -148,8 +150,8 @@ def confusion_section(result: EvalResult, run_dir: Path | None = None) -> None:
         rows = result.predictions[(result.predictions["true"] == true)
                                   & (result.predictions["predicted"] == predicted)]
         rows = rows.sort_values("confidence", ascending=False)
-        what = "correctly named" if true == predicted else f"taken for **{predicted}**"
-        st.markdown(f"**{len(rows)}** test photo{'s' if len(rows) != 1 else ''} of **{true}** "
+        what = "correctly named" if true == predicted else f"taken for **{md(predicted)}**"
+        st.markdown(f"**{len(rows)}** test photo{'s' if len(rows) != 1 else ''} of **{md(true)}** "
                     f"{what}" + (f" (the first {CELL_PHOTOS_SHOWN} shown)"
                                  if len(rows) > CELL_PHOTOS_SHOWN else "") + ".")
         photo_grid(rows.head(CELL_PHOTOS_SHOWN), columns=CELL_COLUMNS, key="cell",
@@ -157,10 +159,6 @@ def confusion_section(result: EvalResult, run_dir: Path | None = None) -> None:
 
 
 # ----------------------------------------------------------------------------- gallery
-
-
-def _escape(label: str) -> str:
-    return str(label).replace("[", "(").replace("]", ")").replace("*", "\\*")
 
 
 def square(pixels: np.ndarray) -> np.ndarray:
@@ -180,19 +178,19 @@ def photo_tile(row: Any, key: str = "tile", run_dir: Path | None = None) -> None
     try:
         pixels = resources.thumbnail(path, resources.THUMBNAIL_SIZE, resources.file_stamp(path))
     except FileNotFoundError:
-        st.caption(f"{Path(path).name}: no longer on the server (its dataset was deleted or "
-                   f"moved); predicted {row.predicted} · true {row.true}")
+        st.caption(f"{md(Path(path).name)}: no longer on the server (its dataset was deleted "
+                   f"or moved); predicted {md(row.predicted)} · true {md(row.true)}")
     except (AppError, OSError) as exc:
-        st.caption(f"{Path(path).name}: cannot show ({exc})")
+        st.caption(f"{md(Path(path).name)}: cannot show ({md(exc)})")
     else:
-        st.image(square(pixels), caption=f"predicted {row.predicted} · true {row.true}",
+        st.image(square(pixels), caption=f"predicted {md(row.predicted)} · true {md(row.true)}",
                  width="stretch")
     confidence = f"{float(row.confidence):.0%}"
     if bool(row.correct):
-        st.markdown(f":green-badge[:material/check: {_escape(row.predicted)}] {confidence}")
+        st.markdown(f":green-badge[:material/check: {md(row.predicted)}] {confidence}")
     else:
-        st.markdown(f":red-badge[:material/close: {_escape(row.predicted)}] {confidence}  \n"
-                    f"true: **{_escape(row.true)}**")
+        st.markdown(f":red-badge[:material/close: {md(row.predicted)}] {confidence}  \n"
+                    f"true: **{md(row.true)}**")
         if run_dir is not None:
             ui_explain.why_button(run_dir, row, key)
 
@@ -257,7 +255,7 @@ def averaging_note(run: Run) -> None:
 def head_choice_section(run: Run) -> None:
     """How the head was chosen: the search's settings and their cross-validated accuracy."""
     record = run.metrics.get("head_search")
-    st.markdown(head_choice.record_text(record))
+    st.markdown(md(head_choice.record_text(record)))
     table = head_choice.record_table(record)
     if table.empty:
         return
@@ -299,6 +297,7 @@ def model_section(run: Run) -> None:
         "Base": run.backbone, "Input size": f"{run.input_size} px" if run.input_size else None,
         "Base depth (layers)": run.metrics.get("depth"),
         "Hidden layers": (", ".join(map(str, config.hidden_units)) or "none") if config else None,
+        "Training mode": run.training_mode,
         "Fine-tuned": _fine_tuned_text(run),
         "Epochs": run.metrics.get("epochs_run"),
         "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,

@@ -14,6 +14,7 @@ from core.results.explain import Explainer, Heatmap
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
+from ui.text import md
 
 # Session-state key prefixes of the widgets made here (one widget per photo: unique keys).
 WHY_OPEN = "tl_why_open"
@@ -76,7 +77,7 @@ def _original(source: Any) -> np.ndarray:
 
 
 def _caption(heat: Heatmap) -> str:
-    words = f"{heat.label}: {heat.probability:.0%}"
+    words = f"{md(heat.label)}: {heat.probability:.0%}"
     return words + (" · nothing here speaks for it" if heat.empty else "")
 
 
@@ -159,7 +160,7 @@ def _mistake_dialog(run_dir: str, path: str, true: str, predicted: str) -> None:
         maps = [heatmap(run_dir, model_view, target) for target in (predicted, true)]
     if explaining.failed:
         return
-    st.markdown(f"Taken for **{predicted}**, but it is **{true}**. Where did the model see "
+    st.markdown(f"Taken for **{md(predicted)}**, but it is **{md(true)}**. Where did the model see "
                 "each class?")
     for column, heat, what in zip(st.columns(2), maps, ("What it answered", "The true class"),
                                   strict=True):

@@ -16,6 +16,7 @@ from core.export import formats as export_formats
 from core.jobs import kinds as job_kinds
 from core.jobs import manager as jobs
 from ui import resources, roles
+from ui.text import md
 
 POLL_SECONDS = 1.0
 KIND = job_kinds.EXPORT.name  # a queued export survives a server restart
@@ -106,12 +107,17 @@ def progress_panel(run_id: str) -> None:
         event = status.latest_event
         fraction = float(getattr(event, "fraction", 0.0) or 0.0)
         message = (event.message if event else None) or "Starting..."
-        st.progress(min(max(fraction, 0.0), 1.0), text=f"Exporting: {message}")
+        st.progress(min(max(fraction, 0.0), 1.0), text=f"Exporting: {md(message)}")
         st.button("Cancel export", key=f"{CANCEL_KEY}.{status.job_id}",
                   on_click=roles.cancel_job, args=(status.job_id,),
                   icon=":material/stop_circle:")
     elif status.state == jobs.FAILED:
-        st.error(f"The export failed: {status.error}", icon=":material/error:")
+        st.error(f"The export failed: {md(status.error)}", icon=":material/error:")
+    elif status.state == jobs.INTERRUPTED:
+        export.clean_leftovers(exports_dir(), run_id)
+        st.warning("The last export of this run was interrupted (the server stopped while it "
+                   "ran), so it did not finish; its temporary folder was removed. Export "
+                   "again.", icon=":material/warning:")
     if not status.done:
         st.session_state[JOB_KEY] = status.job_id
     elif st.session_state.pop(JOB_KEY, None) == status.job_id:
@@ -167,7 +173,7 @@ def verified_downloads(run_id: str) -> None:
     meta = read_metadata(run_id)
     if meta is None:
         return
-    st.subheader(f"Verified exports ({meta.get('exported', '')})")
+    st.subheader(f"Verified exports ({md(meta.get('exported', ''))})")
     show_table(meta)
     downloads(run_id, meta)
 

@@ -15,10 +15,12 @@ import streamlit as st
 from core.runs.store import RunSummary, is_run_id
 from core.status import BROKEN
 from ui import nav
+from ui.text import md
 
 RUN = "run"
 VIEW = "view"
 DEMO = "demo"
+LIVE = "live"  # &live=1: the demo view opens on the live camera (ui.live_camera)
 COPY_PREFIX = "tl_link_copy"  # + ".<picker key>": the "Copy link" popover
 
 
@@ -65,7 +67,7 @@ def requested_run(usable: Sequence[RunSummary], known: Sequence[RunSummary]) -> 
         return None
     problem = refusal(value, usable, known)
     if problem is not None:
-        st.error(problem, icon=":material/link_off:")
+        st.error(md(problem), icon=":material/link_off:")
         return None
     return value
 
@@ -111,30 +113,57 @@ def leave_demo() -> None:
     st.rerun()
 
 
-def link(run_id: str, *, demo: bool = False) -> str:
-    """The address of this page showing a run: absolute when the browser told its URL."""
-    query = f"?{RUN}={quote(run_id, safe='')}" + (f"&{VIEW}={DEMO}" if demo else "")
+def link(run_id: str, *, demo: bool = False, live: bool = False) -> str:
+    """The address of this page showing a run: absolute when the browser told its URL.
+
+    Args:
+        run_id: The run.
+        demo: Predict's demo view.
+        live: The demo view opened on the live camera (live=1).
+    """
+    query = (f"?{RUN}={quote(run_id, safe='')}" + (f"&{VIEW}={DEMO}" if demo else "")
+             + (f"&{LIVE}=1" if demo and live else ""))
     base = st.context.url
     return f"{base}{query}" if base else query
 
 
+def _shared(address: str, caption: str) -> None:
+    """An address another device can open, as text to copy and as a QR code."""
+    from ui import share
+
+    reachable = share.share_address(address) if "://" in address else address
+    st.caption(caption)
+    st.code(reachable, language=None, wrap_lines=True)
+    if "://" in reachable:
+        st.image(share.qr_png(reachable), width=220, caption="Scan with a phone's camera")
+
+
 def copy_link(run_id: str, key: str, *, demo: bool = False) -> None:
-    """A "Copy link" popover with the run's address (and Predict's demo address).
+    """A "Copy link" popover with the run's address (and Predict's live demo address).
 
     Streamlit has no clipboard API: the address is shown in a code block, whose copy button
-    copies it.
+    copies it, and as a QR code a phone can scan off a projector. The address is one another
+    device can open (ui.share: this machine's network address in place of localhost, or the
+    configured public address).
 
     Args:
         run_id: The run shown.
         key: Unique on the page (the picker's key).
-        demo: Also offer the demo view's address (Predict).
+        demo: Also offer the demo view's address, opening on the live camera.
     """
+    from ui import share
+
     with st.popover("Copy link", icon=":material/link:", key=f"{COPY_PREFIX}.{key}",
                     help="An address that opens this page on this run."):
-        st.code(link(run_id), language=None, wrap_lines=True)
+        _shared(link(run_id), "This page on this run:")
         if demo:
-            st.caption("Demo view (camera and the big answer, for a projector or a phone):")
-            st.code(link(run_id, demo=True), language=None, wrap_lines=True)
-        st.caption("Others on your network open it with this computer's address in place of "
-                   "localhost (start the app with --server.address 0.0.0.0). When the studio "
-                   "has an admin password, they are viewers: they can look, not change.")
+            _shared(link(run_id, demo=True, live=True),
+                    "Demo view on the live camera (for a projector or a phone; the model "
+                    "runs on the phone):")
+        if share.camera_needs_https(share.share_address(link(run_id))):
+            st.warning("Phones allow the camera only on https addresses: start the studio "
+                       "with a certificate (README, \"Showing a run to others\"). Photo "
+                       "uploads work either way.", icon=":material/lock:")
+        st.caption("Others on your network open it when the studio listens on the network "
+                   "(start it with --server.address 0.0.0.0). When the studio has an admin "
+                   "password, they are viewers: they can look, not change.")

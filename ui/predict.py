@@ -10,8 +10,9 @@ import streamlit as st
 
 from core.results import charts, familiarity
 from core.results.prediction import Prediction, Predictor
-from ui import resources, state
+from ui import resources, state, uploads
 from ui import runs as ui_runs
+from ui.text import md
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
 
@@ -49,10 +50,12 @@ def phone_predictor(path: Path, keras_predictor: Predictor) -> Predictor:
 
 def photo_inputs() -> list[Any]:
     """Uploaded photos, and a camera photo when the camera is switched on."""
-    sources: list[Any] = list(st.file_uploader(
+    sources: list[Any] = uploads.within_limit(st.file_uploader(
         "Photos", type=PHOTO_TYPES, accept_multiple_files=True, key=state.PREDICT_UPLOAD,
-        help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES) + ".",
-    ) or [])
+        help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES)
+             + f"; up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
+        max_upload_size=uploads.PHOTO_MB,
+    ) or [], at_most=uploads.PHOTOS_AT_ONCE)
     if st.toggle("Take a photo with the camera", key=state.PREDICT_CAMERA_ON,
                  help="Your browser asks for permission to use the camera."):
         shot = st.camera_input("Camera", key=state.PREDICT_CAMERA)
@@ -74,8 +77,8 @@ def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
 def none_of_these(prediction: Prediction, n_classes: int) -> None:
     """The 'none of these' answer: the photo looks like none of the classes, closest second."""
     st.markdown(f"### {familiarity.NONE_OF_THESE}")
-    st.info(familiarity.none_of_these(n_classes, prediction.label)
-            + f" (Its best guess, {prediction.label}, has {prediction.probability:.0%} "
+    st.info(familiarity.none_of_these(n_classes, md(prediction.label))
+            + f" (Its best guess, {md(prediction.label)}, has {prediction.probability:.0%} "
             "probability: probabilities always add up to 100% over the classes the model "
             "knows, even for a photo of something else.)", icon=":material/search_off:")
 
@@ -91,9 +94,9 @@ def prediction_card(prediction: Prediction, input_size: int, position: int,
             same prediction (the same photo twice) still get elements of their own.
         n_classes: How many classes the model knows (for 'none of these').
     """
-    st.subheader(prediction.file)
+    st.subheader(md(prediction.file))
     if not prediction.ok:
-        st.error(prediction.error, icon=":material/broken_image:")
+        st.error(md(prediction.error), icon=":material/broken_image:")
         return
     left, right = st.columns([1, 2])
     with left:
@@ -103,7 +106,7 @@ def prediction_card(prediction: Prediction, input_size: int, position: int,
         if prediction.unknown:
             none_of_these(prediction, n_classes or len(prediction.top_k))
         else:
-            st.markdown(f"### {prediction.label} · {prediction.probability:.0%}")
+            st.markdown(f"### {md(prediction.label)} · {prediction.probability:.0%}")
         if prediction.unsure and not prediction.unknown:
             st.warning(
                 f"**The model is unsure**: its best guess has {prediction.probability:.0%} "

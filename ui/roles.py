@@ -8,12 +8,18 @@ the only guard.
 
 from __future__ import annotations
 
+import logging
+import math
+import secrets as secrets_module
 from typing import Any
 
 import streamlit as st
 
 from core import access
 from core.access import AccessSettings
+from ui.text import md
+
+log = logging.getLogger(__name__)
 
 SIGNED_IN = "tl_admin_signed_in"      # core.access.sign_in_token once this session gave the
                                       # admin password (a new password signs sessions out)
@@ -23,6 +29,7 @@ SIGN_IN_FORM = "tl_admin_sign_in"
 SIGN_OUT = "tl_admin_sign_out"
 LOG_IN = "tl_admin_log_in"
 LOG_OUT = "tl_admin_log_out"
+SESSION_KEY = "tl_sign_in_session"  # a random id: the per-session count of wrong passwords
 NO_SECRETS = "no-secrets-found"  # Streamlit's error_id when there is no secrets.toml at all
 
 
@@ -92,7 +99,7 @@ def show_refusal() -> None:
     """Shows (once) a refusal a callback kept."""
     message = st.session_state.pop(REFUSED, None)
     if message:
-        st.error(message, icon=":material/lock:")
+        st.error(md(message), icon=":material/lock:")
 
 
 def cancel_job(job_id: str) -> None:
@@ -103,13 +110,41 @@ def cancel_job(job_id: str) -> None:
         resources.job_manager().cancel(job_id)
 
 
+@st.cache_resource(show_spinner=False)
+def throttle() -> access.SignInThrottle:
+    """The server's one record of wrong admin passwords, shared by every session."""
+    return access.SignInThrottle()
+
+
+def _client_keys() -> list[str]:
+    """Who is trying: this session, and the client's address when the server knows it."""
+    session = st.session_state.setdefault(SESSION_KEY, secrets_module.token_hex(8))
+    keys = [f"session:{session}"]
+    address = getattr(st.context, "ip_address", None)
+    if address:
+        keys.append(f"address:{address}")
+    return keys
+
+
 def _sign_in(rule: AccessSettings, key: str) -> None:
     given = st.session_state.get(key) or ""
     st.session_state[key] = ""
+    keys = _client_keys()
+    wait = throttle().wait(keys)
+    if wait > 0:  # not even compared: a guess during the wait tells nothing
+        st.session_state[REFUSED] = (f"Too many wrong passwords: wait {math.ceil(wait)} s "
+                                     "before the next try.")
+        log.warning("Admin sign-in refused during its wait (%s)", ", ".join(keys))
+        return
     if access.password_matches(rule, str(given)):
+        throttle().succeeded(keys[:1])
         st.session_state[SIGNED_IN] = access.sign_in_token(rule)
-    else:
-        st.session_state[REFUSED] = "Wrong password: try again, or ask the studio's owner."
+        return
+    wait = throttle().failed(keys)
+    log.warning("Wrong admin password (%s); %d wrong in this session", ", ".join(keys),
+                throttle().failures(keys[0]))
+    st.session_state[REFUSED] = "Wrong password: try again, or ask the studio's owner." + (
+        f" Wait {math.ceil(wait)} s before the next try." if wait > 0 else "")
 
 
 def _sign_out() -> None:
@@ -136,11 +171,11 @@ def sign_in_form(rule: AccessSettings | None = None, place: str = "page") -> Non
             if st.button("Log in", key=f"{LOG_IN}.{place}", icon=":material/login:"):
                 st.login()
         else:
-            st.caption(f"Logged in as {email}, which is not an admin's address.")
+            st.caption(f"Logged in as {md(email)}, which is not an admin's address.")
             if st.button("Log out", key=f"{LOG_OUT}.{place}", icon=":material/logout:"):
                 st.logout()
     elif rule.mode == access.LOCKED:
-        st.error(f"The studio's access settings cannot be read: {rule.problem} Fix "
+        st.error(f"The studio's access settings cannot be read: {md(rule.problem)} Fix "
                  ".streamlit/secrets.toml and restart the app.", icon=":material/lock:")
 
 
@@ -152,7 +187,7 @@ def sidebar_status() -> None:
     with st.sidebar:
         if is_admin(rule):
             who = current_email() if rule.mode == access.LOGIN else None
-            st.caption(":material/shield_person: Admin" + (f" · {who}" if who else ""))
+            st.caption(":material/shield_person: Admin" + (f" · {md(who)}" if who else ""))
             if rule.mode == access.PASSWORD:
                 st.button("Sign out", key=SIGN_OUT, icon=":material/logout:",
                           on_click=_sign_out)

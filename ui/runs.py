@@ -11,6 +11,7 @@ from core.runs.store import Run, RunStore, RunSummary
 from core.status import BROKEN
 from ui import links, nav, resources, state
 from ui.errors import show_user_errors
+from ui.text import md
 
 
 def store() -> RunStore:
@@ -32,7 +33,7 @@ def warn_about_broken(summaries: Sequence[RunSummary]) -> None:
     """Names the broken runs (damaged files) and why, so they are not silently missing."""
     broken = [s for s in summaries if s.status == BROKEN]
     if broken:
-        lines = "\n".join(f"- **{s.run_id}**: {s.error}" for s in broken)
+        lines = "\n".join(f"- **{md(s.run_id)}**: {md(s.error)}" for s in broken)
         st.warning(f"{len(broken)} run{'s' if len(broken) != 1 else ''} cannot be used because "
                    f"files are damaged; delete them on the Compare page.\n\n{lines}",
                    icon=":material/warning:")

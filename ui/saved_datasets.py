@@ -11,6 +11,7 @@ from core.data.store import SavedDataset
 from ui import dataset as ui_dataset
 from ui import state
 from ui.dataset_builder import act, edit, forget_loaded, origin, say, show_messages, store
+from ui.text import md, md_list
 
 
 def _rename(dataset_id: str) -> None:
@@ -42,7 +43,8 @@ def _delete(dataset_id: str, name: str) -> None:
 def _table(saved: list[SavedDataset]) -> pd.DataFrame:
     return pd.DataFrame([{
         "dataset": s.name,
-        "classes": (", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet")
+        "classes": f"damaged: {s.damaged}" if s.damaged else
+        (", ".join(f"{c} ({n})" for c, n in s.classes.items()) or "none yet")
         if s.available else ("its photos are gone: upload the zip again" if s.kind == "upload"
                              else "its folder is gone from the server"),
         "photos": s.photos, "created": s.created.replace("T", " ")[:16], "source": s.source,
@@ -76,11 +78,16 @@ def saved_list() -> None:
         st.session_state.pop(state.SAVED_CHOICE, None)
     choice = st.selectbox("Saved dataset", names, key=state.SAVED_CHOICE)
     chosen = next(s for s in saved if s.name == choice)
+    if chosen.damaged:  # listed so that it does not vanish without a word; delete only
+        st.error(md(f"This saved dataset cannot be opened: {chosen.damaged}"),
+                 icon=":material/error:")
+        _delete_controls(chosen)
+        return
     cols = st.columns(3)
     if not chosen.available:
         again = ("Upload the same zip again to bring them back." if chosen.kind == "upload"
-                 else f"Put the folder back at {chosen.root} to bring them back.")
-        st.warning(f"The photos of '{chosen.name}' are no longer on the server (moved or "
+                 else f"Put the folder back at {md(chosen.root)} to bring them back.")
+        st.warning(f"The photos of '{md(chosen.name)}' are no longer on the server (moved or "
                    f"deleted outside the studio). {again}", icon=":material/warning:")
     if cols[0].button("Open", key=state.SAVED_OPEN, type="primary", icon=":material/folder_open:",
                       disabled=not chosen.available,
@@ -95,7 +102,7 @@ def saved_list() -> None:
                             file_name=f"{chosen.name}.zip", mime="application/zip",
                             icon=":material/download:", on_click="ignore")
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.text_input(f"New name for {chosen.name}", key=state.SAVED_RENAME, max_chars=100)
+    left.text_input(f"New name for {md(chosen.name)}", key=state.SAVED_RENAME, max_chars=100)
     right.button("Rename", key=state.SAVED_RENAME_GO, on_click=_rename, args=(chosen.id,))
     _delete_controls(chosen)
 
@@ -107,10 +114,11 @@ def _delete_controls(chosen: SavedDataset) -> None:
         return
     where = ("its photos are deleted from the server" if chosen.kind == "built" else
              "it leaves the list; the zip or folder it came from is kept")
-    runs = (f" Runs trained on it: {', '.join(chosen.runs)}. They keep their models, so they "
+    runs = (f" Runs trained on it: {md_list(chosen.runs)}. They keep their models, so they "
             "still load and predict; galleries that show its photos say they are gone."
             if chosen.runs else " No run was trained on it.")
-    st.warning(f"Delete '{chosen.name}'? {where.capitalize()}.{runs}", icon=":material/warning:")
+    st.warning(f"Delete '{md(chosen.name)}'? {where.capitalize()}.{runs}",
+               icon=":material/warning:")
     yes, no = st.columns(2)
     yes.button("Yes, delete it", key=state.SAVED_DELETE_YES, type="primary",
                on_click=_delete, args=(chosen.id, chosen.name))

@@ -34,6 +34,9 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Head: hidden layers and regularisation (manual head; the search's starting point)",
      ("dropout", "l2", "label_smoothing")),
     ("Augmentation", ("augment", "augment_views")),
+    ("Top blocks on cached activations (retrains the top of the base at a fraction of "
+     "fine-tuning's cost)",
+     ("tune_top_blocks", "tune_top_blocks_epochs", "tune_top_blocks_learning_rate")),
     ("Fine-tuning (optional, slower: retrains the top of the base)",
      ("fine_tune_layers", "fine_tune_epochs", "fine_tune_learning_rate", "fine_tune_averaging")),
 )
@@ -210,7 +213,8 @@ def job_title(current: CurrentDataset, config: TrainConfig) -> str:
     weights = ("random weights" if config.weights is None and not config.hub_handle
                else "" if config.weights in ("imagenet", None) else "own weights")
     epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}" + (
-        f" + {config.fine_tune_epochs} fine-tune" if config.fine_tune_layers else "")
+        f" + {config.fine_tune_epochs} fine-tune" if config.fine_tune_layers else
+        f" + top {config.tune_top_blocks} block(s)" if config.tune_top_blocks else "")
     augmented = "augmented" if config.augments else ""  # says what "automatic" chose
     return " · ".join(p for p in (current.name, base, weights, epochs, augmented) if p)
 

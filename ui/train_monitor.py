@@ -17,6 +17,7 @@ from core.runs import history as history_table
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, roles, state
 from ui.errors import show_user_errors
+from ui.text import md
 
 POLL_SECONDS = 1.0          # how often the live panel asks the job manager while a job runs
 FINISHED_JOBS_LISTED = 5    # ended jobs kept in the jobs table under the active ones
@@ -24,7 +25,7 @@ FINISHED_JOBS_LISTED = 5    # ended jobs kept in the jobs table under the active
 PHASE_TEXT = {
     "preparing": "Preparing", "extracting features": "Extracting features",
     "searching head": "Searching the head's settings", "training head": "Training the head",
-    "fine-tuning": "Fine-tuning",
+    "fine-tuning": "Fine-tuning", "training top blocks": "Training the top blocks",
     "evaluating": "Evaluating", "saving": "Saving",
 }
 STATE_TEXT = {
@@ -148,7 +149,7 @@ def cancel_button(status: JobStatus) -> None:
 
 def job_progress(status: JobStatus) -> None:
     """One job: queue position, or phase, progress bar with ETA, metrics and curves; or the end."""
-    st.markdown(f"**{status.title}**")
+    st.markdown(f"**{md(status.title)}**")
     if status.state == QUEUED:
         st.info(f"Waiting in the queue: position {status.position}. One training runs at a "
                 "time on this machine; this one starts when those ahead of it end.",
@@ -186,7 +187,7 @@ def running_view(status: JobStatus) -> None:
     fraction = float(getattr(event, "fraction", 0.0) or 0.0) if event is not None else 0.0
     message = (event.message if event else None) or "Starting..."
     eta = event.eta_seconds if event else None
-    text = f"{PHASE_TEXT.get(phase, 'Starting')}: {message}"
+    text = f"{PHASE_TEXT.get(phase, 'Starting')}: {md(message)}"
     if eta is not None and fraction < 1:
         text += f" · about {duration_text(eta)} left in this phase"
     st.progress(min(max(fraction, 0.0), 1.0), text=text)
@@ -246,7 +247,7 @@ def ended_view(status: JobStatus) -> None:
     took = f" in {duration_text(status.elapsed)}" if status.started else ""
     if status.state in (FAILED, INTERRUPTED):
         what = "failed" if status.state == FAILED else "was interrupted"
-        st.error(f"Training {what}{took}: {status.error}", icon=":material/error:")
+        st.error(f"Training {what}{took}: {md(status.error)}", icon=":material/error:")
         if status.error_traceback:
             st.caption("This looks like a bug: the details are in the server log and in the "
                        "run's status.json.")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import config
 from ui.errors import show_user_errors
+from ui.text import md
 
 T = TypeVar("T")
 
@@ -149,7 +150,7 @@ def build_config(cls: type[T], values: dict[str, Any], *, base: T | None = None)
     invalid = [v.message for v in values.values() if isinstance(v, InvalidInput)]
     if invalid:
         for message in invalid:
-            st.error(message, icon=":material/error:")
+            st.error(md(message), icon=":material/error:")
         return None
     with show_user_errors() as outcome:
         if base is not None:

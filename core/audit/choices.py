@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from core import schema
+from core.audit import schemas as audit_schemas
 from core.audit.findings import (
     AuditResult,
     audit_dir,
@@ -41,11 +43,21 @@ def load_choices(dataset: Any, home: str | Path | None = None) -> dict[str, dict
         return {}
     try:
         data = read_json(path)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         log.warning("Ignoring the unreadable audit choices %s: %s", path, exc)
         return {}
-    return {str(k): dict(v) for k, v in data.get("choices", {}).items()
-            if isinstance(v, dict) and v.get("action") in (EXCLUDE, MOVE)}
+    except ValueError as exc:
+        schema.set_aside(path, f"not JSON ({exc})")
+        return {}
+    problem = schema.valid(data, audit_schemas.CHOICES, "choices.json")
+    if problem is None and any(v["action"] == MOVE and not v.get("label")
+                               for v in (data.get("choices") or {}).values()):
+        problem = "choices.json moves a photo without naming the class"
+    if problem is not None:
+        schema.set_aside(path, problem)
+        return {}
+    return {str(k): dict(v) for k, v in (data.get("choices") or {}).items()
+            if v.get("action") in (EXCLUDE, MOVE)}
 
 
 def save_choices(dataset: Any, choices: dict[str, dict[str, str]],

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core import schema
 from core.audit import near_duplicates as nd
+from core.audit import schemas as audit_schemas
 from core.audit.analyses import class_outlier_scores, find_label_issues, out_of_sample_probabilities
 from core.config import AuditConfig, SplitConfig, studio_home
 from core.errors import Cancelled, DatasetError
@@ -462,10 +464,27 @@ def load_audit(dataset_or_index: Any, home: str | Path | None = None) -> AuditRe
     if not path.is_file():
         return None
     try:
-        return AuditResult.from_dict(read_json(path))
-    except (OSError, ValueError) as exc:
+        data = read_json(path)
+    except OSError as exc:
         log.warning("Ignoring the unreadable audit %s: %s", path, exc)
         return None
+    except ValueError as exc:
+        schema.set_aside(path, f"not JSON ({exc})")
+        return None
+    problem = schema.valid(data, audit_schemas.AUDIT, "audit.json")
+    if problem is not None:  # a damaged audit must not break every later training
+        schema.set_aside(path, problem)
+        return None
+    return AuditResult.from_dict(data)
+
+
+def set_aside_files(dataset_or_index: Any, home: str | Path | None = None) -> list[str]:
+    """Names of this dataset's audit files that were damaged and set aside (newest last)."""
+    folder = audit_dir(home, dataset_key(dataset_or_index))
+    try:
+        return sorted(p.name for p in folder.iterdir() if ".damaged-" in p.name)
+    except OSError:
+        return []
 
 
 def describe(result: AuditResult, limit: int = 20) -> str:

@@ -23,7 +23,7 @@ from typing import IO, Any
 import pandas as pd
 
 from core.config import IngestConfig, studio_home
-from core.data import images, uploads
+from core.data import images, names, uploads
 from core.data import walk as dataset_walk
 from core.errors import DatasetError
 from core.progress import CHECKING, EventSink, PhaseProgress
@@ -219,6 +219,11 @@ def _dataset_messages(
                 f"Only one class folder found ('{only}'). Add at least one more class folder "
                 "with images: a classifier needs 2 or more classes."
             )
+    for first, second in names.case_collisions(counts):
+        report.errors.append(
+            f"Class folders '{first}' and '{second}' differ only in case; they are one folder "
+            "on macOS and Windows, and one class to people. Merge or rename one of them."
+        )
     for name, n in counts.items():
         if n < config.min_images_per_class:
             missing = config.min_images_per_class - n
@@ -254,6 +259,17 @@ def _dataset_messages(
         )
 
 
+def _refuse_outside(path: Path, within: Sequence[Path]) -> None:
+    """DatasetError when a folder or zip (links followed) lies outside the shared folders."""
+    real = path.resolve()
+    roots = [Path(root).resolve() for root in within]
+    if not any(real == root or root in real.parents for root in roots):
+        shared = ", ".join(str(root) for root in roots)
+        raise DatasetError(f"{path} is outside the folders this server shares ({shared}, "
+                           "set by TL_STUDIO_DATA_ROOTS), so it cannot be read here. Copy the "
+                           "photos into one of them, or upload a zip instead.")
+
+
 def ingest(
     source: str | Path | bytes | IO[bytes],
     *,
@@ -284,6 +300,8 @@ def ingest(
         DatasetError: When the source itself is unusable (missing, not a folder or zip,
             damaged zip, zip over the limits).
     """
+    if within and isinstance(source, (str, os.PathLike)):
+        _refuse_outside(Path(source).expanduser(), within)
     top, zip_skipped = _source_folder(source, studio_home(home), config, on_event)
     layout = dataset_walk.scan(top)
     if within and isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir():

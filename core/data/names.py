@@ -19,6 +19,30 @@ _RESERVED = frozenset(
 _FORBIDDEN = frozenset('<>:"/\\|?*')
 
 
+CONTROL_REASON = ("holds control or invisible characters (a newline, tab, escape sequence or "
+                  "a bidi override such as U+202E)")
+
+
+def has_control(name: str) -> bool:
+    """Whether a name holds control or invisible formatting characters (newline, tab, ESC,
+    bidi overrides, zero-width characters): they break labels.txt and CSV files and change
+    what a terminal shows."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name)
+
+
+def case_collisions(names: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs of names that differ only in case (Cat, cat): one folder on macOS and Windows."""
+    first: dict[str, str] = {}
+    pairs = []
+    for name in names:
+        key = unicodedata.normalize("NFC", name).casefold()
+        if key in first:
+            pairs.append((first[key], name))
+        else:
+            first[key] = name
+    return pairs
+
+
 def clean_name(text: str, what: str = "class") -> str:
     """The name as stored (NFC, outer spaces trimmed), or a DatasetError saying what to change.
 
@@ -50,7 +74,7 @@ def clean_name(text: str, what: str = "class") -> str:
         raise DatasetError(f"The {what} name '{name}' contains {' '.join(bad)}, which folder "
                            f"names cannot hold on every system. {fix}, without "
                            "< > : \" / \\ | ? *.")
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
+    if has_control(name):
         raise DatasetError(f"The {what} name contains control or invisible characters. "
                            f"{fix}, using letters, digits, spaces, - or _.")
     if name in (".", "..") or name.startswith("."):

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import files
+from core import files, schema
 from core.config import MIN_IMAGES_PER_CLASS, IngestConfig, studio_home
-from core.data import images, uploads
+from core.data import images, upload_space, uploads
+from core.data import schemas as saved_schema
 from core.data.names import clean_name, refuse_duplicate, same_name, unique_name
 from core.errors import DatasetError, ImageError
 
@@ -60,6 +61,8 @@ class SavedDataset:
         root: The folder holding its class folders.
         classes: Class name -> number of photo files.
         runs: Ids of the runs trained on it, newest first.
+        damaged: Why its record (saved.json) cannot be used, or None. A damaged dataset is
+            listed so that it does not vanish without a word; it can only be deleted.
     """
 
     id: str
@@ -70,12 +73,13 @@ class SavedDataset:
     root: Path
     classes: dict[str, int] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
+    damaged: str | None = None
 
     @property
     def available(self) -> bool:
         """Whether its photos are on the server: a server folder may have been moved or
         deleted (the uploads' size budget never removes an upload a saved dataset uses)."""
-        return self.root.is_dir()
+        return self.damaged is None and self.root.is_dir()
 
     @property
     def photos(self) -> int:
@@ -93,7 +97,8 @@ class SavedDataset:
     def to_dict(self) -> dict[str, Any]:
         """{"name", "classes", "created", "source", "runs"}, as `python -m core datasets`."""
         return {"name": self.name, "classes": dict(self.classes), "created": self.created,
-                "source": self.source, "runs": list(self.runs)}
+                "source": self.source, "runs": list(self.runs),
+                **({"damaged": self.damaged} if self.damaged else {})}
 
 
 @dataclass
@@ -104,11 +109,14 @@ class AddResult:
         added: Stored file names of the photos added.
         duplicates: Photos already in the dataset, as {"file", "reason"}; not added again.
         refused: Photos that cannot be used, as {"file", "reason"}.
+        problem: What stopped the adding (a full disk), or None; the photos not added
+            because of it are in refused.
     """
 
     added: list[str] = field(default_factory=list)
     duplicates: list[dict[str, str]] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
+    problem: str | None = None
 
 
 @contextlib.contextmanager
@@ -195,16 +203,34 @@ class DatasetStore:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _metas(self) -> list[tuple[Path, dict[str, Any]]]:
-        found = []
+    def _records(self) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
+        """(folder, record, None) of each saved dataset, or (folder, None, why) when its
+        record is missing or damaged."""
+        found: list[tuple[Path, dict[str, Any] | None, str | None]] = []
         for folder in _visible(self.dir):
-            try:
-                meta = files.read_json(folder / META_FILE)
-            except (OSError, ValueError):
+            if not folder.is_dir() or folder.name.startswith("."):
                 continue
-            if isinstance(meta, dict) and isinstance(meta.get("name"), str):
-                found.append((folder, meta))
+            try:
+                meta = schema.check(files.read_json(folder / META_FILE), saved_schema.SAVED,
+                                    META_FILE)
+            except FileNotFoundError:  # being created or deleted right now
+                continue
+            except schema.SchemaError as exc:
+                found.append((folder, None, f"{META_FILE} is damaged: {exc}"))
+                continue
+            except (OSError, ValueError) as exc:
+                found.append((folder, None, f"{META_FILE} cannot be read ({exc})"))
+                continue
+            found.append((folder, meta, None))
         return found
+
+    def _metas(self) -> list[tuple[Path, dict[str, Any]]]:
+        return [(folder, meta) for folder, meta, _why in self._records() if meta is not None]
+
+    def _damaged(self, folder: Path, why: str) -> SavedDataset:
+        return SavedDataset(id=folder.name, name=f"damaged dataset {folder.name}", created="",
+                            source="", kind="damaged", root=folder / PHOTOS_DIR,
+                            damaged=f"{why}. Delete it, or fix {folder / META_FILE}.")
 
     def _root(self, folder: Path, meta: dict[str, Any]) -> Path:
         return Path(meta["root"]) if meta.get("root") else folder / PHOTOS_DIR
@@ -237,7 +263,8 @@ class DatasetStore:
     def list(self, *, with_runs: bool = True) -> list[SavedDataset]:
         """Every saved dataset, newest first (with the runs trained on each)."""
         runs = self._runs_by_root() if with_runs else None
-        saved = [self._saved(folder, meta, runs) for folder, meta in self._metas()]
+        saved = [self._saved(folder, meta, runs) if meta is not None
+                 else self._damaged(folder, str(why)) for folder, meta, why in self._records()]
         saved.sort(key=lambda s: (s.created, s.name), reverse=True)
         return saved
 
@@ -333,7 +360,7 @@ class DatasetStore:
     def _pin(self, root: Path, folder: Path) -> None:
         """Keeps an upload's extraction from the uploads' size budget while folder exists."""
         try:
-            uploads.pin(root, folder, self.home)
+            upload_space.pin(root, folder, self.home)
         except OSError as exc:  # the dataset is saved all the same; the budget may take it
             log.warning("Could not keep %s from the uploads' size budget: %s", root, exc)
 
@@ -358,7 +385,14 @@ class DatasetStore:
             DatasetError: Runs were trained on it and confirm_runs is False; names them.
         """
         with _locked(self.dir):
+            damaged = next((f for f, meta, _why in self._records()
+                            if meta is None and f.name == name), None)
+            if damaged is not None:  # its record cannot be read: only deleting it is offered
+                shutil.rmtree(damaged, ignore_errors=True)
+                log.info("Deleted the damaged saved dataset %s", damaged)
+                return []
             folder, meta = self._require(name)
+            self._refuse_if_training(folder, meta)
             runs = self._saved(folder, meta, self._runs_by_root()).runs
             if runs and not confirm_runs:
                 raise DatasetError(f"Runs were trained on '{meta['name']}': {', '.join(runs)}. "
@@ -369,6 +403,23 @@ class DatasetStore:
                 shutil.rmtree(folder, ignore_errors=True)
         log.info("Deleted saved dataset %s (%s)", meta["name"], folder)
         return runs
+
+    def _refuse_if_training(self, folder: Path, meta: dict[str, Any]) -> None:
+        """DatasetError when a run still training reads its photos."""
+        from core.runs.store import RunStore
+        from core.status import RUNNING
+
+        roots = [Path(r) for r in self._roots_of(folder, meta)]
+
+        def reads_it(run_root: str | None) -> bool:  # its root, or a folder it unwrapped
+            return bool(run_root) and any(Path(run_root) == r or r in Path(run_root).parents
+                                          for r in roots)
+
+        busy = [s.run_id for s in RunStore(self.home).list()
+                if s.status == RUNNING and reads_it(s.dataset_root)]
+        if busy:
+            raise DatasetError(f"'{meta['name']}' is in use by a training; cancel it first "
+                               f"(run {', '.join(busy)}), then delete the dataset.")
 
     # -- classes and photos -----------------------------------------------------------
 
@@ -391,7 +442,7 @@ class DatasetStore:
         meta["past_roots"] = sorted({*meta.get("past_roots", []), str(source)})
         meta["root"] = None
         files.write_json_atomic(folder / META_FILE, meta)
-        uploads.unpin(source, folder, self.home)  # its photos are its own now
+        upload_space.unpin(source, folder, self.home)  # its photos are its own now
         log.info("Copied %s into saved dataset %s before changing it", source, meta["name"])
         return photos
 
@@ -470,9 +521,20 @@ class DatasetStore:
             target = self._class_dir(root, cls)
             others = [p for p in _visible(root) if p.is_dir() and p != target]
             work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root.parent))
+            pending = list(photos)
             try:
-                for label, data in photos:
-                    self._add_one(label, data, target, others, work, config, result)
+                for n, (label, data) in enumerate(pending):
+                    try:
+                        self._add_one(label, data, target, others, work, config, result)
+                    except OSError as exc:
+                        if exc.errno not in files.FULL_ERRNOS:
+                            raise
+                        # Keep what was added; say which photos were not, and why.
+                        full = files.disk_full(target / label, len(data), "the photo")
+                        result.problem = str(full)
+                        result.refused.extend({"file": name, "reason": "not added: the disk "
+                                               "is full"} for name, _ in pending[n:])
+                        break
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         return result

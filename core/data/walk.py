@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.data import images, uploads
+from core.data import images, names, uploads
 from core.data.uploads import UPLOAD_MARKER
 
 # Extensions that make a loose top-level file count as an image when deciding whether a
@@ -105,6 +105,8 @@ def printable(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "replace")
 
 
+CONTROL_NAME = (f"its name {names.CONTROL_REASON}, which would break labels.txt, CSV "
+                "files and terminals; rename it and load the folder again")
 NOT_UTF8 = ("its name is not valid UTF-8 text, so it cannot be stored in the dataset "
              "index; rename it (for example with convmv) and load the folder again")
 
@@ -145,6 +147,8 @@ def _walk_files(folder: Path) -> tuple[list[Path], int, list[tuple[Path, str]]]:
                 ignored += name != UPLOAD_MARKER
             elif not is_utf8(str(path)):
                 refused.append((path, NOT_UTF8))
+            elif names.has_control(name):
+                refused.append((path, CONTROL_NAME))
             elif (reason := _refusal(path)) is not None:
                 refused.append((path, reason))
             else:
@@ -171,10 +175,11 @@ def scan(top: Path) -> Layout:
     for folder in dirs:
         found, skipped, not_read = _walk_files(folder)
         ignored += skipped
-        if is_utf8(folder.name):
+        if is_utf8(folder.name) and not names.has_control(folder.name):
             class_files[folder.name] = found
             refused.extend(not_read)
         else:  # not a class: its name could not be a label
-            reason = NOT_UTF8.replace("its name", "its class folder's name")
+            reason = (NOT_UTF8 if not is_utf8(folder.name) else CONTROL_NAME).replace(
+                "its name", "its class folder's name")
             refused.extend((path, reason) for path in sorted(found + [p for p, _ in not_read]))
     return Layout(root, class_files, files, ignored, refused)

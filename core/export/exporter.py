@@ -128,14 +128,18 @@ def parse_formats(text: str | Iterable[str] | None) -> tuple[str, ...]:
     """Format names from "keras,tflite_int8" or a list; all formats for None or "all".
 
     Raises:
-        ExportError: naming the valid formats, for an unknown one.
+        ExportError: naming the valid formats, for an unknown one or none at all (an empty
+            --formats '' is a mistake, not "all").
     """
     every = export_formats.NAMES
     if text is None:
         return every
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [str(item).strip() for item in items if str(item).strip()]
-    if not names or names == ["all"]:
+    if not names:
+        raise ExportError(f"No format given: name one or more of {', '.join(every)} "
+                          "(comma-separated), or leave out --formats for all of them.")
+    if names == ["all"]:
         return every
     unknown = [name for name in names if name not in every]
     if unknown:
@@ -374,9 +378,20 @@ def _clean_stale_staging(out: Path, run_id: str) -> None:
         _remove(leftover)
 
 
+def clean_leftovers(out_dir: str | Path, run_id: str) -> None:
+    """Removes what exports of this run left in out_dir when their process died (an export
+    job interrupted by a server stop): temporary and replaced folders. Never raises."""
+    try:
+        _clean_stale_staging(Path(out_dir), run_id)
+    except OSError:
+        log.warning("Cannot remove the leftovers of an export of %s in %s", run_id, out_dir,
+                    exc_info=True)
+
+
 def _publish(staging: Path, final: Path) -> None:
     """Renames the complete folder into place; an older export is replaced only now."""
     old = None
+    files.replaceable_folder(final)  # never renames over a link, device or pipe
     if final.exists():
         old = final.with_name(f"{_OLD}{final.name}-{secrets.token_hex(3)}")
         os.rename(final, old)
@@ -441,7 +456,8 @@ def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | 
     started = time.monotonic()
     progress = _Progress(2 * len(wanted) + 3, on_event, should_stop)
     progress.step("exporting", "Reading the test photos and the model", advance=False)
-    out = Path(out_dir).expanduser()
+    out = files.folder_target(out_dir)
+    files.replaceable_folder(out / run.run_id)
     try:
         out.mkdir(parents=True, exist_ok=True)
         _clean_stale_staging(out, run.run_id)

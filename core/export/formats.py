@@ -126,6 +126,12 @@ def _tflite_writer(kind: str) -> Writer:
 
 _TFLITE_LOADERS = ("tf.lite", "litert")
 
+
+def _write_browser(sources: ExportSources, target: Path) -> None:
+    from core.export import browser
+
+    browser.write(sources.model, sources.size, target)
+
 FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("keras", "model.keras", "Keras (.keras)", "float32", _write_keras,
                  ("keras",)),
@@ -139,6 +145,11 @@ FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("tflite_int8", "model_int8.tflite", "TensorFlow Lite, int8 (full integer)",
                  "uint8", _tflite_writer("int8"), _TFLITE_LOADERS, limit_points=2.0,
                  phone=True),
+    # The live camera's file (LiteRT.js in the visitor's browser, core.export.browser): the
+    # float32 conversion with its batch fixed at one photo, which LiteRT.js needs.
+    ExportFormat("browser", "model_browser.tflite",
+                 "Browser (LiteRT.js: TensorFlow Lite float32, one photo per call)", "float32",
+                 _write_browser, _TFLITE_LOADERS),
 )
 NAMES: tuple[str, ...] = tuple(fmt.name for fmt in FORMATS)
 _BY_NAME = {fmt.name: fmt for fmt in FORMATS}

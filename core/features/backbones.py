@@ -59,6 +59,11 @@ class BackboneSpec:
         keras_module: keras.applications submodule holding its preprocess_input.
         constructor_kwargs: Extra constructor arguments, as (name, value) pairs.
         hub_handle: TF Hub handle, URL or SavedModel folder (TF Hub bases only).
+        top_blocks: Top blocks worth training on cached activations (TrainConfig's
+            tune_top_blocks when a page suggests it); the cut below them is computed from the
+            Keras graph (core.features.activations.boundary_layer).
+        top_blocks_measured: Whether top_blocks was measured on real photos
+            (docs/benchmarks.md) rather than only computed from the graph.
     """
 
     name: str
@@ -77,6 +82,8 @@ class BackboneSpec:
     keras_module: str = ""
     constructor_kwargs: tuple[tuple[str, Any], ...] = ()
     hub_handle: str | None = None
+    top_blocks: int = 1
+    top_blocks_measured: bool = False
 
     def __post_init__(self) -> None:
         if self.preprocessing_mode not in _PREPROCESSING_TEXT:
@@ -121,7 +128,10 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({
               weights_url=_KERAS_APPS + "mobilenet_v2/"
               "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
               weights_hash=None, weights_mb=9.4, relative_speed=1.0, preprocessing_mode="tf",
-              constructor="MobileNetV2", keras_module="mobilenet_v2"),
+              constructor="MobileNetV2", keras_module="mobilenet_v2",
+              # Block 16 + Conv_1 on cached block_15_add outputs (7x7x160, 15 KB a photo):
+              # 2 blocks were no more accurate on flower_photos_300 (docs/benchmarks.md).
+              top_blocks=1, top_blocks_measured=True),
         _spec(name="mobilenet_v3_small", display_name="MobileNetV3 Small", input_size=224,
               feature_dim=576, params=939_120, depth=158,
               weights_file="weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",

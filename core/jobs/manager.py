@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import schema
 from core.errors import AppError, Cancelled, JobError
 from core.files import own_process_facts, process_alive, read_json, write_text_atomic
+from core.jobs import schemas as job_schemas
 from core.jobs.kinds import JobKind
 from core.progress import ProgressEvent
 from core.status import (
@@ -490,6 +492,10 @@ class JobManager:
                 record = read_json(path)
             except (OSError, ValueError):
                 logger.warning("skipping the unreadable job record %s", path)
+                continue
+            problem = schema.valid(record, job_schemas.JOB_RECORD, path.name)
+            if problem is not None:  # a damaged record must not break every page load
+                schema.set_aside(path, f"dropped the job record: {problem}")
                 continue
             if isinstance(record, dict) and record.get("state") in ACTIVE_STATES \
                     and isinstance(record.get("job_id"), str) and not process_alive(record):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,12 @@ METRIC_NAMES = {
 }
 _BAR_METRICS = (("precision", "Precision", "#4c78a8"), ("recall", "Recall", "#f58518"),
                 ("f1", "F1", "#54a24b"))
+
+
+def chart_text(name: Any) -> str:
+    """A name as plotly shows it literally: plotly reads <b>, <a href>, <br> and entities in
+    axis labels, legends and hover text, so a class named <b>x</b> would turn bold."""
+    return html.escape(str(name), quote=False)
 
 
 def _empty(title: str, message: str) -> go.Figure:
@@ -119,10 +126,11 @@ def confusion_heatmap(confusion: Any, labels: Sequence[str], normalize: bool = F
     Returns:
         A heatmap whose cells show the count (or row share); each cell's customdata is
         [true label, predicted label, count], so a page can map a clicked cell to the
-        images behind it.
+        images behind it. Axes and hover text show the names escaped (chart_text).
     """
     counts = np.asarray(confusion, dtype=np.int64)
     labels = [str(label) for label in labels]
+    shown = [chart_text(label) for label in labels]
     c = len(labels)
     if counts.shape != (c, c):
         raise ValueError(f"confusion must be {c}x{c} for {c} labels, got {counts.shape}")
@@ -136,10 +144,10 @@ def confusion_heatmap(confusion: Any, labels: Sequence[str], normalize: bool = F
         for j, pred in enumerate(labels):
             customdata[i, j] = (true, pred, int(counts[i, j]))
     fig = go.Figure(go.Heatmap(
-        z=z, x=labels, y=labels, text=text, texttemplate="%{text}", customdata=customdata,
+        z=z, x=shown, y=shown, text=text, texttemplate="%{text}", customdata=customdata,
         colorscale="Blues", zmin=0, zmax=1 if normalize else max(int(counts.max()), 1),
         colorbar={"title": "share of row" if normalize else "images"},
-        hovertemplate=("true %{customdata[0]}<br>predicted %{customdata[1]}<br>"
+        hovertemplate=("true %{y}<br>predicted %{x}<br>"
                        "%{customdata[2]} images" + (" (%{z:.0%} of the class)" if normalize
                                                     else "") + "<extra></extra>"),
     ))
@@ -158,7 +166,7 @@ def per_class_bars(per_class_df: pd.DataFrame) -> go.Figure:
     """
     if per_class_df is None or per_class_df.empty:
         return _empty("Per-class scores", "No classes to show.")
-    classes = per_class_df["class"].astype(str).tolist()
+    classes = [chart_text(c) for c in per_class_df["class"].astype(str)]
     support = per_class_df["support"].tolist() if "support" in per_class_df else [None] * len(
         classes)
     fig = go.Figure()
@@ -198,7 +206,7 @@ def top_k_bars(top_k: Any) -> go.Figure:
     pairs = sorted(_pairs(top_k), key=lambda p: p[1], reverse=True)
     if not pairs:
         return _empty("Prediction", "No prediction to show.")
-    labels = [label for label, _ in pairs]
+    labels = [chart_text(label) for label, _ in pairs]
     values = [probability for _, probability in pairs]
     colours = ["#2ca02c"] + ["#9ecae1"] * (len(pairs) - 1)
     fig = go.Figure(go.Bar(
@@ -226,7 +234,7 @@ def class_distribution(counts: Mapping[str, int] | pd.Series,
     counts = pd.Series(counts, dtype="int64") if not isinstance(counts, pd.Series) else counts
     if counts.empty:
         return _empty("Images per class", "No images yet.")
-    classes = [str(c) for c in counts.index]
+    classes = [chart_text(c) for c in counts.index]
     fig = go.Figure()
     if splits is None:
         fig.add_trace(go.Bar(x=classes, y=counts.to_numpy(), name="Images",
@@ -281,13 +289,14 @@ def compare_curves(histories: Mapping[str, pd.DataFrame], metric: str = "val_acc
             continue
         phase = history["phase"].astype(str).to_numpy() if "phase" in history else None
         fig.add_trace(go.Scatter(
-            x=_epochs(history), y=y, mode="lines+markers", name=str(run), customdata=phase,
-            hovertemplate=f"{run}<br>epoch %{{x}}<br>{name} %{{y:.4f}}"
+            x=_epochs(history), y=y, mode="lines+markers", name=chart_text(run),
+            customdata=phase, hovertemplate=f"%{{fullData.name}}<br>epoch %{{x}}<br>{name} %{{y:.4f}}"
                           + ("<br>%{customdata}" if phase is not None else "")
                           + "<extra></extra>",
         ))
     if missing:
-        fig.add_annotation(text="No " + name.lower() + " for: " + ", ".join(missing),
+        fig.add_annotation(text="No " + name.lower() + " for: "
+                           + ", ".join(chart_text(m) for m in missing),
                            showarrow=False, xref="paper", yref="paper", x=0, y=1.08,
                            xanchor="left")
     fig.update_layout(title=title, hovermode="x unified", legend={"orientation": "h", "y": -0.2})

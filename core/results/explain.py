@@ -437,9 +437,10 @@ def write_explanation(run: Run, photo: str | Path, out: str | Path,
     """
     from core import files
 
+    path = files.file_target(out)  # before the work: a device or pipe is refused at once
     explainer = load_explainer(run)
     heatmap, original = explain_file(explainer, photo, target)
-    path = Path(out).expanduser()
+    path = files.file_target(path)  # again: it may have changed meanwhile
     try:
         files.write_bytes_atomic(path, png_bytes(on_original(heatmap, original, opacity)))
     except OSError as exc:

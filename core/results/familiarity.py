@@ -110,7 +110,9 @@ def run_features(run: Any, predictor: Any, rows: Any, *, home: Path) -> np.ndarr
 
     dim = None
     shas = rows["sha256"].astype(str).tolist()
-    frozen = run.config is not None and not run.metrics.get("fine_tuned", False)
+    # A fine-tuned base or trained top blocks read other features than the cached ones.
+    frozen = run.config is not None and not run.metrics.get("fine_tuned", False) \
+        and not run.metrics.get("top_blocks")
     out: list[np.ndarray | None] = [None] * len(shas)
     if frozen:
         probe, _ = predictor.features_and_probabilities(

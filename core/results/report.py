@@ -7,6 +7,7 @@ the report, with its format table, into every export folder.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core import text
 from core.audit.choices import audit_text
 from core.errors import AppError
 from core.runs import head_choice
@@ -92,8 +94,17 @@ def model_zip(run: Run) -> bytes:
 
 
 def per_class_csv(result: EvalResult) -> bytes:
-    """The per-class table (class, precision, recall, f1, support) as UTF-8 CSV."""
-    return result.per_class.to_csv(index=False, float_format="%.4f").encode("utf-8")
+    """The per-class table (class, precision, recall, f1, support) as UTF-8 CSV.
+
+    Class names that a spreadsheet would run as a formula (=, +, -, @...) get a leading quote.
+    """
+    table = result.per_class.copy()
+    for column in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = table[column].map(text.csv_cell)
+    # Text quoted: a carriage return inside a name stays inside its cell.
+    return table.to_csv(index=False, float_format="%.4f",
+                        quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
 
 
 def _pct(value: float | None) -> str:

@@ -16,10 +16,12 @@ from typing import Any
 
 import pandas as pd
 
+from core import schema
 from core.config import TrainConfig
 from core.errors import AppError, RunNotFoundError
 from core.files import process_alive, read_events, read_json
 from core.runs import history as history_table
+from core.runs import schemas
 from core.runs.record import HOW_TO_LIST, Run
 from core.status import BROKEN, COMPLETED, INTERRUPTED, RUN_RECORDED, RUNNING
 
@@ -124,11 +126,15 @@ class _Reading:
     broken: list[str] = field(default_factory=list)    # the run cannot be used
     problems: list[str] = field(default_factory=list)  # worth saying, the run still works
 
-    def json_file(self, name: str, *, required: bool) -> Any:
+    def json_file(self, name: str, *, required: bool, spec: schema.Spec | None = None) -> Any:
+        """The file's content when it is there and matches spec; else None, noted as a
+        reason the run is broken (required) or as a problem."""
         try:
-            return read_json(self.run_dir / name)
+            return schema.check(read_json(self.run_dir / name), spec or schema.anything, name)
         except FileNotFoundError:
             (self.broken if required else self.problems).append(f"{name} is missing")
+        except schema.SchemaError as exc:  # valid JSON, wrong types or ranges
+            (self.broken if required else self.problems).append(f"{name} is damaged: {exc}")
         except (OSError, ValueError) as exc:
             (self.broken if required else self.problems).append(f"{name} is corrupt ({exc})")
         return None
@@ -190,7 +196,9 @@ def _model_path(reading: _Reading, recorded: Any) -> Path | None:
 
 
 def _metrics(reading: _Reading, recorded: Any) -> dict[str, Any]:
-    metrics = reading.json_file(METRICS_FILE, required=recorded == COMPLETED) or {}
+    metrics = reading.json_file(METRICS_FILE, required=recorded == COMPLETED,
+                                spec=schemas.METRICS)
+    metrics = metrics or {}
     if not isinstance(metrics, dict):
         reading.broken.append(f"{METRICS_FILE} is not a JSON object")
         return {}
@@ -215,7 +223,7 @@ def load_run(run_dir: Path, *, light: bool = False) -> Run:
     if not run_dir.is_dir():
         raise RunNotFoundError(f"No run folder {run_dir}. {HOW_TO_LIST}.")
     reading = _Reading(run_dir)
-    status = reading.json_file(STATUS_FILE, required=True)
+    status = reading.json_file(STATUS_FILE, required=True, spec=schemas.STATUS)
     status = status if isinstance(status, dict) else {}
     recorded = status.get("status")
     state, message = effective_status(status) if status else (BROKEN, None)
@@ -225,8 +233,8 @@ def load_run(run_dir: Path, *, light: bool = False) -> Run:
     facts = _labels(reading, config_data)
     model_path = _model_path(reading, recorded)
     metrics = _metrics(reading, recorded)
-    dataset = reading.json_file(DATASET_FILE, required=False)
-    versions = reading.json_file(VERSIONS_FILE, required=False)
+    dataset = reading.json_file(DATASET_FILE, required=False, spec=schemas.DATASET)
+    versions = reading.json_file(VERSIONS_FILE, required=False, spec=schemas.VERSIONS)
     history = reading.table(HISTORY_FILE, history_table.read_history,
                             history_table.history_frame)
     split, events = None, []

@@ -18,7 +18,8 @@ METRIC_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
 HISTORY_COLUMNS = ("epoch", "phase", "phase_epoch", *METRIC_COLUMNS, "seconds")
 
 # Progress-event phases (core.training.pipeline's PHASES) whose epoch-end events are history rows.
-_EVENT_PHASES = {"training head": HEAD, "fine-tuning": FINE_TUNE}
+_EVENT_PHASES = {"training head": HEAD, "fine-tuning": FINE_TUNE,
+                 "training top blocks": FINE_TUNE}
 
 
 def with_history_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core import schema
 from core.files import read_json, write_text_atomic
+from core.runs import schemas
 from core.runs.folder import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE
 from core.runs.record import RunSummary
 from core.status import RUNNING
@@ -25,7 +27,8 @@ from core.status import RUNNING
 log = logging.getLogger(__name__)
 
 INDEX_FILE = ".index.json"
-INDEX_VERSION = 3  # 2: summaries carry cv_accuracy (core.training.head_search); 3: dataset_root
+INDEX_VERSION = 4  # 2: summaries carry cv_accuracy (core.training.head_search); 3: dataset_root;
+# 4: training_mode
 # The folder's own time stamp changes with every write of the run store (each is a rename
 # into the folder). These files are stamped too, so that a file changed in place by something
 # else (an editor, a disk filling up mid-copy) is seen: the ones that decide whether a run is
@@ -129,7 +132,13 @@ class RunIndex:
         if not isinstance(data, dict) or data.get("version") != INDEX_VERSION \
                 or not isinstance(data.get("runs"), dict):
             return {}
-        return {k: v for k, v in data["runs"].items() if isinstance(v, dict)}
+        for name, entry in data["runs"].items():
+            problem = schema.valid(entry, schemas.INDEX_ENTRY, f"{INDEX_FILE} entry {name}")
+            if problem is not None:  # a cache: any doubt and it is rebuilt from the folders
+                log.warning("The run index %s is damaged (%s); rebuilding it", self.path,
+                            problem)
+                return {}
+        return dict(data["runs"])
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
         try:  # compact: read on every listing

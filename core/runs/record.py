@@ -95,6 +95,8 @@ class RunSummary:
         error: The failure message, or why the run is interrupted or broken.
         cv_accuracy: Cross-validated accuracy of the searched head (None: manual head).
         dataset_root: The folder the run's photos were read from, when recorded.
+        training_mode: What trained (Run.training_mode): frozen base, fine-tuned layers or
+            top blocks on cached activations.
     """
 
     run_id: str
@@ -117,6 +119,7 @@ class RunSummary:
     error: str | None = None
     cv_accuracy: float | None = None
     dataset_root: str | None = None
+    training_mode: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -246,6 +249,19 @@ class Run:
         return int(value) if value is not None else 0
 
     @property
+    def training_mode(self) -> str:
+        """What trained, in words: the head on a frozen base, fine-tuned layers of the base,
+        or the base's top blocks on cached activations (with how many)."""
+        top = self.metrics.get("top_blocks")
+        if isinstance(top, dict) and top.get("top_blocks"):
+            n = int(top["top_blocks"])
+            return f"top {n} block{'s' if n != 1 else ''} on cached activations"
+        if self.metrics.get("fine_tuned"):
+            layers = self.config.fine_tune_layers if self.config else None
+            return f"fine-tuned {layers} layers" if layers else "fine-tuned"
+        return "frozen base (head only)"
+
+    @property
     def fine_tune_start_epoch(self) -> int | None:
         """First epoch of the fine-tune phase, or None when the run did not fine-tune."""
         return history_table.fine_tune_start_epoch(self.history)
@@ -284,4 +300,5 @@ class Run:
             test_accuracy=self.test_accuracy, epochs_run=facts["epochs_run"], error=self.error,
             cv_accuracy=(self.metrics.get("head_search") or {}).get("cv_accuracy"),
             dataset_root=root if isinstance(root, str) and root else None,
+            training_mode=self.training_mode,
         )

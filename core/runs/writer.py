@@ -20,7 +20,10 @@ from typing import Any
 import pandas as pd
 
 from core.config import TrainConfig
+from core.errors import DiskFullError
 from core.files import (
+    FULL_ERRNOS,
+    disk_full,
     fsync_dir,
     own_process_facts,
     read_json,
@@ -250,9 +253,13 @@ class RunWriter:
             with tmp.open("rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) \
+                    and exc.errno in FULL_ERRNOS:
+                params = getattr(model, "count_params", lambda: 0)()
+                raise disk_full(final, int(params * 4 * 1.1) or None) from exc
             raise
         fsync_dir(self.run_dir)
         self._record_input_size(model)

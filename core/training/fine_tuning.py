@@ -108,7 +108,7 @@ class FineTuned:
     averaged_epochs: int
 
 
-def _ending(config: TrainConfig) -> tuple[list[Any], WeightAveraging | None]:
+def ending_callbacks(config: TrainConfig) -> tuple[list[Any], WeightAveraging | None]:
     """Early stopping, and either the averaged weights or the best epoch's at the end."""
     if not config.fine_tune_averaging:
         return early_stopping(config.early_stopping_patience), None
@@ -171,7 +171,7 @@ def fine_tune(spec: Any, resolved: Any, head: Any, config: TrainConfig, train: p
         steps_per_epoch=math.ceil(len(train) / batch), batch_event_every=EVENT_EVERY_BATCHES,
         on_epoch_row=on_epoch_row,
     )
-    ending, averaging = _ending(config)
+    ending, averaging = ending_callbacks(config)
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs, verbose=0,
         shuffle=False,  # make_tf_dataset reshuffles every epoch itself

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -15,10 +16,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from core import device, status
+from core import device, files, status
 from core.config import TrainConfig, studio_home
-from core.data import batches, splits, uploads
-from core.errors import Cancelled, ConfigError, DatasetError
+from core.data import batches, splits, upload_space
+from core.errors import AppError, Cancelled, ConfigError, DatasetError, DiskFullError
 from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
@@ -27,7 +28,7 @@ from core.runs import evaluation
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
 from core.training import familiarity as familiarity_score
-from core.training import fine_tuning, head_search
+from core.training import fine_tuning, head_search, top_blocks
 from core.training import head as head_training
 from core.training.callback import ProgressCallback, early_stopping
 from core.training.head import build_head, class_weight_for
@@ -172,6 +173,7 @@ class _Trainer:
         self.extract_batch = self.fine_tune_batch = config.batch_size
         self.fine_tune_averaged = 0  # epochs averaged into the fine-tuned weights
         self._history_written = 0.0
+        self.cached_top: top_blocks.CachedTop | None = None  # tune_top_blocks > 0
 
     def emit(self, event: ProgressEvent) -> None:
         if self.writer is not None:
@@ -205,8 +207,8 @@ class _Trainer:
         )
         try:
             with contextlib.ExitStack() as holding:  # the photos stay while they are read
-                for folder in uploads.upload_folders(self.df["path"], self.home):
-                    holding.enter_context(uploads.hold(folder))
+                for folder in upload_space.upload_folders(self.df["path"], self.home):
+                    holding.enter_context(upload_space.hold(folder))
                 result = self._run_stages(started)
         except Cancelled:
             self.seconds["total"] = time.monotonic() - started
@@ -220,10 +222,20 @@ class _Trainer:
                 head_search=self.search.summary() if self.search else None,
             )
         except BaseException as exc:
-            self._write_history()
+            if isinstance(exc, OSError) and not isinstance(exc, AppError) \
+                    and exc.errno in files.FULL_ERRNOS:
+                # A full disk is a message, not a bug: which disk, how much is free.
+                exc = files.disk_full(self.writer.run_dir)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.writer.set_status(status.FAILED, error=str(exc) or detail,
-                                   traceback=traceback.format_exc())
+            try:  # on a full disk these writes may fail too: what was saved stays
+                self._write_history()
+                self.writer.set_status(status.FAILED, error=str(exc) or detail,
+                                       traceback=traceback.format_exc())
+            except OSError:
+                log.warning("Cannot record the failure of run %s", self.writer.run_id,
+                            exc_info=True)
+            if isinstance(exc, DiskFullError):
+                raise exc from None
             raise
         return result
 
@@ -231,31 +243,43 @@ class _Trainer:
         spec, resolved = self.spec, self.resolved
         self.check_stop()  # each stage starts only if nobody asked to stop meanwhile
         # The backend (TFLite conversion and check) is prepared only if a feature is missing.
-        extractor = features.make_extractor(spec, resolved, home=self.home, defer_backend=True,
-                                            should_stop=self.should_stop)
+        if self.config.tune_top_blocks > 0:
+            self.cached_top = top_blocks.CachedTop(spec, resolved, self.config.tune_top_blocks,
+                                                   home=self.home, should_stop=self.should_stop)
+            extractor = self.cached_top.extractor
+        else:
+            extractor = features.make_extractor(spec, resolved, home=self.home,
+                                                defer_backend=True, should_stop=self.should_stop)
         self.check_stop()
         t0 = time.monotonic()
         self.extract_batch, self.fine_tune_batch = batch_sizes(self.device_info,
                                                                spec.input_size, self.config)
         feats = self._extract_all(extractor)
+        if self.cached_top is not None:  # the head trains on the frozen top's features
+            self.activations = feats
+            feats = self.cached_top.pooled_features(feats)
         self.seconds["features"] = time.monotonic() - t0
         self.check_stop()
         # Seeded here, after the base: building one draws random numbers, and the base may
         # come built from an earlier run; the head must start the same either way.
-        _seed(self.config.seed, tensorflow=self.config.fine_tune_layers > 0)
+        _seed(self.config.seed, tensorflow=self.config.fine_tune_layers > 0
+              or self.config.tune_top_blocks > 0)
         if self.config.head == "search":
             t_search = time.monotonic()
             self.search = self._search_head(feats)
             self.seconds["search"] = time.monotonic() - t_search  # only when it ran
             self.check_stop()
         t1 = time.monotonic()
+        feature_dim = int(feats["test"].shape[-1])  # pooled, also with cached activations
         if self.search is not None:
-            head = self._refit_head(feats, extractor.feature_dim)
+            head = self._refit_head(feats, feature_dim)
         else:
-            head = self._train_head(feats, extractor.feature_dim)
+            head = self._train_head(feats, feature_dim)
         tuned = None  # (base, model) when fine-tuned
         if self.config.fine_tune_layers > 0:
             tuned = self._fine_tune(spec, resolved, head, self.device_info)
+        elif self.cached_top is not None:
+            tuned = self._train_top_blocks(head)
         self.seconds["training"] = time.monotonic() - t1
         self.check_stop()
         val_probs, result, threshold = self._evaluate(spec, head, feats, tuned)
@@ -265,7 +289,8 @@ class _Trainer:
         export = self._save_model(spec, resolved, extractor, head, tuned)
         self.seconds["total"] = time.monotonic() - started
         self._write_metrics(spec, extractor, export, result, val_probs, threshold,
-                            fine_tuned=tuned is not None, familiar=familiar)
+                            fine_tuned=tuned is not None and self.cached_top is None,
+                            familiar=familiar)
         self.writer.set_status(status.COMPLETED)
         self.emit(ProgressEvent(
             phase="saving", step=1, total_steps=1, metrics={"test_accuracy": result.accuracy},
@@ -286,7 +311,11 @@ class _Trainer:
             (validation probabilities, the test EvalResult, the unsure threshold).
         """
         self.emit(ProgressEvent(phase="evaluating", message="Measuring on the test photos"))
-        if tuned is not None:
+        if self.cached_top is not None:
+            shape = self.cached_top.shape
+            val_probs = top_blocks.predict(tuned[1], self.activations["val_views"][0], shape)
+            test_probs = top_blocks.predict(tuned[1], self.activations["test"], shape)
+        elif tuned is not None:
             val_probs = self._predict_images(tuned[1], self.part("val"), spec.input_size)
             test_probs = self._predict_images(tuned[1], self.part("test"), spec.input_size)
         else:
@@ -315,7 +344,12 @@ class _Trainer:
         t0 = time.monotonic()
         both = pd.concat([self.part("train"), self.part("val")]).reset_index(drop=True)
         test = self.part("test")
-        if tuned is None:
+        if self.cached_top is not None:  # its top trained in place: pool the cached tensors
+            acts = self.activations
+            x = self.cached_top.pooled(np.concatenate([acts["train_views"][0],
+                                                       acts["val_views"][0]]))
+            x_test = self.cached_top.pooled(acts["test"])
+        elif tuned is None:
             x, x_test = np.concatenate([feats["train_views"][0], feats["val_views"][0]]), \
                 feats["test"]
         else:
@@ -366,6 +400,9 @@ class _Trainer:
             "depth": spec.depth,
             "input_size": spec.input_size,
             "fine_tuned": fine_tuned,
+            "training_mode": ("top blocks on cached activations" if self.cached_top
+                              else "fine-tuned" if fine_tuned else "frozen base"),
+            "top_blocks": self.cached_top.describe() if self.cached_top else None,
             # Epochs whose weights the fine-tuned model averages (0: one epoch's weights).
             "fine_tune_averaged_epochs": self.fine_tune_averaged,
             # The saved model's own: with averaging, no single epoch's history row shows it.
@@ -391,6 +428,8 @@ class _Trainer:
             ("test", [0], self.part("test")),
         ]
         total = sum(len(views) * len(rows) for _, views, rows in jobs)
+        if self.cached_top is not None:  # refused before any work when it cannot fit
+            self.cached_top.check_budget(total)
         done_before = 0
         started = time.monotonic()
         out: dict[str, np.ndarray] = {}
@@ -414,8 +453,10 @@ class _Trainer:
                     eta_seconds=eta, message=f"Features of {overall}/{total} images{note}",
                 ))
 
-            matrices, stats = features.extract_views(
-                extractor, rows["path"].tolist(), rows["sha256"].tolist(), home=self.home,
+            extract = (self.cached_top.extract if self.cached_top is not None
+                       else functools.partial(features.extract_views, extractor))
+            matrices, stats = extract(
+                rows["path"].tolist(), rows["sha256"].tolist(), home=self.home,
                 views=views, batch_size=self.extract_batch, on_progress=progress,
                 should_stop=self.should_stop,
             )
@@ -502,6 +543,16 @@ class _Trainer:
             on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))
         self.fine_tune_averaged = tuned.averaged_epochs
         return tuned.base, tuned.model
+
+    def _train_top_blocks(self, head: Any) -> tuple[Any, Any]:
+        """Top blocks + head on the cached tensors; returns (trained base, tensor model)."""
+        trained = self.cached_top.train(
+            head, self.config, self.activations, self.part("train")["label_index"].to_numpy(),
+            self.part("val")["label_index"].to_numpy(), n_classes=len(self.labels),
+            on_event=self.emit, should_stop=self.should_stop,
+            on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))
+        self.fine_tune_averaged = trained.averaged_epochs
+        return self.cached_top.base, trained.model
 
     def _predict_images(self, model: Any, rows: pd.DataFrame, size: int) -> np.ndarray:
         ds = batches.make_tf_dataset(rows["path"].tolist(), None, size, self.fine_tune_batch)

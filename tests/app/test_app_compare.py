@@ -66,6 +66,7 @@ def test_one_row_per_run_with_what_people_compare(home: Path,
     first, second = two_runs
     row = table.loc[second.run_id]
     assert row["Status"] == "completed" and row["Base"] == "mobilenet_v2"
+    assert row["Training"] == "frozen base (head only)"
     assert row["Dataset"] == "small.zip"
     assert row["Parameters"] > 2_257_984 and row["Depth"] == 155
     assert row["Model size (MB)"] == pytest.approx(

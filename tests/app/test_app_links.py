@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import TrainConfig
 from core.runs.store import RunStore
 from core.training.pipeline import TrainResult
-from ui import demo, links, state
+from ui import demo, links, live_camera, share, state
 from ui import export as ui_export
 
 LABELS = ["cats", "dogs", "fish"]
@@ -76,7 +76,37 @@ def test_the_link_is_the_browsers_address_with_the_run(home: Path) -> None:
     at.run()
     shown = [c.value for c in at.code]
     assert f"http://192.168.1.20:8501/Predict?run={OLDER}" in shown
-    assert f"http://192.168.1.20:8501/Predict?run={OLDER}&view=demo" in shown
+    assert f"http://192.168.1.20:8501/Predict?run={OLDER}&view=demo&live=1" in shown
+    assert len(at.get("image")) == 2  # each address also as a QR code
+
+
+def test_the_shared_link_names_this_machine_not_localhost(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(share, "lan_address", lambda: "192.168.1.7")
+    at = page("4_Predict")
+    at.context["url"] = "http://localhost:8501/Predict"
+    at.query_params[links.RUN] = OLDER
+    at.run()
+    shown = [c.value for c in at.code]
+    assert f"http://192.168.1.7:8501/Predict?run={OLDER}&view=demo&live=1" in shown
+    assert not any("localhost" in c for c in shown)
+    assert any("only on https" in w for w in texts(at.warning))
+
+    monkeypatch.setenv(share.PUBLIC_URL_ENV, "https://studio.school.example:8443/")
+    at.run()
+    shown = [c.value for c in at.code]
+    assert f"https://studio.school.example:8443/Predict?run={OLDER}" in shown
+    assert not any("only on https" in w for w in texts(at.warning))
+
+
+def test_a_qr_code_holds_the_address() -> None:
+    import segno
+
+    png = share.qr_png.__wrapped__("https://192.168.1.7:8501/Predict?run=x&view=demo&live=1")
+    assert png.startswith(b"\x89PNG")
+    assert segno.make("https://192.168.1.7:8501/Predict?run=x&view=demo&live=1",
+                      error="m").version <= 10  # small enough to scan off a projector
 
 
 @pytest.mark.parametrize("value", ["../etc", "/tmp/x", "..", "a/../../b", "run id with spaces"])
@@ -108,7 +138,9 @@ def test_demo_view_shows_only_the_photo_the_answer_and_its_heatmap(
 ) -> None:
     at = with_run("4_Predict", OLDER, view=links.DEMO)
     assert not at.exception, at.exception
-    assert not at.title and not at.selectbox and not at.slider and not at.toggle
+    assert not at.title and not at.selectbox and not at.slider
+    assert [t.label for t in at.toggle] == [live_camera.LABEL]
+    assert not at.toggle[0].value  # the live camera only when asked for (live=1 or the switch)
     assert not at.sidebar.children  # no menu, no sidebar content
     assert [c.key for c in at.camera_input] == [demo.CAMERA]
     assert [u.key for u in at.file_uploader] == [demo.UPLOAD]

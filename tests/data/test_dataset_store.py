@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dataset_helpers import img_bytes, two_classes, write_files, zip_bytes
 
-from core.data import datasets
+from core.data import datasets, upload_space
 from core.data import uploads as core_uploads
 from core.data.names import clean_name, unique_name
 from core.data.store import DatasetStore
@@ -164,7 +164,7 @@ def test_registered_upload_is_named_after_the_zip_and_copied_on_change(
 
 def _age(uploads_dir: Path) -> None:
     """Makes every extraction look last used two hours ago (older than recent use)."""
-    old = time.time() - 2 * core_uploads.RECENTLY_USED_SECONDS
+    old = time.time() - 2 * upload_space.RECENTLY_USED_SECONDS
     for marker in uploads_dir.glob(f"*/{core_uploads.UPLOAD_MARKER}"):
         os.utime(marker, (old, old))
 
@@ -187,27 +187,27 @@ def test_the_uploads_budget_never_removes_an_upload_a_saved_dataset_uses(
     store.delete("gone")
     _age(uploads_dir)
 
-    removed = core_uploads.prune_uploads(uploads_dir, 1)
+    removed = upload_space.prune_uploads(uploads_dir, 1)
 
     assert set(removed) == {changed.root.parent, gone.root.parent, unsaved.root.parent}
     assert kept.root.is_dir() and store.get("kept").available
     assert store.get("changed").classes == {"a": 4, "b": 3}  # its own photos remain
     again = datasets.ingest(store.get("changed").root, home=store.home)
     assert again.report.classes == {"a": 4, "b": 3}  # and still trains
-    assert sorted(p.name for p in (uploads_dir / core_uploads.PINS_DIR).iterdir()) == [
+    assert sorted(p.name for p in (uploads_dir / upload_space.PINS_DIR).iterdir()) == [
         kept.root.parent.name]  # the pins of removed extractions went with them
     store.delete("kept")
-    assert core_uploads.prune_uploads(uploads_dir, 1) == [kept.root.parent]
+    assert upload_space.prune_uploads(uploads_dir, 1) == [kept.root.parent]
 
 
 def test_an_unreadable_pin_keeps_its_extraction(store: DatasetStore) -> None:
     ds = datasets.ingest(zip_bytes(two_classes(3, "ds/")), home=store.home)
     store.register(ds.root, name="ds.zip", source="ds.zip", kind="upload")
-    pins = store.home / "uploads" / core_uploads.PINS_DIR / ds.root.parent.name
+    pins = store.home / "uploads" / upload_space.PINS_DIR / ds.root.parent.name
     for pin in pins.iterdir():
         pin.write_text("{torn")
     _age(store.home / "uploads")
-    assert core_uploads.prune_uploads(store.home / "uploads", 1) == []
+    assert upload_space.prune_uploads(store.home / "uploads", 1) == []
     assert ds.root.is_dir()
 
 

@@ -16,6 +16,7 @@ import pytest
 from conftest import zip_folder
 from dataset_helpers import img_bytes, patch_names, rejected, two_classes, write_files, zip_bytes
 
+import core.data.upload_space
 import core.data.uploads
 from core.config import IngestConfig
 from core.data.datasets import ingest
@@ -66,7 +67,7 @@ def test_extraction_left_by_a_killed_process_is_removed(small_dataset, tmp_path,
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
     digest = "0" * 16
-    host = core.data.uploads.host_tag()
+    host = core.data.upload_space.host_tag()
     killed = uploads / f".partial-{digest}-{host}-{dead_pid}-abc123"
     running = uploads / f".partial-{digest}-{host}-{os.getpid()}-def456"  # a live extraction
     elsewhere_old = uploads / f".partial-{digest}-otherhost-1-ghi789"
@@ -309,12 +310,12 @@ def test_uploads_keep_to_their_budget_least_recently_used_first(tmp_path, studio
     zips = [zip_bytes(two_classes(3, prefix=f"ds{i}/")) for i in range(4)]
     folders = [ingest(data).root.parent for data in zips[:3]]  # <uploads>/<digest>/ds<i>
     sizes = [sum(p.stat().st_size for p in f.rglob("*") if p.is_file()) for f in folders]
-    hour_ago = time.time() - 2 * core.data.uploads.RECENTLY_USED_SECONDS
+    hour_ago = time.time() - 2 * core.data.upload_space.RECENTLY_USED_SECONDS
     for age, folder in enumerate(folders):  # folder 0 used longest ago
         os.utime(folder / UPLOAD_MARKER, (hour_ago - 100 + age, hour_ago - 100 + age))
     budget = sum(sizes[1:]) + max(sizes)  # room for three of the four
     config = IngestConfig(max_uploads_bytes=budget)
-    with core.data.uploads.hold(folders[1]):
+    with core.data.upload_space.hold(folders[1]):
         ingest(zips[0], config=config)  # reused: now the most recently used
         ingest(zips[3], config=config)
     assert folders[0].is_dir() and folders[1].is_dir()  # just used; held
@@ -324,12 +325,12 @@ def test_uploads_keep_to_their_budget_least_recently_used_first(tmp_path, studio
     # With nothing held and everything old, the budget is met again.
     for folder in uploads.iterdir():
         os.utime(folder / UPLOAD_MARKER, (hour_ago, hour_ago))
-    removed = core.data.uploads.prune_uploads(uploads, 1)
+    removed = core.data.upload_space.prune_uploads(uploads, 1)
     assert len(removed) == 3 and list(uploads.iterdir()) == []
 
 
 def test_upload_folders_of_a_dataset(tmp_path, studio_home):
     ds = ingest(zip_bytes(two_classes(3, prefix="ds/")))
-    folders = core.data.uploads.upload_folders(ds.index["path"], studio_home)
+    folders = core.data.upload_space.upload_folders(ds.index["path"], studio_home)
     assert folders == {ds.root.parent}
-    assert core.data.uploads.upload_folders([str(tmp_path / "elsewhere.png")], studio_home) == set()
+    assert core.data.upload_space.upload_folders([str(tmp_path / "elsewhere.png")], studio_home) == set()

@@ -61,8 +61,8 @@ def test_every_format_is_written_verified_and_described(tiny: dict) -> None:
     assert meta == files.read_json(folder / "metadata.json")
     assert sorted(p.name for p in folder.parent.iterdir()) == [tiny["run"].run_id]
     names = {"model.keras", "saved_model", "model_float32.tflite", "model_float16.tflite",
-             "model_int8.tflite", "labels.txt", "metadata.json", "predict.py", "report.html",
-             "per_class.csv", "familiarity_reference.f16"}
+             "model_int8.tflite", "model_browser.tflite", "labels.txt", "metadata.json",
+             "predict.py", "report.html", "per_class.csv", "familiarity_reference.f16"}
     assert {p.name for p in folder.iterdir()} == names
     assert (folder / "labels.txt").read_text(encoding="utf-8") == "cats\ndogs\nfish\n"
     assert meta["input"]["size"] == SIZE and meta["input"]["range"] == [0, 255]

@@ -1,0 +1,206 @@
+"""The live camera in headless Chromium, with a fake camera playing the run's test photos.
+
+The browser's answers (LiteRT.js running the run's browser model on each frame) must agree with
+the server's Predictor on the same frames: the same top class on at least 95% of the answers,
+and the same "not sure" decision wherever the server's top probability is not within MARGIN of
+the threshold. Once as the admin of an open studio (Predict's demo view, live=1), once as a
+viewer of a studio with an admin password.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import make_class_folders
+from live_helpers import (
+    answers,
+    chromium,
+    enter_live_view,
+    message,
+    missing,
+    studio,
+    wait_for_answers,
+)
+from PIL import Image
+from run_helpers import make_run, tiny_classifier
+from video_helpers import frame_of, signature, write_y4m
+
+from core.data import images
+from core.results.prediction import Predictor
+from ui.live_camera import WEB
+
+pytestmark = pytest.mark.browser
+
+FRAME = (160, 120)    # the clip's width and height
+REPEAT = 12           # frames per photo (1.2 s at 10 frames/s)
+FPS = 10
+MARGIN = 0.02         # |p_top - threshold| below which "not sure" may differ (measured: float32
+                      # numbers of the same pixels differ by < 1e-5; pixels by YUV rounding)
+MATCH = 4.0           # mean |difference| of the 4 x 4 signatures for an answer to name a frame
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny trained run, its clip, and the server's answers for each frame of the clip."""
+    if missing():
+        pytest.skip(missing())
+    root = tmp_path_factory.mktemp("live")
+    photos = make_class_folders(root / "photos", {"cats": 12, "dogs": 12, "fish": 12})
+    home = root / "studio-home"
+    run = make_run(home, photos, tiny_classifier(3))
+    test = run.split[run.split["split"] == "test"]
+    photos_ = [frame_of(Image.open(p), *FRAME) for p in test["path"]]
+    # Halfway blends of photos of two classes: frames the model is not sure about.
+    blends = [((a.astype(np.uint16) + b) // 2).astype(np.uint8)
+              for a, b in zip(photos_, photos_[1:] + photos_[:1])]
+    frames = [f for pair in zip(photos_, blends) for f in pair]
+    clip = root / "clip.y4m"
+    shown = write_y4m(clip, frames, REPEAT, FPS)
+    tops = Predictor.from_run(run.run_dir).probabilities(
+        np.stack([images.load_resized(Image.fromarray(f), run.input_size) for f in shown])
+    ).max(axis=1)
+    print("top probabilities of the frames:", np.round(tops, 4).tolist())
+    _set_threshold(run.run_dir, _threshold_between(tops))  # some frames sure, some not
+    predictor = Predictor.from_run(run.run_dir)
+    server = predictor.predict([Image.fromarray(f) for f in shown], top_k=1)
+    assert any(p.unsure for p in server) and not all(p.unsure for p in server)
+    inputs = [images.load_resized(Image.fromarray(f), run.input_size) for f in shown]
+    return {"home": home, "run": run, "clip": clip, "threshold": predictor.threshold,
+            "server": server, "signatures": np.stack([signature(x) for x in inputs])}
+
+
+def _threshold_between(tops: np.ndarray) -> float:
+    """A threshold in the widest gap between the frames' top probabilities, near the middle."""
+    ordered = np.sort(tops)
+    gaps = np.diff(ordered)
+    middle = len(ordered) // 2
+    at = max(range(1, len(ordered) - 1), key=lambda i: gaps[i - 1] - 0.01 * abs(i - middle))
+    return float((ordered[at - 1] + ordered[at]) / 2)
+
+
+def _set_threshold(run_dir: Path, threshold: float) -> None:
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["unsure_threshold"] = threshold
+    path.write_text(json.dumps(metrics))
+
+
+def _compare(trained: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, Any]:
+    """Matches each browser answer to its frame by signature; counts agreements."""
+    matched = agree = unsure_same = unsure_checked = 0
+    frames = set()
+    distances = []
+    for item in seen:
+        sig = np.array([float(v) for v in item["signature"].split(",")])
+        distance = np.abs(trained["signatures"] - sig).mean(axis=1)
+        frame = int(distance.argmin())
+        if distance[frame] > MATCH:
+            continue
+        matched += 1
+        frames.add(frame)
+        distances.append(float(distance[frame]))
+        server = trained["server"][frame]
+        agree += item["label"] == server.label
+        if abs(server.probability - trained["threshold"]) >= MARGIN:
+            unsure_checked += 1
+            unsure_same += (item["unsure"] == "true") == server.unsure
+    return {"answers": len(seen), "matched": matched, "frames": len(frames),
+            "clip_frames": len(trained["server"]), "agree": agree,
+            "unsure_checked": unsure_checked, "unsure_same": unsure_same,
+            "browser_unsure": sum(item["unsure"] == "true" for item in seen),
+            "largest_signature_distance": max(distances, default=None)}
+
+
+def _live_answers(url: str, trained: dict[str, Any], *, viewer: bool = False
+                  ) -> list[dict[str, Any]]:
+    run_id = trained["run"].run_id
+    with chromium(trained["clip"]) as driver:
+        driver.get(f"{url}/Predict?run={run_id}&view=demo&live=1")
+        enter_live_view(driver)
+        wait_for_answers(driver, 1, timeout=240)
+        time.sleep(len(trained["server"]) * REPEAT / FPS + 2)  # the whole clip, at least once
+        seen = answers(driver)
+        text = driver.find_element("id", "answer").text
+        privacy = driver.find_element("css selector", ".privacy").text
+        if viewer:  # the same session is a viewer: the Train page asks for the password
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            driver.switch_to.default_content()
+            driver.get(f"{url}/Train")
+            WebDriverWait(driver, 120).until(
+                lambda d: "Admin password" in d.find_element("tag name", "body").text)
+    assert text.strip(), "the aria-live region shows no answer"
+    assert "no picture leaves it" in privacy
+    return seen
+
+
+def _check(trained: dict[str, Any], seen: list[dict[str, Any]]) -> None:
+    facts = _compare(trained, seen)
+    print("live camera parity:", facts)
+    assert facts["matched"] >= 0.9 * facts["answers"], facts
+    assert facts["agree"] >= 0.95 * facts["matched"], facts
+    assert facts["unsure_same"] == facts["unsure_checked"], facts
+    assert facts["frames"] >= 0.8 * facts["clip_frames"], f"answers missed photos: {facts}"
+    labels = {item["label"] for item in seen}
+    assert len(labels) >= 2, f"the answers did not follow the camera: {labels}"
+
+
+def test_live_answers_agree_with_the_server_as_admin(trained: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    with studio(trained["home"], tmp_path / "streamlit.log") as (url, _):
+        seen = _live_answers(url, trained)
+    _check(trained, seen)
+
+
+def test_a_viewer_gets_live_answers_too(trained: dict[str, Any], tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[studio]\nadmin_password = "a long admin password"\n')
+    with studio(trained["home"], tmp_path / "streamlit.log", secrets=secrets) as (url, _):
+        seen = _live_answers(url, trained, viewer=True)
+    _check(trained, seen)
+
+
+def _component_page(clip: Path | None, args: dict[str, Any], *, camera: bool = True) -> str:
+    """The live view's page alone (served as Streamlit serves it), given its arguments."""
+    import functools
+    import http.server
+    import threading
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(WEB))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with chromium(clip, camera=camera) as driver:
+            driver.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            driver.execute_script(
+                "window.postMessage({type: 'streamlit:render', args: arguments[0]}, '*')", args)
+            WebDriverWait(driver, 120).until(
+                lambda d: message(d) not in ("", "Loading the live camera…",
+                                             "Starting the camera…",
+                                             "Loading the model into this browser…"))
+            return message(driver)
+    finally:
+        server.shutdown()
+
+
+ARGS = {"model_url": "missing/model_browser.tflite", "labels": ["cats", "dogs"], "size": 32,
+        "threshold": 0.5, "autostart": True}
+
+
+def test_without_a_camera_or_a_model_the_view_says_what_to_do(tmp_path: Path) -> None:
+    if missing():
+        pytest.skip(missing())
+    no_camera = _component_page(None, ARGS, camera=False)
+    assert "No camera was found" in no_camera or "in use" in no_camera, no_camera
+    clip = tmp_path / "grey.y4m"
+    write_y4m(clip, [np.full((120, 160, 3), 128, np.uint8)], 5, FPS)
+    no_model = _component_page(clip, ARGS)
+    assert "cannot run the model here" in no_model and "404" in no_model, no_model
+    assert "upload" in no_model

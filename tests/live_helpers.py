@@ -1,0 +1,191 @@
+"""The live camera in real Chromium: the app with a fake camera, and the answers it shows.
+
+Shared by tests/app/test_live_camera_browser.py and bench/live_camera_benchmark.py. Chromium
+plays a Y4M clip (tests/video_helpers.py) as its camera; the answers are read from the live
+view's aria-live region, recorded by a MutationObserver as they change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-background-timer-throttling",
+         "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
+         "--use-fake-ui-for-media-stream")
+FAKE_CAMERA = "--use-fake-device-for-media-stream"
+COMPONENT_FRAME = "iframe[title='ui.live_camera.live_camera']"
+
+# Installed in the component's page: every change of the answer region is kept.
+RECORDER = """
+const answer = document.getElementById('answer');
+window.__answers = [];
+const keep = () => window.__answers.push({
+  label: answer.dataset.label, unsure: answer.dataset.unsure, text: answer.textContent,
+  probability: Number(answer.dataset.probability), signature: answer.dataset.signature,
+  count: Number(answer.dataset.count), at: performance.now()});
+new MutationObserver(keep).observe(answer, {attributes: true, subtree: true, childList: true,
+                                            characterData: true});
+"""
+
+
+def missing() -> str | None:
+    """Why a browser test cannot run here, None when it can."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    if not CHROMEDRIVER.exists():
+        return f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -r requirements-dev.txt)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def studio(home: Path, log: Path, *, secrets: Path | None = None,
+           extra: tuple[str, ...] = (), scheme: str = "http",
+           start_seconds: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run` of the app on 127.0.0.1 and a free port; yields (url, process)."""
+    port = free_port()
+    env = {**os.environ, "TL_STUDIO_HOME": str(home), "TL_STUDIO_OFFLINE": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+               "--server.port", str(port), "--server.address", "127.0.0.1",
+               "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra]
+    if secrets is not None:
+        command += ["--secrets.files", str(secrets)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"{scheme}://127.0.0.1:{port}"
+    try:
+        trust = ssl._create_unverified_context() if scheme == "https" else None
+        wait_healthy(url, process, log, start_seconds, context=trust)
+        yield url, process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, seconds: float,
+                 context: Any = None) -> None:
+    """Waits for /_stcore/health to say ok; raises with the log's end when it does not."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{tail(log)}")
+        with (contextlib.suppress(OSError),
+              urllib.request.urlopen(f"{url}/_stcore/health", timeout=2,
+                                     context=context) as reply):
+            if reply.status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"streamlit did not answer in {seconds:.0f} s:\n{tail(log)}")
+        time.sleep(0.5)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+@contextlib.contextmanager
+def chromium(clip: Path | None, window: str = "1400,1000", *, camera: bool = True
+             ) -> Iterator[Any]:
+    """Headless Chromium whose camera plays clip (a fake camera, allowed without asking).
+
+    Args:
+        clip: A .y4m file; None: Chromium's own test pattern.
+        window: Window size "width,height".
+        camera: False: no camera at all (the machine's own, which a server has none of).
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={window}")
+    if camera:
+        options.add_argument(FAKE_CAMERA)
+    if clip is not None:
+        options.add_argument(f"--use-file-for-fake-video-capture={clip}")
+    profile = tempfile.mkdtemp(prefix="tl-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(90)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def enter_live_view(driver: Any, timeout: float = 180) -> None:
+    """Switches into the live camera component once its page is there; installs RECORDER."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(
+        ec.frame_to_be_available_and_switch_to_it((By.CSS_SELECTOR, COMPONENT_FRAME)))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return !!document.getElementById('answer')"))
+    driver.execute_script(RECORDER)
+
+
+def answers(driver: Any) -> list[dict[str, Any]]:
+    """The answers recorded so far (inside the component's frame)."""
+    return list(driver.execute_script("return window.__answers || []"))
+
+
+def message(driver: Any) -> str:
+    """The live view's message box text ('' when hidden)."""
+    return str(driver.execute_script(
+        "const m = document.getElementById('message'); return m.hidden ? '' : m.textContent"))
+
+
+def wait_for_answers(driver: Any, count: int, timeout: float) -> list[dict[str, Any]]:
+    """Waits until count answers were recorded; raises with the page's message otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = answers(driver)
+        if len(got) >= count:
+            return got
+        time.sleep(0.5)
+    logs = "\n".join(str(e) for e in driver.get_log("browser")[-15:])
+    raise AssertionError(f"{len(answers(driver))} answers in {timeout:.0f} s; the page says: "
+                         f"{message(driver)!r}\n{logs}")

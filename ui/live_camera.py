@@ -1,0 +1,112 @@
+"""The live camera: the run's model classifies the camera stream in the visitor's browser.
+
+A Streamlit component (ui/live_camera_web: plain HTML/JS, LiteRT.js vendored beside it with
+its licence) runs core.export.browser's .tflite file on each frame. The server sends the file
+once (from a same-origin component route, with its content hash in the address) and the labels,
+input size and unsure threshold as the component's arguments; nothing goes back per frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+import streamlit.components.v1 as components
+
+from core.errors import AppError
+from core.export import browser
+from core.results.prediction import Predictor
+from ui import export as ui_export
+from ui import links, resources
+from ui import runs as ui_runs
+from ui.errors import show_user_errors
+
+WEB = Path(__file__).with_name("live_camera_web")
+LIVE = links.LIVE  # ?live=1 in the address opens the demo view in live mode
+TOGGLE = "tl_live_camera"  # + ".<where>": the "Live camera" toggle
+LABEL = "Live camera"
+HELP = ("The model runs in this browser on the camera picture and answers continuously. "
+        "It runs on this device; no picture leaves it.")
+
+_component = components.declare_component("live_camera", path=str(WEB))
+
+
+class BrowserModelError(AppError):
+    """The browser's model file could not be made for a run."""
+
+
+@st.cache_resource(show_spinner="Preparing the model for the browser (once per model)...",
+                   max_entries=32)
+def _served(run_dir: str, stamp: tuple[int, int], exported: str) -> str:
+    """The address of the run's browser model, relative to the component's page.
+
+    The file's folder is registered as a component of its own, named after the file's hash:
+    Streamlit then serves it from this server, the same origin as the page, and a new model
+    gets a new address.
+    """
+    del stamp  # part of the key: a new model or a new export is prepared again
+    run = ui_runs.load(run_dir)
+    try:
+        path = browser.model_file(run, Path(exported))
+    except AppError:
+        raise
+    except Exception as exc:  # a conversion failure: say it, keep the page working
+        raise BrowserModelError(
+            f"the model could not be converted for the browser ({type(exc).__name__}: {exc}). "
+            "Taking or uploading a photo still works.") from exc
+    served = components.declare_component(f"model_{browser.digest(path)[:16]}",
+                                          path=str(path.parent))
+    return f"../{served.name}/{path.name}"
+
+
+def requested() -> bool:
+    """True when the address asks for the live camera (?live=1)."""
+    return st.query_params.get(LIVE) in ("1", "true", "yes")
+
+
+def toggle(where: str, *, default: bool = False, in_address: bool = False) -> bool:
+    """The "Live camera" switch.
+
+    Args:
+        where: Names the switch on its page.
+        default: Its first state in this session.
+        in_address: Switching it puts live=1 in the address (or takes it out), so a copied
+            address opens the same view.
+    """
+    key = f"{TOGGLE}.{where}"
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return st.toggle(LABEL, key=key, help=HELP, on_change=_follow if in_address else None,
+                     args=(key,) if in_address else None)
+
+
+def _follow(key: str) -> None:
+    if st.session_state.get(key):
+        st.query_params[LIVE] = "1"
+    elif LIVE in st.query_params:
+        del st.query_params[LIVE]
+
+
+def live_view(run_dir: Path, run_id: str, predictor: Predictor, *, autostart: bool,
+              where: str) -> None:
+    """The camera picture, the top class in large letters and the top 3 bars, live.
+
+    Args:
+        run_dir: The run's folder.
+        run_id: The run's id (finds its export).
+        predictor: The server's predictor of the run: its labels and unsure threshold are the
+            ones the browser uses, so both call the same photos "not sure".
+        autostart: Ask for the camera at once (the browser still asks the visitor).
+        where: Names the component on the page.
+    """
+    with show_user_errors("The live camera cannot start:") as preparing:
+        exported = ui_export.export_folder(run_id)
+        model_path = ui_runs.load(run_dir).model_path
+        stamp = (resources.file_stamp(model_path) if model_path else 0,
+                 resources.file_stamp(exported / browser.FILE))
+        url = _served(str(run_dir), stamp, str(exported))
+    if preparing.failed:
+        return
+    _component(model_url=url, labels=list(predictor.labels), size=int(predictor.input_size),
+               threshold=float(predictor.threshold), autostart=bool(autostart),
+               key=f"{TOGGLE}.{where}.view", default=None)

@@ -1,0 +1,392 @@
+// The live camera: the run's model (LiteRT.js, vendored) classifies camera frames in this
+// browser. Nothing is sent to the server per frame. Class names are data: textContent only.
+import {loadLiteRt, loadAndCompile, Tensor} from "./vendor/litertjs-core/index.js";
+
+const $ = (id) => document.getElementById(id);
+const video = $("video"), message = $("message"), answer = $("answer");
+const startButton = $("start"), pauseButton = $("pause"), switchButton = $("switch");
+const TOP = 3;
+
+const state = {
+  args: null, modelUrl: null, model: null, modelPromise: null, stream: null,
+  facing: "environment", deviceIds: [], deviceIndex: -1, running: false, paused: false,
+  openedAt: performance.now(), firstAnswerMs: null, frames: 0, fpsSince: 0,
+  canvas: null, ctx: null,
+};
+
+// ---- Streamlit's component protocol (postMessage), written out: no npm build step. ----
+function send(type, data) {
+  window.parent.postMessage({isStreamlitMessage: true, type, ...data}, "*");
+}
+let lastHeight = 0;
+function fitHeight() {
+  const height = Math.ceil(document.documentElement.scrollHeight);
+  if (height !== lastHeight) { lastHeight = height; send("streamlit:setFrameHeight", {height}); }
+}
+new ResizeObserver(fitHeight).observe(document.body);
+window.addEventListener("message", (event) => {
+  if (event.data && event.data.type === "streamlit:render") onRender(event.data.args || {}, event.data.theme);
+});
+send("streamlit:componentReady", {apiVersion: 1});
+
+function applyTheme(theme) {
+  if (!theme) return;
+  const root = document.documentElement.style;
+  if (theme.textColor) root.setProperty("--fg", theme.textColor);
+  if (theme.backgroundColor) root.setProperty("--bg", theme.backgroundColor);
+  if (theme.primaryColor) root.setProperty("--accent", theme.primaryColor);
+}
+
+function onRender(args, theme) {
+  applyTheme(theme);
+  const first = state.args === null;
+  state.args = args;
+  buildBars(args.labels || []);
+  if (args.model_url !== state.modelUrl) {  // a new run or a new model: load it (once)
+    state.modelUrl = args.model_url;
+    if (state.model) state.model.delete();
+    state.model = null;
+    state.modelPromise = null;
+    if (state.running) loadModel();
+  }
+  if (first) {
+    showMessage(args.autostart ? "Starting the camera…"
+                               : "Press “Start the live camera”: the browser asks to use the camera.");
+    if (args.autostart) start();
+  }
+  fitHeight();
+}
+
+// ---- Messages: never a blank box. ----
+function showMessage(text) { message.textContent = text; message.hidden = false; fitHeight(); }
+function hideMessage() { message.hidden = true; }
+
+function cameraProblem(error) {
+  const name = error && error.name;
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    return "This browser allows the camera only on an https address or on this computer " +
+      "(localhost). Open the studio's https address (README: “Showing a run to others”), " +
+      "or take or upload a photo below.";
+  }
+  if (name === "NotAllowedError" || name === "SecurityError") {
+    return "The camera is blocked for this page. Allow it in the browser's site settings " +
+      "(the camera or lock icon next to the address), then press “Start the live camera”. " +
+      "Taking or uploading a photo below still works.";
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+    return "No camera was found on this device. Upload a photo below instead.";
+  }
+  if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
+    return "The camera is in use by another app or browser tab (or the system refused it). " +
+      "Close the other app, then press “Start the live camera” again.";
+  }
+  return `The camera could not be started (${name || "error"}: ${error && error.message || error}). ` +
+    "Taking or uploading a photo below still works.";
+}
+
+// ---- The model. ----
+let runtimePromise = null;
+function loadRuntime() {
+  if (!runtimePromise) {
+    if (typeof WebAssembly !== "object") {
+      return Promise.reject(new Error("this browser has no WebAssembly"));
+    }
+    runtimePromise = loadLiteRt(new URL("./vendor/litertjs-core/wasm/", location.href).href);
+  }
+  return runtimePromise;
+}
+
+async function modelBytes(url) {
+  // Cache Storage keeps the file across visits (its address changes with its content).
+  let cache = null;
+  try { cache = window.caches ? await caches.open("tl-live-models") : null; } catch (e) { cache = null; }
+  let response = cache ? await cache.match(url) : undefined;
+  if (!response) {
+    response = await fetch(url);
+    if (!response.ok) throw new Error(`the model file answered ${response.status}`);
+    if (cache) { try { await cache.put(url, response.clone()); } catch (e) { /* full: skip */ } }
+  }
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+function loadModel() {
+  if (!state.modelPromise) {
+    const url = new URL(state.modelUrl, location.href).href;
+    state.modelPromise = (async () => {
+      await loadRuntime();
+      const bytes = await modelBytes(url);
+      state.model = await loadAndCompile(bytes, {accelerator: "wasm"});
+      return state.model;
+    })();
+    state.modelPromise.catch(() => { state.modelPromise = null; });
+  }
+  return state.modelPromise;
+}
+
+// ---- The camera. ----
+async function openCamera() {
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw Object.assign(new Error("no camera API"), {name: "InsecureContext"});
+  }
+  stopCamera();
+  const deviceId = state.deviceIndex >= 0 ? state.deviceIds[state.deviceIndex] : null;
+  const video_ = deviceId ? {deviceId: {exact: deviceId}} : {facingMode: {ideal: state.facing}};
+  state.stream = await navigator.mediaDevices.getUserMedia({video: video_, audio: false});
+  video.srcObject = state.stream;
+  await video.play().catch(() => {});
+  try {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    state.deviceIds = devices.filter((d) => d.kind === "videoinput").map((d) => d.deviceId);
+  } catch (e) { state.deviceIds = []; }
+  switchButton.hidden = state.deviceIds.length < 2;
+}
+
+function stopCamera() {
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+}
+
+async function start() {
+  startButton.disabled = true;
+  showMessage("Starting the camera…");
+  try {
+    await openCamera();
+  } catch (error) {
+    startButton.disabled = false;
+    showMessage(cameraProblem(error));
+    return;
+  }
+  showMessage("Loading the model into this browser…");
+  try {
+    await loadModel();
+  } catch (error) {
+    startButton.disabled = false;
+    stopCamera();
+    showMessage("This browser cannot run the model here (" + (error && error.message || error) +
+      "). Taking or uploading a photo below still works: the studio answers those.");
+    return;
+  }
+  hideMessage();
+  startButton.hidden = true;
+  pauseButton.hidden = false;
+  state.running = true;
+  state.paused = false;
+  loop();
+}
+
+function togglePause() {
+  state.paused = !state.paused;
+  pauseButton.textContent = state.paused ? "Resume" : "Pause";
+  $("status").textContent = state.paused ? "Paused: the picture and the answer stay as they are." : "";
+  if (state.paused) video.pause();
+  else { video.play().catch(() => {}); loop(); }
+}
+
+async function switchCamera() {
+  if (state.deviceIds.length > 1) {
+    const current = state.stream && state.stream.getVideoTracks()[0].getSettings().deviceId;
+    const at = Math.max(state.deviceIds.indexOf(current), state.deviceIndex);
+    state.deviceIndex = (at + 1) % state.deviceIds.length;
+  } else {
+    state.facing = state.facing === "environment" ? "user" : "environment";
+  }
+  try { await openCamera(); } catch (error) { showMessage(cameraProblem(error)); }
+}
+
+startButton.addEventListener("click", start);
+pauseButton.addEventListener("click", togglePause);
+switchButton.addEventListener("click", switchCamera);
+document.addEventListener("visibilitychange", () => {  // no work while the tab is hidden
+  if (!document.hidden && state.running && !state.paused) loop();
+});
+
+// ---- Preprocessing: the studio's (Pillow's antialiased bilinear resize of the whole frame
+// to S x S, RGB 0..255 as float; the model holds the base's own scaling). ----
+function weights(inSize, outSize) {
+  const scale = inSize / outSize, support = Math.max(scale, 1);
+  const table = [];
+  for (let o = 0; o < outSize; o++) {
+    const center = (o + 0.5) * scale;
+    const lo = Math.max(0, Math.floor(center - support + 0.5));
+    const hi = Math.min(inSize, Math.floor(center + support + 0.5));
+    const w = [];
+    let sum = 0;
+    for (let i = lo; i < hi; i++) {
+      const x = (i - center + 0.5) / support;
+      const v = Math.max(0, 1 - Math.abs(x));
+      w.push(v); sum += v;
+    }
+    table.push({lo, w: w.map((v) => (sum ? v / sum : 0))});
+  }
+  return table;
+}
+const weightCache = new Map();
+function cachedWeights(inSize, outSize) {
+  const key = inSize + "x" + outSize;
+  if (!weightCache.has(key)) weightCache.set(key, weights(inSize, outSize));
+  return weightCache.get(key);
+}
+const clamp8 = (v) => (v < 0 ? 0 : v > 255 ? 255 : Math.round(v));
+
+function squash(rgba, width, height, size) {
+  const wx = cachedWeights(width, size), wy = cachedWeights(height, size);
+  const mid = new Float32Array(height * size * 3);  // horizontal pass, rounded like Pillow's
+  for (let y = 0; y < height; y++) {
+    const row = y * width * 4;
+    for (let o = 0; o < size; o++) {
+      const {lo, w} = wx[o];
+      let r = 0, g = 0, b = 0;
+      for (let k = 0; k < w.length; k++) {
+        const p = row + (lo + k) * 4;
+        r += rgba[p] * w[k]; g += rgba[p + 1] * w[k]; b += rgba[p + 2] * w[k];
+      }
+      const q = (y * size + o) * 3;
+      mid[q] = clamp8(r); mid[q + 1] = clamp8(g); mid[q + 2] = clamp8(b);
+    }
+  }
+  const out = new Float32Array(size * size * 3);
+  for (let o = 0; o < size; o++) {
+    const {lo, w} = wy[o];
+    for (let x = 0; x < size; x++) {
+      let r = 0, g = 0, b = 0;
+      for (let k = 0; k < w.length; k++) {
+        const q = ((lo + k) * size + x) * 3;
+        r += mid[q] * w[k]; g += mid[q + 1] * w[k]; b += mid[q + 2] * w[k];
+      }
+      const t = (o * size + x) * 3;
+      out[t] = clamp8(r); out[t + 1] = clamp8(g); out[t + 2] = clamp8(b);
+    }
+  }
+  return out;
+}
+
+function frameInput(size) {
+  const width = video.videoWidth, height = video.videoHeight;
+  if (!width || !height) return null;
+  if (!state.canvas) {
+    state.canvas = document.createElement("canvas");
+    state.ctx = state.canvas.getContext("2d", {willReadFrequently: true});
+  }
+  if (state.canvas.width !== width || state.canvas.height !== height) {
+    state.canvas.width = width; state.canvas.height = height;
+  }
+  state.ctx.drawImage(video, 0, 0, width, height);
+  return squash(state.ctx.getImageData(0, 0, width, height).data, width, height, size);
+}
+
+// A short summary of the pixels the model saw (4 x 4 block means), so a test can tell which
+// frame an answer belongs to.
+function signature(input, size) {
+  const cells = [], step = size / 4;
+  for (let by = 0; by < 4; by++) for (let bx = 0; bx < 4; bx++) for (let c = 0; c < 3; c++) {
+    let sum = 0, n = 0;
+    for (let y = Math.floor(by * step); y < Math.floor((by + 1) * step); y++)
+      for (let x = Math.floor(bx * step); x < Math.floor((bx + 1) * step); x++) { sum += input[(y * size + x) * 3 + c]; n++; }
+    cells.push(Math.round(sum / Math.max(n, 1)));
+  }
+  return cells.join(",");
+}
+
+async function classify(input, size) {
+  const tensor = new Tensor(input, [1, size, size, 3]);
+  let outputs;
+  try {
+    outputs = await state.model.run([tensor]);
+  } finally {
+    tensor.delete();
+  }
+  const probs = Float32Array.from(outputs[0].toTypedArray());
+  outputs.forEach((t) => t.delete());
+  return probs;
+}
+
+// ---- The answer: top class in large letters, top 3 bars. ----
+function buildBars(labels) {
+  const bars = $("bars");
+  const rows = Math.min(TOP, labels.length);
+  if (bars.children.length === rows) return;
+  bars.replaceChildren();
+  for (let i = 0; i < rows; i++) {
+    const li = document.createElement("li");
+    const name = document.createElement("div"); name.className = "bar-name";
+    const label = document.createElement("span"), pct = document.createElement("span");
+    name.append(label, pct);
+    const track = document.createElement("div"); track.className = "bar-track";
+    const fill = document.createElement("div"); fill.className = "bar-fill";
+    track.append(fill);
+    li.append(name, track);
+    bars.append(li);
+  }
+}
+
+function show(probs, sig) {
+  const labels = state.args.labels;
+  const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]);
+  const best = order[0], p = probs[best];
+  const unsure = p < state.args.threshold;  // as core.results.prediction.Predictor decides
+  const label = labels[best];
+  const pct = Math.round(p * 100) + "%";
+  const heading = unsure ? "Not sure" : label;
+  const detail = unsure ? `maybe ${label} (${pct}), below the ${Math.round(state.args.threshold * 100)}% it needs`
+                        : `${pct} sure`;
+  // The live region holds only the answer and changes only when it does: a screen reader
+  // hears a new answer, not every frame's percentage (that is beside it, outside the region).
+  if ($("answer-label").textContent !== heading) $("answer-label").textContent = heading;
+  $("answer-detail").textContent = detail;
+  answer.dataset.label = label;
+  answer.dataset.unsure = String(unsure);
+  answer.dataset.probability = p.toFixed(6);
+  answer.dataset.signature = sig;
+  answer.dataset.count = String((Number(answer.dataset.count) || 0) + 1);
+  const rows = $("bars").children;
+  for (let i = 0; i < rows.length; i++) {
+    const k = order[i];
+    const [name, pctNode] = rows[i].firstChild.children;
+    name.textContent = labels[k];
+    pctNode.textContent = Math.round(probs[k] * 100) + "%";
+    rows[i].lastChild.firstChild.style.width = (probs[k] * 100).toFixed(1) + "%";
+  }
+}
+
+let looping = false;
+async function loop() {
+  if (looping) return;
+  looping = true;
+  try {
+    while (state.running && !state.paused && !document.hidden) {
+      const size = state.args.size;
+      const input = frameInput(size);
+      if (input && state.model) {
+        const probs = await classify(input, size);
+        show(probs, signature(input, size));
+        count();
+      }
+      await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    }
+  } catch (error) {
+    state.running = false;
+    showMessage("The model stopped with an error in this browser (" + (error && error.message || error) +
+      "). Reload the page; taking or uploading a photo below still works.");
+  } finally {
+    looping = false;
+  }
+}
+
+function count() {
+  const now = performance.now(), status = $("status");
+  if (state.firstAnswerMs === null) {
+    state.firstAnswerMs = now - state.openedAt;
+    status.dataset.firstAnswerMs = state.firstAnswerMs.toFixed(0);
+    state.fpsSince = now;
+    state.frames = 0;
+    return;
+  }
+  state.frames += 1;
+  if (now - state.fpsSince >= 2000) {
+    const fps = (state.frames * 1000) / (now - state.fpsSince);
+    status.dataset.fps = fps.toFixed(2);
+    if (!state.paused) status.textContent = `${fps.toFixed(1)} answers per second`;
+    state.frames = 0;
+    state.fpsSince = now;
+  }
+}
