@@ -65,10 +65,11 @@ def photo_inputs() -> list[Any]:
 
 
 def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
-    """One row per photo: file, answer, closest class, its probability, unsure, error."""
+    """One row per photo: file, answer ("None of these" or the class), closest class, its
+    probability, unsure, error."""
     return pd.DataFrame([{
         "Photo": p.file,
-        "Answer": familiarity.NONE_OF_THESE if p.unknown else p.label,
+        "Prediction": familiarity.NONE_OF_THESE if p.unknown else p.label,
         "Closest class": p.label, "Probability": p.probability,
         "Unsure": p.unsure if p.ok else None, "Problem": p.error,
     } for p in predictions])
