@@ -37,7 +37,7 @@ METHOD = "knn_cosine"
 VERSION = 1
 DEFAULT_K = 3
 QUANTILE = 0.05
-MAX_PER_CLASS = 200
+MAX_PER_CLASS = 300
 FOLDS = 5
 # Scores are computed in float32 on chunks of photos this big (bounded temporary memory).
 _CHUNK = 256
