@@ -14,12 +14,12 @@ st.markdown(
     "Then see how well it works, try it on new photos, and compare runs, all in the browser."
 )
 
-with show_user_errors("Cannot check the compute device:"):
-    home.device_banner()
-
 st.subheader("Where to start")
 nav.start_here()
 
 st.subheader("Recent runs")
 with show_user_errors("Cannot list the runs:"):
     home.recent_runs()
+
+with show_user_errors("Cannot check the compute device:"):
+    home.device_banner()

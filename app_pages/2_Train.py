@@ -16,9 +16,11 @@ st.markdown(
     "switch pages or close the browser and come back."
 )
 
-train_monitor.jobs_section()
-
 current = state.current_dataset()
+# A job this session started shows where its Start button was (the bottom), in view.
+monitor_below = current is not None and train_monitor.started_here()
+if not monitor_below:
+    train_monitor.jobs_section()
 if current is None:
     st.info("No dataset chosen yet. Upload a zip of class folders on the Dataset page and "
             "press **Use this dataset**, then come back here.", icon=":material/arrow_back:")
@@ -37,6 +39,8 @@ values |= train_form.options_form()
 config = widgets.build_config(TrainConfig, values)
 
 st.subheader("3. Start")
+if monitor_below:  # where the Start button was: in view after pressing it
+    train_monitor.jobs_section(heading=False)
 if config is not None:
     train_form.head_advice(current, config)
     st.caption(f"Will train: {md(train_form.job_title(current, config))}.")

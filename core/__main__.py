@@ -130,6 +130,9 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                    help="shares of each class for training, validation and test "
                         "[default: %(default)s]")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the training as a task on the Ray cluster at ADDRESS (HOST:PORT "
+                        "of its head) [default: $TL_STUDIO_RAY_ADDRESS, else this machine]")
     p.set_defaults(func=cmd_train)
 
 
@@ -138,6 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.audit import choices as audit_choices
     from core.audit import findings as dataset_audit
     from core.features import backbones
+    from core.jobs.executors import make_executor
+    from core.runs import interval
     from core.training import pipeline as training
 
     config = config_from_flags(TrainConfig, args)
@@ -147,6 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # weights before it creates the run folder.
     backbones.get_spec(config.backbone, hub_handle=config.hub_handle,
                        hub_input_size=config.hub_input_size)
+    executor = make_executor(home, address=args.ray)
+    executor.check()  # an unreachable cluster is said before any work
     dataset, saved = ingest_saved(args.data, home=home)
     if dataset.report.errors:
         for error in dataset.report.errors:
@@ -164,21 +171,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        result = training.train(
-            split_df, config, home=home, on_event=_print_progress, should_stop=stop.is_set,
-            dataset_info={"name": saved.name if saved else Path(args.data).name,
-                          "source": str(args.data), "root": str(dataset.root),
-                          "classes": dataset.report.classes, "audit": audit_info},
-        )
+        result = executor.run(training.train, {
+            "split_df": split_df, "config": config, "home": home,
+            "dataset_info": {"name": saved.name if saved else Path(args.data).name,
+                             "source": str(args.data), "root": str(dataset.root),
+                             "classes": dataset.report.classes, "audit": audit_info},
+        }, kind="train", on_event=_print_progress, should_stop=stop.is_set)
     finally:
         signal.signal(signal.SIGINT, previous)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
+        measured = result.test_interval()
+        tested = (interval.Accuracy(**measured) if measured else None)
         print(f"Run {result.run_id}: {result.status}, test accuracy "
-              f"{_pct(result.test_accuracy)}, best validation accuracy "
-              f"{_pct(result.best_val_accuracy)}, {result.epochs_run} epochs, "
+              f"{tested.text() if tested else _pct(result.test_accuracy)}, "
+              f"{result.epochs_run} epochs, "
               f"{result.seconds['total']:.1f} s\nSaved in {result.run_dir}")
+        if tested is not None and tested.warning():
+            print(f"warning: {tested.warning()}", file=sys.stderr)
         if result.head_search:
             search = result.head_search
             print(f"Head chosen by cross-validation among {search['tried']} settings: "

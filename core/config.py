@@ -204,6 +204,9 @@ class SplitConfig:
 # TrainConfig.augment: "auto" augments only when fine-tuning.
 AUGMENT_CHOICES = ("auto", "on", "off")
 
+# What an empty fine-tune learning rate means (the Train page's placeholder, the flag's default).
+FINE_TUNE_RATE_UNSET = "a tenth of the head's"
+
 # TrainConfig.head: "manual" trains the settings as given; "search" chooses them by
 # cross-validation (core.training.head_search), which measured no better on real photos.
 HEAD_CHOICES = ("manual", "search")
@@ -239,7 +242,9 @@ class TrainConfig:
         augment_views: Augmented copies of each training image cached for the frozen base.
         fine_tune_layers: Top layers of the base to unfreeze after the head converges; 0 = off.
         fine_tune_epochs: Epochs of fine-tuning.
-        fine_tune_learning_rate: Learning rate of fine-tuning, 10 to 100 times below the head's.
+        fine_tune_learning_rate: Learning rate of fine-tuning; None (the default) is a tenth
+            of the head's learning rate the run uses (the search's choice or the manual one).
+            Set with a manual head, it may be at most a tenth of that head's.
         fine_tune_averaging: Whether fine-tuning ends with the mean of its epoch-end weights
             from the second epoch on (stochastic weight averaging) rather than the best epoch's.
         tune_top_blocks: Top blocks of the base trained, with the head, on their cached input
@@ -303,9 +308,10 @@ class TrainConfig:
         8, "Epochs of fine-tuning. With the epochs' weights averaged, 8 epochs were a little "
         "more accurate than 5 on the benchmark photos (docs/benchmarks.md).",
         "Fine-tune epochs", min=1, max=200)
-    fine_tune_learning_rate: float = option(
-        1e-4, "Learning rate while fine-tuning: 10 to 100 times below the head's.",
-        "Fine-tune learning rate", min=1e-8, max=0.1,
+    fine_tune_learning_rate: float | None = option(
+        None, "Learning rate while fine-tuning, 10 to 100 times below the head's. Empty: a "
+        "tenth of the head's learning rate the run uses (the search's choice, or yours).",
+        "Fine-tune learning rate", min=1e-8, max=0.1, unset=FINE_TUNE_RATE_UNSET,
     )
     fine_tune_averaging: bool = option(
         True, "Keep the average of the weights at the end of each fine-tuning epoch after the "
@@ -353,11 +359,15 @@ class TrainConfig:
             )
         if self.backbone == "tfhub" and not self.hub_handle:
             raise ConfigError("A TF Hub base needs a handle, URL or SavedModel folder.")
-        if self.fine_tune_layers and self.fine_tune_learning_rate > self.learning_rate / 10:
+        # Only a relation between two values the user set can be refused here: with the
+        # search, the head's rate is known once it has run (fine_tune_rate() resolves it).
+        chosen = self.fine_tune_learning_rate
+        if (self.fine_tune_layers and self.head == "manual" and chosen is not None
+                and chosen > self.learning_rate / 10):
             raise ConfigError(
-                f"Fine-tune learning rate {self.fine_tune_learning_rate:g} is too large: use at "
-                f"most a tenth of the head's ({self.learning_rate / 10:g}) so the pretrained "
-                "weights are not destroyed."
+                f"Fine-tune learning rate {chosen:g} is too large: use at most a tenth of the "
+                f"head's ({self.learning_rate / 10:g}) so the pretrained weights are not "
+                "destroyed, or leave it empty (a tenth of the head's)."
             )
         if self.tune_top_blocks and self.fine_tune_layers:
             raise ConfigError(
@@ -366,6 +376,19 @@ class TrainConfig:
         if self.tune_top_blocks and self.backbone == "tfhub":
             raise ConfigError("A TF Hub base has no blocks to cut at: set the top blocks to 0 "
                               "or choose a registry base.")
+
+    def fine_tune_rate(self, head_learning_rate: float, searched: bool) -> tuple[float, str]:
+        """The fine-tuning learning rate a run uses and, in words, where it comes from.
+
+        Args:
+            head_learning_rate: The learning rate the head was trained with.
+            searched: Whether the head search chose that rate.
+        """
+        if self.fine_tune_learning_rate is not None:
+            return float(self.fine_tune_learning_rate), "as set"
+        whose = "chosen by the head search" if searched else "as set"
+        return (head_learning_rate / 10,
+                f"a tenth of the head's learning rate {head_learning_rate:g}, {whose}")
 
     @property
     def augments(self) -> bool:

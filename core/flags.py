@@ -33,7 +33,7 @@ def flag_help(f: dataclasses.Field) -> str:
     elif isinstance(default, tuple):
         shown = " ".join(map(str, default)) or NONE_WORD
     elif default is None:
-        shown = NONE_WORD
+        shown = f.metadata.get("unset") or NONE_WORD
     else:
         shown = f"{default:g}" if isinstance(default, float) else str(default)
     return f"{field_help(f)} [default: {shown}]".replace("%", "%%")  # argparse formats help

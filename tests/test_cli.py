@@ -40,6 +40,10 @@ def test_train_prints_one_json_object_and_progress_on_stderr(trained: dict) -> N
     for key in ("run_id", "run_dir", "test_accuracy", "best_val_accuracy", "epochs_run"):
         assert key in result
     assert set(result["seconds"]) >= {"features", "training", "total"}
+    # The test accuracy comes with its 95% interval and sample size (issue 27).
+    tested = result["test_accuracy_interval"]
+    assert tested["value"] == pytest.approx(result["test_accuracy"]) and tested["photos"] > 0
+    assert 0.0 <= tested["low"] <= tested["value"] <= tested["high"] <= 1.0
     # The searched head's epochs come from early stopping in its folds: at most --epochs.
     epochs = result["epochs_run"]
     assert 1 <= epochs <= 2
@@ -285,7 +289,7 @@ def test_train_splits_as_the_saved_audit_and_its_choices_say(
         seen.update(split=split_df, info=kwargs["dataset_info"])
         return SimpleNamespace(status="completed", to_dict=dict, run_id="r", test_accuracy=1.0,
                                best_val_accuracy=1.0, epochs_run=1, seconds={"total": 0.0},
-                               run_dir=home, head_search=None)
+                               run_dir=home, head_search=None, test_interval=lambda: None)
 
     monkeypatch.setattr(training, "train", fake_train)
     assert cli.main(["--home", str(home), "train", str(data), "--weights", "none"]) == 0

@@ -21,7 +21,7 @@ from core.errors import ConfigError
 
 CONFIGS = (IngestConfig, SplitConfig, TrainConfig)
 FLOAT_FIELDS = [(cls, f.name) for cls in CONFIGS for f in dataclasses.fields(cls)
-                if typing.get_type_hints(cls)[f.name] is float]
+                if typing.get_type_hints(cls)[f.name] in (float, float | None)]
 
 
 def test_every_config_has_float_options_to_check() -> None:
@@ -69,3 +69,23 @@ def test_an_unwritable_home_names_the_folder_and_how_to_choose_another(
     message = str(caught.value)
     assert "/sys/kernel" in message and HOME_ENV_VAR in message and "--home" in message
     assert studio_home(tmp_path / "fine") == (tmp_path / "fine").resolve()
+
+
+def test_a_fine_tune_rate_nobody_set_is_never_refused() -> None:
+    """Issue 27: the rate left empty follows the head's rate the run uses."""
+    manual = TrainConfig(head="manual", learning_rate=1e-4, fine_tune_layers=30)
+    assert manual.fine_tune_learning_rate is None
+    rate, source = manual.fine_tune_rate(1e-4, searched=False)
+    assert rate == pytest.approx(1e-5) and "as set" in source
+    searched = TrainConfig(head="search", fine_tune_layers=30)
+    # The search's choice replaces the head's rate: that must not make the config invalid.
+    dataclasses.replace(searched, learning_rate=3e-4)
+    rate, source = searched.fine_tune_rate(3e-4, searched=True)
+    assert rate == pytest.approx(3e-5) and "chosen by the head search" in source
+
+
+def test_a_fine_tune_rate_the_user_set_is_checked_against_their_head_rate() -> None:
+    with pytest.raises(ConfigError, match="too large.*tenth"):
+        TrainConfig(head="manual", fine_tune_layers=30, fine_tune_learning_rate=1e-3)
+    config = TrainConfig(head="manual", fine_tune_layers=30, fine_tune_learning_rate=5e-5)
+    assert config.fine_tune_rate(1e-3, searched=False) == (5e-5, "as set")

@@ -117,13 +117,15 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
                 choices: dict[str, dict[str, str]]) -> None:
     """Summary, then one tab per kind of problem, each a gallery with choices."""
     s = result.summary
-    cols = st.columns(4)
-    cols[0].metric("Likely wrong labels", len(result.label_issues))
+    # One count of likely wrong labels: a second estimate (a share) disagreed with it.
+    cols = st.columns(3)
+    cols[0].metric("Likely wrong labels", len(result.label_issues),
+                   help="Photos a model trained without them finds unlike their label.")
     cols[1].metric("Near-duplicate groups", len(result.near_duplicates),
                    help=f"{s.get('cross_class_groups', 0)} span classes, "
                         f"{s.get('leaking_groups', 0)} would span splits")
-    cols[2].metric("Outliers", len(result.outliers))
-    cols[3].metric("Estimated wrong labels", f"{s.get('estimated_wrong_label_share', 0):.1%}")
+    cols[2].metric("Outliers", len(result.outliers),
+                   help="Photos unlike the rest of their class.")
     moved = sum(c["action"] == audit_choices.MOVE for c in choices.values())
     excluded = sum(c["action"] == audit_choices.EXCLUDE for c in choices.values())
     st.caption(f"Audit {md(result.audit_id)} with {md(s.get('backbone'))} features · your choices: "
@@ -133,15 +135,28 @@ def show_result(loaded: state.LoadedDataset, result: audit.AuditResult,
                     f"Outliers ({len(result.outliers)})"])
     root = loaded.dataset.root
     with tabs[0]:
-        items = [(i["file"], f"**{md(i['given'])}** → {md(i['suggested'])} · {i['score']:.2f}",
-                  i["suggested"]) for i in result.label_issues]
+        items = [(i["file"], label_issue_text(i), i["suggested"])
+                 for i in result.label_issues]
         _gallery("label", items, loaded, choices, root)
     with tabs[1]:
         _groups(result, loaded, choices, root)
     with tabs[2]:
-        items = [(o["file"], f"**{md(o['label'])}** · {o['score']:.1f}× its class's distance",
-                  None) for o in result.outliers]
+        items = [(o["file"], outlier_text(o), None) for o in result.outliers]
         _gallery("outlier", items, loaded, choices, root)
+
+
+def label_issue_text(issue: dict[str, Any]) -> str:
+    """'Labelled **daisy**, looks like **roses**: only 3% like daisy' (score = 1 - that)."""
+    like_given = max(0.0, 1.0 - float(issue["score"]))
+    given, suggested = md(issue["given"]), md(issue["suggested"])
+    return (f"Labelled **{given}**, looks like **{suggested}**: only "
+            f"{like_given:.0%} like {given} to a model that never saw it")
+
+
+def outlier_text(outlier: dict[str, Any]) -> str:
+    """'**daisy** · 2.3 times farther from its class than its photos usually are'."""
+    return (f"**{md(outlier['label'])}** · {float(outlier['score']):.1f} times farther from the "
+            "other photos of its class than they usually are")
 
 
 def _show_key(section: str) -> str:
@@ -174,7 +189,7 @@ def _groups(result: audit.AuditResult, loaded: state.LoadedDataset,
     for g, group in enumerate(groups[:paging.shown_count(_show_key("groups"), len(groups))]):
         tags = [t for t, on in (("label conflict", group["cross_class"]),
                                 ("would leak between splits", group["spans_splits"])) if on]
-        st.markdown(f"**Group {g + 1}** · similarity {group['similarity']:.3f}"
+        st.markdown(f"**Group {g + 1}** · {group['similarity']:.0%} alike"
                     + (f" · :orange[{', '.join(tags)}]" if tags else ""))
         cols = st.columns(max(4, min(len(group["files"]), 6)))
         for n, name in enumerate(group["files"]):
@@ -224,3 +239,15 @@ def split_with_audit(loaded: state.LoadedDataset, config: SplitConfig,
     with show_user_errors("Cannot split this dataset:") as outcome:
         split = audit_choices.audited_split(loaded.dataset, config, result, choices)
     return None if outcome.failed else split
+
+
+def use_audited(loaded: state.LoadedDataset, config: SplitConfig) -> state.CurrentDataset | None:
+    """Chooses the dataset for training as the Dataset page shows it: the audit's choices
+    applied and its near-duplicate groups kept together (None after showing why not)."""
+    home = resources.home()
+    result = audit.load_audit(loaded.dataset, home)
+    choices = audit_choices.load_choices(loaded.dataset, home)
+    split = split_with_audit(loaded, config, result, choices)
+    if split is None:
+        return None
+    return state.use_dataset(loaded, split, config, audit_choices.audit_record(result, choices))

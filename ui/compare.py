@@ -23,16 +23,36 @@ PROBLEM_STATUSES = (BROKEN, INTERRUPTED, FAILED)
 
 
 def table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
-    """One row per run with what people compare first."""
-    return pd.DataFrame([{
-        "Run": s.run_id, "Created": s.created, "Status": s.status, "Dataset": s.dataset,
-        "Base": s.backbone, "Training": s.training_mode, "Parameters": s.total_params, "Depth": s.depth,
-        "Model size (MB)": s.model_size_mb, "Avg s / epoch": s.seconds_per_epoch,
-        "Epochs": s.epochs_run, "Best epoch": s.best_epoch,
-        "Best val. accuracy": s.best_val_accuracy, "CV accuracy": s.cv_accuracy,
-        "Test accuracy": s.test_accuracy, "Problem": s.error,
+    """One row per run: its name, then the test accuracy with its interval, then the rest.
+
+    Empty cells stay empty (never "None"). The validation accuracy is shown only where the
+    validation photos were held out (a manual head); the search trained on them, and its
+    runs show the cross-validated accuracy instead.
+    """
+    names = ui_runs.run_names(summaries)
+    frame = pd.DataFrame([{
+        "Run": names[s.run_id], "Test accuracy (95% interval)": s.test_accuracy_text,
+        "Status": s.status, "Dataset": s.dataset, "Base": s.backbone, "Training": s.training_mode,
+        "Created": s.created, "CV accuracy": s.cv_accuracy,
+        "Best val. accuracy": s.best_val_accuracy if s.cv_accuracy is None else None,
+        "Epochs": s.epochs_run, "Best epoch": s.best_epoch, "Parameters": s.total_params,
+        "Depth": s.depth, "Model size (MB)": s.model_size_mb,
+        "Avg s / epoch": s.seconds_per_epoch, "Problem": s.error, "Id": s.run_id,
         links.OPEN_COLUMN: links.evaluate_link(s),
     } for s in summaries])
+    return blank_empty_text(frame)
+
+
+TEXT_COLUMNS = ("Run", "Test accuracy (95% interval)", "Status", "Dataset", "Base",
+                "Problem")
+
+
+def blank_empty_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns with "" for a missing value: a table would show it as "None"."""
+    for column in TEXT_COLUMNS:
+        if column in frame.columns:
+            frame[column] = frame[column].map(lambda v: "" if v is None else v)
+    return frame
 
 
 COLUMN_CONFIG = {
@@ -42,11 +62,15 @@ COLUMN_CONFIG = {
     "Avg s / epoch": st.column_config.NumberColumn(format="%.2f"),
     "Best epoch": st.column_config.NumberColumn(
         help="Epoch with the best validation accuracy."),
-    "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
+    "Best val. accuracy": st.column_config.NumberColumn(
+        format="percent", help="Best accuracy on the held-out validation photos (empty when "
+                               "the head search trained on them: see CV accuracy)."),
     "CV accuracy": st.column_config.NumberColumn(
         format="percent", help="Cross-validated accuracy of the searched head (empty: the "
                                "head was set by hand)."),
-    "Test accuracy": st.column_config.NumberColumn(format="percent"),
+    "Test accuracy (95% interval)": st.column_config.TextColumn(
+        help="Share of the test photos named correctly; in brackets how many photos, and "
+             "the range the true accuracy lies in with 95% confidence (Wilson interval)."),
     "Problem": st.column_config.TextColumn(width="large"),
     links.OPEN_COLUMN: links.open_column(),
 }
@@ -72,7 +96,7 @@ def curves(summaries: Sequence[RunSummary]) -> None:
     if not with_history:
         st.caption("No run has a finished epoch yet, so there are no curves to compare.")
         return
-    labels = {s.run_id: ui_runs.run_label(s) for s in with_history}
+    labels = ui_runs.run_names(with_history)
     chosen = st.multiselect("Runs to overlay", list(labels), format_func=labels.get,
                             default=list(labels)[:CURVES_SHOWN_FIRST], key=state.COMPARE_RUNS)
     metric = st.segmented_control("Metric", list(METRICS), format_func=METRICS.get,
@@ -81,7 +105,7 @@ def curves(summaries: Sequence[RunSummary]) -> None:
     for run_id in chosen:
         summary = next(s for s in with_history if s.run_id == run_id)
         try:
-            histories[run_id] = ui_runs.load(summary).history
+            histories[labels[run_id]] = ui_runs.load(summary).history
         except AppError as exc:
             st.warning(f"Cannot read the history of {md(run_id)}: {md(exc)}", icon=":material/warning:")
     st.plotly_chart(charts.compare_curves(histories, metric or "val_accuracy"), width="stretch")

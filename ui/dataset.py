@@ -261,9 +261,9 @@ def thumbnail_grid(dataset: Dataset) -> None:
                     pixels = resources.thumbnail(str(path), resources.THUMBNAIL_SIZE,
                                                  resources.file_stamp(path))
                 except (AppError, OSError) as exc:
-                    st.caption(f"{md(Path(path).name)}: cannot show ({md(exc)})")
+                    st.caption(f"{md(dataset_store.given_name(path))}: cannot show ({md(exc)})")
                     continue
-                st.image(pixels, caption=md(Path(path).name), width="stretch")
+                st.image(pixels, caption=md(dataset_store.given_name(path)), width="stretch")
 
 
 # ----------------------------------------------------------------------------- splits

@@ -154,41 +154,55 @@ def _editor(saved: SavedDataset) -> None:
                f"({RECOMMENDED_PER_CLASS} or more recommended); a classifier needs 2 classes "
                "or more. Photos are checked as they are added: damaged, tiny, gigantic and "
                "duplicate photos are refused with the reason.")
-    left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.text_input("New class", key=state.BUILD_NEW_CLASS, placeholder="cats", max_chars=100)
-    right.button("Add class", key=state.BUILD_ADD_CLASS, icon=":material/add:",
-                 on_click=_add_class, args=(saved.id,))
+    # A form: Enter in the name field presses "Add class".
+    with st.form(key=f"{state.BUILD_NEW_CLASS}.form", border=False):
+        left, right = st.columns([3, 1], vertical_alignment="bottom")
+        left.text_input("New class", key=state.BUILD_NEW_CLASS, placeholder="cats",
+                        max_chars=100, help="Type a name and press Enter.")
+        right.form_submit_button("Add class", key=state.BUILD_ADD_CLASS, icon=":material/add:",
+                                 on_click=_add_class, args=(saved.id,))
     for cls in saved.classes:
         _class_section(saved.id, cls)
     _footer(store().get(saved.id))
 
 
-def _add_files(dataset_id: str, cls: str, photos: list[Any]) -> None:
-    """Adds the photos not added before in this session (a rerun re-sends the same files)."""
+def uploader_key(dataset_id: str, cls: str) -> str:
+    """The class's file uploader key: a new one (an empty uploader) once its photos are added."""
+    key = f"{dataset_id}.{cls}"
+    generation = st.session_state.get(state.BUILD_UPLOADER_GENERATION, {}).get(key, 0)
+    return state.BUILD_FILES + key + (f".{generation}" if generation else "")
+
+
+def _add_files(dataset_id: str, cls: str, photos: list[Any]) -> bool:
+    """Adds the photos not added before in this session (a rerun re-sends the same files).
+
+    Returns:
+        Whether new files were handled (their outcome is kept as messages for the next run).
+    """
     seen: set[str] = st.session_state.setdefault(state.BUILD_SEEN, set())
     new = [f for f in ui_uploads.within_limit(photos)
            if f"{dataset_id}.{cls}.{f.file_id}" not in seen]
     if not new:
-        return
+        return False
     with show_user_errors(f"Cannot add photos to {cls}:") as outcome:
         roles.require(ACTION)
         result = store().add_photos(dataset_id, cls, [(f.name, f.getvalue()) for f in new])
     if outcome.failed:
-        return
+        return False
     seen.update(f"{dataset_id}.{cls}.{f.file_id}" for f in new)
     for f in new:  # saved on the disk (or refused): the server's copy is not needed any more
         ui_uploads.release(f)
     forget_loaded(dataset_id)
     if result.added:
-        st.success(f"Added {len(result.added)} photo{'s' * (len(result.added) != 1)} to "
-                   f"{md(cls)}.", icon=":material/check_circle:")
+        say("success", f"Added {len(result.added)} photo{'s' * (len(result.added) != 1)} to "
+                       f"{md(cls)}.")
     for item in result.duplicates:
-        st.warning(f"{md(item['file'])}: a duplicate, {md(item['reason'])}; not added again.",
-                   icon=":material/content_copy:")
+        say("warning", f"{md(item['file'])}: a duplicate, {md(item['reason'])}; not added again.")
     if result.problem:
-        st.error(md(result.problem), icon=":material/hard_drive:")
+        say("error", md(result.problem))
     for item in result.refused:
-        st.error(f"{md(item['file'])}: refused, {md(item['reason'])}.", icon=":material/block:")
+        say("error", f"{md(item['file'])}: refused, {md(item['reason'])}.")
+    return True
 
 
 def _class_section(dataset_id: str, cls: str) -> None:
@@ -197,11 +211,16 @@ def _class_section(dataset_id: str, cls: str) -> None:
         head = st.empty()
         files = st.file_uploader(f"Add photos to {md(cls)}", accept_multiple_files=True,
                                  max_upload_size=ui_uploads.PHOTO_MB,
-                                 key=state.BUILD_FILES + key)
+                                 key=uploader_key(dataset_id, cls))
         shot = None
         if st.toggle("Use the camera", key=state.BUILD_CAMERA_ON + key):
             shot = st.camera_input(f"Take a photo of {md(cls)}", key=state.BUILD_CAMERA + key)
-        _add_files(dataset_id, cls, [*(files or []), shot])
+        if _add_files(dataset_id, cls, [*(files or []), shot]) and files:
+            # The thumbnails below are the truth: the uploader starts empty again (a chip
+            # left in it, and its X, would look like a photo one can still remove there).
+            generations = st.session_state.setdefault(state.BUILD_UPLOADER_GENERATION, {})
+            generations[key] = generations.get(key, 0) + 1
+            st.rerun()
         photos = store().photos(dataset_id, cls)
         short = max(0, MIN_IMAGES_PER_CLASS - len(photos))
         need = f" · add {short} more" if short else ""
@@ -261,9 +280,10 @@ def _footer(saved: SavedDataset) -> None:
     loaded = state.loaded_dataset()
     in_view = loaded is not None and loaded.source == origin(saved.id)
     use, now = st.columns(2)
-    if use.button("Use this dataset", key=state.BUILD_USE, disabled=not ready or in_view,
-                  type="primary", icon=":material/check:",
-                  help="Checks every photo, then shows the report and the split below."):
+    if use.button("Check the photos and split", key=state.BUILD_USE,
+                  disabled=not ready or in_view, type="primary", icon=":material/fact_check:",
+                  help="Checks every photo, then shows the report, the audit and the split "
+                       "below, with the Use this dataset button."):
         ui_dataset.ingest_with_progress(saved.root, saved.name, origin(saved.id),
                                         within=ui_dataset.confinement(saved.root))
     elif in_view:
@@ -275,7 +295,9 @@ def _footer(saved: SavedDataset) -> None:
 
 
 def train_now(saved: SavedDataset) -> str | None:
-    """Loads, splits (default split) and starts training with the default options."""
+    """Loads, splits (default split, with the audit's choices as the Dataset page shows
+    them) and starts training with the default options."""
+    from ui import audit as ui_audit
     from ui import train_form
 
     loaded = ui_dataset.ingest_with_progress(saved.root, saved.name, origin(saved.id),
@@ -286,11 +308,10 @@ def train_now(saved: SavedDataset) -> str | None:
         st.error("This dataset cannot be used yet: " + md(" ".join(loaded.dataset.report.errors)),
                  icon=":material/block:")
         return None
-    config = SplitConfig()
-    split = ui_dataset.split_dataset(loaded, config)
-    if split is None:
+    current = ui_audit.use_audited(loaded, SplitConfig())
+    if current is None:
         return None
-    job_id = train_form.start(state.use_dataset(loaded, split, config), TrainConfig())
+    job_id = train_form.start(current, TrainConfig())
     if job_id is not None:
         st.success(f"Training on {md(saved.name)} started.", icon=":material/rocket_launch:")
         nav.page_link(nav.TRAIN, "Watch it on the Train page", ":material/arrow_forward:")

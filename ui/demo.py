@@ -16,7 +16,7 @@ from core.results import familiarity
 from core.results.prediction import Prediction
 from core.runs.store import RunSummary
 from ui import explain as ui_explain
-from ui import links, live_camera, uploads
+from ui import links, live_camera, nav, uploads
 from ui import predict as ui_predict
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
@@ -46,7 +46,21 @@ def demo_run() -> RunSummary | None:
             return None
         return usable[0]
     wanted = links.requested_run(usable, known)  # says why when refused
-    return next((s for s in usable if s.run_id == wanted), None)
+    chosen = next((s for s in usable if s.run_id == wanted), None)
+    if chosen is None:
+        ways_out(usable)
+    return chosen
+
+
+def ways_out(usable: list[RunSummary]) -> None:
+    """After a refused address: the newest model's demo, and the Predict page's run picker."""
+    if usable:
+        st.page_link(nav.PREDICT, label=f"Open the demo of the newest model "
+                                         f"({ui_runs.run_name(usable[0])})",
+                     icon=":material/slideshow:",
+                     query_params={links.RUN: usable[0].run_id, links.VIEW: links.DEMO})
+    st.page_link(nav.PREDICT, label="Choose a model on the Predict page",
+                 icon=":material/image_search:")
 
 
 def photo(live: bool = False) -> Any | None:
@@ -78,7 +92,8 @@ def answer(prediction: Prediction, n_classes: int) -> None:
                 icon=":material/search_off:")
         return
     st.markdown(f"<div style='{ANSWER_STYLE}'>{html.escape(prediction.label)}</div>"
-                f"<div style='{PROBABILITY_STYLE}'>{prediction.probability:.0%} sure</div>",
+                f"<div style='{PROBABILITY_STYLE}'>{prediction.probability:.0%}: "
+                f"{ui_predict.CLOSEST_NOTE}</div>",
                 unsafe_allow_html=True)
     if prediction.unsure:
         st.warning("The model is unsure: this photo may show none of its classes.",

@@ -15,7 +15,7 @@ import streamlit as st
 from core.audit.choices import audit_text
 from core.errors import AppError
 from core.results import charts, report
-from core.runs import head_choice
+from core.runs import evaluation, head_choice, interval
 from ui import explain as ui_explain
 from ui import resources, state
 from ui.text import md
@@ -35,19 +35,22 @@ GALLERY_FILTERS = ("Mistakes first", "Only mistakes", "Only correct")
 
 
 def headline(run: Run, result: EvalResult) -> None:
-    """Test accuracy, top-k accuracy, test photos, best validation accuracy, epochs."""
-    cols = st.columns(5)
+    """Test accuracy with its interval, informative top-k, test photos, a held-out estimate."""
+    cols = st.columns(4)
     right = int(result.predictions["correct"].sum())
-    cols[0].metric("Test accuracy", f"{result.accuracy:.1%}",
+    tested = interval.accuracy(result.accuracy, result.num_samples)
+    cols[0].metric("Test accuracy", f"{result.accuracy:.0%}",
                    help=f"{right} of {result.num_samples} test photos named correctly.")
-    ks = sorted(k for k in result.top_k_accuracy if k > 1)
-    for col, k in zip(cols[1:3], ks, strict=False):
+    if tested is not None:
+        cols[0].caption(f"95% interval: {tested.low:.0%}-{tested.high:.0%}")
+    for col, k in zip(cols[1:2], evaluation.informative_top_k(result), strict=False):
         col.metric(f"Top-{k} accuracy", f"{result.top_k_accuracy[k]:.1%}",
                    help=f"The true class is among the model's {k} best guesses.")
-    cols[3].metric("Test photos", f"{result.num_samples:,}")
-    best = run.best_val_accuracy
-    cols[4].metric("Best validation accuracy", "–" if best is None else f"{best:.1%}",
-                   help="Best accuracy on the validation photos over the epochs.")
+    cols[2].metric("Test photos", f"{result.num_samples:,}")
+    label, value, tip = run.held_out_estimate()
+    cols[3].metric(label, "–" if value is None else f"{value:.1%}", help=tip)
+    if tested is not None and tested.warning():
+        st.warning(tested.warning(), icon=":material/straighten:")
 
 
 def per_class_section(result: EvalResult) -> None:
@@ -255,11 +258,17 @@ def averaging_note(run: Run) -> None:
 def head_choice_section(run: Run) -> None:
     """How the head was chosen: the search's settings and their cross-validated accuracy."""
     record = run.metrics.get("head_search")
-    st.markdown(md(head_choice.record_text(record)))
+    config = run.config
+    usual = None if config is None else {
+        "l2": config.l2, "dropout": config.dropout, "learning_rate": config.learning_rate,
+        "label_smoothing": config.label_smoothing, "hidden_units": list(config.hidden_units)}
+    st.markdown(md(head_choice.plain_text(record, usual)))
     table = head_choice.record_table(record)
     if table.empty:
         return
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
+    details = st.expander("Details: how the search works and every setting it tried")
+    details.markdown(md(head_choice.record_text(record)))
+    details.dataframe(table, hide_index=True, width="stretch", column_config={
         "CV accuracy": st.column_config.NumberColumn(
             format="percent", help="Mean accuracy on the held-out folds."),
         "Spread (±)": st.column_config.NumberColumn(
@@ -299,6 +308,7 @@ def model_section(run: Run) -> None:
         "Hidden layers": (", ".join(map(str, config.hidden_units)) or "none") if config else None,
         "Training mode": run.training_mode,
         "Fine-tuned": _fine_tuned_text(run),
+        "Fine-tune learning rate": run.fine_tune_rate_text,
         "Epochs": run.metrics.get("epochs_run"),
         "Training time": f"{seconds['total']:.0f} s" if seconds.get("total") else None,
         "Feature extraction": _BACKEND_NAMES.get(run.metrics.get("feature_backend"),

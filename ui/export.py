@@ -178,6 +178,9 @@ def verified_downloads(run_id: str) -> None:
     downloads(run_id, meta)
 
 
+DOWNLOADS_PER_ROW = 2
+
+
 def downloads(run_id: str, meta: dict[str, Any]) -> None:
     """One button per exported format (the SavedModel zipped) and one for the whole folder."""
     folder = export_folder(run_id)
@@ -187,12 +190,14 @@ def downloads(run_id: str, meta: dict[str, Any]) -> None:
                        help="Every file, labels.txt, metadata.json, predict.py and the report.")
     ready = [(name, fmt) for name, fmt in (meta.get("formats") or {}).items()
              if fmt.get("status") == export.OK and (folder / fmt["file"]).exists()]
-    for column, (name, fmt) in zip(st.columns(max(1, len(ready))), ready, strict=False):
+    # Two buttons a row: five in one row cut their names off ("TensorFlow Lite, fl...").
+    columns = st.columns(DOWNLOADS_PER_ROW)
+    for n, (name, fmt) in enumerate(ready):
         path = folder / fmt["file"]
         data = (lambda p=path: _zip(folder, p)) if path.is_dir() else (
             lambda p=path: p.read_bytes())
-        column.download_button(
+        columns[n % DOWNLOADS_PER_ROW].download_button(
             export_formats.title(name), data, on_click="ignore",
             file_name=f"{fmt['file']}.zip" if path.is_dir() else fmt["file"],
-            icon=":material/download:", key=f"tl_export_download.{name}")
+            icon=":material/download:", key=f"tl_export_download.{name}", width="stretch")
 

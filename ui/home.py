@@ -15,6 +15,12 @@ def device_banner() -> None:
     """One line about the compute device: GPU name and memory, or CPU only and why."""
     info = resources.device_info()
     text = info.summary()
+    # For admins: a teacher does not need it first, so it stays in a fold.
+    with st.expander("Compute device (for admins)", icon=":material/memory:"):
+        _device_line(info, text)
+
+
+def _device_line(info: Any, text: str) -> None:
     tf_version = getattr(info, "tensorflow_version", None)
     if tf_version and tf_version not in text:
         text += f" · TensorFlow {tf_version}"
@@ -23,20 +29,21 @@ def device_banner() -> None:
     else:
         st.info(text, icon=":material/computer:")
 
-RECENT_RUNS = 5  # runs listed on the Home page
 
-RUN_COLUMNS = {
-    "run_id": "Run", "created": "Created", "status": "Status", "dataset": "Dataset",
-    "backbone": "Base",
-    "epochs_run": "Epochs", "best_val_accuracy": "Best val. accuracy",
-    "test_accuracy": "Test accuracy",
-}
+RECENT_RUNS = 5  # runs listed on the Home page
 
 
 def runs_table(summaries: Sequence[Any]) -> pd.DataFrame:
-    """A table of run summaries with the columns people compare first."""
-    rows = [{name: getattr(s, name, None) for name in RUN_COLUMNS} for s in summaries]
-    return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).rename(columns=RUN_COLUMNS)
+    """The newest runs: name, test accuracy with its interval, status, created."""
+    from ui import compare
+    from ui import runs as ui_runs
+
+    names = ui_runs.run_names(summaries)
+    return compare.blank_empty_text(pd.DataFrame([{
+        "Run": names[s.run_id], "Test accuracy (95% interval)": s.test_accuracy_text,
+        "Status": s.status, "Created": s.created,
+    } for s in summaries], columns=["Run", "Test accuracy (95% interval)", "Status",
+                                    "Created"]))
 
 
 def recent_runs() -> list[Any]:
@@ -53,7 +60,9 @@ def recent_runs() -> list[Any]:
                  column_config={
                      links.OPEN_COLUMN: links.open_column(),
                      "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-                     "Best val. accuracy": st.column_config.NumberColumn(format="percent"),
-                     "Test accuracy": st.column_config.NumberColumn(format="percent"),
+                     "Test accuracy (95% interval)": st.column_config.TextColumn(
+                         help="Share of the test photos named correctly; in brackets how "
+                              "many, and the range the true accuracy lies in with 95% "
+                              "confidence."),
                  })
     return list(summaries)

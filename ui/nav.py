@@ -52,7 +52,8 @@ DEMO_PAGE_PATH = "Predict"  # the page with a demo view (?view=demo, ui.demo)
 PAGES: tuple[AppPage, ...] = (
     AppPage(HOME, "Home", ":material/home:", "What the studio does and recent runs", ""),
     AppPage(DATASET, "Dataset", ":material/photo_library:",
-            "Upload a zip of class folders (or name a server folder), check it, split it",
+            "Bring photos: a zip of class folders, a folder on the server, or a new "
+            "dataset built here",
             "Dataset", admin=True),
     AppPage(TRAIN, "Train", ":material/model_training:",
             "Pick a pretrained base and options, train and watch it learn", "Train",

@@ -75,6 +75,11 @@ def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
     } for p in predictions])
 
 
+# What a probability means, said wherever one is shown: the softmax spreads 100% over the
+# classes the model knows, so a photo of something else still gets a high one.
+CLOSEST_NOTE = "the closest of the classes it knows"
+
+
 def none_of_these(prediction: Prediction, n_classes: int) -> None:
     """The 'none of these' answer: the photo looks like none of the classes, closest second."""
     st.markdown(f"### {familiarity.NONE_OF_THESE}")
@@ -108,6 +113,9 @@ def prediction_card(prediction: Prediction, input_size: int, position: int,
             none_of_these(prediction, n_classes or len(prediction.top_k))
         else:
             st.markdown(f"### {md(prediction.label)} · {prediction.probability:.0%}")
+            st.caption(f"{CLOSEST_NOTE.capitalize()}: the {prediction.probability:.0%} is "
+                       "shared among its classes only, so a photo of something else still "
+                       "gets one.")
         if prediction.unsure and not prediction.unknown:
             st.warning(
                 f"**The model is unsure**: its best guess has {prediction.probability:.0%} "

@@ -23,17 +23,26 @@ def home() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def _job_manager_for(home_path: str) -> JobManager:
+def _job_manager_for(home_path: str, ray_address: str) -> JobManager:
     from core.jobs import kinds as job_kinds
+    from core.jobs.executors import make_executor
 
-    manager = JobManager(Path(home_path), kinds=job_kinds.resumable_kinds())
+    manager = JobManager(Path(home_path), kinds=job_kinds.resumable_kinds(),
+                         executor=make_executor(home_path, address=ray_address))
     manager.resume()  # the queued jobs of a server that stopped run now; running ones: interrupted
     return manager
 
 
 def job_manager() -> JobManager:
-    """The server's one job manager for the current studio home, shared by all sessions."""
-    return _job_manager_for(str(home()))
+    """The server's one job manager for the current studio home, shared by all sessions.
+
+    Its jobs run on the Ray cluster configured by $TL_STUDIO_RAY_ADDRESS or `[studio]
+    ray_address` in secrets.toml, else in this server process.
+    """
+    from core.jobs.executors import ray_address
+    from ui import roles
+
+    return _job_manager_for(str(home()), ray_address(roles.secrets()))
 
 
 @st.cache_resource(show_spinner="Looking for a GPU...")

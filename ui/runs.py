@@ -57,16 +57,31 @@ def completed_runs_or_stop(what: str) -> list[RunSummary]:
     return finished
 
 
+def run_name(summary: RunSummary) -> str:
+    """What tells a run from the others, for tables and legends: dataset, base, mode, date."""
+    mode = "fine-tuned" if summary.fine_tuned else (
+        "searched head" if summary.cv_accuracy is not None else "head only")
+    when = (summary.created.astimezone().strftime("%m-%d %H:%M")
+            if summary.created is not None else "")
+    return " · ".join(p for p in (summary.dataset or "unknown dataset",
+                                  summary.backbone or "unknown base", mode, when) if p)
+
+
+def run_names(summaries: Sequence[RunSummary]) -> dict[str, str]:
+    """run id -> run_name(), made unique with the id's end where two runs share a name."""
+    names = {s.run_id: run_name(s) for s in summaries}
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {run_id: (f"{name} ({run_id[-6:]})" if counts[name] > 1 else name)
+            for run_id, name in names.items()}
+
+
 def run_label(summary: RunSummary) -> str:
-    """One line naming a run for people: date, base, dataset, test accuracy."""
-    parts = []
-    if summary.created is not None:
-        parts.append(summary.created.astimezone().strftime("%Y-%m-%d %H:%M"))
-    parts.append(summary.backbone or "unknown base")
-    if summary.dataset:
-        parts.append(summary.dataset)
-    if summary.test_accuracy is not None:
-        parts.append(f"test accuracy {summary.test_accuracy:.1%}")
+    """One line naming a run for people: run_name(), the test accuracy with its interval, id."""
+    parts = [run_name(summary)]
+    if summary.test_accuracy_text is not None:
+        parts.append(f"test accuracy {summary.test_accuracy_text}")
     return " · ".join(parts) + f"  ({summary.run_id})"
 
 

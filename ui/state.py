@@ -49,6 +49,7 @@ BUILD_CLOSE = "tl_build_close"
 BUILD_NEW_CLASS = "tl_build_new_class"
 BUILD_ADD_CLASS = "tl_build_add_class"
 BUILD_FILES = "tl_build_files."
+BUILD_UPLOADER_GENERATION = "tl_build_uploader_generation"  # {dataset.class: n}: a new uploader
 BUILD_CAMERA_ON = "tl_build_camera_on."
 BUILD_CAMERA = "tl_build_camera."
 BUILD_REMOVE_PHOTO = "tl_build_remove_photo."

@@ -10,9 +10,10 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import JobError
-from core.jobs.manager import JobStatus
+from core.jobs.job import JobStatus
 from core.progress import PHASES
 from core.results import charts
+from core.runs import interval
 from core.runs import history as history_table
 from core.status import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from ui import nav, resources, roles, state
@@ -90,7 +91,23 @@ def jobs_table(all_jobs: Sequence[JobStatus]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def jobs_section() -> None:
+def started_here() -> bool:
+    """Whether this session started a training job that the server still knows."""
+    return _known(st.session_state.get(state.JOB_ID)) is not None
+
+
+def picker_label(job: JobStatus) -> str:
+    """A job's name in the "Show job" picker: only facts that cannot go stale.
+
+    The picker is drawn once per page run while the job goes on in the background, so a
+    state word that can still change ("queued", "running") would soon be false there; an
+    ended state never changes. The jobs table and the panel show the live state.
+    """
+    label = f"{job.title} · {time.strftime('%H:%M', time.localtime(job.submitted))}"
+    return f"{label} ({STATE_TEXT.get(job.state, job.state)})" if job.done else label
+
+
+def jobs_section(heading: bool = True) -> None:
     """Every training job of this server, and the live progress of the one watched.
 
     Jobs belong to the server process, so a refreshed browser or another session finds them
@@ -99,7 +116,8 @@ def jobs_section() -> None:
     all_jobs = resources.job_manager().jobs(kind="train")
     if not all_jobs:
         return
-    st.header("Training jobs")
+    if heading:  # none under the page's own "3. Start"
+        st.header("Training jobs")
     ids = [j.job_id for j in reversed(all_jobs)]  # newest first
     started = st.session_state.pop(state.TRAIN_WATCH_NEXT, None)
     if started in ids:
@@ -109,8 +127,7 @@ def jobs_section() -> None:
         # Set through Session State (never only as a default), so the browser shows it too.
         if st.session_state.get(state.TRAIN_WATCH) not in ids:
             st.session_state[state.TRAIN_WATCH] = watched.job_id if watched else ids[0]
-        titles = {j.job_id: f"{j.title} · {time.strftime('%H:%M', time.localtime(j.submitted))}"
-                            f" ({STATE_TEXT.get(j.state, j.state)})" for j in all_jobs}
+        titles = {j.job_id: picker_label(j) for j in all_jobs}
         chosen = st.selectbox("Show job", ids, format_func=titles.get, key=state.TRAIN_WATCH)
         watched = next(j for j in all_jobs if j.job_id == chosen)
     if watched is None:
@@ -130,10 +147,11 @@ def _live_panel(job_id: str, polling: bool) -> None:
         return
     if polling and status.done:
         st.rerun()  # the whole page: show the result and stop polling
+    # The job's progress first: under the Start button it must show without scrolling.
+    job_progress(status)
     all_jobs = resources.job_manager().jobs(kind="train")
     if len(all_jobs) > 1 or not status.done:
         st.dataframe(jobs_table(all_jobs), hide_index=True, width="stretch")
-    job_progress(status)
 
 
 def cancel_button(status: JobStatus) -> None:
@@ -261,12 +279,18 @@ def ended_view(status: JobStatus) -> None:
                    icon=":material/stop_circle:")
     else:
         accuracy = getattr(result, "test_accuracy", None)
-        st.success(f"Finished{took}: test accuracy **{accuracy:.1%}** on photos the model never "
+        photos = getattr(getattr(result, "evaluation", None), "num_samples", None)
+        shown = interval.accuracy_text(accuracy, photos) or "unknown"
+        st.success(f"Finished{took}: test accuracy **{shown}** on photos the model never "
                    f"saw while training ({getattr(result, 'epochs_run', 0)} epochs).",
                    icon=":material/check_circle:")
+        tested = interval.accuracy(accuracy, photos)
+        if tested is not None and tested.warning():
+            st.caption(tested.warning())
         search = getattr(result, "head_search", None)
         if search:
-            st.caption(f"Head chosen by cross-validation among {search['tried']} settings "
+            settings = "setting" if search["tried"] == 1 else "settings"
+            st.caption(f"Head chosen by cross-validation among {search['tried']} {settings} "
                        f"({search['cv_accuracy']:.1%} cross-validated accuracy); the Evaluate "
                        "page shows them all.")
         st.session_state[state.LAST_RUN] = getattr(result, "run_id", None)

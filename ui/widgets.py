@@ -88,6 +88,11 @@ def field_widget(f: dataclasses.Field, hint: Any, value: Any, key: str) -> Any:
         high = float(high) if high is not None else None
         if low is not None and high is not None and meta.get("step"):
             return st.slider(label, low, high, float(value), float(meta["step"]), **common)
+        if optional:  # empty means "unset": the metadata's `unset` says what that means
+            return st.number_input(label, min_value=low, max_value=high,
+                                   value=None if value is None else float(value),
+                                   step=_float_step(meta, (high or 1.0) / 1000 if value is None else value), format="%g",
+                                   placeholder=meta.get("unset"), **common)
         return st.number_input(label, min_value=low, max_value=high, value=float(value),
                                step=_float_step(meta, value), format="%g", **common)
     if typing.get_origin(inner) is tuple:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -178,13 +179,36 @@ def _link_by_content(src: str, dst: str) -> None:
     with fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    target = Path(dst).with_name(digest.hexdigest()[:24] + Path(src).suffix.lower())
-    if target.exists():  # an identical file in the same folder: ingestion keeps one anyway
+    target = Path(dst).with_name(stored_name(Path(src).name, digest.hexdigest()[:24],
+                                             Path(src).suffix.lower()))
+    if any(target.parent.glob(f"*{digest.hexdigest()[:_HASH_CHARS]}.*")):
+        # an identical file in the same folder: ingestion keeps one anyway
         return
     try:
         os.link(src, target)
     except OSError:
         shutil.copy2(src, target)
+
+
+# A stored photo is "<the name it was given>~<content hash><suffix>": the hash keeps two
+# photos from sharing a file, the given name is what people see (given_name()).
+_HASH_CHARS = 24
+_STORED = re.compile(r"^(?P<given>.*)~(?P<hash>[0-9a-f]{24})(?P<suffix>\.[A-Za-z0-9]+)$")
+_GIVEN_MAX_CHARS = 80
+
+
+def stored_name(given: str, digest: str, suffix: str) -> str:
+    """The file name of a photo given this name, with this content hash and format suffix."""
+    stem = "".join(c if c.isalnum() or c in " -_.()" else "_" for c in Path(given).stem)
+    stem = stem.strip(" .")[:_GIVEN_MAX_CHARS] or "photo"
+    return f"{stem}~{digest[:_HASH_CHARS]}{suffix}"
+
+
+def given_name(path: str | Path) -> str:
+    """The name a photo was given when added ("daisy 1.jpg"); other names as they are."""
+    name = Path(path).name
+    match = _STORED.match(name)
+    return f"{match['given']}{match['suffix']}" if match else name
 
 
 def _not_copied(folder: str, names: list[str]) -> list[str]:
@@ -557,12 +581,13 @@ class DatasetStore:
         stem = probe.sha256[:24]
         suffix = _SUFFIX.get(probe.info.format.upper(), Path(label).suffix.lower() or ".img")
         for folder in [target, *others]:
-            if any(folder.glob(f"{stem}.*")):
+            if any(folder.glob(f"*{stem}.*")):
                 where = "this class" if folder == target else f"class '{folder.name}'"
                 result.duplicates.append({"file": label, "reason": f"already in {where}"})
                 return
-        files.write_bytes_atomic(target / f"{stem}{suffix}", data)
-        result.added.append(f"{stem}{suffix}")
+        stored = stored_name(label, stem, suffix)
+        files.write_bytes_atomic(target / stored, data)
+        result.added.append(stored)
 
     def zip_bytes(self, name: str) -> bytes:
         """The dataset as a zip of class folders (<name>/<class>/<photo>)."""

@@ -21,7 +21,7 @@ import pandas as pd
 from core import text
 from core.audit.choices import audit_text
 from core.errors import AppError
-from core.runs import head_choice
+from core.runs import evaluation, head_choice, interval
 
 if TYPE_CHECKING:
     from core.runs.evaluation import EvalResult
@@ -125,7 +125,14 @@ def _plain_words(result: EvalResult) -> str:
     total = result.num_samples
     text = (f"Out of <b>{total}</b> test photos the model had never seen while training, it "
             f"named <b>{right}</b> correctly.")
-    k = max((k for k in result.top_k_accuracy if k > 1), default=None)
+    tested = interval.accuracy(result.accuracy, total)
+    if tested is not None:
+        text += (f" With so many photos, the true accuracy is, with 95% confidence, between "
+                 f"{_pct(tested.low)} and {_pct(tested.high)}.")
+        if tested.warning():
+            text += f" <b>{html.escape(tested.warning())}</b>"
+    shown = evaluation.informative_top_k(result)
+    k = shown[-1] if shown else None
     if k is not None:
         text += (f" The right answer was among its {k} best guesses for "
                  f"{_pct(result.top_k_accuracy[k])} of them.")
@@ -199,6 +206,7 @@ def _settings(run: Run) -> pd.DataFrame:
         ("Learning rate", config.get("learning_rate")),
         ("Hidden layers", ", ".join(map(str, config.get("hidden_units") or [])) or "none"),
         ("Fine-tuned layers", config.get("fine_tune_layers")),
+        ("Fine-tune learning rate", run.fine_tune_rate_text),
         ("Fine-tuned weights", f"average of {averaged} epochs" if averaged > 1 else None),
         ("Augmentation", "yes" if run.config is not None and run.config.augments else "no"),
         ("Parameters", f"{params['total']:,}" if params.get("total") else None),
@@ -279,7 +287,7 @@ def report_html(run: Run, result: EvalResult,
     per_class.columns = ["Class", "Precision", "Recall", "F1", "Test photos"]
     confusion = pd.DataFrame(result.confusion, columns=result.labels)
     confusion.insert(0, "True class \\ predicted", result.labels)
-    best = run.best_val_accuracy
+    held_label, held_value, held_meaning = run.held_out_estimate()
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Model report: {html.escape(dataset)}</title>
 <style>{_STYLE}</style></head><body>
@@ -288,7 +296,7 @@ def report_html(run: Run, result: EvalResult,
 {len(result.labels)} classes: {html.escape(", ".join(result.labels))}</p>
 <p class="big">{_pct(result.accuracy)} correct</p>
 <p>{_plain_words(result)}</p>
-<p class="note">Best accuracy on the validation photos while training: {_pct(best)}.</p>
+<p class="note">{html.escape(held_label)}: {_pct(held_value)}. {html.escape(held_meaning)}</p>
 <h2>Class by class</h2>
 <p class="note"><b>Precision</b>: when the model says a class, how often it is right.
 <b>Recall</b>: of the photos of a class, how many it finds. <b>F1</b> combines both.</p>

@@ -161,6 +161,16 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
+def informative_top_k(result: EvalResult) -> list[int]:
+    """The top-k accuracies worth showing: k > 1 and well below the number of classes.
+
+    Top-5 of 5 classes is always 100%, and top-2 of 3 nearly so: k must be at most half the
+    classes for the number to say anything.
+    """
+    classes = len(result.labels)
+    return sorted(k for k in result.top_k_accuracy if 1 < k and 2 * k <= classes)
+
+
 def evaluate_probabilities(
     probs: Any,
     y_true: Any,

@@ -52,6 +52,50 @@ def record_text(record: dict[str, Any] | None) -> str:
     return text + how.get(record.get("stopped"), "")
 
 
+_WORDS = {"l2": "L2", "dropout": "dropout", "learning_rate": "learning rate",
+          "label_smoothing": "label smoothing", "hidden_units": "hidden layer",
+          "views": "augmented views"}
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "hidden_units":
+        return "-".join(map(str, value or [])) or "none"
+    if name == "views":
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def plain_text(record: dict[str, Any] | None, usual: dict[str, Any] | None) -> str:
+    """The head's choice in a teacher's words, before any table.
+
+    Args:
+        record: The run's metrics "head_search".
+        usual: The settings a manual run would use ({l2, dropout, learning_rate,
+            label_smoothing, hidden_units, views}): the search tries them first.
+    """
+    if not record or record.get("skipped") or not record.get("table"):
+        return record_text(record)
+    rows = record["table"]
+    chosen = next((r for r in rows if r.get("chosen")), rows[0])
+    usual = usual or {}
+    same = lambda row: all(  # noqa: E731
+        _shown(k, row.get(k)) == _shown(k, usual.get(k)) for k in _WORDS if k in usual)
+    count = record.get("tried", len(rows))
+    tried = f"Tried {count} setting{'' if count == 1 else 's'} of the head"
+    if usual and same(chosen):
+        return (f"{tried} and kept the usual one: none was clearly better. It named "
+                f"{chosen['cv_accuracy']:.0%} of the photos held out in each try correctly.")
+    changes = ", ".join(f"{_WORDS[k]} {_shown(k, chosen.get(k))} (usual "
+                        f"{_shown(k, usual.get(k))})" for k in _WORDS
+                        if k in usual and _shown(k, chosen.get(k)) != _shown(k, usual.get(k)))
+    text = (f"{tried} and kept the one that named the most photos held out in each try "
+            f"correctly: {chosen['cv_accuracy']:.0%}")
+    baseline = next((r for r in rows if same(r)), None) if usual else None
+    if baseline is not None:
+        text += f", against {baseline['cv_accuracy']:.0%} for the usual settings"
+    return text + (f". It differs from the usual in {changes}." if changes else ".")
+
+
 def record_table(record: dict[str, Any] | None) -> pd.DataFrame:
     """The settings a search tried, best first, as a table for people (empty when none)."""
     rows = (record or {}).get("table") or []

@@ -69,6 +69,10 @@ def unusable_message(run_id: str, status: str, error: str | None, action: str) -
             f"{action}. {HOW_TO_LIST}, and pick one or train again.")
 
 
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
 @dataclass
 class RunSummary:
     """One row of the run list: what the Compare page and `python -m core runs` show.
@@ -95,6 +99,8 @@ class RunSummary:
         error: The failure message, or why the run is interrupted or broken.
         cv_accuracy: Cross-validated accuracy of the searched head (None: manual head).
         dataset_root: The folder the run's photos were read from, when recorded.
+        test_images: Photos in the test split (the test accuracy's sample size).
+        fine_tuned: Whether the top of the base was retrained too.
         training_mode: What trained (Run.training_mode): frozen base, fine-tuned layers or
             top blocks on cached activations.
     """
@@ -119,6 +125,15 @@ class RunSummary:
     error: str | None = None
     cv_accuracy: float | None = None
     dataset_root: str | None = None
+    test_images: int | None = None
+    fine_tuned: bool = False
+
+    @property
+    def test_accuracy_text(self) -> str | None:
+        """'83% (6 photos: 44-97%)': the test accuracy with its 95% interval, or None."""
+        from core.runs import interval
+
+        return interval.accuracy_text(self.test_accuracy, self.test_images)
     training_mode: str | None = None
 
     @property
@@ -227,6 +242,20 @@ class Run:
         best = history_table.history_facts(self.history)["best_val_accuracy"]
         return best if best is not None else _metric(self.metrics, "best_val_accuracy")
 
+    def held_out_estimate(self) -> tuple[str, float | None, str]:
+        """(label, value, meaning) of the estimate from photos the model did not train on,
+        besides the test accuracy: the cross-validated accuracy when the head search trained
+        on the validation photos (their curve is then not held out), else the best
+        validation accuracy."""
+        search = self.metrics.get("head_search") or {}
+        if isinstance(search.get("cv_accuracy"), (int, float)):
+            return ("Cross-validated accuracy", float(search["cv_accuracy"]),
+                    "The chosen head setting's mean accuracy on held-out folds of the "
+                    "training and validation photos (the search trained on both, so no "
+                    "validation photo is left unseen).")
+        return ("Best validation accuracy", self.best_val_accuracy,
+                "Best accuracy on the validation photos over the epochs.")
+
     @property
     def unsure_threshold(self) -> float:
         """Top probability below which a prediction is flagged unsure (0.5 when not chosen)."""
@@ -247,6 +276,18 @@ class Run:
         """Fine-tuning epochs whose weights the saved model averages; 0 or 1: no average."""
         value = _metric(self.metrics, "fine_tune_averaged_epochs")
         return int(value) if value is not None else 0
+
+    @property
+    def fine_tune_rate_text(self) -> str | None:
+        """The fine-tuning learning rate used and where it came from; None: no fine-tuning."""
+        if not self.metrics.get("fine_tuned"):
+            return None
+        used = self.metrics.get("fine_tune_learning_rate")
+        if isinstance(used, Mapping) and isinstance(used.get("value"), (int, float)):
+            return f"{used['value']:g} ({used.get('source') or 'as set'})"
+        config = self.config  # runs from before the rate was recorded: the one set
+        rate = config.fine_tune_learning_rate if config is not None else None
+        return f"{rate:g}" if rate is not None else None
 
     @property
     def training_mode(self) -> str:
@@ -300,5 +341,8 @@ class Run:
             test_accuracy=self.test_accuracy, epochs_run=facts["epochs_run"], error=self.error,
             cv_accuracy=(self.metrics.get("head_search") or {}).get("cv_accuracy"),
             dataset_root=root if isinstance(root, str) and root else None,
+            fine_tuned=bool(self.metrics.get("fine_tuned")),
+            test_images=_count(counts.get("test")) or _count(
+                (self.metrics.get("test") or {}).get("num_samples")),
             training_mode=self.training_mode,
         )

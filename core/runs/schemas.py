@@ -79,7 +79,11 @@ DATASET = document({
     "audit": optional(mapping(anything)),
 })
 
-VERSIONS = document({})
+VERSIONS = document({
+    # where the run executed (core.runs.placement): "local" or "ray", and which node
+    "executed_on": record({"backend": text("local", "ray"), "node_id": text(),
+                           "node_address": text(), "hostname": text()}),
+})
 
 SUMMARY = document({
     "run_id": text(), "run_dir": text(), "created": TIME, "status": text(),

@@ -32,6 +32,7 @@ from core.files import (
     write_text_atomic,
 )
 from core.runs import history as history_table
+from core.runs import placement
 from core.runs.folder import (
     CONFIG_FILE,
     DATASET_FILE,
@@ -96,6 +97,7 @@ def collect_versions(device: Mapping[str, Any] | None = None) -> dict[str, Any]:
         "pandas": _package_version("pandas"),
         "pillow": _package_version("pillow"),
         "device": dict(device),
+        "executed_on": placement.current(),  # backend, node id and address of the job
     }
 
 

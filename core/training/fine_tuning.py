@@ -108,8 +108,18 @@ class FineTuned:
     averaged_epochs: int
 
 
-def ending_callbacks(config: TrainConfig) -> tuple[list[Any], WeightAveraging | None]:
-    """Early stopping, and either the averaged weights or the best epoch's at the end."""
+def ending_callbacks(config: TrainConfig, validated: bool = True
+                     ) -> tuple[list[Any], WeightAveraging | None]:
+    """Early stopping, and either the averaged weights or the best epoch's at the end.
+
+    Without held-out validation photos there is nothing to stop on or to pick a best epoch
+    by: every epoch runs, and the weights are the average (or the last epoch's).
+    """
+    if not validated:
+        if not config.fine_tune_averaging:
+            return [], None
+        averaging = WeightAveraging(first_epoch=1)
+        return [averaging], averaging
     if not config.fine_tune_averaging:
         return early_stopping(config.early_stopping_patience), None
     # The average replaces restoring one epoch; stopping early still ends the phase.
@@ -119,7 +129,7 @@ def ending_callbacks(config: TrainConfig) -> tuple[list[Any], WeightAveraging | 
 
 
 def fine_tune(spec: Any, resolved: Any, head: Any, config: TrainConfig, train: pd.DataFrame,
-              val: pd.DataFrame, *, n_classes: int, info: Any, batch: int, on_event: EventSink,
+              val: pd.DataFrame | None, *, n_classes: int, info: Any, batch: int, on_event: EventSink,
               should_stop: StopCheck,
               on_epoch_row: Callable[[dict[str, Any]], None]) -> FineTuned:
     """Trains a fresh base's top layers together with the trained head, on the photos.
@@ -129,7 +139,9 @@ def fine_tune(spec: Any, resolved: Any, head: Any, config: TrainConfig, train: p
             features come from is shared and never changed).
         head: The trained head; it goes on training here.
         config: The run's options (layers, epochs, learning rate, augmentation, averaging).
-        train, val: Split rows (path, label_index).
+        train, val: Split rows (path, label_index). val None: no photo the head has not
+            seen is left to validate on (the head search trained on validation photos), so
+            no curve is called "validation".
         n_classes: Number of classes (for class weights).
         info: The device (core.device.detect()); a GPU gets its strategy and mixed precision.
         batch: Batch size that fits the device (training.batch_sizes).
@@ -163,7 +175,7 @@ def fine_tune(spec: Any, resolved: Any, head: Any, config: TrainConfig, train: p
         train["path"].tolist(), train["label_index"].tolist(), spec.input_size, batch,
         shuffle=True, seed=config.seed,
     )
-    val_ds = batches.make_tf_dataset(
+    val_ds = None if val is None else batches.make_tf_dataset(
         val["path"].tolist(), val["label_index"].tolist(), spec.input_size, batch,
     )
     callback = ProgressCallback(
@@ -171,7 +183,7 @@ def fine_tune(spec: Any, resolved: Any, head: Any, config: TrainConfig, train: p
         steps_per_epoch=math.ceil(len(train) / batch), batch_event_every=EVENT_EVERY_BATCHES,
         on_epoch_row=on_epoch_row,
     )
-    ending, averaging = ending_callbacks(config)
+    ending, averaging = ending_callbacks(config, validated=val_ds is not None)
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs, verbose=0,
         shuffle=False,  # make_tf_dataset reshuffles every epoch itself

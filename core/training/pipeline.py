@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
 from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
-from core.runs import evaluation
+from core.runs import evaluation, interval, placement
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
 from core.training import familiarity as familiarity_score
@@ -59,6 +60,8 @@ class TrainResult:
         evaluation: Test-split evaluation, None when cancelled.
         head_search: {"tried", "chosen", "cv_accuracy"} of the head search; None for a
             manual head (or a dataset too small to cross-validate).
+        executed_on: Where it ran: backend ("local" or "ray"), node id and node address
+            (core.runs.placement), as recorded in the run's versions.
     """
 
     run_id: str
@@ -70,6 +73,14 @@ class TrainResult:
     seconds: dict[str, float]
     evaluation: evaluation.EvalResult | None = None
     head_search: dict[str, Any] | None = None
+    executed_on: dict[str, Any] = field(default_factory=placement.current)
+
+    def test_interval(self) -> dict[str, Any] | None:
+        """{"value", "photos", "low", "high"} of the test accuracy, None when not measured."""
+        if self.evaluation is None:
+            return None
+        measured = interval.accuracy(self.test_accuracy, self.evaluation.num_samples)
+        return measured.to_dict() if measured else None
 
     def to_dict(self) -> dict[str, Any]:
         """The command line's JSON contract."""
@@ -78,10 +89,13 @@ class TrainResult:
             "run_dir": str(self.run_dir),
             "status": self.status,
             "test_accuracy": self.test_accuracy,
+            # The test accuracy's 95% Wilson interval and sample size (core.runs.interval).
+            "test_accuracy_interval": self.test_interval(),
             "best_val_accuracy": self.best_val_accuracy,
             "epochs_run": self.epochs_run,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "head_search": self.head_search,
+            "executed_on": self.executed_on,
         }
 
 
@@ -172,6 +186,7 @@ class _Trainer:
         self.cache_stats: dict[str, int] = {"hits": 0, "misses": 0}
         self.extract_batch = self.fine_tune_batch = config.batch_size
         self.fine_tune_averaged = 0  # epochs averaged into the fine-tuned weights
+        self.fine_tune_rate: dict[str, Any] | None = None  # set when fine-tuning runs
         self._history_written = 0.0
         self.cached_top: top_blocks.CachedTop | None = None  # tune_top_blocks > 0
 
@@ -405,6 +420,8 @@ class _Trainer:
             "top_blocks": self.cached_top.describe() if self.cached_top else None,
             # Epochs whose weights the fine-tuned model averages (0: one epoch's weights).
             "fine_tune_averaged_epochs": self.fine_tune_averaged,
+            # {"value", "source"}: the rate fine-tuning used and where it came from.
+            "fine_tune_learning_rate": self.fine_tune_rate,
             # The saved model's own: with averaging, no single epoch's history row shows it.
             # With the head search, validation trained the head: this is then the chosen
             # setting's out-of-fold accuracy (its cross-validated estimate).
@@ -536,8 +553,16 @@ class _Trainer:
         return head
 
     def _fine_tune(self, spec: Any, resolved: Any, head: Any, info: Any) -> tuple[Any, Any]:
+        # The rate is resolved against the head's rate this run used, and recorded.
+        head_rate = (self.search.chosen.setting.learning_rate if self.search is not None
+                     else self.config.learning_rate)
+        rate, source = self.config.fine_tune_rate(head_rate, searched=self.search is not None)
+        self.fine_tune_rate = {"value": rate, "source": source}
+        config = dataclasses.replace(self.config, fine_tune_learning_rate=rate)
         tuned = fine_tuning.fine_tune(
-            spec, resolved, head, self.config, self.part("train"), self.part("val"),
+            spec, resolved, head, config, self.part("train"),
+            # The search trained the head on the validation photos: none is held out now.
+            None if self.search is not None else self.part("val"),
             n_classes=len(self.labels), info=info, batch=self.fine_tune_batch,
             on_event=self.emit, should_stop=self.should_stop,
             on_epoch_row=lambda row: self._add_history(FINE_TUNE, row))

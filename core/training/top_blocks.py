@@ -21,8 +21,8 @@ import numpy as np
 from core.config import TrainConfig
 from core.errors import Cancelled
 from core.progress import EventSink, StopCheck
-from core.training.callback import ProgressCallback
 from core.training import fine_tuning
+from core.training.callback import ProgressCallback
 from core.training.head import class_weight_for
 
 log = logging.getLogger(__name__)

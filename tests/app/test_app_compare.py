@@ -7,12 +7,14 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from app_helpers import FAST, all_text, chart_titled, page, share_caches, texts, train_run, values
 from conftest import make_class_folders
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
+from core.runs import interval
 from core.runs.store import RunStore
 from core.training.pipeline import TrainResult
 from ui import state
@@ -61,10 +63,20 @@ def test_one_row_per_run_with_what_people_compare(home: Path,
                                                   two_runs: list[TrainResult]) -> None:
     at = compare_page()
     assert not at.exception, at.exception
-    table = at.dataframe[0].value.set_index("Run")
+    frame = at.dataframe[0].value
+    # The run's name, then its test accuracy with the interval (issue 27): the first number.
+    assert list(frame.columns[:2]) == ["Run", "Test accuracy (95% interval)"]
+    assert not (frame.astype(str) == "None").to_numpy().any()
+    table = frame.set_index("Id")
     assert len(table) == 4
     first, second = two_runs
     row = table.loc[second.run_id]
+    assert row["Run"].startswith("small.zip · mobilenet_v2 · ")
+    assert second.run_id not in row["Run"]
+    photos = second.evaluation.num_samples
+    assert row["Test accuracy (95% interval)"] == interval.accuracy_text(
+        second.test_accuracy, photos)
+    assert f"({photos} photos: " in row["Test accuracy (95% interval)"]
     assert row["Status"] == "completed" and row["Base"] == "mobilenet_v2"
     assert row["Training"] == "frozen base (head only)"
     assert row["Dataset"] == "small.zip"
@@ -73,8 +85,10 @@ def test_one_row_per_run_with_what_people_compare(home: Path,
         (second.run_dir / "model.keras").stat().st_size / 1e6)
     assert row["Avg s / epoch"] > 0
     assert row["Epochs"] == 3 and 1 <= row["Best epoch"] <= 3
-    assert row["Best val. accuracy"] == pytest.approx(second.best_val_accuracy)
-    assert row["Test accuracy"] == pytest.approx(second.test_accuracy)
+    if row["CV accuracy"] is None or pd.isna(row["CV accuracy"]):
+        assert row["Best val. accuracy"] == pytest.approx(second.best_val_accuracy)
+    else:  # the search trained on the validation photos: no "validation" figure is shown
+        assert pd.isna(row["Best val. accuracy"])
     assert table.loc[first.run_id, "Epochs"] == 2
 
     assert table.loc["20200101-000000-mobilenet_v2-broken", "Status"] == "broken"
@@ -87,13 +101,14 @@ def test_one_row_per_run_with_what_people_compare(home: Path,
     chosen = at.multiselect(key=state.COMPARE_RUNS)
     assert set(chosen.value) == {first.run_id, second.run_id, "20200101-000000-mobilenet_v2-broken"}
     figure = chart_titled(at, "Validation accuracy by run")
-    assert {t["name"] for t in figure["data"]} == set(chosen.value)
+    # The legend names runs as the table does, never by id.
+    assert {t["name"] for t in figure["data"]} <= set(table["Run"])
     chosen.set_value([first.run_id, second.run_id]).run()
     at.segmented_control(key=state.COMPARE_METRIC).set_value("loss").run()
     assert not at.exception, at.exception
     figure = chart_titled(at, "Training loss by run")
     lines = {t["name"]: len(values(t["x"])) for t in figure["data"]}
-    assert lines == {first.run_id: 2, second.run_id: 3}
+    assert lines == {table.loc[first.run_id, "Run"]: 2, table.loc[second.run_id, "Run"]: 3}
 
 
 def test_delete_asks_first_then_removes_the_run(home: Path,

@@ -9,7 +9,9 @@ from app_helpers import all_text, page
 from dataset_helpers import img_bytes
 from streamlit.testing.v1 import AppTest
 
+from core.audit import choices as audit_choices
 from core.config import SplitConfig
+from core.data import datasets
 from core.data.store import DatasetStore
 from core.features import weights as base_weights
 from ui import state
@@ -53,9 +55,20 @@ def test_build_two_classes_from_uploads_then_use_it(studio_home: Path) -> None:
     assert not at.warning and not at.error
     assert DatasetStore(studio_home).get("pets").classes == {"cats": 3, "dogs": 3}
 
+    # Added photos leave the uploader: its chips (and their X) would look removable there.
+    assert at.session_state[state.BUILD_UPLOADER_GENERATION][f"{dataset_id}.cats"] == 1
+    assert not at.file_uploader(key=f"{state.BUILD_FILES}{dataset_id}.cats.1").value
+    assert f"{state.BUILD_FILES}{dataset_id}.cats" not in [u.key for u in at.file_uploader]
+
+    # One "Use this dataset" button: the builder's checks the photos, the page's chooses.
+    assert at.button(key=state.BUILD_USE).label == "Check the photos and split"
     at.button(key=state.BUILD_USE).click().run()
     assert not at.exception, at.exception
     assert "Report: pets" in all_text(at)
+    assert [b.label for b in at.button].count("Use this dataset") == 1
+    # The report's thumbnails carry the names the files were given, not content hashes.
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert "0-0.png" in captions and "1-2.png" in captions, captions
     at.button(key=state.USE_DATASET).click().run()
     current = at.session_state[state.CURRENT]
     assert current.name == "pets" and len(current.split) == 6
@@ -170,14 +183,20 @@ def test_train_now_goes_through_the_train_page_start(
     saved = store.create("quick")
     for k, cls in enumerate(["a", "b"]):
         store.add_class("quick", cls)
-        store.add_photos("quick", cls, [(n, b) for n, b, _m in pngs(k, 3)])
+        store.add_photos("quick", cls, [(n, b) for n, b, _m in pngs(k, 4)])
     at = open_builder()
     at.session_state[state.BUILD_DATASET] = saved.id
     at.run()
+    # The audit's choices shown on the Dataset page hold here too: one way to train (issue 27).
+    dataset = datasets.ingest(store.get("quick").root)
+    excluded = audit_choices.relative_names(dataset.index, dataset.root)[0]
+    audit_choices.set_choice(dataset, excluded, audit_choices.EXCLUDE, home=studio_home)
     at.button(key=state.BUILD_TRAIN_NOW).click().run()
     assert not at.exception, at.exception
     current = at.session_state[state.CURRENT]
     assert current.name == "quick" and current.split_config == SplitConfig()
+    assert len(current.split) == 7, current.split  # 8 photos, one excluded
+    assert current.audit == {"ran": False}
     assert any("Cannot start training" in str(e.value) for e in at.error)
     assert state.JOB_ID not in at.session_state
 

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.results import report
 from core.runs.store import RunStore
 from core.training.pipeline import TrainResult
+from core.runs import interval
 from ui import evaluate, state
 
 
@@ -55,8 +56,13 @@ def test_numbers_tables_and_charts_of_the_newest_run(home: Path, trained: TrainR
     assert at.selectbox(key=state.EVAL_RUN).value == trained.run_id
 
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Test accuracy"] == f"{result.accuracy:.1%}"
-    assert metrics["Top-3 accuracy"] == f"{result.top_k_accuracy[3]:.1%}"
+    assert metrics["Test accuracy"] == f"{result.accuracy:.0%}"
+    # With its 95% interval, and a warning: a few test photos say little (issue 27).
+    tested = interval.accuracy(result.accuracy, result.num_samples)
+    assert f"95% interval: {tested.low:.0%}-{tested.high:.0%}" in texts(at.caption)
+    assert any(f"Only {result.num_samples} test photos" in w for w in texts(at.warning))
+    # Top-3 of 3 classes is always 100%: not shown.
+    assert not any(label.startswith("Top-") for label in metrics), metrics
     assert metrics["Test photos"] == str(result.num_samples)
     stored = json.loads((trained.run_dir / "metrics.json").read_text())["params"]
     assert metrics["Total parameters"] == f"{stored['total']:,}"
@@ -212,6 +218,10 @@ def test_how_the_head_was_chosen_on_the_page_and_in_the_report(home: Path,
     assert "How the head was chosen" in [h.value for h in at.header]
     record = json.loads((trained.run_dir / "metrics.json").read_text())["head_search"]
     assert f"among {record['tried']} settings" in all_text(at)
+    # Plain words first (issue 27); the technical text and the table behind a fold.
+    assert any(m.value.startswith(f"Tried {record['tried']} settings of the head")
+               for m in at.markdown)
+    assert any(e.label.startswith("Details:") for e in at.expander)
     table = next(frame.value for frame in at.dataframe if "CV accuracy" in frame.value.columns)
     assert len(table) == record["tried"]
     assert table["Chosen"].tolist().count("✓") == 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import zip_folder
+from run_helpers import make_run, tiny_classifier
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
+from core.runs import interval
 from core.runs.store import RunStore
 from ui import nav, state
 
@@ -70,9 +72,29 @@ def test_home_lists_recent_runs(studio_home: Path) -> None:
     at = home()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert table["Run"].tolist() == [writer.run_dir.name]
+    # Runs are named by what tells them apart, not by id; an empty cell is empty, not "None".
+    assert table["Run"].tolist()[0].startswith("pets.zip · mobilenet_v2 · ")
     assert table["Status"].tolist() == ["failed"]
-    assert table["Dataset"].tolist() == ["pets.zip"]
+    assert table["Test accuracy (95% interval)"].tolist() == [""]
+    # No "validation" figure: with the head search it came from photos the head trained on.
+    assert not any("val." in c.lower() or "validation" in c.lower() for c in table.columns)
+
+
+def test_home_shows_test_accuracy_with_its_interval_and_where_to_start(
+        studio_home: Path, small_dataset: Path) -> None:
+    run = make_run(studio_home, small_dataset, tiny_classifier(3))
+    at = home()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    photos = run.evaluation.num_samples
+    assert table["Test accuracy (95% interval)"].tolist() == [
+        interval.accuracy_text(run.test_accuracy, photos)]
+    assert f"({photos} photos: " in table["Test accuracy (95% interval)"][0]
+    # Every way to bring photos is named; the compute device is an admin's detail, folded.
+    links = " ".join(link.proto.label for link in at.get("page_link"))
+    for way in ("zip", "folder on the server", "new dataset built here"):
+        assert way in links, links
+    assert [e.label for e in at.expander] == ["Compute device (for admins)"]
 
 
 def test_dataset_choice_survives_switching_pages(

@@ -136,6 +136,10 @@ def test_unsure_predictions_carry_a_visible_warning() -> None:
     assert not sure.exception, sure.exception
     assert not sure.warning
     assert "### cats · 92%" in texts(sure.markdown)
+    # A high probability is not called "sure": it is the closest class it knows (issue 27).
+    assert any("closest of the classes it knows" in c for c in texts(sure.caption))
+    assert "sure" not in " ".join(texts(sure.markdown) + texts(sure.caption)).replace(
+        "unsure", "")
     unsure = AppTest.from_function(card, args=(True,), default_timeout=TIMEOUT).run()
     warning = " ".join(texts(unsure.warning))
     assert "The model is unsure" in warning and "45%" in warning and "60%" in warning

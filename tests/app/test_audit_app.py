@@ -54,6 +54,15 @@ def test_audit_sections_choices_and_the_grouped_split(studio_home: Path,
     flipped = names[2]
     issue = next(i for i in result.label_issues if i["file"] == flipped)
     assert any(flipped in m.value and issue["suggested"] in m.value for m in at.markdown)
+    # Scores in words (issue 27): what the photo looks like, how unlike its class, how alike.
+    like = f"only {1 - issue['score']:.0%} like {issue['given']}"
+    assert any(f"looks like **{issue['suggested']}**" in m.value and like in m.value
+               for m in at.markdown), like
+    assert any("times farther from the other photos of its class" in m.value
+               for m in at.markdown)
+    assert any("% alike" in m.value for m in at.markdown)
+    # One count of likely wrong labels, not a second estimate that disagrees with it.
+    assert "Estimated wrong labels" not in metrics
 
     # Move the flipped photo to its suggested class, exclude the outlier.
     at.radio(key=ui_audit.choice_key("label", flipped)).set_value("move").run()

@@ -326,7 +326,8 @@ def test_upload_train_evaluate_predict_in_a_real_browser(
     app.shot("04-train-progress")
     app.wait_text("Finished in", timeout=TRAINING_SECONDS)
     app.settle()
-    app.wait("the test accuracy", lambda: re.search(r"test accuracy \d+\.\d%", app.text()))
+    app.wait("the test accuracy", lambda: re.search(r"test accuracy \d+% \(\d+ photos: \d+-\d+%\)",
+                                                       app.text()))
     app.wait("the progress bar to go", lambda: not browser.find_elements(
         app.by.CSS_SELECTOR, "[data-testid='stProgress']"))
     app.shot("05-train-finished")
@@ -418,7 +419,7 @@ def test_a_shared_link_opens_the_run_in_a_fresh_browser(
             if f.find_element(shared.by.XPATH, "ancestor::*[@data-testid='stFileUploader']")))
         assert not other.find_elements(shared.by.CSS_SELECTOR, "[data-testid='stSidebarNav']")
         field.send_keys(str(photo))
-        shared.wait_text("sure", timeout=90)
+        shared.wait_text("the closest of the classes it knows", timeout=90)
         shared.wait("the heatmap", lambda: any(
             "Where the model saw" in e.text for e in other.find_elements(
                 shared.by.CSS_SELECTOR, "[data-testid='stImage']")), timeout=90)
@@ -572,8 +573,7 @@ def test_build_a_dataset_from_files_train_and_predict_in_a_real_browser(
     app.click("Create dataset")
     app.wait_text("Dataset: my pets")
     for name in photos:
-        app.type_into("New class", name)
-        app.click("Add class")
+        app.type_into("New class", name)  # Enter adds the class
         app.wait_text(f"{name} · 0 photos")
 
     def file_inputs() -> list[Any]:
@@ -587,7 +587,7 @@ def test_build_a_dataset_from_files_train_and_predict_in_a_real_browser(
         app.wait_text(f"{name} · 6 photos", timeout=90)
         app.settle()
     app.shot("20-builder")
-    app.click("Use this dataset")
+    app.click("Check the photos and split")
     app.wait_text("Report: my pets", timeout=120)
     app.settle(120)
     app.wait_text("Split")

@@ -92,6 +92,7 @@ def test_unreadable_and_inconsistent_values_are_explained() -> None:
 
     at.text_input(key="t.hidden_units").input("").run()
     at.number_input(key="t.fine_tune_layers").set_value(10)
+    at.selectbox(key="t.head").set_value("manual")
     at.number_input(key="t.fine_tune_learning_rate").set_value(0.01)
     at.run()
     assert not at.exception

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from core.errors import Cancelled, DatasetError, JobError
-from core.jobs.manager import JobManager, JobStatus, result_dict, result_value
+from core.jobs.job import JobStatus, result_dict, result_value
+from core.jobs.manager import JobManager
 from core.progress import ProgressEvent
 
 WAIT = 10.0  # seconds; generous for a shared 2-core machine
 
 
-def FakeEvent(phase: str, step: int) -> ProgressEvent:  # noqa: N802 (reads like a class)
+def FakeEvent(phase: str, step: int) -> ProgressEvent:
     return ProgressEvent(phase=phase, step=step, time=0.0)
 
 

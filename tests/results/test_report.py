@@ -55,7 +55,7 @@ def test_the_report_names_the_weights_without_the_servers_path(config: dict, sho
 
     run = SimpleNamespace(config=SimpleNamespace(to_dict=lambda: config, augments=False),
                           metrics={}, averaged_epochs=1, backbone="mobilenet_v2",
-                          input_size=224, dataset={})
+                          input_size=224, dataset={}, fine_tune_rate_text=None)
     table = report._settings(run)
     assert dict(zip(table["Setting"], table["Value"], strict=True))["Weights"] == shown
     assert "/srv" not in table.to_string()

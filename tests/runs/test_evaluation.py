@@ -14,6 +14,7 @@ from core.runs.evaluation import (
     EvalResult,
     choose_unsure_threshold,
     evaluate_probabilities,
+    informative_top_k,
 )
 
 LABELS = ["cat", "dog", "fish"]
@@ -55,6 +56,17 @@ def test_top_k_with_two_and_many_classes() -> None:
     ranks = (probs > probs[np.arange(50), y][:, None]).sum(axis=1)  # no ties in random data
     for k in (1, 3, 5):
         assert res.top_k_accuracy[k] == pytest.approx(np.mean(ranks < k))
+
+
+def test_top_k_is_shown_only_well_below_the_number_of_classes(result: EvalResult) -> None:
+    """Top-3 of 3 classes (and top-5 of 5) is always 100%: not worth a number (issue 27)."""
+    assert informative_top_k(result) == []
+    rng = np.random.default_rng(0)
+    for classes, shown in ((5, []), (6, [3]), (8, [3]), (10, [3, 5])):
+        res = evaluate_probabilities(rng.dirichlet(np.ones(classes), size=20),
+                                     rng.integers(0, classes, 20),
+                                     [str(i) for i in range(classes)])
+        assert informative_top_k(res) == shown, classes
 
 
 def test_confusion_matrix(result: EvalResult) -> None:

@@ -35,3 +35,25 @@ def test_table_has_one_row_per_setting_with_the_chosen_one_marked() -> None:
     assert table["Hidden layer"].tolist() == ["none", "256"]
     assert table["Augmented views"].tolist() == ["off", "on"]
     assert head_choice.record_table(None).empty
+
+
+USUAL = {"l2": 1e-4, "dropout": 0.5, "learning_rate": 1e-3, "label_smoothing": 0.0,
+         "hidden_units": [], "views": False}
+
+
+def test_plain_words_first_the_usual_setting_kept() -> None:
+    """Issue 27: a teacher reads what was tried and kept, without a table."""
+    text = head_choice.plain_text(RECORD, USUAL)
+    assert text.startswith("Tried 2 settings of the head and kept the usual one: none was "
+                           "clearly better.")
+    assert "88%" in text and "fold" not in text
+
+
+def test_plain_words_say_how_the_kept_setting_differs_and_by_how_much() -> None:
+    usual = {**USUAL, "l2": 0.0, "dropout": 0.2, "learning_rate": 3e-3, "label_smoothing": 0.1,
+             "hidden_units": [256], "views": True}
+    text = head_choice.plain_text(RECORD, usual)
+    assert "kept the one that named the most photos held out in each try correctly: 88%" in text
+    assert "against 85% for the usual settings" in text
+    assert "dropout 0.5 (usual 0.2)" in text and "hidden layer none (usual 256)" in text
+    assert head_choice.plain_text(None, USUAL).startswith("Set by hand")

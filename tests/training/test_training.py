@@ -151,9 +151,10 @@ def test_augmented_views_are_cached_per_view(split_df: pd.DataFrame, studio_home
     config = replace(FAST, augment=True, augment_views=2, epochs=1)
     result = training.train(split_df, config, home=studio_home)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
-    # The head search trains folds on validation photos too: they have their views as well.
-    n_train_val = int(split_df["split"].isin(["train", "val"]).sum())
-    assert metrics["feature_cache"]["misses"] == len(split_df) + 2 * n_train_val
+    # The usual head trains on the training photos' views only (a search's folds would take
+    # the validation photos' too).
+    n_train = int((split_df["split"] == "train").sum())
+    assert metrics["feature_cache"]["misses"] == len(split_df) + 2 * n_train
     again = training.train(split_df, config, home=studio_home)
     again_metrics = json.loads((again.run_dir / "metrics.json").read_text())
     assert again_metrics["feature_cache"]["misses"] == 0
@@ -182,8 +183,9 @@ def test_default_frozen_run_computes_no_augmented_views(split_df: pd.DataFrame,
 
 def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
                                                   studio_home: Path) -> None:
-    config = replace(FAST, epochs=2, fine_tune_layers=10, fine_tune_epochs=1,
-                     fine_tune_learning_rate=1e-5, augment="auto", augment_views=1)
+    # The fine-tune rate is left unset: a tenth of the rate the head search chose (issue 27).
+    config = replace(FAST, epochs=2, fine_tune_layers=10, fine_tune_epochs=1, head="search",
+                     augment="auto", augment_views=1, search_seconds=1.0)
     events: list[ProgressEvent] = []
     result = training.train(split_df, config, home=studio_home, on_event=events.append)
     assert result.status == "completed"
@@ -194,10 +196,16 @@ def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["fine_tuned"] is True
     assert metrics["fine_tune_averaged_epochs"] == 0  # one epoch: nothing to average
+    chosen = metrics["head_search"]["chosen"]["learning_rate"]
+    assert metrics["fine_tune_learning_rate"]["value"] == pytest.approx(chosen / 10)
+    assert "chosen by the head search" in metrics["fine_tune_learning_rate"]["source"]
+    # The search trained the head on the validation photos: the fine-tuning rows have no
+    # "validation" figure (it read 100% on photos the model had learnt, issue 27).
+    assert history.loc[history["phase"] == "fine-tune", "val_accuracy"].isna().all()
     assert 0.0 <= metrics["final_val_accuracy"] <= 1.0
-    # "auto" augments when fine-tuning: the head trained on one cached view per photo too.
-    n_train_val = int(split_df["split"].isin(["train", "val"]).sum())
-    assert metrics["feature_cache"]["misses"] == len(split_df) + n_train_val
+    # "auto" augments when fine-tuning: the head trained on one cached view per training photo.
+    n_train = int((split_df["split"] == "train").sum())
+    assert metrics["feature_cache"]["misses"] == len(split_df) + n_train
 
 
 def test_fine_tuning_ends_with_the_average_of_its_epochs(split_df: pd.DataFrame,

@@ -1,0 +1,99 @@
+"""What runs on a cluster node: the job's task, and the channel it reports progress into.
+
+The channel is a small actor on the server's node: the task puts every progress event into
+it and asks it whether the job should stop; the server drains it. Events keep their type
+(they are pickled), so a page watching a cluster job sees what it sees for a local one.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ray
+
+from core.jobs.executors import home_check
+from core.runs import placement
+
+STOP_POLL_SECONDS = 0.5  # should_stop() is polled per batch; the channel is asked at most this often
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class Channel:
+    """Events, placements and the stop flag of one job, held on the server's node."""
+
+    def __init__(self) -> None:
+        self._events: list[Any] = []
+        self._placements: list[dict[str, Any]] = []
+        self._stop = False
+
+    def put(self, event: Any) -> None:
+        self._events.append(event)
+
+    def started(self, facts: dict[str, Any]) -> None:
+        self._placements.append(dict(facts))
+
+    def drain(self) -> tuple[list[Any], list[dict[str, Any]]]:
+        events, self._events = self._events, []
+        return events, list(self._placements)
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def stopped(self) -> bool:
+        return self._stop
+
+    def flush(self) -> None:
+        """A no-op: once it returns, every put() the caller sent before it has been kept."""
+
+
+def node_facts() -> dict[str, Any]:
+    """Placement facts of the node this task runs on."""
+    context = ray.get_runtime_context()
+    return {
+        "backend": placement.RAY,
+        "node_id": context.get_node_id(),
+        "node_address": ray.util.get_node_ip_address(),
+        "hostname": socket.gethostname(),
+    }
+
+
+def _stop_check(channel: Any) -> Callable[[], bool]:
+    state = {"asked": 0.0, "stop": False}
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not state["stop"] and now - state["asked"] >= STOP_POLL_SECONDS:
+            state["asked"] = now
+            state["stop"] = bool(ray.get(channel.stopped.remote()))
+        return state["stop"]
+
+    return should_stop
+
+
+@ray.remote
+def run_job(fn: Callable[..., Any], kwargs: Mapping[str, Any], channel: Any, home: str,
+            token: str, kind: str = "") -> Any:
+    """Checks the home, then runs fn(on_event=..., should_stop=..., **kwargs) on this node.
+
+    A training of a large dataset first has its features extracted across the cluster's
+    workers (ray_extraction.spread_training_extraction); it then reads them from the cache.
+    """
+    facts = node_facts()
+    ray.get(channel.started.remote(facts))  # the server knows the node before any work
+    home_check.verify(home, token, facts)
+    if kind == "train":
+        from core.jobs.executors import ray_extraction
+
+        ray_extraction.spread_training_extraction(dict(kwargs), token)
+
+    def on_event(event: Any) -> None:
+        channel.put.remote(event)
+
+    try:
+        with placement.running_on(facts):
+            return fn(on_event=on_event, should_stop=_stop_check(channel), **kwargs)
+    finally:
+        ray.get(channel.flush.remote())
