@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.results import charts
 from ui import evaluate, nav, state
+from ui import familiarity as ui_familiarity
 from ui import export as ui_export
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
@@ -40,6 +41,9 @@ evaluate.confusion_section(result, run.run_dir)
 
 st.header("Test photos")
 evaluate.gallery_section(result, run.run_dir)
+
+st.header("None of these")
+ui_familiarity.section(run)
 
 st.header("Learning curves")
 st.plotly_chart(charts.learning_curves(run.history, run.fine_tune_start_epoch), width="stretch")

@@ -48,7 +48,8 @@ if st.toggle("As it runs on a phone", key=ui_export.PHONE_KEY, disabled=not phon
         st.stop()
     st.caption(f"Using the exported file {md(phone_file.name)}.")
 st.caption(f"Classes it knows: {md_list(predictor.labels)}. It says it is unsure below "
-           f"{predictor.threshold:.0%}.")
+           f"{predictor.threshold:.0%}" + (", and \"none of these\" when a photo looks like "
+           "none of them." if getattr(predictor, "familiarity", None) is not None else "."))
 
 if live_camera.toggle("predict"):
     live_camera.live_view(summary.run_dir, summary.run_id, predictor, autostart=True,
@@ -67,7 +68,7 @@ if len(predictions) > 1:
     st.dataframe(ui_predict.summary_table(predictions), hide_index=True, width="stretch",
                  column_config={"Probability": st.column_config.NumberColumn(format="percent")})
 for number, (prediction, source) in enumerate(zip(predictions, sources, strict=True)):
-    ui_predict.prediction_card(prediction, predictor.input_size, number)
+    ui_predict.prediction_card(prediction, predictor.input_size, number, len(predictor.labels))
     if prediction.ok:
         ui_explain.why_section(prediction, source, summary.run_dir, f"{number}-{prediction.file}",
                                expanded=len(predictions) == 1)

@@ -256,16 +256,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from core.results.prediction import Predictor
 
     run_dir = RunStore(studio_home(args.home)).resolve(args.run)
-    predictions = Predictor.from_run(run_dir).predict(args.images, top_k=args.top_k)
+    predictor = Predictor.from_run(run_dir)
+    predictions = predictor.predict(args.images, top_k=args.top_k)
+    if predictor.familiarity is None:
+        print(f"note: no 'none of these' here: {predictor.familiarity_problem}", file=sys.stderr)
     rows = []
     for path, pred in zip(args.images, predictions):
-        row: dict[str, Any] = {
-            "file": path,
-            "top_k": [{"label": label, "probability": prob} for label, prob in pred.top_k],
-            "unsure": pred.unsure,
-        }
-        if pred.error:
-            row["error"] = pred.error
+        # to_dict's fields ("unknown": "none of these", null when the run has no familiarity)
+        row: dict[str, Any] = {**pred.to_dict(), "file": path}
+        if not pred.error:
+            del row["error"]
         rows.append(row)
     if args.json:
         print(json.dumps(rows))
@@ -275,7 +275,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{shown(row['file'])}: {shown(row['error'])}")
                 continue
             best = ", ".join(f"{shown(t['label'])} {t['probability']:.1%}" for t in row["top_k"])
-            print(f"{shown(row['file'])}: {best}" + ("  (unsure)" if row["unsure"] else ""))
+            note = "  (unsure)" if row["unsure"] else ""
+            if row["unknown"]:
+                closest = shown(row["top_k"][0]["label"])
+                best, note = f"none of these (closest: {closest}; {best})", ""
+            print(f"{shown(row['file'])}: {best}{note}")
     return 0 if all("error" not in r for r in rows) else EXIT_UNUSABLE
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.results import familiarity
 from core.results.prediction import Prediction
 from core.runs.store import RunSummary
 from ui import explain as ui_explain
@@ -76,8 +77,20 @@ def photo(live: bool = False) -> Any | None:
     return shot if shot is not None else upload
 
 
-def answer(prediction: Prediction) -> None:
-    """The label in very large letters, its probability under it, and the unsure warning."""
+def answer(prediction: Prediction, n_classes: int) -> None:
+    """The label in very large letters, its probability under it, and the unsure warning.
+
+    A photo that looks like none of the classes gets "None of these" in large letters and
+    the closest class second.
+    """
+    if prediction.unknown:
+        st.markdown(f"<div style='{ANSWER_STYLE}'>{familiarity.NONE_OF_THESE}</div>"
+                    f"<div style='{PROBABILITY_STYLE}'>"
+                    f"Closest: {html.escape(prediction.label)}</div>",
+                    unsafe_allow_html=True)
+        st.info(familiarity.none_of_these(n_classes, md(prediction.label)),
+                icon=":material/search_off:")
+        return
     st.markdown(f"<div style='{ANSWER_STYLE}'>{html.escape(prediction.label)}</div>"
                 f"<div style='{PROBABILITY_STYLE}'>{prediction.probability:.0%}: "
                 f"{ui_predict.CLOSEST_NOTE}</div>",
@@ -114,5 +127,5 @@ def demo_view() -> None:
         if not prediction.ok:
             st.error(md(prediction.error), icon=":material/broken_image:")
             return
-        answer(prediction)
+        answer(prediction, len(predictor.labels))
         ui_explain.answer_heatmap(prediction, source, summary.run_dir)

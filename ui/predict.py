@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.results import charts
+from core.results import charts, familiarity
 from core.results.prediction import Prediction, Predictor
 from ui import resources, state, uploads
 from ui import runs as ui_runs
@@ -65,9 +65,12 @@ def photo_inputs() -> list[Any]:
 
 
 def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
-    """One row per photo: file, best label, its probability, unsure, error."""
+    """One row per photo: file, answer ("None of these" or the class), closest class, its
+    probability, unsure, error."""
     return pd.DataFrame([{
-        "Photo": p.file, "Prediction": p.label, "Probability": p.probability,
+        "Photo": p.file,
+        "Prediction": familiarity.NONE_OF_THESE if p.unknown else p.label,
+        "Closest class": p.label, "Probability": p.probability,
         "Unsure": p.unsure if p.ok else None, "Problem": p.error,
     } for p in predictions])
 
@@ -77,7 +80,17 @@ def summary_table(predictions: list[Prediction]) -> pd.DataFrame:
 CLOSEST_NOTE = "the closest of the classes it knows"
 
 
-def prediction_card(prediction: Prediction, input_size: int, position: int) -> None:
+def none_of_these(prediction: Prediction, n_classes: int) -> None:
+    """The 'none of these' answer: the photo looks like none of the classes, closest second."""
+    st.markdown(f"### {familiarity.NONE_OF_THESE}")
+    st.info(familiarity.none_of_these(n_classes, md(prediction.label))
+            + f" (Its best guess, {md(prediction.label)}, has {prediction.probability:.0%} "
+            "probability: probabilities always add up to 100% over the classes the model "
+            "knows, even for a photo of something else.)", icon=":material/search_off:")
+
+
+def prediction_card(prediction: Prediction, input_size: int, position: int,
+                    n_classes: int | None = None) -> None:
     """The photo as the model saw it, the top-k bars, and a warning when the model is unsure.
 
     Args:
@@ -85,6 +98,7 @@ def prediction_card(prediction: Prediction, input_size: int, position: int) -> N
         input_size: The model's input size in pixels.
         position: The photo's place in the list: keys its elements, so two photos with the
             same prediction (the same photo twice) still get elements of their own.
+        n_classes: How many classes the model knows (for 'none of these').
     """
     st.subheader(md(prediction.file))
     if not prediction.ok:
@@ -95,10 +109,14 @@ def prediction_card(prediction: Prediction, input_size: int, position: int) -> N
         st.image(prediction.image, width="stretch",
                  caption=f"As the model saw it: upright, squashed to {input_size}×{input_size}")
     with right:
-        st.markdown(f"### {md(prediction.label)} · {prediction.probability:.0%}")
-        st.caption(f"{CLOSEST_NOTE.capitalize()}: the {prediction.probability:.0%} is shared "
-                   "among its classes only, so a photo of something else still gets one.")
-        if prediction.unsure:
+        if prediction.unknown:
+            none_of_these(prediction, n_classes or len(prediction.top_k))
+        else:
+            st.markdown(f"### {md(prediction.label)} · {prediction.probability:.0%}")
+            st.caption(f"{CLOSEST_NOTE.capitalize()}: the {prediction.probability:.0%} is "
+                       "shared among its classes only, so a photo of something else still "
+                       "gets one.")
+        if prediction.unsure and not prediction.unknown:
             st.warning(
                 f"**The model is unsure**: its best guess has {prediction.probability:.0%} "
                 f"probability, below the {prediction.threshold:.0%} it needs to be trusted "

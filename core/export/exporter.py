@@ -29,6 +29,7 @@ import numpy as np
 from core import files
 from core.data import images
 from core.errors import AppError, Cancelled
+from core.export import familiarity as export_familiarity
 from core.export import formats as export_formats
 from core.export import verify as export_verify
 from core.status import COMPLETED
@@ -480,6 +481,10 @@ def export_run(run: Any, out_dir: str | Path, *, formats: Iterable[str] | str | 
         progress.step("saving", "Writing labels, metadata, predict.py and the report")
         metadata = _metadata(run, results, keras_accuracy, len(test[1]),
                              time.monotonic() - started)
+        metadata["familiarity"] = export_familiarity.metadata_block(
+            run, predictor, staging, [r.file for r in results.values()
+                                      if r.status == OK and r.file.endswith(".tflite")],
+            test[0][0])
         _write_extras(run, staging, metadata)
         progress.step("saving", "Publishing the export folder")
         final = out / run.run_id

@@ -42,6 +42,10 @@ class TFLitePredictor(Predictor):
         super().__init__(shim, labels, threshold=threshold, batch_size=1)
         self._tflite_lock = threading.Lock()
 
+    def features_and_probabilities(self, batch: np.ndarray) -> tuple[None, np.ndarray]:
+        """(None: the file gives out no features, probabilities [B, C])."""
+        return None, self.probabilities(batch)
+
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities [B, C] of uint8 images [B, S, S, 3], one photo per call."""
         with self._tflite_lock:

@@ -1,4 +1,10 @@
-"""Top-k predictions for one photo or many with a trained run's model."""
+"""Top-k predictions for one photo or many with a trained run's model, and "none of these".
+
+The model's pooled features and its probabilities come out of one forward pass: the saved
+model is raw image -> base -> pooled features -> head, and the Predictor calls those parts
+itself, so the familiarity score (core.results.familiarity) reads exactly the vector the head
+reads, with no second pass over the base.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +43,11 @@ class Prediction:
         image: The uint8 (S, S, 3) array the model saw (upright, squashed), None on error.
         error: Why the photo could not be read (what to do included), else None.
         threshold: The unsure threshold that was applied.
+        familiarity: How familiar the photo looks to the run (core.results.familiarity;
+            higher is more familiar), None when the run has no familiarity.
+        unknown: True when familiarity is below the run's familiarity threshold: the
+            photo looks like none of the classes ("none of these"); None without one.
+        familiarity_threshold: That threshold, None without one.
     """
 
     file: str
@@ -45,6 +56,9 @@ class Prediction:
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     error: str | None = None
     threshold: float = DEFAULT_THRESHOLD
+    familiarity: float | None = None
+    unknown: bool | None = None
+    familiarity_threshold: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -61,12 +75,21 @@ class Prediction:
         """Probability of the most probable class, or None on error."""
         return self.top_k[0][1] if self.top_k else None
 
+    @property
+    def closest(self) -> str | None:
+        """The class the photo looks most like (the top label), said second when unknown."""
+        return self.label
+
     def to_dict(self) -> dict[str, Any]:
-        """The command line's JSON: file, top_k [{label, probability}], unsure, error."""
+        """The command line's JSON: file, top_k [{label, probability}], unsure, unknown,
+        familiarity, familiarity_threshold, error."""
         return {
             "file": self.file,
             "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
             "unsure": self.unsure,
+            "unknown": self.unknown,
+            "familiarity": self.familiarity,
+            "familiarity_threshold": self.familiarity_threshold,
             "error": self.error,
         }
 
@@ -92,8 +115,28 @@ def _name_and_source(source: Any, number: int) -> tuple[str, Any]:
     return f"input {number}", source  # core.data.images explains what it cannot read
 
 
+def split_model(model: Any) -> tuple[list[Any], Any] | None:
+    """(the layers before the head, the head) of a studio model, or None for another layout.
+
+    A studio model is a chain: image input -> [preprocessing] -> base -> head, the head being
+    a nested model that takes the pooled feature vector (rank 2). Predictor checks on its
+    warm-up photo that the parts give back the model's own probabilities.
+    """
+    import keras
+
+    layers = [layer for layer in getattr(model, "layers", [])
+              if not isinstance(layer, keras.layers.InputLayer)]
+    if len(layers) < 2 or not isinstance(layers[-1], keras.Model):
+        return None
+    head = layers[-1]
+    inputs = getattr(head, "inputs", None) or []
+    if len(inputs) != 1 or len(inputs[0].shape) != 2:
+        return None
+    return layers[:-1], head
+
+
 class Predictor:
-    """A loaded model with its labels and unsure threshold.
+    """A loaded model with its labels, unsure threshold and familiarity ("none of these").
 
     Args:
         model: Keras model: raw RGB (S, S, 3) float input in 0..255, probabilities out.
@@ -102,6 +145,8 @@ class Predictor:
         input_size: Image size S, when the model's input shape does not say it.
         run_dir: The run the model came from, if any.
         batch_size: Images per model call.
+        familiarity: The run's core.results.familiarity.Familiarity, or None (no "none
+            of these" answers).
     """
 
     def __init__(
@@ -113,8 +158,11 @@ class Predictor:
         input_size: int | None = None,
         run_dir: Path | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        familiarity: Any = None,
     ) -> None:
         self.model = model
+        self.familiarity = familiarity
+        self.familiarity_problem: str | None = None  # why there is none, for pages
         self.labels = [str(label) for label in labels]
         self.threshold = float(threshold)
         self.run_dir = run_dir
@@ -136,17 +184,46 @@ class Predictor:
         # Streamlit shares one cached Predictor between sessions (threads).
         self._lock = threading.Lock()
         self._forward: Any = None
+        self._parts = split_model(model)
+        self._parts_checked = False
 
     def _compiled(self) -> Any:
-        """The model as one graph for any batch size: traced once, not once per batch size."""
+        """(features, probabilities) of a batch as one graph for any batch size.
+
+        Traced once, not once per batch size. Features are None for a model whose layout
+        split_model does not know.
+        """
         if self._forward is None:
             import tensorflow as tf
 
             spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
-            model = self.model
-            self._forward = tf.function(lambda x: model(x, training=False),
-                                        input_signature=[spec])
+            model, parts = self.model, self._parts
+
+            def both(x: Any) -> Any:
+                before, head = parts
+                for layer in before:
+                    x = layer(x, training=False)
+                return x, head(x, training=False)
+
+            if parts is None:
+                self._forward = tf.function(lambda x: (None, model(x, training=False)),
+                                            input_signature=[spec])
+            else:
+                self._forward = tf.function(both, input_signature=[spec])
         return self._forward
+
+    def _check_parts(self, batch: np.ndarray, probs: np.ndarray) -> None:
+        """Once: the parts must give the whole model's probabilities, else no features."""
+        self._parts_checked = True
+        if self._parts is None:
+            return
+        whole = np.asarray(self.model(batch, training=False), np.float64)
+        if whole.shape != probs.shape or not np.allclose(whole, probs, atol=1e-4):
+            log.warning("The model's parts do not give its own probabilities; predicting "
+                        "with the whole model, without familiarity.")
+            self._parts, self._forward = None, None
+            self.familiarity = None
+            self.familiarity_problem = "the model is not laid out as base and head"
 
     def warm_up(self) -> None:
         """Traces the model once on a blank photo, so the first real prediction is fast."""
@@ -204,15 +281,39 @@ class Predictor:
         predictor = cls(model, stored.labels, threshold=stored.unsure_threshold,
                         input_size=stored.input_size, run_dir=stored.run_dir,
                         batch_size=batch_size)
+        from core.results import familiarity
+
+        # Stored with the run; an older run gets it now, from its cached features.
+        predictor.familiarity, predictor.familiarity_problem = familiarity.for_run(
+            stored, predictor, home=Path(stored.run_dir).parent.parent)
         if warm_up:
             predictor.warm_up()
         return predictor
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities [B, C] of uint8 images [B, S, S, 3]."""
+        return self.features_and_probabilities(batch)[1]
+
+    def features_and_probabilities(self, batch: np.ndarray
+                                   ) -> tuple[np.ndarray | None, np.ndarray]:
+        """(pooled features [B, D] the head read, or None; probabilities [B, C]), one pass."""
+        x = np.asarray(batch, dtype=np.float32)
         with self._lock:
-            out = self._compiled()(np.asarray(batch, dtype=np.float32))
-        return np.asarray(out, dtype=np.float64).reshape(len(batch), len(self.labels))
+            feats, out = self._compiled()(x)
+            probs = np.asarray(out, dtype=np.float64).reshape(len(batch), len(self.labels))
+            if not self._parts_checked and len(x):
+                self._check_parts(x, probs)
+                if self._parts is None:
+                    feats = None
+        return (None if feats is None else np.asarray(feats, np.float32)), probs
+
+    def familiarity_scores(self, features: np.ndarray | None
+                           ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(familiarity of each feature row, the threshold that applies to it), or None
+        without familiarity or features."""
+        if self.familiarity is None or features is None:
+            return None
+        return self.familiarity.scores(features)
 
     def predict(self, sources: Any, top_k: int = 5) -> list[Prediction]:
         """Predicts one photo or many: file paths, bytes, PIL images, open files, or a mix.
@@ -250,13 +351,20 @@ class Predictor:
             decoded.append((len(results) - 1, name, array))
         for start in range(0, len(decoded), self.batch_size):
             chunk = decoded[start:start + self.batch_size]
-            probs = self.probabilities(np.stack([array for _, _, array in chunk]))
+            feats, probs = self.features_and_probabilities(
+                np.stack([array for _, _, array in chunk]))
+            scored = self.familiarity_scores(feats)
+            scores, limits = scored if scored is not None else (None, None)
             order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-            for (slot, name, array), row, best in zip(chunk, probs, order, strict=True):
+            for i, ((slot, name, array), row, best) in enumerate(
+                    zip(chunk, probs, order, strict=True)):
                 pairs = [(self.labels[j], float(row[j])) for j in best]
                 results[slot] = Prediction(
                     file=name, top_k=pairs, unsure=pairs[0][1] < self.threshold, image=array,
                     threshold=self.threshold,
+                    familiarity=None if scores is None else float(scores[i]),
+                    unknown=None if scores is None else bool(scores[i] < limits[i]),
+                    familiarity_threshold=None if limits is None else float(limits[i]),
                 )
         return [r for r in results if r is not None]
 

@@ -237,6 +237,12 @@ def _head_choice(run: Run) -> str:
     return text + _table(table)
 
 
+def _familiarity_text(run: Run) -> str:
+    from core.results import familiarity
+
+    return familiarity.summary_text(familiarity.run_facts(run), len(run.labels))
+
+
 def _versions_text(run: Run) -> str:
     versions = run.versions or {}
     return ", ".join(f"{name} {versions[name]}" for name in REPORTED_VERSIONS
@@ -298,6 +304,8 @@ def report_html(run: Run, result: EvalResult,
 <h2>Most common mistakes</h2>
 {_mistakes(result)}
 {_explained_mistakes(run, result, heatmaps)}
+<h2>"None of these": photos of other things</h2>
+<p>{html.escape(_familiarity_text(run))}</p>
 <h2>Confusion matrix</h2>
 <p class="note">Rows: the true class. Columns: what the model said. The diagonal is right.</p>
 {_table(confusion)}

@@ -36,6 +36,7 @@ EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.json"
 HEAD_SEARCH_FILE = "head_search.json"  # the settings the head search tried (core.training.head_search)
 MODEL_FILE = "model.keras"
+FAMILIARITY_FILE = "familiarity.npz"  # 'none of these' (core.results.familiarity)
 VERSIONS_FILE = "versions.json"
 STATUS_FILE = "status.json"
 # Files whose presence makes a folder look like a run.

@@ -265,6 +265,13 @@ class Run:
         return value
 
     @property
+    def familiarity_path(self) -> Path:
+        """Where the run's 'none of these' reference and threshold are kept."""
+        from core.runs.folder import FAMILIARITY_FILE
+
+        return self.run_dir / FAMILIARITY_FILE
+
+    @property
     def averaged_epochs(self) -> int:
         """Fine-tuning epochs whose weights the saved model averages; 0 or 1: no average."""
         value = _metric(self.metrics, "fine_tune_averaged_epochs")

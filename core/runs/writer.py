@@ -37,6 +37,7 @@ from core.runs.folder import (
     CONFIG_FILE,
     DATASET_FILE,
     EVENTS_FILE,
+    FAMILIARITY_FILE,
     HEAD_SEARCH_FILE,
     HISTORY_FILE,
     LABELS_FILE,
@@ -223,6 +224,10 @@ class RunWriter:
         settings tried and the best so far; a completed run also has it in its metrics.
         """
         write_json_atomic(self.run_dir / HEAD_SEARCH_FILE, search)
+
+    def save_familiarity(self, familiarity: Any) -> Path:
+        """Writes the run's 'none of these' reference and threshold (a Familiarity)."""
+        return familiarity.save(self.run_dir / FAMILIARITY_FILE)
 
     def save_model(self, model: Any, frozen_base: Any | None = None) -> Path:
         """Saves a Keras model atomically and records its input size.

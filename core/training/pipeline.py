@@ -28,6 +28,7 @@ from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
 from core.runs import evaluation, interval, placement
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
+from core.training import familiarity as familiarity_score
 from core.training import fine_tuning, head_search, top_blocks
 from core.training import head as head_training
 from core.training.callback import ProgressCallback, early_stopping
@@ -298,10 +299,13 @@ class _Trainer:
         self.check_stop()
         val_probs, result, threshold = self._evaluate(spec, head, feats, tuned)
         self.check_stop()
+        familiar = self._familiarity(feats, tuned, spec.input_size)
+        self.check_stop()
         export = self._save_model(spec, resolved, extractor, head, tuned)
         self.seconds["total"] = time.monotonic() - started
         self._write_metrics(spec, extractor, export, result, val_probs, threshold,
-                            fine_tuned=tuned is not None and self.cached_top is None)
+                            fine_tuned=tuned is not None and self.cached_top is None,
+                            familiar=familiar)
         self.writer.set_status(status.COMPLETED)
         self.emit(ProgressEvent(
             phase="saving", step=1, total_steps=1, metrics={"test_accuracy": result.accuracy},
@@ -346,6 +350,33 @@ class _Trainer:
         self.val_labels = y_val
         return val_probs, result, evaluation.choose_unsure_threshold(val_probs, y_val)
 
+    def _familiarity(self, feats: dict[str, np.ndarray], tuned: tuple[Any, Any] | None,
+                     size: int) -> dict[str, Any]:
+        """'None of these' from the features the head reads, stored with the run: the cached
+        ones, or the fine-tuned base's for a bounded subsample (core.training.familiarity)."""
+        self.emit(ProgressEvent(phase="evaluating", message="Learning what the known classes "
+                                "look like (for 'none of these')"))
+        t0 = time.monotonic()
+        both = pd.concat([self.part("train"), self.part("val")]).reset_index(drop=True)
+        test = self.part("test")
+        if self.cached_top is not None:  # its top trained in place: pool the cached tensors
+            acts = self.activations
+            x = self.cached_top.pooled(np.concatenate([acts["train_views"][0],
+                                                       acts["val_views"][0]]))
+            x_test = self.cached_top.pooled(acts["test"])
+        elif tuned is None:
+            x, x_test = np.concatenate([feats["train_views"][0], feats["val_views"][0]]), \
+                feats["test"]
+        else:
+            both = familiarity_score.bounded_rows(both, self.config.seed)
+            x = self._predict_images(tuned[0], both, size)
+            x_test = self._predict_images(tuned[0], test, size)
+        familiar = familiarity_score.fit_rows(both, x, seed=self.config.seed)
+        familiar.measure_test(x_test, test["path"].tolist())
+        self.writer.save_familiarity(familiar)
+        self.seconds["familiarity"] = time.monotonic() - t0
+        return familiar.facts()
+
     def _save_model(self, spec: Any, resolved: Any, extractor: Any, head: Any,
                     tuned: tuple[Any, Any] | None) -> Any:
         """Saves one model, raw RGB in, probabilities out; returns it."""
@@ -366,7 +397,8 @@ class _Trainer:
         return export
 
     def _write_metrics(self, spec: Any, extractor: Any, export: Any, result: Any,
-                       val_probs: np.ndarray, threshold: float, *, fine_tuned: bool) -> None:
+                       val_probs: np.ndarray, threshold: float, *, fine_tuned: bool,
+                       familiar: dict[str, Any] | None = None) -> None:
         y_val = self.val_labels
         self.writer.write_metrics({
             "test": result.to_dict(),
@@ -374,6 +406,7 @@ class _Trainer:
             "best_val_accuracy": self._best_val(),
             "epochs_run": len(self.history_rows),
             "unsure_threshold": threshold,
+            "familiarity": familiar,
             "seconds": self.seconds,
             # "pending": every feature came from the cache, the base never ran.
             "feature_backend": "cache" if extractor.backend == "pending" else extractor.backend,
