@@ -6,8 +6,8 @@ import streamlit as st
 
 from core.results import charts
 from ui import evaluate, nav, state
-from ui import familiarity as ui_familiarity
 from ui import export as ui_export
+from ui import familiarity as ui_familiarity
 from ui import runs as ui_runs
 from ui.errors import show_user_errors
 from ui.text import md

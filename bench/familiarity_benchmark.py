@@ -87,8 +87,8 @@ def features(home: Path, paths: list[Path], shas: list[str]) -> np.ndarray:
 def train_head(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int) -> Any:
     """The studio's manual-settings head on cached features."""
     from core.config import TrainConfig
-    from core.training.callback import early_stopping
     from core.training import head as head_training
+    from core.training.callback import early_stopping
 
     cfg = TrainConfig(seed=seed)
     head = head_training.build_head(x.shape[1], len(KNOWN), cfg)

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import SplitConfig, TrainConfig
 from core.data import datasets, splits
 from core.training import pipeline as training
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 from ui import state
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,26 +6,23 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import random
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
 
 from core import device, files, status
 from core.config import TrainConfig, studio_home
 from core.data import batches, splits, upload_space
-from core.errors import AppError, Cancelled, ConfigError, DatasetError, DiskFullError
+from core.errors import AppError, Cancelled, ConfigError, DiskFullError
 from core.features import backbones
 from core.features import extraction as features
 from core.features import weights as base_weights
 from core.progress import EventSink, ProgressEvent, StopCheck, never_stop
-from core.runs import evaluation, interval, placement
+from core.runs import evaluation
 from core.runs.history import FINE_TUNE, HEAD, history_frame
 from core.runs.store import RunStore, RunWriter
 from core.training import familiarity as familiarity_score
@@ -33,6 +30,8 @@ from core.training import fine_tuning, head_search, top_blocks
 from core.training import head as head_training
 from core.training.callback import ProgressCallback, early_stopping
 from core.training.head import build_head, class_weight_for
+from core.training.preparation import _check_split, _count_params, _seed, batch_sizes, labels_of
+from core.training.result import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -42,122 +41,6 @@ SEARCH_SKIPPED = ("Too few photos per class to cross-validate (a class needs 2 o
                   "and validation together): the manual head settings were used.")
 # history.csv is rewritten at most this often while training, and always at the end.
 _HISTORY_WRITE_EVERY_SECONDS = 1.0
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced.
-
-    Attributes:
-        run_id: Id of the run folder.
-        run_dir: The run folder.
-        status: completed or cancelled.
-        test_accuracy: Accuracy on the test split (None when cancelled).
-        best_val_accuracy: Best validation accuracy over all epochs.
-        epochs_run: Epochs trained, head and fine-tune together.
-        seconds: Wall time of features, head search, training (head + fine-tune) and
-            total.
-        evaluation: Test-split evaluation, None when cancelled.
-        head_search: {"tried", "chosen", "cv_accuracy"} of the head search; None for a
-            manual head (or a dataset too small to cross-validate).
-        executed_on: Where it ran: backend ("local" or "ray"), node id and node address
-            (core.runs.placement), as recorded in the run's versions.
-    """
-
-    run_id: str
-    run_dir: Path
-    status: str
-    test_accuracy: float | None
-    best_val_accuracy: float | None
-    epochs_run: int
-    seconds: dict[str, float]
-    evaluation: evaluation.EvalResult | None = None
-    head_search: dict[str, Any] | None = None
-    executed_on: dict[str, Any] = field(default_factory=placement.current)
-
-    def test_interval(self) -> dict[str, Any] | None:
-        """{"value", "photos", "low", "high"} of the test accuracy, None when not measured."""
-        if self.evaluation is None:
-            return None
-        measured = interval.accuracy(self.test_accuracy, self.evaluation.num_samples)
-        return measured.to_dict() if measured else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The command line's JSON contract."""
-        return {
-            "run_id": self.run_id,
-            "run_dir": str(self.run_dir),
-            "status": self.status,
-            "test_accuracy": self.test_accuracy,
-            # The test accuracy's 95% Wilson interval and sample size (core.runs.interval).
-            "test_accuracy_interval": self.test_interval(),
-            "best_val_accuracy": self.best_val_accuracy,
-            "epochs_run": self.epochs_run,
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-            "head_search": self.head_search,
-            "executed_on": self.executed_on,
-        }
-
-
-def labels_of(split_df: pd.DataFrame) -> list[str]:
-    """Class names in label_index order."""
-    pairs = split_df[["label_index", "label"]].drop_duplicates().sort_values("label_index")
-    if list(pairs["label_index"]) != list(range(len(pairs))):
-        raise DatasetError(
-            "Label indices must run 0..N-1 with one name each; re-ingest the dataset."
-        )
-    return pairs["label"].tolist()
-
-
-def _seed(seed: int, *, tensorflow: bool) -> None:
-    """Seeds Python's and NumPy's generators, and TensorFlow's and Keras' when asked.
-
-    The head on cached features draws only from Python's generator (its initial weights; its
-    dropout and batch order take explicit seeds). Seeding TensorFlow also clears its kernel
-    cache, so the head's compiled steps were set up again in every run; only
-    fine-tuning (tf.data, augmentation, Keras' generator) needs TensorFlow seeded.
-    """
-    if tensorflow:
-        keras.utils.set_random_seed(seed)
-        return
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def _check_split(split_df: pd.DataFrame) -> None:
-    required = {"path", "label", "label_index", "sha256", "split"}
-    missing = required - set(split_df.columns)
-    if missing:
-        raise DatasetError(
-            f"The split table lacks columns {sorted(missing)}; build it with splits.split()."
-        )
-    for name in ("train", "val", "test"):
-        if not (split_df["split"] == name).any():
-            raise DatasetError(
-                f"The {name} split is empty; add images or change the split shares."
-            )
-    if split_df["label_index"].nunique() < 2:
-        raise DatasetError("Training needs at least 2 classes; add another class folder.")
-
-
-def batch_sizes(info: Any, input_size: int, config: TrainConfig) -> tuple[int, int]:
-    """(feature-extraction batch, fine-tuning batch) that fit the device.
-
-    On a GPU, inference takes the largest batch its memory allows; fine-tuning keeps the
-    chosen batch size unless it would not fit. On a CPU both are the chosen batch size.
-    """
-    chosen = config.batch_size
-    if info.kind != "gpu":
-        return chosen, chosen
-    extract = device.suggest_batch_size(info, input_size, training=False, default=chosen)
-    fits = device.suggest_batch_size(info, input_size, training=True, default=chosen)
-    return max(extract, chosen), min(chosen, fits)
-
-
-def _count_params(model: Any) -> dict[str, int]:
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    total = int(model.count_params())
-    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
 
 
 class _Trainer:

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.results import report
 from core.runs import interval
 from core.runs.store import RunStore
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 from ui import evaluate, state
 
 

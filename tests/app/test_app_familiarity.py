@@ -11,7 +11,7 @@ from app_helpers import TIMEOUT, all_text, page, png_bytes, texts, train_small_r
 from streamlit.testing.v1 import AppTest
 
 from core.results.familiarity import Familiarity
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 from ui import demo, links
 from ui import familiarity as ui_familiarity
 

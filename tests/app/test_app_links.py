@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
 from core.runs.store import RunStore
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 from ui import demo, links, live_camera, share, state
 from ui import export as ui_export
 

@@ -22,7 +22,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.results.prediction import Prediction
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 from ui import predict as ui_predict
 from ui import state
 

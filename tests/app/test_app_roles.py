@@ -15,7 +15,7 @@ from app_helpers import all_text, current_dataset, page, texts, train_small_run
 from streamlit.testing.v1 import AppTest
 
 from core.jobs import manager as jobs
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 from ui import export as ui_export
 from ui import resources, roles, state
 

@@ -26,7 +26,7 @@ from core.results.prediction import Predictor
 from core.runs.store import RunStore
 from core.training import fine_tuning
 from core.training import head as head_training
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 
 LABELS = ["cats", "dogs", "fish"]
 SIZE = 224

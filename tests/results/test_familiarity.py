@@ -15,7 +15,7 @@ from core.results import familiarity
 from core.results.familiarity import Familiarity, FamiliarityError
 from core.results.prediction import Predictor
 from core.runs.store import RunStore
-from core.training.pipeline import TrainResult
+from core.training.result import TrainResult
 
 LABELS = ["cats", "dogs", "fish"]
 
