@@ -80,8 +80,11 @@ def server(tmp_path: Path) -> Iterator[str]:
         pytest.skip(reason)
     port = free_port()
     log = tmp_path / "streamlit.log"
+    # Shared links name this server as the tests reach it (never this machine's network
+    # address: the server listens on 127.0.0.1 only).
     env = {**os.environ, "TL_STUDIO_HOME": str(tmp_path / "studio-home"),
-           "TL_STUDIO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "TL_STUDIO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TL_STUDIO_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
