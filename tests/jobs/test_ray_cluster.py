@@ -37,8 +37,13 @@ TRAIN_FLAGS = ["--weights", "none", "--epochs", "3", "--batch-size", "8", "--see
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RayCluster]:
+    from core.jobs.executors import ray_executor
+
     with two_node_cluster() as started:
-        yield started
+        try:
+            yield started
+        finally:
+            ray_executor.disconnect()  # this test process's driver, before the cluster stops
 
 
 @pytest.fixture(scope="module")

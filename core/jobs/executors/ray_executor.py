@@ -41,6 +41,17 @@ _connected: dict[str, str] = {}
 _CONNECTION_LOCK = threading.Lock()
 
 
+def disconnect() -> None:
+    """Leaves the cluster this process is connected to (before the cluster is stopped: a Ray
+    driver whose cluster has gone away ends its own process after about a minute)."""
+    import ray
+
+    with _CONNECTION_LOCK:
+        if ray.is_initialized():
+            ray.shutdown()
+        _connected.clear()
+
+
 def _reachable(address: str, timeout: float) -> str | None:
     """None when host:port accepts a TCP connection, else why not."""
     target = address.removeprefix("ray://")
