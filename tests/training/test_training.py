@@ -56,7 +56,8 @@ def test_frozen_base_run_end_to_end(split_df: pd.DataFrame, studio_home: Path) -
     assert result.status == "completed"
     assert result.epochs_run == 3
     assert 0.0 <= result.test_accuracy <= 1.0
-    assert set(result.seconds) == {"features", "training", "total"}  # no search by default
+    # No search by default; the "none of these" reference is fitted after the head.
+    assert set(result.seconds) == {"features", "training", "familiarity", "total"}
     phases = [e.phase for e in events]
     for phase in ("preparing", "extracting features", "training head", "evaluating", "saving"):
         assert phase in phases
@@ -203,9 +204,10 @@ def test_fine_tuning_trains_top_layers_end_to_end(split_df: pd.DataFrame,
     # "validation" figure (it read 100% on photos the model had learnt, issue 27).
     assert history.loc[history["phase"] == "fine-tune", "val_accuracy"].isna().all()
     assert 0.0 <= metrics["final_val_accuracy"] <= 1.0
-    # "auto" augments when fine-tuning: the head trained on one cached view per training photo.
-    n_train = int((split_df["split"] == "train").sum())
-    assert metrics["feature_cache"]["misses"] == len(split_df) + n_train
+    # "auto" augments when fine-tuning: one cached view per photo the search trains on
+    # (training and validation photos).
+    n_train_val = int(split_df["split"].isin(["train", "val"]).sum())
+    assert metrics["feature_cache"]["misses"] == len(split_df) + n_train_val
 
 
 def test_fine_tuning_ends_with_the_average_of_its_epochs(split_df: pd.DataFrame,

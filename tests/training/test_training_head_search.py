@@ -126,7 +126,7 @@ def test_manual_head_trains_as_before_without_a_search(
     assert not (result.run_dir / "head_search.json").exists()
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["head_search"] is None
-    assert set(result.seconds) == {"features", "training", "total"}
+    assert set(result.seconds) == {"features", "training", "familiarity", "total"}
     # Validation held out, as before: the history's validation is the val split's.
     history = pd.read_csv(result.run_dir / "history.csv")
     other = pd.read_csv(again.run_dir / "history.csv")
