@@ -422,7 +422,9 @@ def test_a_shared_link_opens_the_run_in_a_fresh_browser(
             if f.find_element(shared.by.XPATH, "ancestor::*[@data-testid='stFileUploader']")))
         assert not other.find_elements(shared.by.CSS_SELECTOR, "[data-testid='stSidebarNav']")
         field.send_keys(str(photo))
-        shared.wait_text("the closest of the classes it knows", timeout=90)
+        # A random-weights model may well find the photo unlike its classes: either answer.
+        shared.wait("the answer", lambda: "the closest of the classes it knows" in
+                    shared.text() or "None of these" in shared.text(), timeout=90)
         shared.wait("the heatmap", lambda: any(
             "Where the model saw" in e.text for e in other.find_elements(
                 shared.by.CSS_SELECTOR, "[data-testid='stImage']")), timeout=90)
