@@ -23,8 +23,9 @@ from typing import IO, Any
 import pandas as pd
 
 from core.config import IngestConfig, studio_home
-from core.data import images, names, uploads
+from core.data import images, names, probe_cache, uploads
 from core.data import walk as dataset_walk
+from core.data.probe_cache import ProbeCache
 from core.errors import DatasetError
 from core.progress import CHECKING, EventSink, PhaseProgress
 
@@ -150,19 +151,46 @@ def _workers_import_only_core() -> Iterator[None]:
 
 
 def _probe_all(
-    paths: list[Path], config: IngestConfig, on_event: EventSink | None
+    paths: list[Path], config: IngestConfig, on_event: EventSink | None,
+    cache: ProbeCache | None = None,
 ) -> Iterator[images.ProbeResult]:
-    """Probes every path (in a process pool for many files), yielding results in order."""
+    """Probes every path (in a process pool for many files), yielding results in order.
+
+    With a cache, files unchanged since an earlier read are not decoded again.
+    """
+    files = [str(p) for p in paths]
+    known = {name: hit for name in files
+             if cache is not None and (hit := cache.lookup(name)) is not None}
+    unknown = [name for name in files if name not in known]
+    stamps = probe_cache.signatures(unknown) if cache is not None else {}
+    fresh = _probe_files(unknown, config)
+    progress = PhaseProgress(on_event, CHECKING, "files")
+    total = len(files)
+    try:
+        for done, name in enumerate(files, 1):
+            result = known.get(name)
+            if result is None:
+                result = next(fresh)
+                if cache is not None:
+                    cache.remember(result, stamps.get(name))
+            progress(done, total)
+            yield result
+    finally:
+        fresh.close()
+    if cache is not None:
+        cache.save()
+
+
+def _probe_files(files: list[str], config: IngestConfig) -> Iterator[images.ProbeResult]:
+    """images.probe_file of each name, in order; a process pool for many files."""
     probe = functools.partial(
         images.probe_file, max_pixels=config.max_pixels, min_side=config.min_side,
         max_bytes=config.max_file_bytes,
     )
-    total = len(paths)
+    total = len(files)
     workers = min(worker_count(config), max(1, total))
-    names = (str(p) for p in paths)
-    progress = PhaseProgress(on_event, CHECKING, "files")
     if workers == 1 or total < POOL_MIN_FILES:
-        results: Iterable[images.ProbeResult] = map(probe, names)
+        results: Iterable[images.ProbeResult] = map(probe, files)
         pool = None
     else:
         # spawn, not fork: the caller may be a threaded server (Streamlit) or hold TF state.
@@ -172,11 +200,9 @@ def _probe_all(
         )
         chunksize = max(1, min(64, total // (workers * 8)))
         with _workers_import_only_core():  # map submits every chunk, starting the workers
-            results = pool.map(probe, names, chunksize=chunksize)
+            results = pool.map(probe, files, chunksize=chunksize)
     try:
-        for done, result in enumerate(results, 1):
-            progress(done, total)
-            yield result
+        yield from results
     except concurrent.futures.BrokenExecutor as exc:
         raise DatasetError(
             "A worker process checking the images died (out of memory, or a decoder crashed "
@@ -310,7 +336,9 @@ def ingest(
     report.rejected.extend(_zip_rejections(zip_skipped, top, layout.root))
     report.rejected.extend({"file": _rel(path, layout.root), "reason": reason}
                            for path, reason in layout.refused)
-    usable = _check_files(layout, report, config, on_event)
+    # Files unchanged since this folder was last read are not decoded again.
+    cache = ProbeCache(studio_home(home), layout.root, config)
+    usable = _check_files(layout, report, config, on_event, cache)
     kept, cross_dropped = _resolve_duplicates(usable, report, config)
     report.classes = _class_counts(layout, kept)
     report.rejected.sort(key=lambda item: item["file"])
@@ -373,7 +401,7 @@ def _labelled_files(layout: dataset_walk.Layout) -> list[tuple[Path, str]]:
 
 def _check_files(
     layout: dataset_walk.Layout, report: ValidationReport, config: IngestConfig,
-    on_event: EventSink | None,
+    on_event: EventSink | None, cache: ProbeCache | None = None,
 ) -> list[tuple[str, str, images.ProbeResult]]:
     """Probes every file; returns the usable ones as (relative path, class, probe).
 
@@ -381,7 +409,7 @@ def _check_files(
     report.unassigned, other loose files (README.txt, LICENSE...) in report.ignored.
     """
     labelled = _labelled_files(layout)
-    probes = _probe_all([p for p, _ in labelled] + layout.top_files, config, on_event)
+    probes = _probe_all([p for p, _ in labelled] + layout.top_files, config, on_event, cache)
     usable: list[tuple[str, str, images.ProbeResult]] = []
     for i, probe in enumerate(probes):
         rel = _rel(probe.path, layout.root)
