@@ -152,3 +152,13 @@ def test_the_browser_file_is_an_export_format_verified_like_the_others(run, tmp_
     assert {r["runtime"] for r in entry["runtimes"]} >= {"tf.lite"}
     exported = tmp_path / "out" / run.run_id
     assert browser.model_file(run, exported).read_bytes() == (exported / browser.FILE).read_bytes()
+    # "None of these" for a client of the export: the features are the file's second output.
+    where = meta["familiarity"]["features"][browser.FILE]
+    assert where["output_name"] == browser.FEATURES_OUTPUT
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(exported / browser.FILE))
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    assert where["tensor_index"] == outputs[1]
