@@ -68,7 +68,7 @@ def compare(predictor: Any, server_x: np.ndarray, live_x: np.ndarray, truth: np.
     top_s, top_l = probs_s.argmax(1), probs_l.argmax(1)
     diff = np.abs(probs_s - probs_l)
     out = {
-        "photos": int(len(truth)),
+        "photos": len(truth),
         "top_class_agreement": round(float((top_s == top_l).mean()), 4),
         "top_class_differs": int((top_s != top_l).sum()),
         "max_abs_p_difference": round(float(diff.max()), 4),

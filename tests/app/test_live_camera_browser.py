@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import make_class_folders, require_asset
 from live_helpers import (
+    RECORDER,
     answers,
     chromium,
     enter_live_view,
@@ -286,3 +287,54 @@ def test_the_pages_resize_is_its_python_copy_used_by_the_benchmark() -> None:
                     np.array(got, np.float64).reshape(size, size, 3), want)
     finally:
         server.shutdown()
+
+
+def test_a_model_file_without_features_still_answers_and_says_none_of_these_is_off(
+        tmp_path: Path) -> None:
+    """A browser file that gives no feature vector (not laid out as base and head, or made
+    before 'none of these' reached the browser): the live view answers with the classes and
+    says, in a note, that it cannot answer "None of these"."""
+    if missing():
+        pytest.skip(missing())
+    import functools
+    import http.server
+    import threading
+
+    import keras
+
+    from core.export import browser
+
+    keras.utils.set_random_seed(0)
+    flat = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3),
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(2, activation="softmax")])
+    site = tmp_path / "site"
+    (site / "model").mkdir(parents=True)
+    (site / "live").symlink_to(WEB)
+    browser.write(flat, 32, site / "model" / browser.FILE)
+    assert not browser.has_features(site / "model" / browser.FILE)
+    (site / "model" / browser.REFERENCE_FILE).write_bytes(
+        np.ones((2, 4), "<f2").tobytes())
+    args = {**ARGS, "model_url": f"../model/{browser.FILE}",
+            "familiarity": {"reference_url": f"../model/{browser.REFERENCE_FILE}", "k": 1,
+                            "class_thresholds": [0.5, 0.5], "reference_labels": [0, 1],
+                            "shape": [2, 4], "bytes": 16, "heading": "None of these",
+                            "words": ["about cats", "about dogs"]}}
+    clip = tmp_path / "grey.y4m"
+    write_y4m(clip, [np.full((120, 160, 3), 128, np.uint8)], 5, FPS)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with chromium(clip) as driver:
+            driver.get(f"http://127.0.0.1:{server.server_address[1]}/live/index.html")
+            driver.execute_script(RECORDER)
+            driver.execute_script(
+                "window.postMessage({type: 'streamlit:render', args: arguments[0]}, '*')", args)
+            seen = wait_for_answers(driver, 3, timeout=120)
+            note = driver.find_element("id", "note").text
+    finally:
+        server.shutdown()
+    assert "cannot tell “None of these”" in note, note
+    assert {item["label"] for item in seen} <= {"cats", "dogs"}
+    assert all(item["unknown"] == "" for item in seen), seen[:3]
