@@ -39,6 +39,8 @@ const answer = document.getElementById('answer');
 window.__answers = [];
 const keep = () => window.__answers.push({
   label: answer.dataset.label, unsure: answer.dataset.unsure, text: answer.textContent,
+  unknown: answer.dataset.unknown, familiarity: Number(answer.dataset.familiarity),
+  detail: document.getElementById('answer-detail').textContent,
   probability: Number(answer.dataset.probability), signature: answer.dataset.signature,
   count: Number(answer.dataset.count), at: performance.now()});
 new MutationObserver(keep).observe(answer, {attributes: true, subtree: true, childList: true,

@@ -70,3 +70,34 @@ def signature(pixels: np.ndarray) -> np.ndarray:
             cells.extend(np.rint(block.reshape(-1, 3).astype(np.float64).mean(axis=0)))
     # live.js rounds per channel in the order y, x, channel: the same as above
     return np.array(cells)
+
+
+def _browser_weights(in_size: int, out_size: int) -> np.ndarray:
+    """ui/live_camera_web/resize.js's weights(), as a dense [out, in] matrix (float64)."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    table = np.zeros((out_size, in_size))
+    for o in range(out_size):
+        center = (o + 0.5) * scale
+        lo = max(0, int(np.floor(center - support + 0.5)))
+        hi = min(in_size, int(np.floor(center + support + 0.5)))
+        taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - center + 0.5) / support))
+        total = taps.sum()
+        table[o, lo:hi] = taps / total if total else 0.0
+    return table
+
+
+def _round8(x: np.ndarray) -> np.ndarray:
+    """resize.js's clamp8: Math.round (halves up) clamped to 0..255."""
+    return np.clip(np.floor(x + 0.5), 0, 255)
+
+
+def browser_squash(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The live camera's resize of a frame (uint8 [H, W, 3]) to uint8 [S, S, 3], as
+    ui/live_camera_web/resize.js computes it: Pillow's antialiased bilinear filter in floating
+    point, the horizontal pass first, each pass rounded to whole levels."""
+    height, width = rgb.shape[:2]
+    x = rgb.astype(np.float64)
+    mid = _round8(np.einsum("ow,hwc->hoc", _browser_weights(width, size), x))
+    out = _round8(np.einsum("oh,hxc->oxc", _browser_weights(height, size), mid))
+    return out.astype(np.uint8)

@@ -6,6 +6,7 @@ with the ids of the store's runs (core.runs.store.is_run_id first): it is never 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -160,10 +161,24 @@ def copy_link(run_id: str, key: str, *, demo: bool = False) -> None:
             _shared(link(run_id, demo=True, live=True),
                     "Demo view on the live camera (for a projector or a phone; the model "
                     "runs on the phone):")
+        listening = share.listen_address()
+        local_only = (share.listens_on_loopback_only(listening)
+                      and not os.environ.get(share.PUBLIC_URL_ENV))
+        if local_only:
+            st.warning(
+                f"**Only this computer can open these links.** The studio listens on "
+                f"{md(listening)} (server.address), which is this computer alone, so a phone or "
+                "another computer that opens the link or scans the code gets no answer. Stop "
+                "the studio and start it again with `--server.address 0.0.0.0`, e.g. "
+                "`streamlit run streamlit_app.py --server.address 0.0.0.0`, and for the "
+                "camera on phones serve it over https too (README, \"Showing a run to "
+                "others\").", icon=":material/wifi_off:")
         if share.camera_needs_https(share.share_address(link(run_id))):
             st.warning("Phones allow the camera only on https addresses: start the studio "
                        "with a certificate (README, \"Showing a run to others\"). Photo "
                        "uploads work either way.", icon=":material/lock:")
-        st.caption("Others on your network open it when the studio listens on the network "
-                   "(start it with --server.address 0.0.0.0). When the studio has an admin "
-                   "password, they are viewers: they can look, not change.")
+        st.caption(("" if local_only else
+                    "Others on your network open it when the studio listens on the network "
+                    "(start it with --server.address 0.0.0.0). ")
+                   + "When the studio has an admin password, they are viewers: they can "
+                   "look, not change.")

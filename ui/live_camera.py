@@ -4,11 +4,17 @@ A Streamlit component (ui/live_camera_web: plain HTML/JS, LiteRT.js vendored bes
 its licence) runs core.export.browser's .tflite file on each frame. The server sends the file
 once (from a same-origin component route, with its content hash in the address) and the labels,
 input size and unsure threshold as the component's arguments; nothing goes back per frame.
+
+"None of these": the browser model also gives the pooled features, and the run's reference
+vectors are served beside it (core.export.browser.REFERENCE_FILE, float16) with k, the
+per-class thresholds and the server's words as arguments, so the page scores each frame as
+the server's Predictor does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 import streamlit.components.v1 as components
@@ -37,14 +43,16 @@ class BrowserModelError(AppError):
 
 @st.cache_resource(show_spinner="Preparing the model for the browser (once per model)...",
                    max_entries=32)
-def _served(run_dir: str, stamp: tuple[int, int], exported: str) -> str:
-    """The address of the run's browser model, relative to the component's page.
+def _served(run_dir: str, stamp: tuple[int, ...], exported: str, _familiarity: Any
+            ) -> dict[str, str | None]:
+    """The addresses of the run's browser model and reference vectors, relative to the
+    component's page ({"model": ..., "reference": ... or None}).
 
-    The file's folder is registered as a component of its own, named after the file's hash:
+    The files' folder is registered as a component of its own, named after their hash:
     Streamlit then serves it from this server, the same origin as the page, and a new model
-    gets a new address.
+    or a new reference gets a new address.
     """
-    del stamp  # part of the key: a new model or a new export is prepared again
+    del stamp  # part of the key: a new model, export or familiarity is prepared again
     run = ui_runs.load(run_dir)
     try:
         path = browser.model_file(run, Path(exported))
@@ -54,9 +62,13 @@ def _served(run_dir: str, stamp: tuple[int, int], exported: str) -> str:
         raise BrowserModelError(
             f"the model could not be converted for the browser ({type(exc).__name__}: {exc}). "
             "Taking or uploading a photo still works.") from exc
-    served = components.declare_component(f"model_{browser.digest(path)[:16]}",
-                                          path=str(path.parent))
-    return f"../{served.name}/{path.name}"
+    reference = None
+    if _familiarity is not None and browser.has_features(path):
+        reference = browser.reference_file(Path(run_dir), _familiarity)
+    tag = browser.digest(path)[:16] + (browser.digest(reference)[:8] if reference else "")
+    served = components.declare_component(f"model_{tag}", path=str(path.parent))
+    return {"model": f"../{served.name}/{path.name}",
+            "reference": f"../{served.name}/{reference.name}" if reference else None}
 
 
 def requested() -> bool:
@@ -101,12 +113,19 @@ def live_view(run_dir: Path, run_id: str, predictor: Predictor, *, autostart: bo
     """
     with show_user_errors("The live camera cannot start:") as preparing:
         exported = ui_export.export_folder(run_id)
-        model_path = ui_runs.load(run_dir).model_path
-        stamp = (resources.file_stamp(model_path) if model_path else 0,
-                 resources.file_stamp(exported / browser.FILE))
-        url = _served(str(run_dir), stamp, str(exported))
+        run = ui_runs.load(run_dir)
+        fam = predictor.familiarity
+        stamp = (resources.file_stamp(run.model_path) if run.model_path else 0,
+                 resources.file_stamp(exported / browser.FILE),
+                 resources.file_stamp(run.familiarity_path) if fam is not None else -1)
+        urls = _served(str(run_dir), stamp, str(exported), fam)
     if preparing.failed:
         return
-    _component(model_url=url, labels=list(predictor.labels), size=int(predictor.input_size),
-               threshold=float(predictor.threshold), autostart=bool(autostart),
+    familiarity = None
+    if fam is not None and urls["reference"]:
+        familiarity = {"reference_url": urls["reference"],
+                       **browser.page_familiarity(fam, list(predictor.labels))}
+    _component(model_url=urls["model"], labels=list(predictor.labels),
+               size=int(predictor.input_size), threshold=float(predictor.threshold),
+               familiarity=familiarity, autostart=bool(autostart),
                key=f"{TOGGLE}.{where}.view", default=None)

@@ -3,7 +3,9 @@
 A page's own address is what the browser typed, often http://localhost:8501; a phone on the
 same network cannot open that. The address shown for sharing is, in this order: the one
 configured in $TL_STUDIO_PUBLIC_URL, else the page's address with localhost replaced by this
-machine's address on the local network.
+machine's address on the local network. That address works only when the studio listens on
+the network: Streamlit binds every interface when server.address is not set, and this machine
+alone when it is 127.0.0.1 or localhost (listens_on_loopback_only), which Copy link then says.
 """
 
 from __future__ import annotations
@@ -68,6 +70,24 @@ def reachable(url: str, *, public: str | None = None, lan: str | None = None) ->
 def share_address(url: str) -> str:
     """reachable() with this studio's configured public address and this machine's address."""
     return reachable(url, public=os.environ.get(PUBLIC_URL_ENV) or None, lan=lan_address())
+
+
+def listen_address() -> str | None:
+    """Streamlit's server.address option as set (flag, config.toml or environment), None when
+    unset: Streamlit then listens on every interface."""
+    from streamlit import config
+
+    value = config.get_option("server.address")
+    return (str(value).strip() or None) if value else None
+
+
+def listens_on_loopback_only(address: str | None) -> bool:
+    """True when a server bound to address can be opened from this machine only
+    (127.x, ::1, localhost). Unset, 0.0.0.0 or :: (every interface), a network address, or a
+    unix socket (behind a proxy) are not."""
+    if not address or address.startswith("unix://"):
+        return False
+    return is_local(address.strip("[]"))
 
 
 def camera_needs_https(url: str) -> bool:

@@ -6,7 +6,9 @@ compute on the way to the probabilities. model.keras gives it as the input of it
 layer (the nested head); a TFLite file keeps it as an intermediate tensor, found here by
 value and named in metadata.json, that a runtime reads when the interpreter preserves its
 intermediate tensors. The SavedModel's serving signature gives out only probabilities, so
-it cannot say "none of these". The reference vectors go in REFERENCE_FILE (raw float16,
+it cannot say "none of these". The browser's file (core.export.browser, the studio's own
+format for its live camera) gives the vector as a second output, "similarity_features", after
+"probabilities". The reference vectors go in REFERENCE_FILE (raw float16,
 little-endian, row-major), and metadata.json's "familiarity" block says, step by step, how
 to turn a feature vector into the answer (HOW_TO_SCORE).
 """
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from core import files
+from core.export import browser
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,9 @@ def metadata_block(run: Any, predictor: Any, folder: Path, tflite_files: Sequenc
         except Exception as exc:  # an unreadable file: that file cannot say it
             log.warning("No feature tensor found in %s: %s", name, exc)
             features[name] = None
+        if name == browser.FILE and features[name] is not None:
+            # The browser's file gives them as its second output (the live camera reads it).
+            features[name]["output_name"] = browser.FEATURES_OUTPUT
     return {
         "method": "cosine k-nearest-neighbour similarity to reference training photos, one "
                   "threshold per class (Sun et al., ICML 2022)",

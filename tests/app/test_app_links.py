@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from app_helpers import all_text, page, png_bytes, texts, train_small_run
@@ -184,3 +186,73 @@ def test_compare_and_home_link_each_finished_run_to_its_evaluation(
         assert {f"Evaluate?run={OLDER}", f"Evaluate?run={trained.run_id}"} <= opened
         failed = table[table["Status"] == "failed"]
         assert len(failed) and failed[links.OPEN_COLUMN].isna().all()
+
+
+@pytest.fixture
+def server_address() -> Iterator[Callable[[str | None], None]]:
+    """Sets Streamlit's server.address for the test (as --server.address would); restored."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+
+    def set_to(value: str | None) -> None:
+        config.set_option("server.address", value)
+
+    yield set_to
+    config.set_option("server.address", before)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "localhost", "::1"])
+def test_copy_link_says_a_studio_on_loopback_cannot_be_reached(
+    home: Path, monkeypatch: pytest.MonkeyPatch, server_address: Any, address: str
+) -> None:
+    monkeypatch.setattr(share, "lan_address", lambda: "192.168.1.7")
+    monkeypatch.delenv(share.PUBLIC_URL_ENV, raising=False)
+    server_address(address)
+    at = page("4_Predict")
+    at.context["url"] = "http://localhost:8501/Predict"
+    at.query_params[links.RUN] = OLDER
+    at.run()
+    assert not at.exception, at.exception
+    (said,) = [w for w in texts(at.warning) if "Only this computer" in w]
+    said = said.replace("\\", "")  # markdown escapes, not shown
+    assert address in said and "--server.address 0.0.0.0" in said and "https" in said
+
+
+@pytest.mark.parametrize("address", [None, "0.0.0.0", "192.168.1.7"])
+def test_copy_link_is_quiet_when_the_studio_listens_on_the_network(
+    home: Path, monkeypatch: pytest.MonkeyPatch, server_address: Any, address: str | None
+) -> None:
+    monkeypatch.setattr(share, "lan_address", lambda: "192.168.1.7")
+    monkeypatch.delenv(share.PUBLIC_URL_ENV, raising=False)
+    server_address(address)  # unset: Streamlit listens on every interface
+    at = page("4_Predict")
+    at.context["url"] = "http://localhost:8501/Predict"
+    at.query_params[links.RUN] = OLDER
+    at.run()
+    assert not at.exception, at.exception
+    assert not [w for w in texts(at.warning) if "Only this computer" in w]
+    assert any("192.168.1.7:8501" in c.value for c in at.code)
+
+
+def test_a_public_address_behind_a_proxy_on_loopback_is_not_warned_about(
+    home: Path, monkeypatch: pytest.MonkeyPatch, server_address: Any
+) -> None:
+    monkeypatch.setenv(share.PUBLIC_URL_ENV, "https://studio.school.example/")
+    server_address("127.0.0.1")  # a reverse proxy on this machine reaches it
+    at = page("4_Predict")
+    at.context["url"] = "http://localhost:8501/Predict"
+    at.query_params[links.RUN] = OLDER
+    at.run()
+    assert not at.exception, at.exception
+    assert not [w for w in texts(at.warning) if "Only this computer" in w]
+
+
+def test_what_listens_on_loopback_only() -> None:
+    assert share.listens_on_loopback_only("127.0.0.1")
+    assert share.listens_on_loopback_only("127.0.1.1")
+    assert share.listens_on_loopback_only("localhost")
+    assert share.listens_on_loopback_only("[::1]")
+    for address in (None, "", "0.0.0.0", "::", "192.168.1.7", "studio.local",
+                    "unix:///run/studio.sock"):
+        assert not share.listens_on_loopback_only(address), address

@@ -34,6 +34,10 @@ def test_live_1_opens_the_demo_view_on_the_live_camera(run_home: tuple[Path, str
     assert [u.key for u in at.file_uploader] == [demo.UPLOAD]  # uploads still work beside it
     served = home / "runs" / run_id / browser.CACHE_FOLDER / browser.FILE
     assert served.is_file() and served.stat().st_size > 0  # made on demand, in the run folder
+    # "None of these" travels with it: the features output and the run's reference vectors.
+    assert browser.has_features(served)
+    reference = served.parent / browser.REFERENCE_FILE
+    assert reference.is_file() and reference.stat().st_size > 0
 
     switch.set_value(False).run()  # back to the snapshot; the address follows
     assert not at.exception, at.exception

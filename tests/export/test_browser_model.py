@@ -53,14 +53,88 @@ def test_the_browser_model_is_made_once_and_answers_like_keras(run) -> None:
     assert path.stat().st_mtime_ns > stamp
 
 
+def _old_browser_file(run, target: Path) -> None:
+    """A browser model as the studio wrote it before 'none of these': probabilities only."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from core import files
+    from core.export.tflite_files import tflite_bytes
+
+    model = keras.saving.load_model(run.model_path, compile=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        spec = tf.TensorSpec([1, 32, 32, 3], tf.float32, name="images")
+        archive.add_endpoint(name="serving_default", input_signature=[spec],
+                             fn=lambda images: {"probabilities": model(images, training=False)})
+        archive.write_out(f"{scratch}/sm", verbose=False)
+        files.write_bytes_atomic(target, tflite_bytes(Path(f"{scratch}/sm"), 32, "float32", None))
+
+
 def test_a_fresh_export_is_the_file_served(run, tmp_path: Path) -> None:
+    import keras
+
     exported = tmp_path / "exported"
     exported.mkdir()
-    (exported / browser.FILE).write_bytes(b"the verified export")
+    model = keras.saving.load_model(run.model_path, compile=False)
+    browser.write(model, 32, exported / browser.FILE)
     path = browser.model_file(run, exported)
-    assert path.read_bytes() == b"the verified export"
+    assert path.read_bytes() == (exported / browser.FILE).read_bytes()
     assert sorted(p.name for p in path.parent.iterdir()) == [browser.FILE]  # nothing else served
     assert browser.digest(path) == browser.digest(exported / browser.FILE)
+
+
+def test_the_browser_model_gives_the_features_the_server_scores(run) -> None:
+    from core.results.prediction import Predictor
+
+    path = browser.model_file(run)
+    assert browser.output_names(path) == [browser.PROBABILITIES_OUTPUT, browser.FEATURES_OUTPUT]
+    x = np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3)).astype(np.float32)
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    probs, feats = (interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details())
+    predictor = Predictor.from_run(run.run_dir)
+    want_feats, want_probs = predictor.features_and_probabilities(x.astype(np.uint8))
+    np.testing.assert_allclose(probs, want_probs, atol=1e-5)
+    np.testing.assert_allclose(feats, want_feats, atol=1e-4)
+
+    fam = predictor.familiarity
+    assert fam is not None
+    ref = browser.reference_file(run.run_dir, fam)
+    assert ref.parent == path.parent and ref.name == browser.REFERENCE_FILE
+    stored = np.frombuffer(ref.read_bytes(), "<f2").reshape(fam.reference.shape)
+    np.testing.assert_array_equal(stored, fam.reference)
+    page = browser.page_familiarity(fam, predictor.labels)
+    assert page["k"] == fam.k and page["bytes"] == ref.stat().st_size
+    assert page["reference_labels"] == fam.reference_labels.tolist()
+    assert page["words"][1] == ("It looks like none of the 3 classes this model knows. The "
+                                "closest is dogs, but it does not look like the dogs photos the "
+                                "model learned from.")
+
+
+def test_an_older_browser_file_without_features_is_made_again(run, tmp_path: Path) -> None:
+    cached = run.run_dir / browser.CACHE_FOLDER / browser.FILE
+    cached.parent.mkdir()
+    _old_browser_file(run, cached)
+    assert browser.output_names(cached) == [browser.PROBABILITIES_OUTPUT]
+    assert not browser.has_features(cached)
+    assert browser.has_features(browser.model_file(run))  # made again, with the features
+    # An old export's file is not copied: the one made from the model is served.
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    _old_browser_file(run, exported / browser.FILE)
+    served = browser.model_file(run, exported)
+    assert browser.has_features(served)
+    assert served.read_bytes() != (exported / browser.FILE).read_bytes()
 
 
 def test_the_browser_file_is_an_export_format_verified_like_the_others(run, tmp_path: Path
@@ -78,3 +152,13 @@ def test_the_browser_file_is_an_export_format_verified_like_the_others(run, tmp_
     assert {r["runtime"] for r in entry["runtimes"]} >= {"tf.lite"}
     exported = tmp_path / "out" / run.run_id
     assert browser.model_file(run, exported).read_bytes() == (exported / browser.FILE).read_bytes()
+    # "None of these" for a client of the export: the features are the file's second output.
+    where = meta["familiarity"]["features"][browser.FILE]
+    assert where["output_name"] == browser.FEATURES_OUTPUT
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(exported / browser.FILE))
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    assert where["tensor_index"] == outputs[1]

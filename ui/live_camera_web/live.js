@@ -1,6 +1,7 @@
 // The live camera: the run's model (LiteRT.js, vendored) classifies camera frames in this
 // browser. Nothing is sent to the server per frame. Class names are data: textContent only.
 import {loadLiteRt, loadAndCompile, Tensor} from "./vendor/litertjs-core/index.js";
+import {squash} from "./resize.js";
 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), message = $("message"), answer = $("answer");
@@ -12,6 +13,8 @@ const state = {
   facing: "environment", deviceIds: [], deviceIndex: -1, running: false, paused: false,
   openedAt: performance.now(), firstAnswerMs: null, frames: 0, fpsSince: 0,
   canvas: null, ctx: null,
+  familiarity: null,  // "none of these": {reference, rows, dim, k, ...} once loaded, else null
+  familiarityNote: "",
 };
 
 // ---- Streamlit's component protocol (postMessage), written out: no npm build step. ----
@@ -42,8 +45,9 @@ function onRender(args, theme) {
   const first = state.args === null;
   state.args = args;
   buildBars(args.labels || []);
-  if (args.model_url !== state.modelUrl) {  // a new run or a new model: load it (once)
-    state.modelUrl = args.model_url;
+  const wanted = args.model_url + "|" + (args.familiarity ? args.familiarity.reference_url : "");
+  if (wanted !== state.modelUrl) {  // a new run, model or reference: load it (once)
+    state.modelUrl = wanted;
     if (state.model) state.model.delete();
     state.model = null;
     state.modelPromise = null;
@@ -111,16 +115,99 @@ async function modelBytes(url) {
 
 function loadModel() {
   if (!state.modelPromise) {
-    const url = new URL(state.modelUrl, location.href).href;
+    const url = new URL(state.args.model_url, location.href).href;
+    const fam = state.args.familiarity;
     state.modelPromise = (async () => {
       await loadRuntime();
       const bytes = await modelBytes(url);
-      state.model = await loadAndCompile(bytes, {accelerator: "wasm"});
-      return state.model;
+      const model = await loadAndCompile(bytes, {accelerator: "wasm"});
+      state.outputs = outputPlaces(model);
+      state.familiarity = null;
+      state.familiarityNote = "";
+      if (fam && state.outputs.features < 0) {
+        state.familiarityNote = "This model file cannot tell “None of these” in the browser " +
+          "(it gives no feature vector): the live answer is always one of the classes. " +
+          "Uploading a photo below answers it.";
+      } else if (fam) {
+        try {
+          state.familiarity = await loadFamiliarity(fam);
+        } catch (error) {
+          state.familiarityNote = "“None of these” is not available in this browser (" +
+            (error && error.message || error) + "): the live answer is always one of the classes.";
+        }
+      }
+      state.model = model;
+      return model;
     })();
     state.modelPromise.catch(() => { state.modelPromise = null; });
   }
   return state.modelPromise;
+}
+
+// Which output is which, by the names of the file's signature: "probabilities" (the first in
+// files made by the studio) and, in files made since "none of these" reached the browser,
+// "similarity_features" (the pooled feature vector the head reads).
+function outputPlaces(model) {
+  let names = [];
+  try { names = Array.from(model.getOutputDetails(), (d) => d.name); } catch (e) { names = []; }
+  const probabilities = names.indexOf("probabilities");
+  return {probabilities: probabilities < 0 ? 0 : probabilities,
+          features: names.indexOf("similarity_features")};
+}
+
+// ---- "None of these": the run's reference vectors (float16, rows L2-normalised), scored as
+// core.training.familiarity scores on the server: the cosine similarity to the k-th nearest
+// reference vector, against the threshold of the nearest vector's class. ----
+let halfTable = null;
+function halfToFloat() {
+  if (!halfTable) {
+    halfTable = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) {
+      const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+      halfTable[h] = exp === 0 ? sign * frac * 2 ** -24
+        : exp === 31 ? (frac ? NaN : sign * Infinity)
+        : sign * (1 + frac / 1024) * 2 ** (exp - 15);
+    }
+  }
+  return halfTable;
+}
+
+async function loadFamiliarity(fam) {
+  const bytes = await modelBytes(new URL(fam.reference_url, location.href).href);
+  const [rows, dim] = fam.shape;
+  if (bytes.length !== rows * dim * 2) {
+    throw new Error(`the reference file has ${bytes.length} bytes, not ${rows * dim * 2}`);
+  }
+  const table = halfToFloat(), view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const reference = new Float32Array(rows * dim);
+  for (let i = 0; i < reference.length; i++) reference[i] = table[view.getUint16(2 * i, true)];
+  return {reference, rows, dim, k: Math.max(1, Math.min(fam.k, rows)),
+          labels: Int32Array.from(fam.reference_labels), thresholds: fam.class_thresholds,
+          heading: fam.heading, words: fam.words};
+}
+
+// (score, the threshold that applies) of one feature vector, or null without a reference.
+function familiarity(features) {
+  const fam = state.familiarity;
+  if (!fam || !features || features.length !== fam.dim) return null;
+  let norm = 0;
+  for (let j = 0; j < fam.dim; j++) norm += features[j] * features[j];
+  norm = Math.max(Math.sqrt(norm), 1e-12);
+  const top = new Float64Array(fam.k).fill(-Infinity);  // the k largest, descending
+  let best = -Infinity, nearest = 0;
+  for (let r = 0; r < fam.rows; r++) {
+    let dot = 0;
+    const at = r * fam.dim;
+    for (let j = 0; j < fam.dim; j++) dot += fam.reference[at + j] * features[j];
+    dot /= norm;
+    if (dot > best) { best = dot; nearest = r; }
+    if (dot > top[fam.k - 1]) {
+      let i = fam.k - 1;
+      while (i > 0 && top[i - 1] < dot) { top[i] = top[i - 1]; i--; }
+      top[i] = dot;
+    }
+  }
+  return {score: top[fam.k - 1], threshold: fam.thresholds[fam.labels[nearest]]};
 }
 
 // ---- The camera. ----
@@ -167,6 +254,8 @@ async function start() {
     return;
   }
   hideMessage();
+  $("note").textContent = state.familiarityNote;
+  $("note").hidden = !state.familiarityNote;
   startButton.hidden = true;
   pauseButton.hidden = false;
   state.running = true;
@@ -199,66 +288,6 @@ switchButton.addEventListener("click", switchCamera);
 document.addEventListener("visibilitychange", () => {  // no work while the tab is hidden
   if (!document.hidden && state.running && !state.paused) loop();
 });
-
-// ---- Preprocessing: the studio's (Pillow's antialiased bilinear resize of the whole frame
-// to S x S, RGB 0..255 as float; the model holds the base's own scaling). ----
-function weights(inSize, outSize) {
-  const scale = inSize / outSize, support = Math.max(scale, 1);
-  const table = [];
-  for (let o = 0; o < outSize; o++) {
-    const center = (o + 0.5) * scale;
-    const lo = Math.max(0, Math.floor(center - support + 0.5));
-    const hi = Math.min(inSize, Math.floor(center + support + 0.5));
-    const w = [];
-    let sum = 0;
-    for (let i = lo; i < hi; i++) {
-      const x = (i - center + 0.5) / support;
-      const v = Math.max(0, 1 - Math.abs(x));
-      w.push(v); sum += v;
-    }
-    table.push({lo, w: w.map((v) => (sum ? v / sum : 0))});
-  }
-  return table;
-}
-const weightCache = new Map();
-function cachedWeights(inSize, outSize) {
-  const key = inSize + "x" + outSize;
-  if (!weightCache.has(key)) weightCache.set(key, weights(inSize, outSize));
-  return weightCache.get(key);
-}
-const clamp8 = (v) => (v < 0 ? 0 : v > 255 ? 255 : Math.round(v));
-
-function squash(rgba, width, height, size) {
-  const wx = cachedWeights(width, size), wy = cachedWeights(height, size);
-  const mid = new Float32Array(height * size * 3);  // horizontal pass, rounded like Pillow's
-  for (let y = 0; y < height; y++) {
-    const row = y * width * 4;
-    for (let o = 0; o < size; o++) {
-      const {lo, w} = wx[o];
-      let r = 0, g = 0, b = 0;
-      for (let k = 0; k < w.length; k++) {
-        const p = row + (lo + k) * 4;
-        r += rgba[p] * w[k]; g += rgba[p + 1] * w[k]; b += rgba[p + 2] * w[k];
-      }
-      const q = (y * size + o) * 3;
-      mid[q] = clamp8(r); mid[q + 1] = clamp8(g); mid[q + 2] = clamp8(b);
-    }
-  }
-  const out = new Float32Array(size * size * 3);
-  for (let o = 0; o < size; o++) {
-    const {lo, w} = wy[o];
-    for (let x = 0; x < size; x++) {
-      let r = 0, g = 0, b = 0;
-      for (let k = 0; k < w.length; k++) {
-        const q = ((lo + k) * size + x) * 3;
-        r += mid[q] * w[k]; g += mid[q + 1] * w[k]; b += mid[q + 2] * w[k];
-      }
-      const t = (o * size + x) * 3;
-      out[t] = clamp8(r); out[t + 1] = clamp8(g); out[t + 2] = clamp8(b);
-    }
-  }
-  return out;
-}
 
 function frameInput(size) {
   const width = video.videoWidth, height = video.videoHeight;
@@ -295,9 +324,12 @@ async function classify(input, size) {
   } finally {
     tensor.delete();
   }
-  const probs = Float32Array.from(outputs[0].toTypedArray());
+  const places = state.outputs || {probabilities: 0, features: -1};
+  const probs = Float32Array.from(outputs[places.probabilities].toTypedArray());
+  const features = places.features >= 0 ? Float32Array.from(outputs[places.features].toTypedArray())
+                                         : null;
   outputs.forEach((t) => t.delete());
-  return probs;
+  return {probs, features};
 }
 
 // ---- The answer: top class in large letters, top 3 bars. ----
@@ -319,22 +351,29 @@ function buildBars(labels) {
   }
 }
 
-function show(probs, sig) {
+function show(probs, features, sig) {
   const labels = state.args.labels;
   const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]);
   const best = order[0], p = probs[best];
   const unsure = p < state.args.threshold;  // as core.results.prediction.Predictor decides
+  const scored = familiarity(features);
+  const unknown = scored ? scored.score < scored.threshold : null;  // "none of these"
   const label = labels[best];
   const pct = Math.round(p * 100) + "%";
-  const heading = unsure ? "Not sure" : label;
-  const detail = unsure ? `maybe ${label} (${pct}), below the ${Math.round(state.args.threshold * 100)}% it needs`
-                        : `${pct} sure`;
+  // The server's order: "none of these" first (the closest class second), then "not sure".
+  const heading = unknown ? state.familiarity.heading : unsure ? "Not sure" : label;
+  const detail = unknown ? `Closest: ${label} (${pct}). ${state.familiarity.words[best]}`
+    : unsure ? `maybe ${label} (${pct}), below the ${Math.round(state.args.threshold * 100)}% it needs`
+    : `${pct} sure`;
   // The live region holds only the answer and changes only when it does: a screen reader
   // hears a new answer, not every frame's percentage (that is beside it, outside the region).
   if ($("answer-label").textContent !== heading) $("answer-label").textContent = heading;
   $("answer-detail").textContent = detail;
   answer.dataset.label = label;
   answer.dataset.unsure = String(unsure);
+  answer.dataset.unknown = unknown === null ? "" : String(unknown);
+  answer.dataset.familiarity = scored ? scored.score.toFixed(6) : "";
+  answer.dataset.familiarityThreshold = scored ? scored.threshold.toFixed(6) : "";
   answer.dataset.probability = p.toFixed(6);
   answer.dataset.signature = sig;
   answer.dataset.count = String((Number(answer.dataset.count) || 0) + 1);
@@ -357,8 +396,8 @@ async function loop() {
       const size = state.args.size;
       const input = frameInput(size);
       if (input && state.model) {
-        const probs = await classify(input, size);
-        show(probs, signature(input, size));
+        const {probs, features} = await classify(input, size);
+        show(probs, features, signature(input, size));
         count();
       }
       await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
