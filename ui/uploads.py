@@ -5,13 +5,16 @@ Streamlit keeps every uploaded file in the server's memory until its session end
 after the tab closed). Photo uploaders are limited to PHOTO_MB per file (the browser refuses
 more; the server checks again, as a visitor's own client could send more up to
 server.maxUploadSize). A dataset zip, the one large upload, is released once it was extracted
-to the disk, and so are the builder's photos once saved.
+to the disk, and so are the builder's photos once saved. Predict, its demo view and
+Evaluate's "photos of other things" read each photo once (read_once): they keep what they show
+(the answer, a small copy of the photo) in the session and release the upload. What one session
+may hold at all is bounded by the upload store (ui.upload_store).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import streamlit as st
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PHOTO_MB = 20  # a phone photo is 2-8 MB; a 50-megapixel JPEG stays under 20 MB
 PHOTOS_AT_ONCE = 20  # Predict: more at once would only queue behind each other
+KEPT = "tl_kept_uploads"  # {uploader key: {file id: what the page kept of the photo}}
 
 
 def within_limit(files: Iterable[Any], limit_mb: int = PHOTO_MB,
@@ -52,12 +56,59 @@ def release(upload: Any) -> None:
     if not file_id:
         return
     try:
-        from streamlit.runtime import Runtime
         from streamlit.runtime.scriptrunner import get_script_run_ctx
 
         ctx = get_script_run_ctx()
-        if ctx is None or not Runtime.exists():
+        if ctx is None:
             return
-        Runtime.instance().uploaded_file_mgr.remove_file(ctx.session_id, file_id)
+        # The session's own store: the server's (Runtime.uploaded_file_mgr), or AppTest's.
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, file_id)
     except Exception:
         log.debug("Could not release upload %s", file_id, exc_info=True)
+
+
+def listed(key: str) -> list[str]:
+    """The file ids the uploader or camera `key` lists in the browser, in its order: read
+    ones (released) too, which the widget itself no longer returns."""
+    try:
+        value = st.session_state[key]
+    except KeyError:
+        return []
+    files = value if isinstance(value, list) else [value]
+    return [str(f.file_id) for f in files if getattr(f, "file_id", None)]
+
+
+def read_once(key: str, files: Iterable[Any], read: Callable[[list[Any]], list[Any] | None]
+              ) -> list[Any]:
+    """What the page kept of each photo the widget `key` lists, in the widget's order.
+
+    Each new upload among `files` is read once: read(new files) returns one small thing to
+    keep per file (an answer, a thumbnail), or None when reading failed (nothing is kept,
+    nothing released: the next run tries again). The uploads are then released from the
+    server's memory; the kept things stay in the session for as long as the browser lists
+    the photo (at most what the widget lists), so reruns keep showing them.
+    """
+    files = [f for f in files if f is not None and getattr(f, "file_id", None)]
+    kept: dict[str, Any] = dict(st.session_state.get(KEPT, {}).get(key, {}))
+    new = [f for f in files if f.file_id not in kept]
+    if new:
+        results = read(new)
+        if results is None:
+            return [kept[i] for i in [f.file_id for f in files] if i in kept]
+        kept.update({f.file_id: result for f, result in zip(new, results, strict=True)})
+    for upload in files:
+        release(upload)
+    shown = listed(key) or [f.file_id for f in files]
+    kept = {i: kept[i] for i in shown if i in kept}  # photos removed in the browser go
+    st.session_state.setdefault(KEPT, {})[key] = kept
+    return list(kept.values())
+
+
+def kept(key: str) -> bool:
+    """True when the page keeps something of widget `key`'s photos."""
+    return bool(st.session_state.get(KEPT, {}).get(key))
+
+
+def forget(key: str) -> None:
+    """Drops what the page kept of widget `key`'s photos (its uploader is gone or new)."""
+    st.session_state.get(KEPT, {}).pop(key, None)
