@@ -109,3 +109,13 @@ def test_install_gives_the_servers_store_the_budget_once_and_leaves_others_alone
     assert upload_store.install(plain)  # idempotent
     assert not upload_store.install(mock.MagicMock())  # AppTest's mocked runtime
     assert not upload_store.install()  # no server in this process: nothing to do
+
+
+def test_a_file_the_disk_cannot_take_is_refused_not_a_server_error(
+        store: upload_store.BudgetedUploadStore) -> None:
+    with mock.patch.object(upload_store.tempfile, "TemporaryFile",
+                           side_effect=OSError(28, "No space left on device")), \
+            pytest.raises(HTTPException, match="cannot keep this file") as refused:
+        store.add_file("a", record("large", 6))
+    assert refused.value.status_code == 413
+    assert store.held_bytes("a") == 0

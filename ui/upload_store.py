@@ -9,12 +9,15 @@ uploads on disk. Its supported way to put code in front of the endpoint is `st.A
 middleware=...)`, which changes how the app is launched (an ASGI entry file instead of
 `streamlit run streamlit_app.py`). The endpoint hands every file to the manager's `add_file`,
 and the server's routes and the runtime share one manager object; so the least invasive hook
-is to give that object this subclass's behaviour when the app starts (install()), which
-every launch (`streamlit run`, the container, the tests) goes through.
+is to give that object this subclass's behaviour when the app's script first runs
+(install(), at the top of streamlit_app.py), which every launch (`streamlit run`, the
+container, the tests) goes through. Streamlit runs no app code before a session's first run,
+so the budget applies from the first page view after the server starts.
 
-What it enforces, per session: at most SESSION_MB (server.maxUploadSize: one dataset zip at
+What it enforces, per session: at most session_mb() (server.maxUploadSize: one dataset zip at
 the limit, or many photos) and SESSION_FILES files held at once; a file beyond is refused with
-HTTP 413 and a reason, which the browser shows beside the file. Of that, at most
+HTTP 413 and a reason (the browser's uploader shows "Request failed with status code 413"
+beside the file; the reason is in the reply's body and the server's log). Of that, at most
 MEMORY_PER_SESSION_MB stays in memory (and MEMORY_ALL_SESSIONS_MB for all sessions together);
 larger files (over SPOOL_ABOVE_MB: the zip) and files beyond those budgets are kept in an
 unlinked temporary file, mapped read-only (the operating system's page cache, which it can
@@ -24,7 +27,7 @@ DISK_RESERVE_MB free.
 What it cannot bound: Streamlit's endpoint reads each request's body (up to
 server.maxUploadSize, into a temporary file and then into memory) before the manager sees it,
 so requests in flight each cost their size until refused or stored; a reverse proxy's request
-size and connection limits bound that (README, "Serving").
+size and connection limits bound that (README, uploads; docs/benchmarks.md measures both).
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ log = logging.getLogger(__name__)
 
 MB = 2**20
 SPOOL_ABOVE_MB = PHOTO_MB  # anything larger than a photo (the dataset zip) goes to the disk
-MEMORY_PER_SESSION_MB = 100  # five photos at the limit, some 25 phone photos
-MEMORY_ALL_SESSIONS_MB = 256
+MEMORY_PER_SESSION_MB = 64  # three photos at the limit, some 15 phone photos
+MEMORY_ALL_SESSIONS_MB = 128
 SESSION_FILES = 500  # the dataset builder takes many photos at once
 DISK_RESERVE_MB = 1024
 
@@ -129,7 +132,12 @@ class BudgetedUploadStore(MemoryUploadedFileManager):
                             tempfile.gettempdir())
                 raise _refusal("Not stored: the server's disk is nearly full; try later or "
                                "ask its admin.")
-            file = file._replace(data=_spooled(file.data))  # outside the lock: disk time
+            try:
+                file = file._replace(data=_spooled(file.data))  # outside the lock: disk time
+            except (OSError, ValueError) as exc:
+                log.warning("Upload refused: cannot keep it on the disk: %s", exc)
+                raise _refusal("Not stored: the server cannot keep this file now; try "
+                               "later or ask its admin.") from exc
         super().add_file(session_id, file)
 
     def held_bytes(self, session_id: str) -> int:
