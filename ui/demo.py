@@ -76,7 +76,7 @@ def photo(predictor: Any, live: bool = False) -> ui_predict.Photo | None:
     upload = st.file_uploader("Upload a photo" if live else "or upload one",
                               type=ui_predict.PHOTO_TYPES, key=UPLOAD,
                               max_upload_size=uploads.PHOTO_MB)
-    upload = next(iter(uploads.within_limit([upload])), None)
+    upload = next(iter(uploads.within_limit([upload], key=UPLOAD)), None)
     shots = [] if live else ui_predict.kept_photos(CAMERA, [shot], predictor)
     if live:
         uploads.forget(CAMERA)

@@ -41,7 +41,7 @@ def section(run: Run) -> None:
         key=TRY_KEY, max_upload_size=uploads.PHOTO_MB,
         help="Photos of none of the classes: see which the model would answer with \"None "
              f"of these\". Up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
-    ) or [], at_most=uploads.PHOTOS_AT_ONCE)
+    ) or [], at_most=uploads.PHOTOS_AT_ONCE, key=TRY_KEY)
     if not files and not uploads.kept(TRY_KEY):
         return
     with show_user_errors("Cannot try these photos:") as trying, st.spinner("Looking..."):

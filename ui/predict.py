@@ -141,7 +141,7 @@ def photo_inputs(predictor: Predictor) -> list[Photo]:
         help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES)
              + f"; up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
         max_upload_size=uploads.PHOTO_MB,
-    ) or [], at_most=uploads.PHOTOS_AT_ONCE)
+    ) or [], at_most=uploads.PHOTOS_AT_ONCE, key=state.PREDICT_UPLOAD)
     shot = None
     camera = st.toggle("Take a photo with the camera", key=state.PREDICT_CAMERA_ON,
                        help="Your browser asks for permission to use the camera.")

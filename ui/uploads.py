@@ -29,9 +29,9 @@ KEPT = "tl_kept_uploads"  # {uploader key: {file id: what the page kept of the p
 
 
 def within_limit(files: Iterable[Any], limit_mb: int = PHOTO_MB,
-                 at_most: int | None = None) -> list[Any]:
+                 at_most: int | None = None, key: str | None = None) -> list[Any]:
     """The files at most limit_mb each (and the first at_most); each other one is refused
-    with a message and released."""
+    with a message and released (from the uploader `key`: see release)."""
     kept = []
     for upload in files:
         if upload is None:
@@ -40,21 +40,46 @@ def within_limit(files: Iterable[Any], limit_mb: int = PHOTO_MB,
         if size > limit_mb * 2**20:
             st.error(f"{md(upload.name)}: {size / 2**20:.0f} MB, over the limit of {limit_mb} "
                      "MB per photo; use a smaller copy.", icon=":material/block:")
-            release(upload)
+            release(upload, key)
         elif at_most is not None and len(kept) >= at_most:
-            st.error(f"{md(upload.name)}: not read, over {at_most} photos at once; "
-                     "predict the others next.", icon=":material/block:")
+            st.error(f"{md(upload.name)}: not read, over {at_most} photos at once; remove "
+                     "some and add it again.", icon=":material/block:")
+            release(upload, key)
         else:
             kept.append(upload)
     return kept
 
 
-def release(upload: Any) -> None:
-    """Drops an uploaded file from the server's memory (Streamlit's upload store); the
-    widget then reads as empty on the next run. Never raises."""
+def _empty(upload: Any) -> None:
+    try:
+        upload.seek(0)
+        upload.truncate(0)
+    except (AttributeError, OSError, ValueError, BufferError):
+        log.debug("Could not empty upload %s", getattr(upload, "file_id", "?"), exc_info=True)
+
+
+def _kept_by_streamlit(key: str | None, file_id: str) -> list[Any]:
+    """The session's own UploadedFile of a file (the widget returns a deep copy of it)."""
+    if not key:
+        return []
+    try:
+        value = st.session_state[key]
+    except Exception:  # noqa: BLE001 - no such widget (any more): nothing is kept
+        return []
+    files = value if isinstance(value, list) else [value]
+    return [f for f in files if getattr(f, "file_id", None) == file_id]
+
+
+def release(upload: Any, key: str | None = None) -> None:
+    """Drops an uploaded file from the server's memory once the page has read it: from
+    Streamlit's upload store (the widget then reads as empty on the next run), and the content
+    of the UploadedFile the page got and of the one Streamlit keeps in the session's widget
+    state until the next run (the widget `key`). Never raises."""
     file_id = getattr(upload, "file_id", None)
     if not file_id:
         return
+    for copy in [upload, *_kept_by_streamlit(key, file_id)]:
+        _empty(copy)
     try:
         from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -97,7 +122,7 @@ def read_once(key: str, files: Iterable[Any], read: Callable[[list[Any]], list[A
             return [kept[i] for i in [f.file_id for f in files] if i in kept]
         kept.update({f.file_id: result for f, result in zip(new, results, strict=True)})
     for upload in files:
-        release(upload)
+        release(upload, key)
     shown = listed(key) or [f.file_id for f in files]
     kept = {i: kept[i] for i in shown if i in kept}  # photos removed in the browser go
     st.session_state.setdefault(KEPT, {})[key] = kept

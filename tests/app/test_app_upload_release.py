@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from app_helpers import all_text, page, texts
-from conftest import make_class_folders, patterned_image
+from conftest import make_class_folders, patterned_image, zip_folder
 from run_helpers import make_run, tiny_classifier
 from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 from streamlit.testing.v1 import local_script_runner
@@ -79,6 +79,8 @@ def test_predict_releases_each_photo_once_read_and_keeps_showing_its_answer(
     assert not at.exception, at.exception
     assert len(browser.put) == 3
     assert browser.held() == []  # read, answered, released
+    # Streamlit keeps the widget's UploadedFile objects until the next run: emptied too.
+    assert [f.getvalue() for f in at.session_state[state.PREDICT_UPLOAD]] == [b"", b"", b""]
     assert texts(at.subheader) == ["first.png", "second.png", "broken.jpg"]
     first_bars = len(at.get("plotly_chart"))
     kept = at.session_state[uploads.KEPT][state.PREDICT_UPLOAD]
@@ -145,3 +147,18 @@ def test_evaluate_try_photos_are_released_and_their_answers_stay(browser: Browse
     assert at.session_state[uploads.KEPT][ui_familiarity.TRY_KEY]
     assert at.file_uploader(key=ui_familiarity.TRY_KEY).proto.max_upload_size_mb \
         == uploads.PHOTO_MB
+
+
+def test_the_dataset_zip_is_released_once_extracted(browser: Browser, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TL_STUDIO_HOME", str(tmp_path / "home"))
+    data = make_class_folders(tmp_path / "pets", {"cats": 4, "dogs": 4}, size=32)
+    zip_path = zip_folder(data, tmp_path / "pets.zip", arc_prefix="pets/")
+    at = page("1_Dataset").run()
+    at.file_uploader(key=state.UPLOAD).upload("pets.zip", zip_path.read_bytes(),
+                                              "application/zip")
+    at.run()
+    assert not at.exception, at.exception
+    assert "Report: pets.zip" in all_text(at)
+    assert browser.held() == []
+    assert at.session_state[state.UPLOAD].getvalue() == b""  # Streamlit's own copy, emptied
