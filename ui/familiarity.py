@@ -42,7 +42,7 @@ def section(run: Run) -> None:
         help="Photos of none of the classes: see which the model would answer with \"None "
              f"of these\". Up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
     ) or [], at_most=uploads.PHOTOS_AT_ONCE, key=TRY_KEY)
-    if not files and not uploads.kept(TRY_KEY):
+    if not files and not uploads.has_kept(TRY_KEY):
         return
     with show_user_errors("Cannot try these photos:") as trying, st.spinner("Looking..."):
         predictor = ui_predict.predictor(run.run_dir)

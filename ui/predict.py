@@ -127,8 +127,8 @@ def kept_photos(key: str, files: list[Any], predictor: Predictor) -> list[Photo]
 
     Raises what predictor.predict raises (pages show it with show_user_errors).
     """
-    return current(predictor, uploads.read_once(
-        key, files, lambda new: read_photos(predictor, new)))
+    return uploads.read_once(key, files, lambda new: read_photos(predictor, new),
+                             refresh=lambda photos: current(predictor, photos))
 
 
 def photo_inputs(predictor: Predictor) -> list[Photo]:

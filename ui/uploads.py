@@ -103,15 +103,16 @@ def listed(key: str) -> list[str]:
     return [str(f.file_id) for f in files if getattr(f, "file_id", None)]
 
 
-def read_once(key: str, files: Iterable[Any], read: Callable[[list[Any]], list[Any] | None]
-              ) -> list[Any]:
+def read_once(key: str, files: Iterable[Any], read: Callable[[list[Any]], list[Any] | None],
+              refresh: Callable[[list[Any]], list[Any]] | None = None) -> list[Any]:
     """What the page kept of each photo the widget `key` lists, in the widget's order.
 
     Each new upload among `files` is read once: read(new files) returns one small thing to
     keep per file (an answer, a thumbnail), or None when reading failed (nothing is kept,
     nothing released: the next run tries again). The uploads are then released from the
     server's memory; the kept things stay in the session for as long as the browser lists
-    the photo (at most what the widget lists), so reruns keep showing them.
+    the photo (at most what the widget lists), so reruns keep showing them. refresh(kept
+    things), when given, brings them up to date (another model answers) and is kept.
     """
     files = [f for f in files if f is not None and getattr(f, "file_id", None)]
     kept: dict[str, Any] = dict(st.session_state.get(KEPT, {}).get(key, {}))
@@ -125,11 +126,13 @@ def read_once(key: str, files: Iterable[Any], read: Callable[[list[Any]], list[A
         release(upload, key)
     shown = listed(key) or [f.file_id for f in files]
     kept = {i: kept[i] for i in shown if i in kept}  # photos removed in the browser go
+    if refresh is not None and kept:
+        kept = dict(zip(kept, refresh(list(kept.values())), strict=True))
     st.session_state.setdefault(KEPT, {})[key] = kept
     return list(kept.values())
 
 
-def kept(key: str) -> bool:
+def has_kept(key: str) -> bool:
     """True when the page keeps something of widget `key`'s photos."""
     return bool(st.session_state.get(KEPT, {}).get(key))
 

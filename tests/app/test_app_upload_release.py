@@ -17,7 +17,7 @@ from app_helpers import all_text, page, texts
 from conftest import make_class_folders, patterned_image, zip_folder
 from run_helpers import make_run, tiny_classifier
 from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
-from streamlit.testing.v1 import local_script_runner
+from streamlit.testing.v1 import AppTest, local_script_runner
 
 from ui import demo, links, state, uploads
 from ui import familiarity as ui_familiarity
@@ -162,3 +162,37 @@ def test_the_dataset_zip_is_released_once_extracted(browser: Browser, tmp_path: 
     assert "Report: pets.zip" in all_text(at)
     assert browser.held() == []
     assert at.session_state[state.UPLOAD].getvalue() == b""  # Streamlit's own copy, emptied
+
+
+def test_what_refresh_makes_of_kept_photos_is_kept() -> None:
+    """Another model answers a kept photo once (from its kept copy), not on every rerun.
+
+    AppTest's own way (each run lists the file again): a browser's third run would too.
+    """
+
+    def script() -> None:
+        import streamlit as st
+
+        from ui import uploads
+
+        files = st.file_uploader("Photos", accept_multiple_files=True, key="up")
+        model = st.radio("Model", ["a", "b"], key="model")
+
+        def refresh(kept: list[tuple[str, str]]) -> list[tuple[str, str]]:
+            stale = sum(answered_by != model for _name, answered_by in kept)
+            st.session_state["answered again"] = st.session_state.get("answered again", 0) + stale
+            return [(name, model) for name, _answered_by in kept]
+
+        shown = uploads.read_once("up", files, lambda new: [(f.name, model) for f in new],
+                                  refresh=refresh)
+        st.text(repr(shown))
+
+    at = AppTest.from_function(script).run()
+    at.file_uploader(key="up").upload("x.png", png(5), "image/png")
+    at.run()
+    assert [t.value for t in at.text] == ["[('x.png', 'a')]"]
+    at.radio(key="model").set_value("b").run()
+    assert [t.value for t in at.text] == ["[('x.png', 'b')]"]
+    at.run()
+    assert [t.value for t in at.text] == ["[('x.png', 'b')]"]
+    assert at.session_state["answered again"] == 1
