@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import keras_state, links, nav, resources, roles
+from ui import keras_state, links, nav, resources, roles, upload_store
 from ui.errors import show_user_errors
 
+upload_store.install()  # once per server: a budget per session in Streamlit's upload store
 keras_state.keep_across_reruns()  # before this run ends, when Streamlit would clear it
 demo = links.demo_requested()  # ?view=demo: Predict's demo view, no menu, no sidebar
 admin = roles.is_admin()

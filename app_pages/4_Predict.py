@@ -54,22 +54,22 @@ st.caption(f"Classes it knows: {md_list(predictor.labels)}. It says it is unsure
 if live_camera.toggle("predict"):
     live_camera.live_view(summary.run_dir, summary.run_id, predictor, autostart=True,
                           where="predict")
-sources = ui_predict.photo_inputs()
-if not sources:
+with show_user_errors("Cannot predict:") as predicting:
+    photos = ui_predict.photo_inputs(predictor)  # each read once, then released
+if predicting.failed:
+    st.stop()
+if not photos:
     st.info("Upload one or more photos above, or switch on the camera.",
             icon=":material/arrow_upward:")
     st.stop()
 
-with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking at the photos..."):
-    predictions = predictor.predict(sources, top_k=top_k)
-if predicting.failed:
-    st.stop()
+predictions = [ui_predict.shown(photo.prediction, top_k) for photo in photos]
 if len(predictions) > 1:
     st.dataframe(ui_predict.summary_table(predictions), hide_index=True, width="stretch",
                  column_config={"Probability": st.column_config.NumberColumn(format="percent")})
-for number, (prediction, source) in enumerate(zip(predictions, sources, strict=True)):
+for number, (prediction, photo) in enumerate(zip(predictions, photos, strict=True)):
     ui_predict.prediction_card(prediction, predictor.input_size, number, len(predictor.labels))
-    if prediction.ok:
-        ui_explain.why_section(prediction, source, summary.run_dir, f"{number}-{prediction.file}",
-                               expanded=len(predictions) == 1)
+    if prediction.ok and photo.picture is not None:
+        ui_explain.why_section(prediction, photo.picture, summary.run_dir,
+                               f"{number}-{prediction.file}", expanded=len(predictions) == 1)
 nav.page_link(nav.EVALUATE, "How good is this model? See its evaluation", ":material/insights:")

@@ -1,16 +1,18 @@
 """Server memory while many sessions upload at once (issue 28).
 
-Starts the app with `streamlit run` on 127.0.0.1, opens N sessions over the app's websocket,
-and has every session upload photos through Streamlit's upload endpoint at the same time, as
-browsers do. Prints one JSON object: the server's resident memory (RSS) at rest, with the
-sessions open, at the peak of the uploads and after the sessions closed.
+Starts the app with `streamlit run` on 127.0.0.1, opens N sessions over the app's websocket
+(each runs the app's first page, as a browser's first view does), and has every session upload
+files through Streamlit's upload endpoint at the same time, as browsers do. Prints one JSON
+object: how many uploads were stored (204) and refused (413), and the server's resident memory
+(RSS) at rest, with the sessions open, at the peak of the uploads and after the sessions closed.
 
     .venv/bin/python bench/upload_memory.py --sessions 10 --files 2 --mb 20
-    .venv/bin/python bench/upload_memory.py --sessions 2 --files 1 --mb 300   # a hostile client
+    .venv/bin/python bench/upload_memory.py --sessions 2 --files 1 --mb 300   # a raw client
+    .venv/bin/python bench/upload_memory.py --sessions 1 --files 8 --mb 300   # over its budget
 
-The browser refuses a photo over ui.uploads.PHOTO_MB; a client that ignores it is refused by
-the app when the page reads the upload, but Streamlit's endpoint has already stored the bytes
-(up to server.maxUploadSize per file), which the second command measures.
+The browser refuses a photo over ui.uploads.PHOTO_MB; a client that ignores it reaches the
+upload store (ui.upload_store): files over the photo limit are kept on the disk, and a session
+holding server.maxUploadSize is refused more.
 """
 
 from __future__ import annotations
@@ -69,11 +71,15 @@ async def open_session(port: int) -> tuple[object, str]:
     msg = BackMsg()
     msg.rerun_script.query_string = ""
     await ws.send(msg.SerializeToString())
+    session_id = None
     while True:
         forward = ForwardMsg()
         forward.ParseFromString(await ws.recv())
-        if forward.WhichOneof("type") == "new_session":
-            return ws, forward.new_session.initialize.session_id
+        kind = forward.WhichOneof("type")
+        if kind == "new_session":
+            session_id = forward.new_session.initialize.session_id
+        elif kind == "script_finished" and session_id:
+            return ws, session_id
 
 
 def upload(port: int, session_id: str, data: bytes) -> int:
@@ -101,7 +107,8 @@ async def measure(port: int, pid: int, sessions: int, files: int, mb: int) -> di
     await asyncio.sleep(10)
     peak.running = False
     return {"sessions": sessions, "files_per_session": files, "mb_per_file": mb,
-            "upload_status": sorted(set(codes)), "upload_seconds": round(seconds, 1),
+            "upload_status": {str(code): codes.count(code) for code in sorted(set(codes))},
+            "upload_seconds": round(seconds, 1),
             "rss_mb": {"at_rest": round(rest), "sessions_open": round(with_sessions),
                        "peak": round(peak.peak), "after_uploads": round(after_uploads),
                        "10_s_after_closing": round(rss_mb(pid))},

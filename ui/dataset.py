@@ -100,7 +100,7 @@ def load_upload(upload: Any) -> state.LoadedDataset | None:
     if loaded is not None and loaded.source == origin:
         return loaded
     loaded = ingest_with_progress(upload, upload.name, origin)
-    uploads.release(upload)  # extracted to the disk: the server's in-memory copy can go
+    uploads.release(upload, state.UPLOAD)  # extracted to the disk: the memory copy can go
     return loaded
 
 

@@ -181,7 +181,8 @@ def _add_files(dataset_id: str, cls: str, photos: list[Any]) -> bool:
         Whether new files were handled (their outcome is kept as messages for the next run).
     """
     seen: set[str] = st.session_state.setdefault(state.BUILD_SEEN, set())
-    new = [f for f in ui_uploads.within_limit(photos)
+    key = uploader_key(dataset_id, cls)
+    new = [f for f in ui_uploads.within_limit(photos, key=key)
            if f"{dataset_id}.{cls}.{f.file_id}" not in seen]
     if not new:
         return False
@@ -192,7 +193,7 @@ def _add_files(dataset_id: str, cls: str, photos: list[Any]) -> bool:
         return False
     seen.update(f"{dataset_id}.{cls}.{f.file_id}" for f in new)
     for f in new:  # saved on the disk (or refused): the server's copy is not needed any more
-        ui_uploads.release(f)
+        ui_uploads.release(f, key)
     forget_loaded(dataset_id)
     if result.added:
         say("success", f"Added {len(result.added)} photo{'s' * (len(result.added) != 1)} to "

@@ -63,18 +63,25 @@ def ways_out(usable: list[RunSummary]) -> None:
                  icon=":material/image_search:")
 
 
-def photo(live: bool = False) -> Any | None:
-    """The camera shot, else an uploaded photo, else None.
+def photo(predictor: Any, live: bool = False) -> ui_predict.Photo | None:
+    """The camera shot, else the uploaded photo, read once (then released: ui.uploads), with
+    the predictor's answer; None before either.
 
     Beside the live camera only the upload is offered: a second stream of the same camera
     stops the first on some phones (iOS); switching "Live camera" off brings the snapshot back.
+
+    Raises what predictor.predict raises.
     """
     shot = None if live else st.camera_input("Take a photo", key=CAMERA)
     upload = st.file_uploader("Upload a photo" if live else "or upload one",
                               type=ui_predict.PHOTO_TYPES, key=UPLOAD,
                               max_upload_size=uploads.PHOTO_MB)
-    upload = next(iter(uploads.within_limit([upload])), None)
-    return shot if shot is not None else upload
+    upload = next(iter(uploads.within_limit([upload], key=UPLOAD)), None)
+    shots = [] if live else ui_predict.kept_photos(CAMERA, [shot], predictor)
+    if live:
+        uploads.forget(CAMERA)
+    photos = shots or ui_predict.kept_photos(UPLOAD, [upload], predictor)
+    return photos[0] if photos else None
 
 
 def answer(prediction: Prediction, n_classes: int) -> None:
@@ -114,18 +121,18 @@ def demo_view() -> None:
         live_camera.live_view(summary.run_dir, summary.run_id, predictor, autostart=True,
                               where="demo")
     inputs, result = st.columns(2, gap="large")  # side by side on a projector, stacked on a phone
-    with inputs:
-        source = photo(live)
+    with inputs, show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
+        chosen = photo(predictor, live)
+    if predicting.failed:
+        return
     with result:
-        if source is None:
+        if chosen is None:
             st.caption(f"It knows: {md_list(predictor.labels)}.")
             return
-        with show_user_errors("Cannot predict:") as predicting, st.spinner("Looking..."):
-            prediction = predictor.predict([source], top_k=1)[0]
-        if predicting.failed:
-            return
+        prediction = ui_predict.shown(chosen.prediction, 1)
         if not prediction.ok:
             st.error(md(prediction.error), icon=":material/broken_image:")
             return
         answer(prediction, len(predictor.labels))
-        ui_explain.answer_heatmap(prediction, source, summary.run_dir)
+        if chosen.picture is not None:
+            ui_explain.answer_heatmap(prediction, chosen.picture, summary.run_dir)

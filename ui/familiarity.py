@@ -12,7 +12,7 @@ import streamlit as st
 from core.results import familiarity
 from core.runs.store import Run
 from ui import predict as ui_predict
-from ui import roles
+from ui import roles, uploads
 from ui.errors import show_user_errors
 
 TRY_KEY = "tl_eval_unknown_try"
@@ -36,17 +36,21 @@ def section(run: Run) -> None:
     if not roles.is_admin():
         st.caption("An admin can try photos of other things here.")
         return
-    uploads = st.file_uploader(
+    files = uploads.within_limit(st.file_uploader(
         "Try photos of other things", type=ui_predict.PHOTO_TYPES, accept_multiple_files=True,
-        key=TRY_KEY, help="Photos of none of the classes: see which the model would answer "
-                          "with \"None of these\".")
-    if not uploads:
+        key=TRY_KEY, max_upload_size=uploads.PHOTO_MB,
+        help="Photos of none of the classes: see which the model would answer with \"None "
+             f"of these\". Up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
+    ) or [], at_most=uploads.PHOTOS_AT_ONCE, key=TRY_KEY)
+    if not files and not uploads.has_kept(TRY_KEY):
         return
     with show_user_errors("Cannot try these photos:") as trying, st.spinner("Looking..."):
         predictor = ui_predict.predictor(run.run_dir)
-        predictions = predictor.predict(uploads, top_k=1)
-    if trying.failed:
+        # Each photo is read once and released; its answer stays while the uploader lists it.
+        photos = ui_predict.kept_photos(TRY_KEY, files, predictor)
+    if trying.failed or not photos:
         return
+    predictions = [photo.prediction for photo in photos]
     if predictor.familiarity is None:
         st.warning(f"This run cannot say \"None of these\": {predictor.familiarity_problem}",
                    icon=":material/warning:")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
-from core.results import charts, familiarity
+from core.data.images import ImageError
+from core.results import charts, familiarity, overlays
 from core.results.prediction import Prediction, Predictor
 from ui import resources, state, uploads
 from ui import runs as ui_runs
@@ -48,20 +53,107 @@ def phone_predictor(path: Path, keras_predictor: Predictor) -> Predictor:
                             tuple(keras_predictor.labels), keras_predictor.threshold)
 
 
-def photo_inputs() -> list[Any]:
-    """Uploaded photos, and a camera photo when the camera is switched on."""
-    sources: list[Any] = uploads.within_limit(st.file_uploader(
+@dataclass(frozen=True)
+class Photo:
+    """What a page keeps of a photo once read (the upload itself is released).
+
+    Attributes:
+        name: The file's name as uploaded.
+        picture: The photo upright, at most overlays.ORIGINAL_MAX_SIDE pixels, as JPEG bytes
+            (for the heatmap over it, and to predict again with another model); None when
+            the photo could not be read.
+        prediction: The model's answer with every class (pages show the first top_k).
+        model: Which model answered (model_key): another one predicts again from picture.
+    """
+
+    name: str
+    picture: bytes | None
+    prediction: Prediction
+    model: str
+
+
+def model_key(predictor: Predictor) -> str:
+    """Names a predictor for Photo.model: its class, run, file and threshold."""
+    return "|".join(str(part) for part in (
+        type(predictor).__name__, getattr(predictor, "run_dir", ""),
+        getattr(predictor, "path", ""), predictor.threshold, tuple(predictor.labels)))
+
+
+def _picture(source: Any) -> bytes | None:
+    """The photo upright and small (JPEG), None when it cannot be read."""
+    getvalue = getattr(source, "getvalue", None)
+    try:
+        pixels = overlays.original_photo(getvalue() if callable(getvalue) else source)
+    except (ImageError, OSError, ValueError):
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def read_photos(predictor: Predictor, files: list[Any]) -> list[Photo]:
+    """Predicts the files (every class) and keeps a small upright copy of each."""
+    key = model_key(predictor)
+    pictures = [_picture(f) for f in files]
+    predictions = predictor.predict(files, top_k=len(predictor.labels))
+    return [Photo(p.file, picture, p, key)
+            for picture, p in zip(pictures, predictions, strict=True)]
+
+
+def current(predictor: Predictor, photos: list[Photo]) -> list[Photo]:
+    """The photos with this predictor's answers: those another model answered are predicted
+    again from their kept picture."""
+    key = model_key(predictor)
+    stale = [i for i, photo in enumerate(photos) if photo.model != key and photo.picture]
+    if not stale:
+        return photos
+    again = predictor.predict([photos[i].picture for i in stale], top_k=len(predictor.labels))
+    photos = list(photos)
+    for i, prediction in zip(stale, again, strict=True):
+        photos[i] = dataclasses.replace(
+            photos[i], model=key, prediction=dataclasses.replace(prediction,
+                                                                 file=photos[i].name))
+    return photos
+
+
+def shown(prediction: Prediction, top_k: int) -> Prediction:
+    """The prediction with its first top_k guesses."""
+    return dataclasses.replace(prediction, top_k=prediction.top_k[:top_k])
+
+
+def kept_photos(key: str, files: list[Any], predictor: Predictor) -> list[Photo]:
+    """The photos the uploader or camera `key` lists, each read once and then released from
+    the server's memory (ui.uploads.read_once), answered by this predictor.
+
+    Raises what predictor.predict raises (pages show it with show_user_errors).
+    """
+    return uploads.read_once(key, files, lambda new: read_photos(predictor, new),
+                             refresh=lambda photos: current(predictor, photos))
+
+
+def photo_inputs(predictor: Predictor) -> list[Photo]:
+    """Uploaded photos, and a camera photo when the camera is switched on, read once.
+
+    Raises what predictor.predict raises.
+    """
+    files = uploads.within_limit(st.file_uploader(
         "Photos", type=PHOTO_TYPES, accept_multiple_files=True, key=state.PREDICT_UPLOAD,
         help="One or more photos: " + ", ".join(t.upper() for t in PHOTO_TYPES)
              + f"; up to {uploads.PHOTO_MB} MB each, {uploads.PHOTOS_AT_ONCE} at once.",
         max_upload_size=uploads.PHOTO_MB,
-    ) or [], at_most=uploads.PHOTOS_AT_ONCE)
-    if st.toggle("Take a photo with the camera", key=state.PREDICT_CAMERA_ON,
-                 help="Your browser asks for permission to use the camera."):
+    ) or [], at_most=uploads.PHOTOS_AT_ONCE, key=state.PREDICT_UPLOAD)
+    shot = None
+    camera = st.toggle("Take a photo with the camera", key=state.PREDICT_CAMERA_ON,
+                       help="Your browser asks for permission to use the camera.")
+    if camera:
         shot = st.camera_input("Camera", key=state.PREDICT_CAMERA)
-        if shot is not None:
-            sources.append(shot)
-    return sources
+    with st.spinner("Looking at the photos..."):
+        photos = kept_photos(state.PREDICT_UPLOAD, files, predictor)
+        if camera:
+            photos += kept_photos(state.PREDICT_CAMERA, [shot], predictor)
+        else:
+            uploads.forget(state.PREDICT_CAMERA)
+    return photos
 
 
 def summary_table(predictions: list[Prediction]) -> pd.DataFrame:

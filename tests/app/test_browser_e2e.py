@@ -612,3 +612,28 @@ def test_build_a_dataset_from_files_train_and_predict_in_a_real_browser(
     heading = app.top_prediction(photo, photos)
     assert heading.split(" · ")[0] in photos
     print(f"browser build-train-predict: {time.monotonic() - started:.0f} s")
+
+
+def test_a_zip_larger_than_a_photo_loads_from_the_disk_in_a_real_browser(
+    server: str, browser: Any, tmp_path: Path
+) -> None:
+    """A zip over the photo limit is kept on disk by the upload store (ui/upload_store.py),
+    not in the server's memory; the Dataset page reads it from there as before."""
+    import zipfile
+
+    from ui import upload_store
+
+    data = make_class_folders(tmp_path / "pets", {name: 12 for name in CLASSES})
+    zip_path = zip_folder(data, tmp_path / "pets.zip", arc_prefix="pets/")
+    with zipfile.ZipFile(zip_path, "a", zipfile.ZIP_STORED) as archive:  # hidden: ignored
+        archive.writestr("pets/.padding", os.urandom((upload_store.SPOOL_ABOVE_MB + 5) * 2**20))
+    assert zip_path.stat().st_size > upload_store.SPOOL_ABOVE_MB * 2**20
+
+    app = App(browser, server)
+    app.open_home()
+    app.go("Dataset")
+    app.upload(zip_path)
+    app.wait_text("Report: pets.zip", timeout=180)
+    app.settle(120)
+    app.wait_text("Usable images\n36")
+    app.shot("large-zip-dataset")
