@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--sessions", type=int, default=5)
     args = parser.parse_args()
-    from live_helpers import chromium, studio
+    from live_helpers import chromium
+    from studio_server import studio
 
     out: dict = {"load_average_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="tl-live-bench-") as work_dir:

@@ -8,16 +8,9 @@ view's aria-live region, recorded by a MutationObserver as they change.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
-import socket
-import ssl
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,67 +52,6 @@ def missing() -> str | None:
     except ImportError:
         return "selenium is not installed (pip install -r requirements-dev.txt)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def studio(home: Path, log: Path, *, secrets: Path | None = None,
-           extra: tuple[str, ...] = (), scheme: str = "http",
-           start_seconds: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`streamlit run` of the app on 127.0.0.1 and a free port; yields (url, process)."""
-    port = free_port()
-    env = {**os.environ, "TL_STUDIO_HOME": str(home), "TL_STUDIO_OFFLINE": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra]
-    if secrets is not None:
-        command += ["--secrets.files", str(secrets)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"{scheme}://127.0.0.1:{port}"
-    try:
-        trust = ssl._create_unverified_context() if scheme == "https" else None
-        wait_healthy(url, process, log, start_seconds, context=trust)
-        yield url, process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-
-
-def wait_healthy(url: str, process: subprocess.Popen, log: Path, seconds: float,
-                 context: Any = None) -> None:
-    """Waits for /_stcore/health to say ok; raises with the log's end when it does not."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{tail(log)}")
-        with (contextlib.suppress(OSError),
-              urllib.request.urlopen(f"{url}/_stcore/health", timeout=2,
-                                     context=context) as reply):
-            if reply.status == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"streamlit did not answer in {seconds:.0f} s:\n{tail(log)}")
-        time.sleep(0.5)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
 
 
 @contextlib.contextmanager

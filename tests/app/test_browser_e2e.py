@@ -12,14 +12,9 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -27,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import make_class_folders, patterned_image, zip_folder
+from studio_server import studio
 
 pytestmark = pytest.mark.browser
 
@@ -60,62 +56,18 @@ def _missing() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """`streamlit run` of the app on a free port with an empty studio home; killed after."""
+    """The app (tests/studio_server.py) with an empty studio home; its log kept after."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
-    port = free_port()
     log = tmp_path / "streamlit.log"
-    # Shared links name this server as the tests reach it (never this machine's network
-    # address: the server listens on 127.0.0.1 only).
-    env = {**os.environ, "TL_STUDIO_HOME": str(tmp_path / "studio-home"),
-           "TL_STUDIO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "TL_STUDIO_PUBLIC_URL": f"http://127.0.0.1:{port}"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with {process.returncode}:\n{_tail(log)}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer in {SERVER_START_SECONDS} s:\n"
-                            f"{_tail(log)}")
-            time.sleep(0.5)
-        yield url
+        with studio(tmp_path / "studio-home", log, public_url=True,
+                    start_seconds=SERVER_START_SECONDS) as (url, _process):
+            yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             shutil.copy(log, ARTIFACTS / "streamlit.log")

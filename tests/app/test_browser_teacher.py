@@ -10,13 +10,8 @@ screenshots are refreshed from them). Kept cheap: tiny generated photos, random 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +19,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import patterned_image
+from studio_server import studio
 from test_browser_e2e import (
     ARTIFACTS,
-    REPO,
     SERVER_START_SECONDS,
     App,
     _missing,
-    _tail,
     chromium,
-    free_port,
 )
 
 pytestmark = pytest.mark.browser
@@ -45,45 +38,19 @@ STEP_SECONDS = 600  # one training or export on a loaded 2-core machine
 
 @pytest.fixture
 def viewer_server(tmp_path: Path) -> Iterator[str]:
-    """The app with an admin password (its own secrets file) and an empty studio home."""
+    """The app with an admin password (its own secrets file) and an empty studio home; its
+    shared links name this machine's network address, as a teacher's do."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(f'[studio]\nadmin_password = "{PASSWORD}"\n')
-    port = free_port()
     log = tmp_path / "streamlit.log"
-    env = {**os.environ, "TL_STUDIO_HOME": str(tmp_path / "studio-home"),
-           "TL_STUDIO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--secrets.files", str(secrets)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with {process.returncode}:\n{_tail(log)}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer in {SERVER_START_SECONDS} s")
-            time.sleep(0.5)
-        yield url
+        with studio(tmp_path / "studio-home", log, secrets=secrets,
+                    start_seconds=SERVER_START_SECONDS) as (url, _process):
+            yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             (ARTIFACTS / "teacher-streamlit.log").write_bytes(log.read_bytes())

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from live_helpers import studio
+from studio_server import studio
 
 pytestmark = pytest.mark.slow
 

@@ -27,11 +27,11 @@ from live_helpers import (
     enter_live_view,
     message,
     missing,
-    studio,
     wait_for_answers,
 )
 from PIL import Image
 from run_helpers import make_run, tiny_classifier
+from studio_server import studio
 from video_helpers import browser_squash, frame_of, signature, write_y4m
 
 from core.data import images

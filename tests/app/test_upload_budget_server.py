@@ -12,9 +12,9 @@ from typing import Any
 
 import requests
 import websockets  # a dependency of Streamlit (its server's websocket)
-from live_helpers import studio, tail
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from studio_server import studio, tail
 
 MB = 2**20
 BUDGET_MB = 200  # --server.maxUploadSize: each session may hold this much
