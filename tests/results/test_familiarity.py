@@ -63,7 +63,7 @@ def test_the_conformal_bound_is_the_rank_floor_of_quantile_times_n_plus_one() ->
 
 
 def test_calibration_scores_each_photo_against_the_final_reference_without_its_group() -> None:
-    x, y = clusters(60, seed=0)
+    x, _ = clusters(60, seed=0)
     x = familiarity.normalise(x)
     groups = np.arange(len(x))
     groups[1] = groups[0]  # photos 0 and 1 are copies: neither vouches for the other
@@ -118,7 +118,7 @@ def test_a_record_of_the_first_five_fold_calibration_still_loads_and_answers(
              facts=np.array(json.dumps(facts)))
     old = Familiarity.load(path)
     assert old.class_thresholds.tolist() == pytest.approx([0.9, 0.8, 0.7])
-    scores, limits = old.scores(x[:3])
+    _, limits = old.scores(x[:3])
     assert limits.tolist() == pytest.approx([0.9] * 3) and old.calibration["folds"] == 5
 
 
