@@ -15,12 +15,16 @@ from core.training.familiarity import (  # noqa: F401  the score's names, for ca
     DEFAULT_K,
     MAX_PER_CLASS,
     QUANTILE,
+    SHRINK_PHOTOS,
     Familiarity,
     FamiliarityError,
     bounded_rows,
+    conformal_bound,
     fit,
     fit_rows,
     knn_scores,
+    leave_one_out_scores,
+    normalise,
     stratified_subsample,
 )
 

@@ -1,20 +1,38 @@
 """How familiar a photo looks to a run: the reference vectors and thresholds, fitted once.
 
-The score is the cosine similarity of a photo's pooled feature vector to its k-th nearest
-reference vector (deep nearest neighbours, Sun et al., ICML 2022): photos of the known
-classes lie close to some training photo, photos of other things do not. The reference is a
-class-stratified subsample of the run's training and validation vectors (at most
-MAX_PER_CLASS per class, L2-normalised, float16), so memory stays bounded however large the
-dataset. Each class has its own threshold, the QUANTILE (5%) of the out-of-fold scores of
-the photos whose nearest reference photo is of that class (each fold's photos scored against
-the reference without that fold, as a new photo of a known class would be): some classes are
-tighter clusters than others, so a photo nearest to a daisy must be as close as daisies are
-to each other. A photo scoring below the threshold of its nearest class is answered "none of
-these", with the closest class named second. Fitted at training time (core.training.pipeline);
-core.results.familiarity holds it for a run (older runs on first use) and the answer's words.
+The decision rule (the same in core, in the exported predict.py and in the browser's live
+view; keep them identical):
 
-Measured against Mahalanobis, maximum softmax probability and energy scores in
-bench/familiarity_benchmark.py (docs/benchmarks.md, "None of these").
+    f = the pooled feature vector the head reads; f = f / |f|
+    s = R . f            R: the reference rows (float16 on disk, already L2-normalised)
+    score = the k-th largest value of s (k = DEFAULT_K = 3)
+    nearest = reference_labels[argmax(s)]
+    unknown = score < class_thresholds[nearest]
+
+The score is the cosine similarity to the k-th nearest reference vector (deep nearest
+neighbours, Sun et al., ICML 2022): photos of the known classes lie close to some training
+photo, photos of other things do not. The reference is a class-stratified subsample of the
+run's training and validation vectors (at most MAX_PER_CLASS per class, L2-normalised,
+float16), so memory stays bounded however large the dataset.
+
+Calibration (fit; only the threshold numbers depend on it, never the rule): every training
+and validation photo is scored as a new photo would be, against the final reference minus
+its own group (itself and its copies; leave one out, so the reference it meets has the size a
+new photo meets, not the 4/5 of k-fold calibration, whose smaller reference scores lower and
+biased the thresholds low). Each class's threshold is the conformal lower bound of the scores
+of the photos nearest to that class: the r-th smallest, r = floor(QUANTILE * (n + 1)), so a
+new exchangeable photo of that class falls below it with probability at most QUANTILE (5%)
+(a plain interpolated quantile overshoots on small classes: 10% false alarms at 15 photos a
+class); then shrunk toward the same bound over all classes with SHRINK_PHOTOS pseudo-photos
+(threshold_c = (n_c * t_c + SHRINK_PHOTOS * t_all) / (n_c + SHRINK_PHOTOS)), so a class with
+few photos leans on the pooled line. Some classes are tighter clusters than others, so a photo
+nearest to a daisy must be about as close as daisies are to each other. Fitted at training
+time (core.training.pipeline); core.results.familiarity holds it for a run (older runs on
+first use, or their stored 5-fold thresholds, which the same rule reads) and the answer's words.
+
+Measured against other calibrations, k, centred features, local-density (LOF-like) scores,
+Mahalanobis, maximum softmax probability and energy scores in bench/familiarity_benchmark.py
+(docs/benchmarks.md, "None of these").
 """
 
 from __future__ import annotations
@@ -38,7 +56,8 @@ VERSION = 1
 DEFAULT_K = 3
 QUANTILE = 0.05
 MAX_PER_CLASS = 300
-FOLDS = 5
+# Pseudo-photos of the pooled threshold mixed into each class's (small classes lean on it).
+SHRINK_PHOTOS = 20
 # Scores are computed in float32 on chunks of photos this big (bounded temporary memory).
 _CHUNK = 256
 
@@ -59,7 +78,8 @@ class Familiarity:
             reference class is "none of these".
         threshold: The same quantile over all classes together (for reports).
         quantile: Share of held-out known-class photos below the threshold by design.
-        calibration: How the threshold was chosen (photos, folds, their scores' quantiles).
+        calibration: How the thresholds were chosen (procedure, photos, their scores'
+            quantiles); a record of VERSION 1 made by 5-fold calibration says "folds".
         method: METHOD.
         test: The run's test photos scored: {"photos", "called_unknown", "share",
             "files"} (the files called unknown), or None when not measured.
@@ -205,61 +225,90 @@ def stratified_subsample(labels: np.ndarray, per_class: int, seed: int) -> np.nd
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
 
-def fit(features: np.ndarray, labels: Sequence[int] | np.ndarray, *, k: int = DEFAULT_K,
-        quantile: float = QUANTILE, per_class: int = MAX_PER_CLASS, folds: int = FOLDS,
-        seed: int = 0, groups: np.ndarray | None = None) -> Familiarity:
-    """The reference subsample and the threshold calibrated out of fold.
+def conformal_bound(scores: np.ndarray, quantile: float) -> float:
+    """The r-th smallest score, r = floor(quantile * (n + 1)) (at least 1): a new score
+    exchangeable with these falls below it with probability at most r / (n + 1)."""
+    ordered = np.sort(np.asarray(scores, np.float64))
+    rank = max(1, int(np.floor(quantile * (len(ordered) + 1))))
+    return float(ordered[min(rank, len(ordered)) - 1])
 
-    Every photo is scored against the reference vectors outside its own fold (groups, e.g.
-    an audit's near-duplicates, stay in one fold, so a copy never vouches for itself); the
-    threshold is the quantile of those scores. Scored against 1 - 1/folds of the reference,
-    a known photo looks a little less familiar than it will against all of it, so the share
-    of new known-class photos called unknown comes out at or a little under the quantile.
+
+def leave_one_out_scores(x: np.ndarray, reference: np.ndarray, x_groups: np.ndarray,
+                         reference_groups: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """knn_scores of each row of x (normalised) against the reference rows of other groups.
+
+    Returns:
+        (similarities float32 [N], the reference row nearest to each [N]).
+    """
+    ref = np.asarray(reference, np.float32)
+    k = max(1, min(int(k), len(ref)))
+    out = np.empty(len(x), np.float32)
+    nearest = np.empty(len(x), np.int64)
+    for start in range(0, len(x), _CHUNK):
+        rows = slice(start, start + _CHUNK)
+        sims = x[rows] @ ref.T
+        sims[x_groups[rows, None] == reference_groups[None, :]] = -np.inf
+        out[rows] = np.partition(sims, len(ref) - k, axis=1)[:, len(ref) - k]
+        nearest[rows] = sims.argmax(axis=1)
+    return out, nearest
+
+
+def fit(features: np.ndarray, labels: Sequence[int] | np.ndarray, *, k: int = DEFAULT_K,
+        quantile: float = QUANTILE, per_class: int = MAX_PER_CLASS, seed: int = 0,
+        groups: np.ndarray | None = None, shrink_photos: int = SHRINK_PHOTOS) -> Familiarity:
+    """The reference subsample and the thresholds, calibrated leave-one-out (module docstring).
+
+    Every photo is scored against the final reference without the rows of its own group
+    (groups, e.g. an audit's near-duplicates, so a copy never vouches for itself); each class's
+    threshold is the conformal bound of the scores of the photos nearest to it, shrunk toward
+    the pooled bound.
 
     Args:
         features: float [N, D], the vectors the head reads, of photos of known classes.
         labels: Class index of each row.
         k: Neighbour whose similarity is the score.
-        quantile: Share of held-out known photos to call unknown (the false-alarm target).
+        quantile: Share of new known photos to call unknown at most (the false-alarm target).
         per_class: Reference vectors kept per class at most.
-        folds: Folds of the calibration (fewer when a class has fewer photos).
-        seed: Seed of the subsample and the folds.
-        groups: Group of each row, kept in one fold.
+        seed: Seed of the subsample.
+        groups: Group of each row (default: each row its own).
+        shrink_photos: Pseudo-photos of the pooled threshold in each class's threshold.
 
     Raises:
         FamiliarityError: Fewer than 2 photos, or mismatched lengths.
     """
-    from core.data import splits
-
     x = normalise(features)
     y = np.asarray(labels, np.int64)
     if len(x) != len(y) or len(x) < 2:
         raise FamiliarityError(f"Familiarity needs 2 or more photos with a label each; got "
                                f"{len(x)} vectors and {len(y)} labels.")
-    folds = max(2, min(folds, splits.fold_count(y, groups, folds)))
-    fold_of = splits.stratified_folds(y, folds, seed, groups)
+    group_ids = (np.arange(len(x)) if groups is None
+                 else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1])
     keep = stratified_subsample(y, per_class, seed)
-    kept = np.zeros(len(x), bool)
-    kept[keep] = True
-    oof = np.empty(len(x), np.float32)
-    oof_class = np.empty(len(x), np.int64)
-    for f in range(folds):
-        inside = fold_of == f
-        rows = np.flatnonzero(kept & ~inside)
-        if not len(rows):  # a fold holding every kept row: score against all of them
-            rows = np.flatnonzero(kept)
-        oof[inside], nearest = knn_scores(x[rows].astype(np.float16), x[inside], k)
-        oof_class[inside] = y[rows[nearest]]
-    threshold = float(np.quantile(oof, quantile))
-    # A class no held-out photo came nearest to keeps the overall threshold.
-    limits = np.array([np.quantile(oof[oof_class == c], quantile) if np.any(oof_class == c)
-                       else threshold for c in range(int(y.max()) + 1)], np.float32)
-    calibration = {"photos": int(len(x)), "folds": int(folds), "per_class_cap": int(per_class),
+    reference = x[keep].astype(np.float16)
+    oof, nearest = leave_one_out_scores(x, reference, group_ids, group_ids[keep], k)
+    scored = np.isfinite(oof)  # a photo whose group is the whole reference has no score
+    if not np.any(scored):
+        raise FamiliarityError("Familiarity needs photos of at least two different groups.")
+    oof, oof_class = oof[scored], y[keep][nearest[scored]]
+    threshold = conformal_bound(oof, quantile)
+    limits = []
+    for c in range(int(y.max()) + 1):
+        mine = oof[oof_class == c]
+        # A class no photo came nearest to keeps the overall threshold.
+        own = conformal_bound(mine, quantile) if len(mine) else threshold
+        limits.append((len(mine) * own + shrink_photos * threshold)
+                      / (len(mine) + shrink_photos))
+    calibration = {"procedure": "leave-one-out against the final reference, conformal bound "
+                                "per class shrunk toward the pooled bound",
+                   "photos": int(len(x)), "scored_photos": int(scored.sum()),
+                   "shrink_photos": int(shrink_photos), "per_class_cap": int(per_class),
                    "seed": int(seed),
+                   "class_photos": [int(np.sum(oof_class == c)) for c in range(len(limits))],
                    "out_of_fold_quantiles": {str(q): round(float(np.quantile(oof, q)), 5)
                                              for q in (0.01, 0.05, 0.1, 0.5)}}
-    return Familiarity(x[keep].astype(np.float16), y[keep].astype(np.int16), k=int(k),
-                       class_thresholds=limits, threshold=threshold, quantile=float(quantile), calibration=calibration)
+    return Familiarity(reference, y[keep].astype(np.int16), k=int(k),
+                       class_thresholds=np.asarray(limits, np.float32), threshold=threshold,
+                       quantile=float(quantile), calibration=calibration)
 
 
 def bounded_rows(rows: Any, seed: int, per_class: int = 2 * MAX_PER_CLASS) -> Any:

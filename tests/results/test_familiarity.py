@@ -55,6 +55,73 @@ def test_the_reference_is_a_capped_class_stratified_float16_subsample() -> None:
     assert fam.calibration["photos"] == 900  # every photo calibrates, not only the kept
 
 
+def test_the_conformal_bound_is_the_rank_floor_of_quantile_times_n_plus_one() -> None:
+    scores = np.arange(1.0, 40.0)[::-1]  # 39 scores, given in any order
+    assert familiarity.conformal_bound(scores, 0.05) == 2.0  # floor(0.05 * 40) = 2nd smallest
+    assert familiarity.conformal_bound(scores[:19], 0.05) == 21.0  # rank 1 of 21..39
+    assert familiarity.conformal_bound(scores[:5], 0.05) == 35.0  # too few: the smallest
+
+
+def test_calibration_scores_each_photo_against_the_final_reference_without_its_group() -> None:
+    x, _ = clusters(60, seed=0)
+    x = familiarity.normalise(x)
+    groups = np.arange(len(x))
+    groups[1] = groups[0]  # photos 0 and 1 are copies: neither vouches for the other
+    x[1] = x[0]
+    ref = x.astype(np.float16)
+    scored, nearest = familiarity.leave_one_out_scores(x, ref, groups, groups, 1)
+    assert scored[0] < 0.999 and nearest[0] not in (0, 1)
+    # A photo that is not in the reference meets all of it, as a new photo does.
+    alone, _ = familiarity.leave_one_out_scores(x[:5], ref[5:], groups[:5], groups[5:], 3)
+    direct, _ = familiarity.knn_scores(ref[5:], x[:5], 3)
+    assert np.allclose(alone, direct)
+
+
+def test_few_photos_a_class_keep_false_alarms_near_the_target() -> None:
+    """Fitted on 15 photos a class, new photos of those classes fall below the thresholds
+    about 5% of the time, not twice that (an interpolated quantile of 15 scores overshoots)."""
+    shares = []
+    for seed in range(30):
+        x, y = clusters(15, seed=seed, spread=0.6)
+        fam = familiarity.fit(x, y, seed=seed)
+        new, _ = clusters(200, seed=1000 + seed, spread=0.6)
+        s, t = fam.scores(new)
+        shares.append(np.mean(s < t))
+    assert 0.01 < np.mean(shares) <= 0.065, np.mean(shares)
+
+
+def test_a_small_class_threshold_leans_on_the_pooled_one() -> None:
+    x, y = clusters(200, seed=0)
+    small = np.concatenate([np.flatnonzero(y != 2), np.flatnonzero(y == 2)[:10]])
+    fam = familiarity.fit(x[small], y[small], seed=0)
+    alone = familiarity.fit(x[small], y[small], seed=0, shrink_photos=0)
+    n = fam.calibration["class_photos"][2]
+    assert n >= 8
+    expected = (n * alone.class_thresholds[2] + familiarity.SHRINK_PHOTOS * alone.threshold) \
+        / (n + familiarity.SHRINK_PHOTOS)
+    assert fam.class_thresholds[2] == pytest.approx(expected, abs=1e-6)
+    assert fam.threshold == alone.threshold
+
+
+def test_a_record_of_the_first_five_fold_calibration_still_loads_and_answers(
+        tmp_path: Path) -> None:
+    """Runs stored before the leave-one-out calibration keep their thresholds (same rule)."""
+    x, y = clusters(30, seed=0)
+    ref = familiarity.normalise(x).astype(np.float16)
+    facts = {"method": "knn_cosine", "version": 1, "k": 3,
+             "class_thresholds": [0.9, 0.8, 0.7], "threshold": 0.8, "quantile": 0.05,
+             "reference_vectors": len(ref), "feature_dim": ref.shape[1],
+             "calibration": {"photos": 90, "folds": 5, "per_class_cap": 300, "seed": 0},
+             "test": None}
+    path = tmp_path / "familiarity.npz"
+    np.savez(path, reference=ref, reference_labels=y.astype(np.int16),
+             facts=np.array(json.dumps(facts)))
+    old = Familiarity.load(path)
+    assert old.class_thresholds.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    _, limits = old.scores(x[:3])
+    assert limits.tolist() == pytest.approx([0.9] * 3) and old.calibration["folds"] == 5
+
+
 def test_saved_and_loaded_it_answers_the_same_and_damage_is_reported(tmp_path: Path) -> None:
     x, y = clusters(50, seed=0)
     fam = familiarity.fit(x, y, seed=0)
