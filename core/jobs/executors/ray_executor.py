@@ -83,8 +83,9 @@ def disconnect() -> None:
     driver whose cluster has gone away ends its own process after about a minute)."""
     with _CONNECTION_LOCK:
         _watch_stop.set()
-        if ray.is_initialized():
-            ray.shutdown()
+        with _STATE_LOCK:
+            if ray.is_initialized():
+                ray.shutdown()
         _connected.clear()
 
 
@@ -243,7 +244,7 @@ class RayExecutor:
                 fn, dict(kwargs), channel, str(self.home), token, kind)
             return _Follower(self, ref, channel, on_event, should_stop, generation).follow()
         except (ray.exceptions.RayError, ConnectionError) as exc:
-            self._raise_if_lost(generation)
+            self._await_verdict(generation)
             # What follow() does not map (the cluster itself stopped answering, ...).
             raise ClusterError(
                 f"The Ray cluster at {self.address} stopped answering while it ran this job "
@@ -256,6 +257,15 @@ class RayExecutor:
                     ray.kill(channel, no_restart=True)
             except Exception:  # the cluster may be gone; the channel goes with it
                 logger.debug("could not stop a job's progress channel", exc_info=True)
+
+    def _await_verdict(self, generation: Any) -> None:
+        """After a Ray error: while the head is unreachable, waits for the watchdog to say the
+        cluster went away (seconds) and raises that; returns when the head still answers."""
+        deadline = time.monotonic() + (WATCH_FAILURES + 3) * WATCH_SECONDS
+        while time.monotonic() < deadline and _reachable(self.address, WATCH_SECONDS):
+            self._raise_if_lost(generation)
+            time.sleep(0.2)
+        self._raise_if_lost(generation)
 
     def _raise_if_lost(self, generation: Any) -> None:
         """ClusterError when the watchdog left the cluster this job was started on."""
@@ -370,7 +380,7 @@ class _Follower:
             raise
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError, ray.exceptions.RaySystemError) as exc:
-            self.executor._raise_if_lost(self.generation)
+            self.executor._await_verdict(self.generation)
             if self.force_cancelled:  # its worker was ended by ray.cancel(force=True)
                 self._close_cancelled_run()
                 raise Cancelled() from None
