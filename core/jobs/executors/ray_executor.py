@@ -237,8 +237,11 @@ class RayExecutor:
             generation = _connected.get("generation")
         token = home_check.write_check(self.home)
         here = ray.get_runtime_context().get_node_id()
+        # On the server's own node, not merely preferred there: a soft preference sent it to
+        # another node when this one's CPUs were all taken, and a node lost there took the
+        # job's channel with it, so a job Ray could rerun failed instead.
         channel = ray_task.Channel.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
         try:
             ref = ray_task.run_job.options(**self._task_options(kind)).remote(
                 fn, dict(kwargs), channel, str(self.home), token, kind)
