@@ -32,7 +32,7 @@ def main(address: str, home_text: str, split_csv: str) -> int:
     home = Path(home_text)
     split = pd.read_csv(split_csv)
     manager = JobManager(home, executor=RayExecutor(address, home=home))
-    config = TrainConfig(weights=None, seed=5, epochs=300, batch_size=8, head="manual",
+    config = TrainConfig(weights=None, seed=5, epochs=500, batch_size=2, head="manual",
                          early_stopping_patience=0)
     job = manager.submit(training.train, title="long", split_df=split, config=config, home=home)
     deadline = time.monotonic() + 300

@@ -248,8 +248,11 @@ def wait_for_phase(manager, job: str, phase: str, timeout: float = 300) -> None:
     pytest.fail(f"job {job} never reached {phase}")
 
 
-def long_config(epochs: int = 300) -> TrainConfig:
-    return TrainConfig(weights=None, seed=5, epochs=epochs, batch_size=8, head="manual",
+def long_config(epochs: int = 500) -> TrainConfig:
+    """A head training long enough to be acted on mid-way on an idle machine: 500 epochs (the
+    most) of batches of 2 (8 steps an epoch); 300 epochs of 8 once ended before a cancel
+    sent at its first epoch took effect 3 s later."""
+    return TrainConfig(weights=None, seed=5, epochs=epochs, batch_size=2, head="manual",
                        early_stopping_patience=0)
 
 
@@ -356,7 +359,7 @@ def test_a_node_dying_under_a_job_another_node_can_take_reruns_it_there(
     lost_node = cluster.worker_node_id
     try:
         job = manager.submit(training.train, title="rerun", split_df=split,
-                             config=long_config(epochs=60), home=home)
+                             config=long_config(epochs=300), home=home)
         wait_for_phase(manager, job, "training head")
         os.kill(cluster.worker_raylet_pid(), signal.SIGKILL)
         ray.kill(holder)
