@@ -259,6 +259,19 @@ def metrics_row(history: pd.DataFrame) -> None:
         col.metric(label, shown, delta, delta_color="normal" if percent else "inverse")
 
 
+def rerun_text(executed_on: dict[str, Any] | None) -> str | None:
+    """For a training rerun after its cluster node was lost: what happened, else None."""
+    lost = (executed_on or {}).get("rerun_after_lost_node")
+    if not lost:
+        return None
+    node = str(lost.get("node_id") or "?")[:12]
+    now = str((executed_on or {}).get("node_id") or "?")[:12]
+    return (f"The machine first running this training (cluster node {node} at "
+            f"{lost.get('node_address') or '?'}) was lost, so it ran again from the start on "
+            f"node {now} at {(executed_on or {}).get('node_address') or '?'}; the run shown is "
+            "that second, complete one.")
+
+
 def ended_view(status: JobStatus) -> None:
     """A finished job's result with links onward, a cancelled job's note, a failed job's error."""
     result = status.result
@@ -287,6 +300,9 @@ def ended_view(status: JobStatus) -> None:
         tested = interval.accuracy(accuracy, photos)
         if tested is not None and tested.warning():
             st.caption(tested.warning())
+        rerun_note = rerun_text(getattr(result, "executed_on", None))
+        if rerun_note:
+            st.info(rerun_note, icon=":material/restart_alt:")
         search = getattr(result, "head_search", None)
         if search:
             settings = "setting" if search["tried"] == 1 else "settings"

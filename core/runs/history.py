@@ -66,12 +66,15 @@ def from_events(events: Iterable[Any]) -> pd.DataFrame:
     """The history of a run still training, from its progress events (objects or dicts).
 
     Only epoch-end events of the head and fine-tune phases count (fine-tuning also reports
-    every few batches).
+    every few batches), from the last "preparing" event on: a job rerun on another cluster
+    node after its first one was lost starts its curves again.
     """
     rows = []
     for event in events:
         get = event.get if isinstance(event, Mapping) else (
             lambda name, default=None, e=event: getattr(e, name, default))
+        if get("phase") == "preparing":  # a training (re)starts: a rerun's curves start anew
+            rows = []
         phase = _EVENT_PHASES.get(get("phase"))
         metrics = get("metrics") or {}
         if phase is None or not get("epoch_end") or not metrics:

@@ -56,12 +56,26 @@ class RayCluster:
         return pids
 
     def worker_raylet_pid(self) -> int:
-        """The pid of the second node's raylet."""
-        for pid in self.group_pids(self.groups[1]):
+        """The pid of the second node's raylet (the newest one started)."""
+        for pid in self.group_pids(self.groups[-1]):
             with contextlib.suppress(OSError):
                 if "raylet/raylet" in Path(f"/proc/{pid}/cmdline").read_text():
                     return pid
         raise AssertionError("the second node's raylet is not running")
+
+    def replace_worker(self) -> None:
+        """Starts a new second node (after a test killed the first) with the same resource."""
+        lost = self.worker_node_id
+        self.groups.append(_ray_start(
+            ["--address", self.address, "--resources", json.dumps({WORKER_RESOURCE: 1})],
+            self.temp_dir))
+        for _ in range(60):
+            ids = _node_ids(self.address)
+            if ids["worker"] != lost:
+                self.worker_node_id = ids["worker"]
+                return
+            time.sleep(1)
+        raise RuntimeError("the new second node did not join the cluster")
 
     def started_pids(self) -> set[int]:
         """The cluster's processes: its process groups and their descendants (Ray's workers

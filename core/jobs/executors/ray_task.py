@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from core.files import own_process_facts
 from core.jobs.executors import home_check
 from core.runs import placement
 
@@ -32,8 +33,12 @@ class Channel:
     def put(self, event: Any) -> None:
         self._events.append(event)
 
-    def started(self, facts: dict[str, Any]) -> None:
+    def started(self, facts: dict[str, Any]) -> dict[str, Any] | None:
+        """Records where an attempt runs; returns the previous attempt's placement (its node
+        was lost and Ray reran the task), or None for the first attempt."""
+        previous = self._placements[-1] if self._placements else None
         self._placements.append(dict(facts))
+        return previous
 
     def drain(self) -> tuple[list[Any], list[dict[str, Any]]]:
         events, self._events = self._events, []
@@ -60,6 +65,15 @@ def node_facts() -> dict[str, Any]:
     }
 
 
+def run_facts(facts: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the run records as executed_on: the node, and for a rerun the node that was lost."""
+    recorded = {k: v for k, v in facts.items() if k != "worker"}
+    if previous:
+        recorded["rerun_after_lost_node"] = {
+            "node_id": previous.get("node_id"), "node_address": previous.get("node_address")}
+    return recorded
+
+
 def _stop_check(channel: Any) -> Callable[[], bool]:
     state = {"asked": 0.0, "stop": False}
 
@@ -81,8 +95,9 @@ def run_job(fn: Callable[..., Any], kwargs: Mapping[str, Any], channel: Any, hom
     A training of a large dataset first has its features extracted across the cluster's
     workers (ray_extraction.spread_training_extraction); it then reads them from the cache.
     """
-    facts = node_facts()
-    ray.get(channel.started.remote(facts))  # the server knows the node before any work
+    facts = {**node_facts(), "worker": own_process_facts()}  # worker: to close a killed run
+    # The server knows the node before any work; a rerun learns which node was lost.
+    previous = ray.get(channel.started.remote(facts))
     home_check.verify(home, token, facts)
     if kind == "train":
         from core.jobs.executors import ray_extraction
@@ -93,7 +108,7 @@ def run_job(fn: Callable[..., Any], kwargs: Mapping[str, Any], channel: Any, hom
         channel.put.remote(event)
 
     try:
-        with placement.running_on(facts):
+        with placement.running_on(run_facts(facts, previous)):
             return fn(on_event=on_event, should_stop=_stop_check(channel), **kwargs)
     finally:
         ray.get(channel.flush.remote())
