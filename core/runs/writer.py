@@ -294,3 +294,35 @@ class RunWriter:
             if status in FINAL:
                 self._status["finished"] = self._status["updated"]
             write_json_atomic(self.run_dir / STATUS_FILE, self._status)
+
+
+def close_runs_left_by(runs_dir: str | Path, worker: Mapping[str, Any] | None, status: str,
+                       message: str) -> list[str]:
+    """Records `status` for the runs a killed process left "running"; returns their ids.
+
+    A process ended from outside (a cluster task stopped by force) cannot record its own end.
+    The runs it was writing are the ones whose status.json it wrote itself (own_process_facts:
+    pid, hostname, pid_started, `worker` here) and that still read "running"; their other
+    files stay as they are.
+    """
+    if status not in FINAL:
+        raise ValueError(f"status must be one of {FINAL}, not {status!r}")
+    if not (worker or {}).get("pid"):
+        return []
+    closed = []
+    for path in sorted(Path(runs_dir).glob(f"*/{STATUS_FILE}")):
+        try:
+            recorded = read_json(path)
+        except (OSError, ValueError):
+            continue  # a damaged status is the run store's to report, not to rewrite here
+        if not isinstance(recorded, dict) or recorded.get("status") != RUNNING or any(
+                recorded.get(k) != worker.get(k) for k in ("pid", "hostname", "pid_started")):
+            continue
+        now = _now_iso()
+        recorded.update(status=status, error=message, updated=now, finished=now)
+        try:
+            write_json_atomic(path, recorded)
+            closed.append(path.parent.name)
+        except OSError:
+            log.warning("could not record the end of run %s", path.parent, exc_info=True)
+    return closed

@@ -217,25 +217,3 @@ def test_a_rerun_jobs_curves_start_again_from_its_new_attempt() -> None:
     assert rows["accuracy"].tolist() == [0.7]
     assert history.from_events(first)["accuracy"].tolist() == [0.1, 0.2]
 
-
-def test_a_killed_attempts_run_is_closed_and_no_other(tmp_path: Path) -> None:
-    """close_left_run records the end of the run the killed worker left "running", only it."""
-    pytest.importorskip("ray")
-    from core.jobs.executors.ray_executor import close_left_run
-
-    worker = {"pid": 4242, "hostname": "node-b", "pid_started": "77"}
-    runs = {"mine": {"status": "running", **worker},
-            "other-process": {"status": "running", **worker, "pid": 4343},
-            "done-before": {"status": "completed", **worker}}
-    for run_id, recorded in runs.items():
-        (tmp_path / "runs" / run_id).mkdir(parents=True)
-        (tmp_path / "runs" / run_id / "status.json").write_text(json.dumps(recorded))
-
-    closed = close_left_run(tmp_path, {"node_id": "n", "worker": worker}, "cancelled", "why")
-    assert closed == ["mine"]
-    read = {r: json.loads((tmp_path / "runs" / r / "status.json").read_text()) for r in runs}
-    assert read["mine"]["status"] == "cancelled" and read["mine"]["error"] == "why"
-    assert read["mine"]["finished"]
-    assert read["other-process"]["status"] == "running"
-    assert read["done-before"]["status"] == "completed"
-    assert close_left_run(tmp_path, {"node_id": "n"}, "cancelled", "why") == []

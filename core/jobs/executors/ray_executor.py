@@ -23,7 +23,6 @@ start a local Ray instance instead.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import socket
@@ -50,10 +49,11 @@ except (ImportError, AttributeError):  # pragma: no cover - another Ray layout
 import core
 from core import status as run_status
 from core.errors import Cancelled
-from core.files import read_json, write_json_atomic
 from core.jobs.executors import ClusterError, JobInterrupted, home_check, ray_task
 from core.progress import ProgressEvent
 from core.runs import placement
+from core.runs import writer as run_writer
+from core.runs.store import RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -280,36 +280,6 @@ class RayExecutor:
                 "(ray status on its head); jobs do not run on this machine instead.")
 
 
-def close_left_run(home: Path, facts: Mapping[str, Any] | None, status: str,
-                   message: str) -> list[str]:
-    """Records `status` for the run a killed task attempt left "running"; returns its run id.
-
-    The attempt's worker process is named in its placement facts ("worker": pid, hostname,
-    pid_started); a run whose status.json was written by that very process and still reads
-    "running" is the one it was writing. Its files stay as they are.
-    """
-    worker = (facts or {}).get("worker") or {}
-    if not worker.get("pid"):
-        return []
-    closed = []
-    for path in sorted((home / "runs").glob("*/status.json")):
-        try:
-            recorded = read_json(path)
-        except (OSError, ValueError):
-            continue
-        if not isinstance(recorded, dict) or recorded.get("status") != run_status.RUNNING or \
-                any(recorded.get(k) != worker.get(k) for k in ("pid", "hostname", "pid_started")):
-            continue
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-        recorded.update(status=status, error=message, updated=now, finished=now)
-        try:
-            write_json_atomic(path, recorded)
-            closed.append(path.parent.name)
-        except OSError:
-            logger.warning("could not record the end of run %s", path.parent, exc_info=True)
-    return closed
-
-
 def _node_alive(node_id: str) -> bool | None:
     """Whether the GCS says the node is alive; None when it does not answer within
     STATE_TIMEOUT_SECONDS (the cluster itself may be going away: the watchdog decides).
@@ -394,8 +364,9 @@ class _Follower:
         self._drain()  # the placement of an attempt that had just started
         if not self.placements:
             return  # no node had started it: nothing was written
-        closed = close_left_run(
-            self.executor.home, self.placements[-1], run_status.CANCELLED,
+        closed = run_writer.close_runs_left_by(
+            RunStore(self.executor.home).runs_dir, (self.placements[-1] or {}).get("worker"),
+            run_status.CANCELLED,
             "Cancelled: its task was stopped on the cluster before it could stop by itself; "
             "what it had written is kept as is.")
         if closed:
