@@ -217,3 +217,29 @@ def test_a_rerun_jobs_curves_start_again_from_its_new_attempt() -> None:
     assert rows["accuracy"].tolist() == [0.7]
     assert history.from_events(first)["accuracy"].tolist() == [0.1, 0.2]
 
+
+
+def test_a_run_left_by_a_lost_node_on_another_machine_is_recorded_failed(
+        tmp_path: Path) -> None:
+    """On this machine the run store sees a lost attempt's process is gone (interrupted); on
+    another machine it cannot, so the executor records the run's end with the reason."""
+    import socket
+
+    pytest.importorskip("ray")
+    from core.jobs.executors.ray_executor import close_lost_attempt
+
+    elsewhere = {"pid": 4242, "hostname": "another-machine", "pid_started": "7"}
+    here = {**elsewhere, "hostname": socket.gethostname()}
+    for run_id, worker in (("remote", elsewhere), ("local", here)):
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / "status.json").write_text(
+            json.dumps({"status": "running", **worker}))
+
+    assert close_lost_attempt(tmp_path, {"node_id": "b", "worker": elsewhere}, "lost") == \
+        ["remote"]
+    assert close_lost_attempt(tmp_path, {"node_id": "a", "worker": here}, "lost") == []
+    assert close_lost_attempt(tmp_path, None, "lost") == []
+    remote = json.loads((tmp_path / "runs" / "remote" / "status.json").read_text())
+    local = json.loads((tmp_path / "runs" / "local" / "status.json").read_text())
+    assert (remote["status"], remote["error"]) == ("failed", "lost")
+    assert local["status"] == "running"

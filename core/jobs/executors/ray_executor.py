@@ -9,7 +9,8 @@ task does not end within a grace period (at once when no node has started it yet
 ray.cancel(force=True), which ends its worker process; the run that attempt left "running" is
 then recorded as cancelled. A task whose node dies is rerun from the start by Ray on another
 node (max_retries=1), and the job's events say so; when no other node takes it within
-retry_wait, the job ends interrupted, naming the node.
+retry_wait, the job ends interrupted, naming the node. The run a lost node on another machine
+was writing is recorded as failed with that message (close_lost_attempt).
 
 A cluster that goes away entirely: a Ray driver whose cluster's head (GCS) stops answering
 ends its own process after $RAY_gcs_rpc_server_reconnect_timeout_s (60 s by default), which
@@ -308,6 +309,22 @@ def _node_alive(node_id: str) -> bool | None:
     return bool(alive)
 
 
+def close_lost_attempt(home: Path, placement_facts: Mapping[str, Any] | None,
+                       message: str) -> list[str]:
+    """Records as failed the run a lost node's attempt was writing, when that node is another
+    machine; returns its run id. On this machine the run store sees that the writing process
+    is gone and lists the run as interrupted; a process on another machine it cannot check,
+    so without this the run would read "running" for ever."""
+    worker = (placement_facts or {}).get("worker") or {}
+    if not worker.get("pid") or worker.get("hostname") == socket.gethostname():
+        return []
+    closed = run_writer.close_runs_left_by(RunStore(home).runs_dir, worker, run_status.FAILED,
+                                           message)
+    if closed:
+        logger.info("run %s of a lost node recorded as failed", ", ".join(closed))
+    return closed
+
+
 def _name(facts: Mapping[str, Any] | None) -> str:
     if not facts:
         return "the node it was given to"
@@ -389,6 +406,7 @@ class _Follower:
                 rerun = ProgressEvent(phase="preparing", message=(
                     f"The machine running this job (the cluster's {_name(lost)}) was lost; "
                     f"it starts again from the start on {_name(now)}."))
+                close_lost_attempt(self.executor.home, lost, rerun.message)
             else:
                 logger.info("cluster job runs on %s", _name(placements[-1]))
         self.placements = placements
@@ -432,6 +450,7 @@ class _Follower:
 
     def _interrupted(self, why: str) -> JobInterrupted:
         node = self.dead_node or (self.placements[-1] if self.placements else None)
-        return JobInterrupted(
-            f"The cluster's {_name(node)} stopped while running this job ({why}); what it had "
-            "written is kept as an interrupted run. Start the job again.")
+        message = (f"The cluster's {_name(node)} stopped while running this job ({why}); what "
+                   "it had written is kept as an interrupted run. Start the job again.")
+        close_lost_attempt(self.executor.home, node, message)
+        return JobInterrupted(message)
