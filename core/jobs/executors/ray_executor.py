@@ -207,8 +207,18 @@ class RayExecutor:
                 "$TL_STUDIO_RAY_ADDRESS or [studio] ray_address); jobs do not run on this "
                 "machine instead while a cluster is configured.")
 
+    def _offered(self) -> dict[str, float]:
+        """The cluster's resources, asked under _STATE_LOCK: a ray.shutdown() by the watchdog
+        during the call would end the process (see _node_alive)."""
+        with _STATE_LOCK:
+            if not ray.is_initialized():
+                lost = lost_reason(self.address)
+                raise ClusterError(f"Not started: {lost}." if lost else self._unreachable(
+                    "this server is no longer connected to it"))
+            return dict(ray.cluster_resources())
+
     def _check_resources(self) -> None:
-        offered = ray.cluster_resources()
+        offered = self._offered()
         missing = [name for name, amount in self.resources.items()
                    if offered.get(name, 0) < amount]
         if missing:
@@ -224,7 +234,7 @@ class RayExecutor:
     def _task_options(self, kind: str) -> dict[str, Any]:
         options: dict[str, Any] = {"max_retries": 1, "retry_exceptions": False,
                                    "resources": dict(self.resources)}
-        if kind in GPU_KINDS and ray.cluster_resources().get("GPU", 0) >= 1:
+        if kind in GPU_KINDS and self._offered().get("GPU", 0) >= 1:
             options["num_gpus"] = 1
         return options
 
