@@ -34,7 +34,6 @@ def _extraction(address: str, data: Path, home: Path) -> dict:
     from core.features import extraction as features
     from core.features import weights as base_weights
     from core.jobs.executors.ray_executor import RayExecutor
-    from core.jobs.executors.ray_extraction import extract_on_cluster
 
     index = datasets.ingest(data, home=home).index
     spec = backbones.get_spec("mobilenet_v2")
@@ -61,7 +60,7 @@ def _extraction(address: str, data: Path, home: Path) -> dict:
     for seed, attempt in ((0, "cluster_cold"), (1, "cluster_warm")):
         fresh()
         config = TrainConfig(weights=None, seed=seed)
-        done = extract_on_cluster(executor, config, index["path"], index["sha256"], shards=2)
+        done = executor.extract_features(config, index["path"], index["sha256"], shards=2)
         assert done.misses == len(index) and len(done.nodes) == 2, done
         out[f"{attempt}_seconds"] = round(done.seconds, 2)
         out[f"{attempt}_shards"] = [

@@ -22,28 +22,25 @@ from core.errors import AppError, RunNotFoundError
 from core.files import process_alive, read_events, read_json
 from core.runs import history as history_table
 from core.runs import schemas
+from core.runs.layout import (
+    CONFIG_FILE,
+    DATASET_FILE,
+    EVENTS_FILE,
+    HISTORY_FILE,
+    LABELS_FILE,
+    MARKER_FILES,
+    METRICS_FILE,
+    MODEL_FILE,
+    SPLIT_FILE,
+    STATUS_FILE,
+    TEMP_SUFFIXES,
+    VERSIONS_FILE,
+)
 from core.runs.record import HOW_TO_LIST, Run
 from core.status import BROKEN, COMPLETED, INTERRUPTED, RUN_RECORDED, RUNNING
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-LABELS_FILE = "labels.json"
-DATASET_FILE = "dataset.json"
-SPLIT_FILE = "split.csv"
-HISTORY_FILE = "history.csv"
-EVENTS_FILE = "events.jsonl"
-METRICS_FILE = "metrics.json"
-HEAD_SEARCH_FILE = "head_search.json"  # the settings the head search tried (core.training.head_search)
-MODEL_FILE = "model.keras"
-FAMILIARITY_FILE = "familiarity.npz"  # 'none of these' (core.results.familiarity)
-VERSIONS_FILE = "versions.json"
-STATUS_FILE = "status.json"
-# Files whose presence makes a folder look like a run.
-MARKER_FILES = (STATUS_FILE, CONFIG_FILE, LABELS_FILE)
-# Temporary files of writes in progress: ".<name>.<random>.tmp" (core.files) and the model's
-# ".model-<random>.tmp.keras" (Keras wants the .keras suffix).
-TEMP_SUFFIXES = (".tmp", ".tmp.keras")
 # Members every Keras 3 model archive holds.
 _MODEL_MEMBERS = ("config.json",)
 _MODEL_WEIGHTS_PREFIX = "model.weights"

@@ -20,7 +20,7 @@ from typing import Any
 from core import schema
 from core.files import read_json, write_text_atomic
 from core.runs import schemas
-from core.runs.folder import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE
+from core.runs.layout import LABELS_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE
 from core.runs.record import RunSummary
 from core.status import RUNNING
 

@@ -17,6 +17,7 @@ from core.config import TrainConfig
 from core.errors import RunNotUsableError
 from core.files import to_jsonable
 from core.runs import history as history_table
+from core.runs.layout import FAMILIARITY_FILE
 from core.status import BROKEN, COMPLETED
 
 if TYPE_CHECKING:
@@ -267,8 +268,6 @@ class Run:
     @property
     def familiarity_path(self) -> Path:
         """Where the run's 'none of these' reference and threshold are kept."""
-        from core.runs.folder import FAMILIARITY_FILE
-
         return self.run_dir / FAMILIARITY_FILE
 
     @property

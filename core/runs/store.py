@@ -22,8 +22,9 @@ import pandas as pd
 from core.config import TrainConfig
 from core.errors import JobError, RunNotFoundError
 from core.files import read_json
-from core.runs.folder import STATUS_FILE, effective_status, load_run, looks_like_run
+from core.runs.folder import effective_status, load_run, looks_like_run
 from core.runs.index import RunIndex, folder_stamp
+from core.runs.layout import STATUS_FILE
 from core.runs.record import HOW_TO_LIST, Run, RunSummary, created_from_id
 from core.runs.writer import RunWriter, collect_versions, create_run, new_run_id
 from core.status import BROKEN, RUNNING

@@ -33,7 +33,7 @@ from core.files import (
 )
 from core.runs import history as history_table
 from core.runs import placement
-from core.runs.folder import (
+from core.runs.layout import (
     CONFIG_FILE,
     DATASET_FILE,
     EVENTS_FILE,

@@ -236,7 +236,7 @@ def test_how_the_head_was_chosen_on_the_page_and_in_the_report(home: Path,
 def test_the_audit_a_runs_split_respected_is_on_the_page_and_in_the_report(
     trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core.runs.folder import DATASET_FILE
+    from core.runs.layout import DATASET_FILE
 
     home, run_dir, _metrics = copy_of_run(trained, tmp_path, monkeypatch)
     info = json.loads((run_dir / DATASET_FILE).read_text())

@@ -131,14 +131,13 @@ def test_extraction_split_over_both_nodes_fills_the_cache_a_local_run_reuses(
     from core.features import extraction as features
     from core.features import weights as base_weights
     from core.jobs.executors.ray_executor import RayExecutor
-    from core.jobs.executors.ray_extraction import extract_on_cluster
 
     home = tmp_path / "home"
     home.mkdir()
     index = datasets.ingest(photos, home=home).index
     config = TrainConfig(weights=None, seed=5)
     executor = RayExecutor(cluster.address, home=home)
-    done = extract_on_cluster(executor, config, index["path"], index["sha256"], shards=2)
+    done = executor.extract_features(config, index["path"], index["sha256"], shards=2)
     assert done.nodes == {cluster.head_node_id, cluster.worker_node_id}
     assert done.misses == len(index)
 

@@ -29,7 +29,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ except (ImportError, AttributeError):  # pragma: no cover - another Ray layout
 import core
 from core import status as run_status
 from core.errors import Cancelled
-from core.jobs.executors import ClusterError, JobInterrupted, home_check, ray_task
+from core.jobs.executors import ClusterError, JobInterrupted, home_check, ray_extraction, ray_task
 from core.progress import ProgressEvent
 from core.runs import placement
 from core.runs import writer as run_writer
@@ -206,6 +206,33 @@ class RayExecutor:
                 "(`ray start --head` on its head node) or correct the address (--ray, "
                 "$TL_STUDIO_RAY_ADDRESS or [studio] ray_address); jobs do not run on this "
                 "machine instead while a cluster is configured.")
+
+    def extract_features(self, config: Any, paths: Sequence[str | Path],
+                         sha256s: Sequence[str], *, views: Sequence[int] = (0,),
+                         shards: int | None = None,
+                         batch_size: int = 32) -> ray_extraction.ClusterExtraction:
+        """Fills the feature cache of config's base for these photos using the cluster's
+        workers (core.jobs.executors.ray_extraction).
+
+        Args:
+            config: A TrainConfig naming the base and its weights.
+            paths: Image files, at the same path on every node (the shared home or mount).
+            sha256s: Content hash of each image (the dataset index's sha256 column).
+            views: Views to extract (0: the photo itself; k > 0: augmented copy k).
+            shards: Tasks to split the photos into; the cluster's CPU count when None.
+            batch_size: Images per inference batch within a task.
+
+        Raises:
+            ClusterError: The cluster cannot be reached, or a node does not see the home.
+        """
+        self.check()
+        token = home_check.write_check(self.home)
+        try:
+            return ray_extraction.spread_extraction(
+                config, paths, sha256s, home=self.home, token=token, views=views,
+                shards=shards, batch_size=batch_size)
+        finally:
+            home_check.remove_check(self.home, token)
 
     def _offered(self) -> dict[str, float]:
         """The cluster's resources, asked under _STATE_LOCK: a ray.shutdown() by the watchdog

@@ -24,8 +24,8 @@ import pandas as pd
 import ray
 
 from core.config import TrainConfig
-from core.jobs.executors import home_check, ray_task
-from core.jobs.executors.ray_executor import RayExecutor
+from core.jobs.executors import home_check
+from core.jobs.executors.ray_node import node_facts
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _extract_shard(config: dict[str, Any], paths: list[str], shas: list[str], ho
     from core.features import extraction as features
     from core.features import weights as base_weights
 
-    facts = ray_task.node_facts()
+    facts = node_facts()
     home_check.verify(home, token, facts)
     cfg = TrainConfig.from_dict(config)
     spec = backbones.get_spec(cfg.backbone, hub_handle=cfg.hub_handle,
@@ -92,40 +92,14 @@ def _extract_shard(config: dict[str, Any], paths: list[str], shas: list[str], ho
             "seconds": round(stats.seconds, 3)}
 
 
-def extract_on_cluster(executor: RayExecutor, config: TrainConfig, paths: Sequence[str | Path],
-                       sha256s: Sequence[str], *, views: Sequence[int] = (0,),
-                       shards: int | None = None, batch_size: int = 32) -> ClusterExtraction:
-    """Fills the feature cache of config's base for these photos using the cluster's workers.
-
-    Args:
-        executor: The connected (or connectable) ray executor; its home is the cache's home.
-        config: Names the base and its weights (backbone, weights, seed, hub handle).
-        paths: Image files, at the same path on every node (the shared home or mount).
-        sha256s: Content hash of each image (the dataset index's sha256 column).
-        views: Views to extract (0: the photo itself; k > 0: augmented copy k).
-        shards: Tasks to split the photos into; the cluster's CPU count when None.
-        batch_size: Images per inference batch within a task.
-
-    Raises:
-        ClusterError: The cluster cannot be reached, or a node does not see the home.
-    """
-    executor.check()
-    token = home_check.write_check(executor.home)
-    try:
-        return spread_extraction(config, paths, sha256s, home=executor.home, token=token,
-                                 views=views, shards=shards, batch_size=batch_size)
-    finally:
-        home_check.remove_check(executor.home, token)
-
-
 def spread_extraction(config: TrainConfig, paths: Sequence[str | Path], sha256s: Sequence[str],
                       *, home: str | Path, token: str, views: Sequence[int] = (0,),
                       shards: int | None = None, batch_size: int = 32) -> ClusterExtraction:
-    """extract_on_cluster's work from a connected process (the server or a job's task).
+    """RayExecutor.extract_features's work from a connected process (the server or a job's task).
 
     Args:
         token: The home check token the server wrote (home_check.write_check).
-        (the others as in extract_on_cluster)
+        (the others as in RayExecutor.extract_features)
     """
     paths, shas = [str(p) for p in paths], [str(s) for s in sha256s]
     if len(paths) != len(shas):

@@ -7,7 +7,6 @@ it and asks it whether the job should stop; the server drains it. Events keep th
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,6 +15,7 @@ import ray
 
 from core.files import own_process_facts
 from core.jobs.executors import home_check
+from core.jobs.executors.ray_node import node_facts
 from core.runs import placement
 
 STOP_POLL_SECONDS = 0.5  # should_stop() is polled per batch; the channel is asked at most this often
@@ -52,17 +52,6 @@ class Channel:
 
     def flush(self) -> None:
         """A no-op: once it returns, every put() the caller sent before it has been kept."""
-
-
-def node_facts() -> dict[str, Any]:
-    """Placement facts of the node this task runs on."""
-    context = ray.get_runtime_context()
-    return {
-        "backend": placement.RAY,
-        "node_id": context.get_node_id(),
-        "node_address": ray.util.get_node_ip_address(),
-        "hostname": socket.gethostname(),
-    }
 
 
 def run_facts(facts: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:
