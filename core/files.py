@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -141,6 +142,12 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Writes obj as indented JSON atomically (see write_bytes_atomic and to_jsonable)."""
     text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
     write_text_atomic(path, text + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256 (hex), read in blocks (hashlib.file_digest)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def read_json(path: str | Path) -> Any:

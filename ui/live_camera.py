@@ -21,6 +21,7 @@ import streamlit.components.v1 as components
 
 from core.errors import AppError
 from core.export import browser
+from core.files import file_sha256
 from core.results.prediction import Predictor
 from ui import export as ui_export
 from ui import links, resources
@@ -65,7 +66,8 @@ def _served(run_dir: str, stamp: tuple[int, ...], exported: str, _familiarity: A
     reference = None
     if _familiarity is not None and browser.has_features(path):
         reference = browser.reference_file(Path(run_dir), _familiarity)
-    tag = browser.digest(path)[:16] + (browser.digest(reference)[:8] if reference else "")
+    # the files' hashes name them in their address, so a new model is a new URL
+    tag = file_sha256(path)[:16] + (file_sha256(reference)[:8] if reference else "")
     served = components.declare_component(f"model_{tag}", path=str(path.parent))
     return {"model": f"../{served.name}/{path.name}",
             "reference": f"../{served.name}/{reference.name}" if reference else None}

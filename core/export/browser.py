@@ -17,7 +17,6 @@ before the extra output is made again the first time it is asked for.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -133,15 +132,6 @@ def write(model: Any, size: int, target: Path) -> None:
     if names[:1] != [PROBABILITIES_OUTPUT]:  # readers of output 0 expect the probabilities
         raise RuntimeError(f"the browser model's outputs came out as {names}")
     files.write_bytes_atomic(target, data)
-
-
-def digest(path: Path) -> str:
-    """The file's sha256 (hex): names the file in its address, so a new model is a new URL."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fresh(path: Path, model_path: Path) -> bool:

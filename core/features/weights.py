@@ -23,6 +23,7 @@ import numpy as np
 from core.errors import WeightsUnavailableError
 from core.features import backbones, hub
 from core.features.backbones import BackboneSpec
+from core.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,6 @@ def network_available(host: str = WEIGHTS_HOST, port: int = 443, timeout: float 
     return bool(outcome and outcome[0])
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _folder_state(folder: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(
         (p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
@@ -91,7 +84,7 @@ def _folder_sha256(folder: Path) -> str:
     digest = hashlib.sha256()
     for rel, _, _ in _folder_state(folder):
         digest.update(rel.encode() + b"\0")
-        digest.update(_file_sha256(folder / rel).encode())
+        digest.update(file_sha256(folder / rel).encode())
     return digest.hexdigest()
 
 
@@ -131,7 +124,7 @@ class ResolvedWeights:
         else:
             stat = path.stat()
             key = (str(path), stat.st_size, stat.st_mtime_ns)
-            compute = _file_sha256
+            compute = file_sha256
         if key not in self._hashes:
             self._hashes.clear()
             self._hashes[key] = compute(path)

@@ -13,6 +13,7 @@ from conftest import make_class_folders
 from run_helpers import make_run, tiny_classifier
 
 from core.export import browser
+from core.files import file_sha256
 
 
 def _run(path: Path, x: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -84,7 +85,7 @@ def test_a_fresh_export_is_the_file_served(run, tmp_path: Path) -> None:
     path = browser.model_file(run, exported)
     assert path.read_bytes() == (exported / browser.FILE).read_bytes()
     assert sorted(p.name for p in path.parent.iterdir()) == [browser.FILE]  # nothing else served
-    assert browser.digest(path) == browser.digest(exported / browser.FILE)
+    assert file_sha256(path) == file_sha256(exported / browser.FILE)
 
 
 def test_the_browser_model_gives_the_features_the_server_scores(run) -> None:
