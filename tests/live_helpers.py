@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from studio_server import CHROMEDRIVER, CHROMIUM
+
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--disable-background-timer-throttling",
@@ -39,19 +39,6 @@ const keep = () => window.__answers.push({
 new MutationObserver(keep).observe(answer, {attributes: true, subtree: true, childList: true,
                                             characterData: true});
 """
-
-
-def missing() -> str | None:
-    """Why a browser test cannot run here, None when it can."""
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    if not CHROMEDRIVER.exists():
-        return f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -r requirements-dev.txt)"
-    return None
 
 
 @contextlib.contextmanager

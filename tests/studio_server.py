@@ -1,11 +1,13 @@
 """The app as a person starts it: `streamlit run` on 127.0.0.1 and a free port, for the tests
-that drive it from a real browser or over HTTP (browser, live camera, https, upload budget).
+that drive it from a real browser or over HTTP (browser, live camera, https, upload budget),
+and whether this machine has the browser those tests drive.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -18,6 +20,21 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, driven by Debian's chromedriver
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def browser_missing() -> str | None:
+    """Why a browser test cannot run here, None when it can."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    if not CHROMEDRIVER.exists():
+        return f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -r requirements-dev.txt)"
+    return None
 
 
 def free_port() -> int:
@@ -89,3 +106,22 @@ def tail(path: Path, lines: int = 40) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
+
+
+@contextlib.contextmanager
+def studio_for_browser(tmp_path: Path, artifact: Path, **options: Any) -> Iterator[str]:
+    """studio() with a new studio home for a browser test, skipped where no browser is; the
+    server's log is kept as `artifact` afterwards (CI keeps test-artifacts/)."""
+    import pytest  # here: the benchmarks use this module without pytest
+
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    log = tmp_path / "streamlit.log"
+    try:
+        with studio(tmp_path / "studio-home", log, **options) as (url, _process):
+            yield url
+    finally:
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copy(log, artifact)

@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 from conftest import ASSETS, MOBILENET_V2_NO_TOP, make_class_folders
 from PIL import Image
+from studio_server import CHROMEDRIVER, CHROMIUM
 
 pytestmark = pytest.mark.container
 
@@ -48,8 +49,6 @@ BUILD_SECONDS = 900
 SERVER_START_SECONDS = 120
 HOME_PAGE_SECONDS = 120
 EXPECTED_CMD = ["streamlit", "run", "streamlit_app.py", "--server.address", "0.0.0.0"]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def _missing() -> str | None:

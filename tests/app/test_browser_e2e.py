@@ -22,14 +22,12 @@ from typing import Any
 
 import pytest
 from conftest import make_class_folders, patterned_image, zip_folder
-from studio_server import studio
+from studio_server import CHROMEDRIVER, CHROMIUM, studio_for_browser
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
     "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -44,33 +42,12 @@ TRAINING_SECONDS = 150
 CLASSES = ("cats", "dogs", "fish")
 
 
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    if not CHROMEDRIVER.exists():
-        return f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -r requirements-dev.txt)"
-    return None
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """The app (tests/studio_server.py) with an empty studio home; its log kept after."""
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
-    log = tmp_path / "streamlit.log"
-    try:
-        with studio(tmp_path / "studio-home", log, public_url=True,
-                    start_seconds=SERVER_START_SECONDS) as (url, _process):
-            yield url
-    finally:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            shutil.copy(log, ARTIFACTS / "streamlit.log")
+    with studio_for_browser(tmp_path, ARTIFACTS / "streamlit.log", public_url=True,
+                            start_seconds=SERVER_START_SECONDS) as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ screenshots are refreshed from them). Kept cheap: tiny generated photos, random 
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -19,12 +18,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import patterned_image
-from studio_server import studio
+from studio_server import studio_for_browser
 from test_browser_e2e import (
     ARTIFACTS,
     SERVER_START_SECONDS,
     App,
-    _missing,
     chromium,
 )
 
@@ -40,20 +38,11 @@ STEP_SECONDS = 600  # one training or export on a loaded 2-core machine
 def viewer_server(tmp_path: Path) -> Iterator[str]:
     """The app with an admin password (its own secrets file) and an empty studio home; its
     shared links name this machine's network address, as a teacher's do."""
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(f'[studio]\nadmin_password = "{PASSWORD}"\n')
-    log = tmp_path / "streamlit.log"
-    try:
-        with studio(tmp_path / "studio-home", log, secrets=secrets,
-                    start_seconds=SERVER_START_SECONDS) as (url, _process):
-            yield url
-    finally:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            (ARTIFACTS / "teacher-streamlit.log").write_bytes(log.read_bytes())
+    with studio_for_browser(tmp_path, ARTIFACTS / "teacher-streamlit.log", secrets=secrets,
+                            start_seconds=SERVER_START_SECONDS) as url:
+        yield url
 
 
 def no_error(app: App, where: str) -> None:

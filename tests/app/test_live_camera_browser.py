@@ -26,12 +26,11 @@ from live_helpers import (
     chromium,
     enter_live_view,
     message,
-    missing,
     wait_for_answers,
 )
 from PIL import Image
 from run_helpers import make_run, tiny_classifier
-from studio_server import studio
+from studio_server import browser_missing, studio
 from video_helpers import browser_squash, frame_of, signature, write_y4m
 
 from core.data import images
@@ -55,8 +54,8 @@ UNSEEN = ("cat.bmp", "grace_hopper.bmp", "hot_dog.jpg", "parrot.jpg")  # never s
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny trained run, its clip, and the server's answers for each frame of the clip."""
-    if missing():
-        pytest.skip(missing())
+    if browser_missing():
+        pytest.skip(browser_missing())
     root = tmp_path_factory.mktemp("live")
     photos = make_class_folders(root / "photos", {"cats": 12, "dogs": 12, "fish": 12})
     home = root / "studio-home"
@@ -245,8 +244,8 @@ ARGS = {"model_url": "missing/model_browser.tflite", "labels": ["cats", "dogs"],
 
 
 def test_without_a_camera_or_a_model_the_view_says_what_to_do(tmp_path: Path) -> None:
-    if missing():
-        pytest.skip(missing())
+    if browser_missing():
+        pytest.skip(browser_missing())
     no_camera = _component_page(None, ARGS, camera=False)
     assert "No camera was found" in no_camera or "in use" in no_camera, no_camera
     clip = tmp_path / "grey.y4m"
@@ -259,8 +258,8 @@ def test_without_a_camera_or_a_model_the_view_says_what_to_do(tmp_path: Path) ->
 def test_the_pages_resize_is_its_python_copy_used_by_the_benchmark() -> None:
     """resize.js in Chromium gives exactly tests/video_helpers.browser_squash's pixels (which
     bench/live_preprocessing_benchmark.py uses to measure the live path on real photos)."""
-    if missing():
-        pytest.skip(missing())
+    if browser_missing():
+        pytest.skip(browser_missing())
     import functools
     import http.server
     import threading
@@ -294,8 +293,8 @@ def test_a_model_file_without_features_still_answers_and_says_none_of_these_is_o
     """A browser file that gives no feature vector (not laid out as base and head, or made
     before 'none of these' reached the browser): the live view answers with the classes and
     says, in a note, that it cannot answer "None of these"."""
-    if missing():
-        pytest.skip(missing())
+    if browser_missing():
+        pytest.skip(browser_missing())
     import functools
     import http.server
     import threading
